@@ -1,0 +1,43 @@
+# `make help` lists the targets. Everything runs inside .venv/, made by `make install`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO_IMAGE := outputs/samples/astronaut.png
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast bench lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## make .venv/ with the pinned stack and the package (editable)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required); set PYTHON=..." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## zoom 4x, 16x, 64x, 256x into a sample photo (offline, CPU)
+	$(PY) -m coz.samples outputs/samples
+	$(PY) -m coz.zoom input=$(DEMO_IMAGE)
+
+test: $(STAMP)  ## run the test suite (offline, CPU)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)  ## tests without the slow ones
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)  ## speed and memory benchmarks, results in experiments/bench/
+	$(PY) -m coz.bench
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(VENV)/bin/ruff check coz tests && $(VENV)/bin/ruff format --check coz tests
+
+format: $(STAMP)  ## ruff format
+	$(VENV)/bin/ruff format coz tests && $(VENV)/bin/ruff check --fix coz tests
+
+clean:  ## remove the venv and caches (keeps outputs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
