@@ -1,0 +1,26 @@
+"""SR backbones, chosen by the ``backbone=`` config group. Each is built lazily: only the chosen
+backbone's dependencies are imported."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from coz.backbones.base import Backbone
+
+__all__ = ["Backbone", "build_backbone", "BACKBONES"]
+
+BACKBONES = ("realesrgan", "nearest", "bicubic")
+
+
+def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backbone:
+    name = str(cfg.name)
+    if name in ("nearest", "bicubic"):
+        from coz.backbones.interp import Interpolation
+
+        return Interpolation(name)
+    if name == "realesrgan":
+        from coz.backbones.realesrgan import RealESRGAN
+
+        return RealESRGAN.from_config(weights=str(cfg.weights), device=device, dtype=str(cfg.dtype))
+    raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join(BACKBONES)})")

@@ -1,0 +1,129 @@
+"""The scale-autoregressive zoom chain (paper section 3.1, Algorithm 1) and its baselines.
+
+x0 is the 512-px input; step i crops the center 1/4 of x_{i-1}, and the backbone magnifies it
+4x into x_i, guided by a prompt extracted from the zoomed view (and, for AR-2, from x_{i-1}).
+The chain knows nothing about which backbone or prompt extractor it drives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from coz.backbones.base import Backbone
+from coz.geometry import center_crop, to_pil, to_tensor
+from coz.prompts.base import PromptExtractor, with_user_prompt
+from coz.timing import PhaseTimer
+
+# mode -> what a step does (implementation-facts.md, section 1)
+MODES = ("recursive_multiscale", "recursive", "onestep", "nearest", "bicubic")
+INTERPOLATION_MODES = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
+
+
+@dataclass
+class Step:
+    """One zoom step of one image."""
+
+    scale: int  # magnification of ``state`` relative to x0
+    state: Image.Image  # the scale-state x_i
+    view: Image.Image | None = None  # the bicubic zoom the backbone and the prompt saw (None: no model)
+    prompt: str | None = None  # the text the backbone saw (None: no model)
+
+
+@dataclass
+class Zoom:
+    """All scale-states of one image."""
+
+    x0: Image.Image
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def states(self) -> list[Image.Image]:
+        return [self.x0, *(s.state for s in self.steps)]
+
+    @property
+    def scales(self) -> list[int]:
+        return [1, *(s.scale for s in self.steps)]
+
+
+class ZoomChain:
+    """Runs one zoom mode over a batch of x0 images, one step at a time for the whole batch."""
+
+    def __init__(
+        self,
+        mode: str,
+        backbone: Backbone | None,
+        prompter: PromptExtractor,
+        steps: int = 4,
+        factor: int = 4,
+        size: int = 512,
+        user_prompt: str = "",
+        timer: PhaseTimer | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"zoom mode {mode!r} is not one of {', '.join(MODES)}")
+        if backbone is None and mode not in INTERPOLATION_MODES:
+            raise ValueError(f"zoom mode {mode!r} needs a backbone")
+        if steps < 1 or factor < 2 or size % factor:
+            raise ValueError(f"zoom needs steps >= 1, factor >= 2 and size divisible by factor; "
+                             f"got steps={steps}, factor={factor}, size={size}")
+        if mode in ("onestep", *INTERPOLATION_MODES) and size // factor**steps < 1:
+            raise ValueError(f"{mode}: a {size}-px image has no center 1/{factor**steps} to zoom into")
+        self.mode, self.backbone, self.prompter = mode, backbone, prompter
+        self.steps, self.factor, self.size = steps, factor, size
+        self.user_prompt = user_prompt
+        self.timer = timer or PhaseTimer()
+
+    def run(self, x0s: list[Image.Image], on_step: Callable[[int], None] | None = None) -> list[Zoom]:
+        """Zoom every image ``steps`` times; ``on_step(n_images)`` is called after each batch step."""
+        for x0 in x0s:
+            if x0.size != (self.size, self.size):
+                raise ValueError(f"x0 must be {self.size}x{self.size}, got {x0.width}x{x0.height}")
+        zooms = [Zoom(x0) for x0 in x0s]
+        for i in range(1, self.steps + 1):
+            scale = self.factor**i
+            if self.mode in INTERPOLATION_MODES:
+                new_steps = [self._interpolate(z.x0, scale) for z in zooms]
+            elif self.mode == "onestep":
+                new_steps = self._super_resolve([z.x0 for z in zooms], scale, scale, multiscale=False)
+            else:
+                sources = [z.states[-1] for z in zooms]
+                multiscale = self.mode == "recursive_multiscale"
+                new_steps = self._super_resolve(sources, self.factor, scale, multiscale)
+            for zoom, step in zip(zooms, new_steps, strict=True):
+                zoom.steps.append(step)
+            if on_step:
+                on_step(len(zooms))
+        return zooms
+
+    def _interpolate(self, x0: Image.Image, scale: int) -> Step:
+        crop = center_crop(x0, scale)
+        return Step(scale, crop.resize((self.size, self.size), INTERPOLATION_MODES[self.mode]))
+
+    def _super_resolve(self, sources: list[Image.Image], crop_factor: int, scale: int, multiscale: bool) -> list[Step]:
+        """Crop the center 1/crop_factor of each source, extract prompts, magnify with the backbone."""
+        crops = [center_crop(src, crop_factor) for src in sources]
+        views = [c.resize((self.size, self.size), Image.BICUBIC) for c in crops]
+        previous = sources if multiscale else [None] * len(sources)
+        with self.timer.phase("prompt"):
+            texts = self.prompter.extract(views, previous)
+        prompts = [with_user_prompt(t, self.user_prompt) for t in texts]
+
+        if self.backbone.takes_upsampled_input:
+            lr = views
+        else:  # a CNN magnifies the small crop itself; direct SR first brings it to the input size
+            lr_size = self.size // self.backbone.scale
+            lr = [c if c.width == lr_size else c.resize((lr_size, lr_size), Image.BICUBIC) for c in crops]
+        batch = to_tensor(lr).to(self.backbone.device)
+        with self.timer.phase("sr"), torch.inference_mode():
+            out = self.backbone.upscale(batch, prompts)
+        states = to_pil(out)
+        if states[0].size != (self.size, self.size):
+            raise RuntimeError(
+                f"backbone {self.backbone.name} returned {states[0].width}x{states[0].height}, "
+                f"expected {self.size}x{self.size}"
+            )
+        return [Step(scale, s, v, p) for s, v, p in zip(states, views, prompts, strict=True)]

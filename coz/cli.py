@@ -1,0 +1,77 @@
+"""What every ``python -m coz.<tool>`` entry point shares: the config folder, the run-folder
+name, and one fix to Hydra's override parsing.
+
+The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
+sweep ``-m prompt=null,dape,vlm``) would deselect the prompt group instead of choosing the
+option ``conf/prompt/null.yaml``. The paper calls that mode "null", and users type it, so
+before Hydra parses the command line we quote a bare ``null`` in overrides of the config groups
+that have a ``null`` option. Nothing else on the command line is touched.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from coz.errors import CozError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+# Config groups whose option files include null.yaml.
+GROUPS_WITH_NULL_OPTION = ("prompt",)
+
+_OVERRIDE = re.compile(r"^(?P<key>[+~]{0,2}(?P<group>[\w.]+))=(?P<value>.*)$", re.S)
+
+
+def quote_null_choices(args: list[str]) -> list[str]:
+    """Rewrite ``prompt=null`` to ``prompt='null'`` and ``prompt=null,dape`` to ``prompt='null',dape``.
+
+    Only simple values and comma-separated sweep lists are rewritten; sweep functions such as
+    ``choice(...)`` or ``range(...)`` and quoted values are left to Hydra as typed.
+    """
+    fixed = []
+    for arg in args:
+        match = _OVERRIDE.match(arg)
+        if match and match["group"] in GROUPS_WITH_NULL_OPTION and "(" not in match["value"]:
+            items = match["value"].split(",")
+            items = ["'null'" if item.strip() == "null" else item for item in items]
+            arg = f"{match['key']}={','.join(items)}"
+        fixed.append(arg)
+    return fixed
+
+
+def _unique_run_suffix() -> str:
+    # Two runs started in the same second must not share a folder: add 4 random hex digits.
+    return secrets.token_hex(2)
+
+
+# use_cache: the run folder name must resolve to the same value every time Hydra reads it.
+if not OmegaConf.has_resolver("coz_uid"):
+    OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)
+
+
+def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
+    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml``.
+
+    Tests call ``run(cfg)`` directly with a composed config; users go through this wrapper.
+    """
+
+    @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except CozError as err:  # the message says it all: no traceback
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def main() -> None:
+        sys.argv = [sys.argv[0], *quote_null_choices(sys.argv[1:])]
+        _main()
+
+    return main

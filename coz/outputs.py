@@ -1,0 +1,63 @@
+"""Writes one image's zoom to the run folder. Every file is written atomically, and a zoom
+counts as finished only when its ``zoom.json`` exists (written last), so an interrupted run
+resumes where it stopped.
+
+Layout, per image ``<name>``::
+
+    images/<name>/state_0.png .. state_n.png   the scale-states x0..xn
+    images/<name>/input_<i>.png                 step i's bicubic zoom (what the backbone and prompt saw)
+    images/<name>/prompt_<i>.txt                step i's prompt
+    images/<name>/strip.png                     the states side by side, zoomed regions boxed
+    images/<name>/zoom.gif                      the animated zoom
+    images/<name>/zoom.json                     scales, prompts, file names
+    scales/x<scale>/<name>.png                  every image at one scale (for per-scale metrics)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from coz.atomic import write_text_atomic
+from coz.chain import Zoom
+from coz.viz import save_gif, save_png, zoom_animation, zoom_strip
+
+
+def image_dir(run_dir: Path, name: str) -> Path:
+    return run_dir / "images" / name
+
+
+def is_finished(run_dir: Path, name: str) -> bool:
+    return (image_dir(run_dir, name) / "zoom.json").exists()
+
+
+def write_zoom(run_dir: Path, name: str, zoom: Zoom, save: DictConfig, factor: int, notes: list[str]) -> dict[str, Path]:
+    """Write every file of one zoom; return them by role (state_0, input_1, prompt_1, strip, gif...)."""
+    folder = image_dir(run_dir, name)
+    files: dict[str, Path] = {}
+    for i, (state, scale) in enumerate(zip(zoom.states, zoom.scales, strict=True)):
+        files[f"state_{i}"] = save_png(state, folder / f"state_{i}.png")
+        if save.per_scale:
+            save_png(state, run_dir / "scales" / f"x{scale}" / f"{name}.png")
+    for i, step in enumerate(zoom.steps, start=1):
+        if step.view is not None:
+            files[f"input_{i}"] = save_png(step.view, folder / f"input_{i}.png")
+        if step.prompt is not None:
+            files[f"prompt_{i}"] = write_text_atomic(folder / f"prompt_{i}.txt", step.prompt)
+    labels = [f"x{scale}" for scale in zoom.scales]
+    if save.strip:
+        files["strip"] = save_png(zoom_strip(zoom.states, factor=factor, labels=labels), folder / "strip.png")
+    if save.gif:
+        frames = zoom_animation(zoom.states, factor=factor, size=int(save.gif_size))
+        files["gif"] = save_gif(frames, folder / "zoom.gif")
+    record = {
+        "name": name,
+        "scales": zoom.scales,
+        "prompts": [s.prompt for s in zoom.steps],
+        "notes": notes,
+        "files": {role: str(path.relative_to(run_dir)) for role, path in files.items()},
+    }
+    write_text_atomic(folder / "zoom.json", json.dumps(record, indent=2))
+    return files

@@ -1,0 +1,192 @@
+"""``python -m coz.zoom input=PATH``: zoom into images with Chain-of-Zoom.
+
+Every option is a Hydra override (``conf/zoom.yaml``): ``zoom=`` recursive_multiscale (CoZ, the
+default) | recursive | onestep | nearest | bicubic, ``backbone=``, ``prompt=``, ``logger=``,
+``zoom.steps=``, ``batch_size=``, ``seed=``, ``device=``...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from coz.backbones import build_backbone
+from coz.chain import INTERPOLATION_MODES, ZoomChain
+from coz.cli import hydra_entry
+from coz.errors import CozError
+from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
+from coz.loggers import build_logger
+from coz.outputs import is_finished, write_zoom
+from coz.prompts import build_prompt_extractor
+from coz.runinfo import machine, versions, write_run_json
+from coz.timing import PhaseTimer
+
+log = logging.getLogger("coz.zoom")
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Zoom every image of ``cfg.input``; write results to ``run_dir`` (Hydra's run folder by
+    default). Returns the run record (also written to ``run.json``)."""
+    run_dir = Path(run_dir or _hydra_run_dir())
+    timer = PhaseTimer()
+    images = find_images(cfg.input)  # fails on a missing input before any model loads
+    names = _unique_names(images)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    _check_resumable(run_dir, config)
+
+    threads = _set_threads(cfg.threads)
+    _seed_everything(int(cfg.seed))
+    device = _device(cfg.device)
+    mode = str(cfg.zoom.mode)
+    backbone = None if mode in INTERPOLATION_MODES else build_backbone(cfg.backbone, device)
+    prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
+    chain = ZoomChain(mode, backbone, prompter, steps=int(cfg.zoom.steps), factor=int(cfg.zoom.factor),
+                      size=int(cfg.zoom.size), user_prompt=str(cfg.user_prompt), timer=timer)
+    logger = build_logger(cfg, run_dir)
+
+    record: dict[str, Any] = {
+        "config": config,
+        "choices": _hydra_choices(),
+        "seed": int(cfg.seed),
+        "device": str(device),
+        "threads": threads,
+        "versions": versions(),
+        "machine": machine(),
+        "images": {},
+        "failed": {},
+    }
+    todo = [(path, name) for path, name in zip(images, names, strict=True) if not is_finished(run_dir, name)]
+    if len(todo) < len(images):
+        log.info("resuming: %d of %d images already zoomed in %s", len(images) - len(todo), len(images), run_dir)
+    log.info("zoom=%s backbone=%s prompt=%s: %d image(s) -> %s", mode, backbone.name if backbone else "none",
+             prompter.name, len(todo), run_dir)
+
+    progress = tqdm(total=len(todo) * chain.steps, desc="zoom", unit="step", dynamic_ncols=True)
+    batch_size = int(cfg.batch_size)
+    if batch_size < 1:
+        raise CozError(f"batch_size={batch_size}: must be at least 1")
+    for start in range(0, len(todo), batch_size):
+        batch = []
+        for path, name in todo[start:start + batch_size]:
+            try:
+                image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=int(cfg.max_pixels))
+                x0, resize_notes = prepare_x0(image, size=chain.size, name=path.name)
+            except ImageInputError as err:
+                log.error("%s", err)
+                record["failed"][str(path)] = str(err)
+                progress.update(chain.steps)
+                continue
+            for note in notes + resize_notes:
+                log.warning("%s", note)
+            batch.append((name, path, x0, notes + resize_notes))
+        if not batch:
+            continue
+        progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
+        zooms = chain.run([x0 for _, _, x0, _ in batch], on_step=progress.update)
+        for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
+            files = write_zoom(run_dir, name, zoom, cfg.save, chain.factor, notes)
+            logger.log_zoom(name, zoom, files)
+            record["images"][name] = {"source": str(path), "prompts": [s.prompt for s in zoom.steps], "notes": notes}
+        record["timings"] = timer.summary()
+        write_run_json(run_dir, record)  # after every batch: an interrupted run still says what it did
+    progress.close()
+
+    record["timings"] = timer.summary()
+    record["finished"] = sorted(n for n in names if is_finished(run_dir, n))
+    write_run_json(run_dir, record)
+    logger.log_summary({"images": len(record["finished"]), "failed": len(record["failed"]), **record["timings"]})
+    logger.close()
+    _report(run_dir, record)
+    return record
+
+
+def _report(run_dir: Path, record: dict[str, Any]) -> None:
+    done, failed = len(record["finished"]), record["failed"]
+    t = record["timings"]
+    print(f"coz.zoom: {done} image(s) zoomed in {t['total_s']:.1f} s "
+          f"(SR {t.get('sr_s', 0):.1f} s, prompts {t.get('prompt_s', 0):.1f} s, other {t['other_s']:.1f} s)")
+    if failed:
+        print(f"coz.zoom: {len(failed)} input(s) skipped:")
+        for path, reason in failed.items():
+            print(f"  {reason}")
+    print(f"coz.zoom: results in {run_dir}")
+
+
+def _hydra_run_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir
+
+
+def _hydra_choices() -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+
+
+def _check_resumable(run_dir: Path, config: dict[str, Any]) -> None:
+    """A run folder that already holds a run is resumed only with the same config: nothing an
+    earlier run wrote is overwritten with something different."""
+    previous = run_dir / "run.json"
+    if previous.exists():
+        earlier = json.loads(previous.read_text()).get("config")
+        if earlier != config:
+            raise CozError(f"{run_dir} already holds a run with a different config; "
+                           "choose another hydra.run.dir (or omit it for a new folder)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """Output names: the file stem, plus the extension where two inputs share a stem."""
+    stems = [p.stem for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
+
+
+def _set_threads(threads: Any) -> int:
+    if str(threads) == "auto":
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    else:
+        n = int(threads)
+        if n < 1:
+            raise CozError(f"threads={threads}: must be 'auto' or at least 1")
+    torch.set_num_threads(n)
+    return n
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CozError(f"device={name}: CUDA is not available on this machine (use device=cpu or auto)")
+    return device
+
+
+def _cli(cfg: DictConfig) -> None:
+    record = run(cfg)
+    if record["failed"]:
+        sys.exit(1)  # every good result is kept; the status tells scripts that some inputs failed
+
+
+main = hydra_entry(_cli, config_name="zoom")
+
+if __name__ == "__main__":
+    main()

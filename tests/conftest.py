@@ -1,0 +1,52 @@
+"""Shared fixtures: sample photos, a composed zoom config, and no network for anyone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from coz.cli import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Nothing may download at test time; loaders that honour these fail at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory) -> list[Path]:
+    """The scikit-image photos as PNG files (real photos, no download)."""
+    from coz.samples import write_samples
+
+    return write_samples(tmp_path_factory.mktemp("samples"))
+
+
+@pytest.fixture(scope="session")
+def photo(samples) -> Image.Image:
+    return Image.open(samples[0]).convert("RGB")
+
+
+@pytest.fixture()
+def compose_zoom():
+    """compose_zoom(overrides) -> the zoom config as ``python -m coz.zoom`` would see it."""
+
+    def _compose(overrides: list[str]):
+        from coz.cli import quote_null_choices
+
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name="zoom", overrides=quote_null_choices(overrides))
+
+    return _compose
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Converted weights go to one per-session cache, never the user's."""
+    cache = tmp_path_factory.getbasetemp() / "coz-cache"
+    monkeypatch.setenv("COZ_CACHE", str(cache))

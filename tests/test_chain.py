@@ -1,0 +1,137 @@
+"""Every zoom mode of the chain: what each step feeds the backbone and the prompt extractor."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coz.backbones.base import Backbone
+from coz.backbones.interp import Interpolation
+from coz.chain import MODES, ZoomChain
+from coz.geometry import center_crop, to_tensor
+from coz.prompts.base import NullPrompt, PromptExtractor, with_user_prompt
+
+
+class RecordingBackbone(Backbone):
+    """Nearest-neighbour 4x that remembers what it was given."""
+
+    def __init__(self, upsampled: bool = False) -> None:
+        self.takes_upsampled_input = upsampled
+        self.name = "recording"
+        self.inputs: list[torch.Tensor] = []
+        self.prompts: list[list[str]] = []
+
+    def upscale(self, images, prompts):
+        self.inputs.append(images.clone())
+        self.prompts.append(list(prompts))
+        if self.takes_upsampled_input:
+            return images.flip(-1)  # "restore" the view; flipped so the output is distinguishable
+        return torch.nn.functional.interpolate(images, scale_factor=4, mode="nearest-exact")
+
+
+class RecordingPrompts(PromptExtractor):
+    name = "recording"
+
+    def __init__(self):
+        self.calls = []
+
+    def extract(self, views, previous):
+        self.calls.append((views, previous))
+        return [f"view {i}" for i in range(len(views))]
+
+
+@pytest.fixture()
+def x0s(samples):
+    return [Image.open(p).convert("RGB").resize((512, 512), Image.LANCZOS) for p in samples[:2]]
+
+
+def arr(img):
+    return np.asarray(img)
+
+
+@pytest.mark.parametrize("mode", ["recursive", "recursive_multiscale"])
+def test_recursive_modes_feed_center_crop_of_previous_state(mode, x0s):
+    backbone, prompts = RecordingBackbone(), RecordingPrompts()
+    zooms = ZoomChain(mode, backbone, prompts, steps=3).run(x0s)
+    for zoom in zooms:
+        assert zoom.scales == [1, 4, 16, 64]
+        assert all(s.size == (512, 512) for s in zoom.states)
+    for i in range(3):
+        sources = [z.states[i] for z in zooms]
+        expected_lr = to_tensor([center_crop(s, 4) for s in sources])
+        assert torch.equal(backbone.inputs[i], expected_lr)  # the 128 crop itself, batched
+        views, previous = prompts.calls[i]
+        for view, src in zip(views, sources, strict=True):
+            assert arr(view).tolist() == arr(center_crop(src, 4).resize((512, 512), Image.BICUBIC)).tolist()
+        if mode == "recursive_multiscale":  # AR-2: the previous state goes with the view
+            assert all(arr(p).tolist() == arr(s).tolist() for p, s in zip(previous, sources, strict=True))
+        else:  # AR-1: the view alone
+            assert previous == [None, None]
+        assert backbone.prompts[i] == ["view 0", "view 1"]
+
+
+def test_onestep_crops_x0_and_brings_it_to_the_input_size(x0s):
+    backbone = RecordingBackbone()
+    zooms = ZoomChain("onestep", backbone, NullPrompt(), steps=3).run(x0s)
+    for k, lr in enumerate(backbone.inputs, start=1):
+        crops = [center_crop(x0, 4**k) for x0 in x0s]
+        assert crops[0].size == (512 // 4**k,) * 2
+        expected = [c if c.width == 128 else c.resize((128, 128), Image.BICUBIC) for c in crops]
+        assert torch.equal(lr, to_tensor(expected))
+    assert [z.scales for z in zooms] == [[1, 4, 16, 64]] * 2
+
+
+def test_diffusion_style_backbone_gets_the_bicubic_view(x0s):
+    backbone = RecordingBackbone(upsampled=True)
+    zooms = ZoomChain("recursive_multiscale", backbone, NullPrompt(), steps=2).run(x0s)
+    for i, lr in enumerate(backbone.inputs):
+        assert lr.shape == (2, 3, 512, 512)
+        assert torch.equal(lr, to_tensor([z.steps[i].view for z in zooms]))
+
+
+@pytest.mark.parametrize("mode,resample", [("nearest", Image.NEAREST), ("bicubic", Image.BICUBIC)])
+def test_interpolation_baselines(mode, resample, x0s):
+    zooms = ZoomChain(mode, None, NullPrompt(), steps=4).run(x0s)
+    for zoom in zooms:
+        for k, step in enumerate(zoom.steps, start=1):
+            expected = center_crop(zoom.x0, 4**k).resize((512, 512), resample)
+            assert np.array_equal(arr(step.state), arr(expected))
+            assert step.prompt is None and step.view is None
+
+
+def test_recursive_nearest_backbone_equals_direct_nearest_zoom(x0s):
+    """Nearest 4x is exact pixel replication, so zooming 4x four times must equal one 256x zoom."""
+    chained = ZoomChain("recursive", Interpolation("nearest"), NullPrompt(), steps=4).run(x0s)
+    direct = ZoomChain("nearest", None, NullPrompt(), steps=4).run(x0s)
+    for a, b in zip(chained, direct, strict=True):
+        for sa, sb in zip(a.states, b.states, strict=True):
+            assert np.array_equal(arr(sa), arr(sb))
+
+
+def test_user_prompt_is_appended_like_the_official_script(x0s):
+    backbone = RecordingBackbone()
+    ZoomChain("recursive", backbone, RecordingPrompts(), steps=1, user_prompt="sharp").run(x0s[:1])
+    assert backbone.prompts == [["view 0, sharp,"]]
+    assert with_user_prompt("", "sharp") == "sharp"
+    assert with_user_prompt("a cat", "") == "a cat"
+
+
+def test_timer_and_progress_callback(x0s):
+    calls = []
+    chain = ZoomChain("recursive", RecordingBackbone(), NullPrompt(), steps=2)
+    chain.run(x0s, on_step=calls.append)
+    assert calls == [2, 2]
+    summary = chain.timer.summary()
+    assert summary["sr_s"] > 0 and "prompt_s" in summary and summary["total_s"] >= summary["sr_s"]
+
+
+def test_bad_chain_settings_fail_clearly(x0s):
+    with pytest.raises(ValueError, match="not one of"):
+        ZoomChain("zigzag", None, NullPrompt())
+    with pytest.raises(ValueError, match="needs a backbone"):
+        ZoomChain("recursive", None, NullPrompt())
+    with pytest.raises(ValueError, match="no center"):
+        ZoomChain("nearest", None, NullPrompt(), steps=5)
+    with pytest.raises(ValueError, match="must be 512x512"):
+        ZoomChain("nearest", None, NullPrompt()).run([x0s[0].resize((500, 500))])
+    assert set(MODES) == {"recursive_multiscale", "recursive", "onestep", "nearest", "bicubic"}
