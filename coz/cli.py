@@ -51,6 +51,15 @@ def _unique_run_suffix() -> str:
     return secrets.token_hex(2)
 
 
+def slug(text: str, limit: int = 120) -> str:
+    """A folder-name-safe form of an override list: ``prompt='null',zoom=nearest`` ->
+    ``prompt=null,zoom=nearest``."""
+    return re.sub(r"[^\w.,=+-]", "_", text.replace("'", "").replace('"', ""))[:limit] or "default"
+
+
+if not OmegaConf.has_resolver("coz_slug"):
+    OmegaConf.register_new_resolver("coz_slug", slug)
+
 # use_cache: the run folder name must resolve to the same value every time Hydra reads it.
 if not OmegaConf.has_resolver("coz_uid"):
     OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)

@@ -1,0 +1,172 @@
+"""``python -m coz.zoom`` as users run it: outputs, run.json, resume, bad input, Hydra overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from coz.cli import quote_null_choices
+from coz.errors import CozError
+from coz.zoom import run
+
+FAST = ["zoom=bicubic", "save.gif_size=64"]  # no model: the CLI machinery in a second
+
+
+def coz_zoom(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "coz.zoom", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_quote_null_choices():
+    assert quote_null_choices(["prompt=null"]) == ["prompt='null'"]
+    assert quote_null_choices(["prompt=null,dape,vlm"]) == ["prompt='null',dape,vlm"]
+    assert quote_null_choices(["prompt=dape", "user_prompt=null", "zoom=nearest"]) == [
+        "prompt=dape", "user_prompt=null", "zoom=nearest"]
+    assert quote_null_choices(["prompt=choice(null,dape)"]) == ["prompt=choice(null,dape)"]
+
+
+def test_prompt_null_is_the_default_and_selectable(compose_zoom):
+    assert compose_zoom([]).prompt.name == "null"
+    assert compose_zoom(["prompt=null"]).prompt.name == "null"
+
+
+@pytest.mark.parametrize("mode", ["recursive_multiscale", "recursive", "onestep", "nearest", "bicubic"])
+@pytest.mark.parametrize("backbone", ["realesrgan", "nearest", "bicubic"])
+def test_every_mode_and_backbone_composes(compose_zoom, mode, backbone):
+    cfg = compose_zoom([f"zoom={mode}", f"backbone={backbone}", "input=x.png"])
+    assert cfg.zoom.mode == mode and cfg.backbone.name == backbone
+    assert (cfg.zoom.steps, cfg.zoom.factor, cfg.zoom.size) == (4, 4, 512)
+
+
+def test_run_writes_every_output(compose_zoom, samples, tmp_path):
+    cfg = compose_zoom(["zoom=recursive", "backbone=nearest", f"input={samples[0].parent}", "batch_size=3",
+                        "save.gif_size=64"])
+    record = run(cfg, run_dir=tmp_path)
+    names = sorted(p.stem for p in samples)
+    assert sorted(record["finished"]) == names and record["failed"] == {}
+    for name in names:
+        folder = tmp_path / "images" / name
+        for i in range(5):
+            state = Image.open(folder / f"state_{i}.png")
+            assert state.size == (512, 512) and state.mode == "RGB"
+        for i in range(1, 5):
+            assert Image.open(folder / f"input_{i}.png").size == (512, 512)
+            assert (folder / f"prompt_{i}.txt").read_text() == ""
+        assert Image.open(folder / "strip.png").width > 5 * 512
+        gif = Image.open(folder / "zoom.gif")
+        assert gif.n_frames > 10 and gif.size == (64, 64)
+        info = json.loads((folder / "zoom.json").read_text())
+        assert info["scales"] == [1, 4, 16, 64, 256]
+    for scale in (1, 4, 16, 64, 256):
+        assert sorted(p.stem for p in (tmp_path / "scales" / f"x{scale}").iterdir()) == names
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["config"]["zoom"]["mode"] == "recursive" and saved["seed"] == 42
+    assert {"torch", "python", "coz"} <= set(saved["versions"])
+    assert {"sr_s", "prompt_s", "other_s", "total_s"} <= set(saved["timings"])
+    rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4 * len(names)
+
+
+def test_rerun_into_the_same_folder_resumes_and_never_mixes_configs(compose_zoom, samples, tmp_path):
+    cfg = compose_zoom([*FAST, f"input={samples[0].parent}"])
+    run(cfg, run_dir=tmp_path)
+    state = tmp_path / "images" / samples[0].stem / "state_4.png"
+    before = state.stat().st_mtime_ns
+    (tmp_path / "images" / samples[1].stem / "zoom.json").unlink()  # as if interrupted mid-image
+    record = run(cfg, run_dir=tmp_path)
+    assert state.stat().st_mtime_ns == before  # finished images are not redone
+    assert len(record["images"]) == 1 and len(record["finished"]) == len(samples)
+    with pytest.raises(CozError, match="different config"):
+        run(compose_zoom([*FAST, f"input={samples[0].parent}", "zoom.steps=2"]), run_dir=tmp_path)
+
+
+def test_folder_with_bad_files_keeps_good_results_and_exits_nonzero(samples, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in samples[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image, not picked up")
+    out = tmp_path / "run"
+    result = coz_zoom([*FAST, f"input={folder}", f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "broken.jpg" in result.stdout and str(out) in result.stdout
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(p.stem for p in samples[:2])
+    assert list(json.loads((out / "run.json").read_text())["failed"]) == [str(folder / "broken.jpg")]
+
+
+def test_cli_from_outside_the_repo_uses_a_new_folder_per_run(samples, tmp_path):
+    first = coz_zoom([*FAST, f"input={samples[0]}"], cwd=tmp_path)
+    second = coz_zoom([*FAST, f"input={samples[0]}"], cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    runs = sorted((tmp_path / "outputs" / "zoom").glob("*/*"))
+    assert len(runs) == 2  # same second or not, two runs never share a folder
+    for r in runs:
+        assert f"results in {r}" in first.stdout + second.stdout
+        assert (r / "images" / samples[0].stem / "state_4.png").exists()
+
+
+def test_sweep_syntax_with_prompt_null(samples, tmp_path):
+    result = coz_zoom(["-m", "prompt=null", "zoom=nearest,bicubic", "zoom.steps=1", "save.gif=false",
+                       f"input={samples[0]}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0-prompt=null,save.gif=False,zoom.steps=1,zoom=nearest",
+                    "1-prompt=null,save.gif=False,zoom.steps=1,zoom=bicubic"]
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["foo=1"], "foo"),  # unknown key
+        (["zoom=zigzag"], "zigzag"),  # unknown option, Hydra lists the available ones
+        (["backbone=sd9"], "sd9"),
+        ([], "input"),  # mandatory value
+    ],
+)
+def test_config_errors_fail_before_any_model_loads(args, expected, tmp_path, samples):
+    extra = [] if args == [] else [f"input={samples[0]}"]
+    result = coz_zoom([*args, *extra, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert not (tmp_path / "r" / "images").exists()
+
+
+def test_missing_input_is_one_clear_line(tmp_path):
+    result = coz_zoom(["input=/no/such/photos", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: /no/such/photos: no such file or folder"]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_values_fail_clearly(compose_zoom, samples, tmp_path):
+    with pytest.raises(CozError, match="batch_size"):
+        run(compose_zoom([*FAST, f"input={samples[0]}", "batch_size=0"]), run_dir=tmp_path / "a")
+    with pytest.raises(ValueError, match="steps"):
+        run(compose_zoom([*FAST, f"input={samples[0]}", "zoom.steps=0"]), run_dir=tmp_path / "b")
+
+
+def test_same_seed_same_files(compose_zoom, samples, tmp_path):
+    cfg = compose_zoom(["zoom=recursive", "backbone=bicubic", f"input={samples[0]}", "save.gif_size=64"])
+    run(cfg, run_dir=tmp_path / "a")
+    run(cfg, run_dir=tmp_path / "b")
+    for f in sorted((tmp_path / "a" / "images").rglob("*.*")):
+        if f.suffix in (".png", ".gif", ".txt"):
+            assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
+
+
+def test_wandb_logger_offline(compose_zoom, samples, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_zoom([*FAST, "zoom.steps=2", f"input={samples[0]}", "logger=wandb"])
+    run(cfg, run_dir=tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
