@@ -48,8 +48,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     _seed_everything(int(cfg.seed))
     device = _device(cfg.device)
     mode = str(cfg.zoom.mode)
-    backbone = None if mode in INTERPOLATION_MODES else build_backbone(cfg.backbone, device)
-    prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
+    with timer.phase("load"):
+        backbone = None if mode in INTERPOLATION_MODES else build_backbone(cfg.backbone, device)
+        prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
     chain = ZoomChain(mode, backbone, prompter, steps=int(cfg.zoom.steps), factor=int(cfg.zoom.factor),
                       size=int(cfg.zoom.size), user_prompt=str(cfg.user_prompt), timer=timer)
     logger = build_logger(cfg, run_dir)
@@ -94,7 +95,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
         zooms = chain.run([x0 for _, _, x0, _ in batch], on_step=progress.update)
         for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
-            files = write_zoom(run_dir, name, zoom, cfg.save, chain.factor, notes)
+            with timer.phase("write"):
+                files = write_zoom(run_dir, name, zoom, cfg.save, chain.factor, notes)
             logger.log_zoom(name, zoom, files)
             record["images"][name] = {"source": str(path), "prompts": [s.prompt for s in zoom.steps], "notes": notes}
         record["timings"] = timer.summary()
@@ -113,13 +115,17 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 def _report(run_dir: Path, record: dict[str, Any]) -> None:
     done, failed = len(record["finished"]), record["failed"]
     t = record["timings"]
-    print(f"coz.zoom: {done} image(s) zoomed in {t['total_s']:.1f} s "
-          f"(SR {t.get('sr_s', 0):.1f} s, prompts {t.get('prompt_s', 0):.1f} s, other {t['other_s']:.1f} s)")
+    print(f"coz.zoom: {done} image(s) zoomed in {t['total_s']:.1f} s (loading {t.get('load_s', 0):.1f} s, "
+          f"SR {t.get('sr_s', 0):.1f} s, prompts {t.get('prompt_s', 0):.1f} s, "
+          f"writing {t.get('write_s', 0):.1f} s, other {t['other_s']:.1f} s)")
     if failed:
         print(f"coz.zoom: {len(failed)} input(s) skipped:")
         for path, reason in failed.items():
             print(f"  {reason}")
     print(f"coz.zoom: results in {run_dir}")
+    if done:
+        first = record["finished"][0]
+        print(f"coz.zoom: e.g. {run_dir / 'images' / first / 'strip.png'} and zoom.gif beside it")
 
 
 def _hydra_run_dir() -> str:
