@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from coz.backbones import build_backbone
 from coz.chain import INTERPOLATION_MODES, ZoomChain
 from coz.cli import hydra_entry
+from coz.cpu_share import CpuShare
 from coz.errors import CozError
 from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
 from coz.loggers import build_logger
@@ -44,9 +44,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     _check_resumable(run_dir, config)
 
-    threads = _set_threads(cfg.threads)
     _seed_everything(int(cfg.seed))
     device = _device(cfg.device)
+    cpu_share = CpuShare(threads=_fixed_threads(cfg.threads))
+    threads = cpu_share.refresh()
     mode = str(cfg.zoom.mode)
     with timer.phase("load"):
         backbone = None if mode in INTERPOLATION_MODES else build_backbone(cfg.backbone, device)
@@ -93,7 +94,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         if not batch:
             continue
         progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
-        zooms = chain.run([x0 for _, _, x0, _ in batch], on_step=progress.update)
+        zooms = chain.run([x0 for _, _, x0, _ in batch], on_step=lambda n: (progress.update(n), cpu_share.refresh()))
         for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
             with timer.phase("write"):
                 files = write_zoom(run_dir, name, zoom, cfg.save, chain.factor, notes)
@@ -102,6 +103,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         record["timings"] = timer.summary()
         write_run_json(run_dir, record)  # after every batch: an interrupted run still says what it did
     progress.close()
+    cpu_share.close()
 
     record["timings"] = timer.summary()
     record["finished"] = sorted(n for n in names if is_finished(run_dir, n))
@@ -160,14 +162,16 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
 
 
-def _set_threads(threads: Any) -> int:
+def _fixed_threads(threads: Any) -> int | None:
+    """None for ``auto`` (share the cores with other coz processes), else the user's count."""
     if str(threads) == "auto":
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    else:
+        return None
+    try:
         n = int(threads)
-        if n < 1:
-            raise CozError(f"threads={threads}: must be 'auto' or at least 1")
-    torch.set_num_threads(n)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise CozError(f"threads={threads}: must be 'auto' or a whole number >= 1")
     return n
 
 

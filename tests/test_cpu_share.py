@@ -1,0 +1,31 @@
+"""Concurrent coz processes split the cores instead of oversubscribing them."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from coz.cpu_share import CpuShare, available_cores
+
+
+def test_fixed_threads_win(tmp_path):
+    with CpuShare(threads=1, folder=tmp_path) as share:
+        assert share.refresh() == 1 and torch.get_num_threads() == 1
+        assert list(tmp_path.iterdir()) == []  # a fixed count does not take part in sharing
+
+
+def test_live_processes_share_the_cores(tmp_path):
+    cores = available_cores()
+    with CpuShare(folder=tmp_path) as share:
+        assert share.refresh() == cores
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            (tmp_path / str(other.pid)).touch()
+            assert share.refresh() == max(1, cores // 2)
+        finally:
+            other.kill()
+            other.wait()
+        assert share.refresh() == cores  # the dead process's entry is cleaned up
+        assert sorted(p.name for p in tmp_path.iterdir()) == [str(os.getpid())]
+    assert list(tmp_path.iterdir()) == []
