@@ -27,7 +27,7 @@ from coz.errors import CozError
 from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
 from coz.loggers import build_logger
 from coz.outputs import is_finished, write_zoom
-from coz.prompts import build_prompt_extractor
+from coz.prompts import NullPrompt, build_prompt_extractor
 from coz.runinfo import machine, versions, write_run_json
 from coz.timing import PhaseTimer
 
@@ -50,8 +50,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     threads = cpu_share.refresh()
     mode = str(cfg.zoom.mode)
     with timer.phase("load"):
-        backbone = None if mode in INTERPOLATION_MODES else build_backbone(cfg.backbone, device)
-        prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
+        if mode in INTERPOLATION_MODES:  # no model, no prompts
+            backbone, prompter = None, NullPrompt()
+        else:
+            backbone = build_backbone(cfg.backbone, device)
+            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
     chain = ZoomChain(mode, backbone, prompter, steps=int(cfg.zoom.steps), factor=int(cfg.zoom.factor),
                       size=int(cfg.zoom.size), user_prompt=str(cfg.user_prompt), timer=timer)
     logger = build_logger(cfg, run_dir)

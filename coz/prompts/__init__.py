@@ -1,16 +1,101 @@
-"""Prompt extractors, chosen by the ``prompt=`` config group."""
+"""Prompt extractors, chosen by the ``prompt=`` config group (paper sections 3.2-3.3, Table 1 modes).
+
+``null`` (no text), ``dape`` (RAM tagger + SeeSR's LoRA), ``vlm`` (Qwen2.5-VL, AR-2 when the zoom
+mode gives the previous state), ``vlm_ar1`` (Qwen2.5-VL on the current view only), and the
+offline random-weight twins ``tiny_vlm`` and ``tiny_dape``. Every extractor except ``null`` is
+wrapped in the prompt cache and the text hygiene. Imports are lazy: ``prompt=null`` never
+imports transformers.
+"""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import copy
+import json
+
+from omegaconf import DictConfig, OmegaConf
 
 from coz.prompts.base import NullPrompt, PromptExtractor, with_user_prompt
 
-__all__ = ["PromptExtractor", "NullPrompt", "build_prompt_extractor", "with_user_prompt"]
+__all__ = ["PromptExtractor", "NullPrompt", "build_prompt_extractor", "with_user_prompt", "PROMPTS"]
+
+VLM_NAMES = ("vlm", "vlm_ar1", "tiny_vlm")
+DAPE_NAMES = ("dape", "tiny_dape")
+PROMPTS = ("null", *VLM_NAMES, *DAPE_NAMES)
+# Options that change how results are kept or shown, not what the extractor computes.
+_NOT_IDENTITY = ("clean", "check_clip", "cache", "cache_dir", "merge_adapter")
 
 
 def build_prompt_extractor(cfg: DictConfig | None, device: str = "cpu") -> PromptExtractor:
     name = "null" if cfg is None else str(cfg.name)
     if name == "null":
         return NullPrompt()
-    raise ValueError(f"prompt={name}: unknown prompt mode (available: null)")
+    if name in VLM_NAMES:
+        extractor, resolved = _build_vlm(cfg, device)
+    elif name in DAPE_NAMES:
+        extractor, resolved = _build_dape(cfg, device)
+    else:
+        raise ValueError(f"prompt={name}: unknown prompt mode (available: {', '.join(PROMPTS)})")
+    return _wrap(extractor, cfg, {**resolved, "device_type": str(device).split(":")[0]})
+
+
+def _build_vlm(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
+    from coz.prompts.vlm import VLMPrompts, load_qwen_vl, resolve_dtype
+
+    if cfg.name == "tiny_vlm":
+        from coz.prompts.tiny import build_tiny_vlm
+
+        model, processor = build_tiny_vlm(seed=int(cfg.seed), max_pixels=int(cfg.max_pixels))
+        if cfg.get("adapter"):  # the twin is shared within the process: adapt a copy
+            model = copy.deepcopy(model)
+        dtype = model.dtype
+    else:
+        dtype = resolve_dtype(str(cfg.dtype), device)
+        model, processor = load_qwen_vl(str(cfg.model), cfg.get("revision"), dtype, device, cfg.get("max_pixels"))
+    fingerprint = {}
+    if cfg.get("adapter"):
+        from coz.prompts.lora import load_adapter
+
+        fingerprint = _file_fingerprint(str(cfg.adapter))
+        model = load_adapter(model, str(cfg.adapter), merge=bool(cfg.get("merge_adapter", False)))
+    extractor = VLMPrompts(model, processor, max_new_tokens=int(cfg.max_new_tokens),
+                           multiscale=bool(cfg.get("multiscale", True)))
+    extractor.name = str(cfg.name)
+    return extractor, {"dtype": str(dtype), "adapter_files": fingerprint}
+
+
+def _build_dape(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
+    from coz.prompts.dape import build_dape
+
+    extractor = build_dape(cfg, device)
+    return extractor, {"dtype": "float32", "files": {k: _file_fingerprint(str(cfg[k]))
+                                                     for k in ("ram_weights", "dape_weights", "tags")
+                                                     if cfg.get(k)}}
+
+
+def _wrap(extractor: PromptExtractor, cfg: DictConfig, resolved: dict) -> PromptExtractor:
+    from coz.prompts.cache import CachedPrompts, PromptCache
+    from coz.prompts.hygiene import CleanPrompts
+
+    options = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _NOT_IDENTITY}
+    identity = json.dumps({"options": options, **resolved}, sort_keys=True, default=str)
+    extractor.identity = identity
+    mode = str(cfg.get("cache", "memory"))
+    if mode not in ("none", "memory", "disk"):
+        raise ValueError(f"prompt.cache={mode}: use none, memory or disk")
+    if mode != "none":
+        folder = None
+        if mode == "disk":
+            from coz.paths import cache_dir
+
+            folder = cfg.get("cache_dir") or cache_dir() / "prompts"
+        extractor = CachedPrompts(extractor, PromptCache(identity, folder))
+    return CleanPrompts(extractor, clean=bool(cfg.get("clean", True)), check_clip=bool(cfg.get("check_clip", True)))
+
+
+def _file_fingerprint(path: str) -> dict:
+    """Size and modification time of a weights file or of every file in an adapter folder."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    files = sorted(p.iterdir()) if p.is_dir() else [p] if p.exists() else []
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()}

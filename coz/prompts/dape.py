@@ -1,0 +1,219 @@
+"""DAPE prompts: the RAM tagger with SeeSR's LoRA (paper section 4.1; implementation-facts.md section 2).
+
+RAM scores every tag of its list with a Query2Label-style head: each tag's label embedding is a
+query that cross-attends to the image tokens (BERT layers without self-attention), then
+``fc`` gives one logit per tag. Tags whose sigmoid passes their per-class threshold (0.68 where
+the threshold file has none) are joined with ", ". DAPE adds rank-8 LoRA on the Swin ``qkv``
+(q and v; loralib ``MergedLinear``) and on the head's ``query``/``key`` (loralib ``Linear``,
+alpha 1), loaded non-strictly from ``DAPE.pth`` on top of ``ram_swin_large_14m.pth``.
+
+Parameter names follow RAM's checkpoints: ``label_embed``, ``wordvec_proj``, ``image_proj``,
+``fc``, ``tagging_head.encoder.layer.N.crossattention.self.query|key|value``,
+``...crossattention.output.dense|LayerNorm``, ``...intermediate.dense``, ``...output.dense|LayerNorm``,
+``visual_encoder.*``. Input: the view resized to 384x384 (bilinear), ImageNet normalisation.
+
+Status: the tagging head, LoRA, thresholds and tag list are implemented and tested (with the
+``tiny_dape`` twin and synthetic checkpoints in this layout); the Swin-L visual encoder that reads
+``visual_encoder.*`` of ``ram_swin_large_14m.pth`` is NOT implemented yet: ``prompt=dape`` checks
+its files and then says so.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from coz.errors import CozError
+from coz.prompts.base import PromptExtractor
+
+DEFAULT_THRESHOLD = 0.68
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+WHERE = {
+    "ram_weights": "ram_swin_large_14m.pth from the Recognize Anything release (xinyu1205/recognize-anything)",
+    "dape_weights": "DAPE.pth from SeeSR's release (cswry/SeeSR, preset/models)",
+    "tags": "ram/data/ram_tag_list.txt (4,585 lines) from the recognize-anything or SeeSR code",
+    "thresholds": "ram/data/ram_tag_list_threshold.txt from the recognize-anything or SeeSR code",
+}
+
+
+class LoRALinear(nn.Linear):
+    """nn.Linear plus loralib-style ``lora_A`` (r, in) / ``lora_B`` (out, r), scaled by alpha / r.
+
+    ``lora_groups`` = (True, False, True) is loralib's MergedLinear on a fused qkv: q and v get a
+    low-rank update, k none; ``lora_A`` is then (r * 2, in) and ``lora_B`` (out / 3 * 2, r).
+    """
+
+    def __init__(self, in_features: int, out_features: int, r: int = 8, alpha: float = 1.0,
+                 lora_groups: tuple[bool, ...] = (True,), bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.r, self.scaling, self.groups = r, alpha / r, lora_groups
+        n = sum(lora_groups)
+        part = out_features // len(lora_groups)
+        self.lora_A = nn.Parameter(torch.zeros(r * n, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(part * n, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def delta_weight(self) -> torch.Tensor:
+        n, part = sum(self.groups), self.out_features // len(self.groups)
+        blocks = iter([self.lora_B[i * part:(i + 1) * part] @ self.lora_A[i * self.r:(i + 1) * self.r]
+                       for i in range(n)])
+        zeros = torch.zeros(part, self.in_features, dtype=self.weight.dtype, device=self.weight.device)
+        return torch.cat([next(blocks) if on else zeros for on in self.groups]) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight + self.delta_weight(), self.bias)
+
+
+class CrossAttentionLayer(nn.Module):
+    """One layer of RAM's tagging head: BERT cross-attention + feed-forward, no self-attention."""
+
+    def __init__(self, hidden: int, heads: int, encoder_width: int, intermediate: int, lora_r: int) -> None:
+        super().__init__()
+        self.heads = heads
+        att = nn.Module()
+        att.self = nn.Module()
+        att.self.query = LoRALinear(hidden, hidden, r=lora_r)
+        att.self.key = LoRALinear(encoder_width, hidden, r=lora_r)
+        att.self.value = nn.Linear(encoder_width, hidden)
+        att.output = nn.Module()
+        att.output.dense, att.output.LayerNorm = nn.Linear(hidden, hidden), nn.LayerNorm(hidden, eps=1e-12)
+        self.crossattention = att
+        self.intermediate = nn.Module()
+        self.intermediate.dense = nn.Linear(hidden, intermediate)
+        self.output = nn.Module()
+        self.output.dense, self.output.LayerNorm = nn.Linear(intermediate, hidden), nn.LayerNorm(hidden, eps=1e-12)
+
+    def forward(self, queries: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        a = self.crossattention
+        b, n, h = queries.shape
+
+        def split(x):  # (B, L, H) -> (B, heads, L, H / heads)
+            return x.view(b, -1, self.heads, h // self.heads).transpose(1, 2)
+
+        ctx = F.scaled_dot_product_attention(split(a.self.query(queries)), split(a.self.key(image)),
+                                             split(a.self.value(image)))
+        x = a.output.LayerNorm(a.output.dense(ctx.transpose(1, 2).reshape(b, n, h)) + queries)
+        return self.output.LayerNorm(self.output.dense(F.gelu(self.intermediate.dense(x))) + x)
+
+
+class RAMTagger(nn.Module):
+    """``visual_encoder`` (any module: images (B, 3, S, S) -> tokens (B, 1 + L, vision_width)) and
+    RAM's tagging head over ``num_tags`` tags."""
+
+    def __init__(self, visual_encoder: nn.Module, vision_width: int, num_tags: int, hidden: int = 768,
+                 layers: int = 2, heads: int = 4, intermediate: int = 3072, lora_r: int = 8) -> None:
+        super().__init__()
+        self.visual_encoder = visual_encoder
+        self.image_proj = nn.Linear(vision_width, 512)
+        self.label_embed = nn.Parameter(torch.zeros(num_tags, 512))
+        self.wordvec_proj = nn.Linear(512, hidden) if hidden != 512 else nn.Identity()
+        self.tagging_head = nn.Module()
+        self.tagging_head.encoder = nn.Module()
+        self.tagging_head.encoder.layer = nn.ModuleList(
+            [CrossAttentionLayer(hidden, heads, 512, intermediate, lora_r) for _ in range(layers)])
+        self.fc = nn.Linear(hidden, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Tag logits (B, num_tags) of normalised images."""
+        image = self.image_proj(self.visual_encoder(images))  # (B, 1 + L, 512)
+        queries = F.relu(self.wordvec_proj(self.label_embed)).unsqueeze(0).expand(len(images), -1, -1)
+        for layer in self.tagging_head.encoder.layer:
+            queries = layer(queries, image)
+        return self.fc(queries).squeeze(-1)
+
+
+def load_tags(path: str | Path) -> list[str]:
+    tags = Path(path).read_text(encoding="utf-8").splitlines()
+    if not tags:
+        raise CozError(f"prompt.tags={path}: empty tag list")
+    return tags
+
+
+def load_thresholds(path: str | Path | None, num_tags: int, default: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """Per-class thresholds: one float per line for the first tags, ``default`` for the rest."""
+    thresholds = torch.full((num_tags,), float(default))
+    if path:
+        values = [float(s) for s in Path(path).read_text().split()]
+        if len(values) > num_tags:
+            raise CozError(f"prompt.thresholds={path}: {len(values)} thresholds for {num_tags} tags")
+        thresholds[:len(values)] = torch.tensor(values)
+    return thresholds
+
+
+def load_ram_state(tagger: RAMTagger, ram_path: str | Path | None, dape_path: str | Path | None) -> None:
+    """RAM's weights strictly for the head (every head key must be there), then DAPE's non-strictly
+    on top, as SeeSR does. Keys of neither file that match nothing are refused by name."""
+    own = tagger.state_dict()
+    for path, strict in ((ram_path, True), (dape_path, False)):
+        if not path:
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        unknown = sorted(k for k in state if k not in own and not k.startswith(_IGNORED))
+        if unknown:
+            raise CozError(f"{path}: {len(unknown)} key(s) match no parameter of the tagger, e.g. "
+                           f"{', '.join(unknown[:3])}")
+        missing = sorted(k for k in own if k not in state and "lora_" not in k)
+        if strict and missing:
+            raise CozError(f"{path}: {len(missing)} parameter(s) missing, e.g. {', '.join(missing[:3])}")
+        tagger.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+# Parts of RAM's checkpoint the tagger does not use (captioning branches, buffers recomputed here).
+_IGNORED = ("tag_encoder.", "text_decoder.", "tagging_head.embeddings.", "class_threshold")
+
+
+class DAPEPrompts(PromptExtractor):
+    """Tags of the current view only (DAPE sees no previous state)."""
+
+    name = "dape"
+    multiscale = False
+
+    def __init__(self, tagger: RAMTagger, tags: list[str], thresholds: torch.Tensor, image_size: int = 384,
+                 device: str = "cpu") -> None:
+        if len(tags) != tagger.label_embed.shape[0]:
+            raise CozError(f"tag list has {len(tags)} tags, the tagger {tagger.label_embed.shape[0]}")
+        self.tagger, self.tags, self.thresholds = tagger.eval().to(device), tags, thresholds.to(device)
+        self.image_size, self.device = image_size, device
+
+    def preprocess(self, views) -> torch.Tensor:
+        from coz.geometry import to_tensor
+
+        x = to_tensor(views).to(self.device)  # (B, 3, H, W) in [0, 1]
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                          align_corners=False)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def select(self, logits: torch.Tensor) -> list[str]:
+        """Tags whose score passes their threshold, in tag-list order, joined with ", "."""
+        keep = torch.sigmoid(logits) > self.thresholds
+        return [", ".join(self.tags[i] for i in row.nonzero().flatten().tolist()) for row in keep]
+
+    def extract(self, views, previous) -> list[str]:
+        if not views:
+            return []
+        with torch.inference_mode():
+            return self.select(self.tagger(self.preprocess(views)))
+
+
+def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
+    """``prompt=dape`` (files from the config) or ``prompt=tiny_dape`` (random, offline)."""
+    if cfg.name == "tiny_dape":
+        from coz.prompts.tiny_dape import build_tiny_dape
+
+        return build_tiny_dape(seed=int(cfg.seed), threshold=float(cfg.threshold), device=device)
+    for key in ("ram_weights", "dape_weights", "tags"):  # the tag list ships with RAM's code, not coz
+        if not cfg.get(key):
+            raise CozError(f"prompt=dape needs prompt.{key}=PATH: {WHERE[key]}")
+    for key in ("ram_weights", "dape_weights", "tags", "thresholds"):
+        value = cfg.get(key)
+        if value and not Path(value).expanduser().is_file():
+            raise CozError(f"prompt.{key}={value}: no such file (get {WHERE[key]})")
+    raise CozError("prompt=dape: the Swin-L visual encoder of RAM is not implemented in coz yet "
+                   "(the tagging head, LoRA and thresholds are); use prompt=vlm or prompt=tiny_dape")
