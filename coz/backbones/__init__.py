@@ -10,7 +10,7 @@ from coz.backbones.base import Backbone
 
 __all__ = ["Backbone", "build_backbone", "BACKBONES"]
 
-BACKBONES = ("realesrgan", "nearest", "bicubic")
+BACKBONES = ("realesrgan", "nearest", "bicubic", "sd3", "tiny_sd3")
 
 
 def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backbone:
@@ -23,4 +23,8 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
         from coz.backbones.realesrgan import RealESRGAN
 
         return RealESRGAN.from_config(weights=str(cfg.weights), device=device, dtype=str(cfg.dtype))
+    if name in ("sd3", "tiny_sd3"):
+        from coz.backbones.sd3 import OSEDiffSD3
+
+        return OSEDiffSD3.from_config(cfg, device=device)
     raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join(BACKBONES)})")

@@ -1,0 +1,60 @@
+"""Where diffusion base models and checkpoints come from: a Hugging Face hub id (the user's cache,
+or a download when online) or a local folder. A missing one fails at once with one message that
+names it and says how to provide it; ``HF_HUB_OFFLINE=1`` is honoured, nothing retries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coz.errors import CozError
+
+
+def hub_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return False
+
+
+def resolve_model(model: str, option: str, index_file: str = "model_index.json") -> tuple[str, bool]:
+    """(where to load from, local_files_only) for a hub id or folder; CozError if unavailable.
+
+    ``option`` is the config key users set (e.g. ``backbone.model``), named in the message.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / index_file).is_file():
+            raise CozError(
+                f"{option}={model}: folder has no {index_file}; give a diffusers model folder "
+                f"(as saved by save_pretrained or downloaded with `hf download`)"
+            )
+        return str(path), True
+    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
+        raise CozError(f"{option}={model}: no such folder, and not a Hugging Face hub id (owner/name)")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, index_file)
+    if isinstance(cached, str):
+        return model, True
+    if hub_offline():
+        raise CozError(
+            f"{option}={model}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"download it first (`hf download {model}`, after accepting its licence on the hub "
+            f"if it is gated) or set {option}=/path/to/a/local/copy"
+        )
+    return model, False
+
+
+def require_file(path: str | None, option: str, what: str) -> Path:
+    """An existing checkpoint file, or one CozError naming the option and the expected file."""
+    if path in (None, "", "null"):
+        raise CozError(f"{option} is not set: give the path of {what}")
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise CozError(f"{option}={path}: no such file ({what})")
+    return p

@@ -1,0 +1,320 @@
+"""OSEDiff on SD3-medium: the paper's one-step diffusion SR backbone (implementation-facts.md s.3).
+
+One step, on the bicubic 512 view x in [-1, 1]:
+
+    z  = vae.encode(x).sample(generator) * scaling        (B, 16, 64, 64); see ``latent_shift``
+    v  = transformer(z, t=1000, prompt_embeds, pooled)    sigma = 1: the flow's noise end
+    z' = z - v                                            one Euler step from sigma 1 to 0
+    y  = vae.decode(z' / scaling + shift)                 (B, 3, 512, 512)
+
+with a rank-4 LoRA on the transformer's adaLN modulation and a PEFT LoRA on the VAE encoder
+(:mod:`coz.backbones.lora_formats`). ``latent_shift`` (the shift-factor quirk):
+- ``test`` (default; what the released checkpoint was evaluated with): no shift on encode,
+  ``+ shift`` on decode;
+- ``train``: ``(z - shift) * scaling`` on encode, ``+ shift`` on decode (the training path);
+- ``none``: no shift on either side (the later full-image script).
+
+Weights: the authors' ``model_20001.pkl`` + ``vae_encoder_20001.pt``, or our LoRA-only
+``.safetensors``. Official dtypes: transformer and VAE fp32, text encoders fp16.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from coz.backbones.base import Backbone
+from coz.backbones.color_fix import COLOR_FIXES, color_fix
+from coz.backbones.lora_formats import (
+    LoRALinear,
+    inject_adaln_lora,
+    inject_vae_encoder_lora,
+    load_lora_safetensors,
+    load_released_transformer_lora,
+    load_released_vae_encoder,
+    save_lora_safetensors,
+)
+from coz.backbones.sd3_text import SD3TextEncoders
+from coz.errors import CozError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-3-medium-diffusers"
+LATENT_SHIFTS = ("test", "train", "none")
+TIMESTEP = 1000.0  # sigma = 1: FlowMatchEuler's single step (shift 3 leaves sigma 1 at 1)
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[str(name).lower()]
+    except KeyError:
+        raise CozError(f"dtype {name!r}: use one of float32, bfloat16, float16") from None
+
+
+class OSEDiffSD3(Backbone):
+    """OSEDiff-SD3 behind the :class:`Backbone` interface (restores the bicubic 512 view).
+
+    Built from components (see :meth:`from_pretrained`, :meth:`tiny`, :meth:`from_config`). With
+    ``trainable=True`` exactly the LoRA parameters require grad; otherwise nothing does.
+    """
+
+    scale = 4
+    takes_upsampled_input = True
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        vae: nn.Module,
+        text: SD3TextEncoders,
+        *,
+        dtype: str | torch.dtype = "float32",
+        latent_shift: str = "test",
+        color_fix: str = "none",
+        seed: int = 42,
+        lora_rank: int = 4,
+        vae_lora_rank: int = 4,
+        vae_lora_alpha: int = 8,
+        trainable: bool = False,
+        name: str = "osediff-sd3",
+        base_model: str = DEFAULT_MODEL,
+    ) -> None:
+        if latent_shift not in LATENT_SHIFTS:
+            raise CozError(f"latent_shift={latent_shift!r}: use one of {', '.join(LATENT_SHIFTS)}")
+        if color_fix not in COLOR_FIXES:
+            raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
+        self.name, self.base_model = name, base_model
+        self.latent_shift, self.color_fix = latent_shift, color_fix
+        self.lora_rank, self.vae_lora_rank, self.vae_lora_alpha = lora_rank, vae_lora_rank, vae_lora_alpha
+        self.dtype = resolve_dtype(dtype)
+        with torch.random.fork_rng(devices=[]):  # LoRA init is seeded and leaves the caller's RNG alone
+            torch.manual_seed(seed)
+            self.lora_names = inject_adaln_lora(transformer, lora_rank)
+            self.vae_lora_targets = inject_vae_encoder_lora(vae.encoder, vae_lora_rank, vae_lora_alpha)
+        self.transformer, self.vae, self.text = transformer, vae, text
+        nn.Module.to(self.transformer, dtype=self.dtype)  # nn.Module's own: diffusers' to() warns on casts
+        nn.Module.to(self.vae, dtype=self.dtype)
+        for module in self.transformer.modules():  # the adaLN LoRA stays fp32, as in the official code
+            if isinstance(module, LoRALinear):
+                module.lora_down.float()
+                module.lora_up.float()
+        self.set_trainable(trainable)
+        self.generator = torch.Generator("cpu")
+        self.reseed(seed)
+        self._device = torch.device("cpu")
+
+    # ---- building -------------------------------------------------------------------------
+    @classmethod
+    def tiny(cls, model_seed: int = 0, **options) -> OSEDiffSD3:
+        """The offline random-weight twin (:mod:`coz.backbones.tiny_sd3`; ``model_seed`` seeds its
+        base weights, ``seed`` the LoRA init and VAE noise), fp32 text encoders by default."""
+        from coz.backbones.tiny_sd3 import JOINT_DIM, tiny_sd3_components
+
+        parts = tiny_sd3_components(model_seed)
+        encoders = parts["encoders"]
+        if options.pop("drop_t5", False):
+            encoders[2] = None
+        text = SD3TextEncoders(
+            parts["tokenizers"],
+            encoders,
+            JOINT_DIM,
+            dtype=resolve_dtype(options.pop("text_dtype", "float32")),
+            offload=options.pop("offload_text_encoders", False),
+        )
+        options.setdefault("name", "tiny-osediff-sd3")
+        return cls(parts["transformer"], parts["vae"], text, base_model="tiny_sd3", **options)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_MODEL,
+        *,
+        text_dtype: str = "float16",
+        drop_t5: bool = False,
+        offload_text_encoders: bool = False,
+        **options,
+    ) -> OSEDiffSD3:
+        """SD3-medium from a hub id (the user's cache; downloads when online) or a local folder."""
+        from coz.backbones.sd3_loading import load_sd3_parts
+
+        parts = load_sd3_parts(model, text_dtype=resolve_dtype(text_dtype), drop_t5=drop_t5)
+        text = SD3TextEncoders(
+            parts["tokenizers"],
+            parts["encoders"],
+            parts["joint_dim"],
+            dtype=resolve_dtype(text_dtype),
+            offload=offload_text_encoders,
+        )
+        return cls(parts["transformer"], parts["vae"], text, base_model=model, **options)
+
+    @classmethod
+    def from_config(cls, cfg, device: torch.device | str = "cpu") -> OSEDiffSD3:
+        """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/backbone/sd3.yaml)."""
+        get = cfg.get
+        weights = _weight_files(cfg)  # checked before the (large) base model loads
+        options = dict(
+            dtype=str(get("dtype", "float32")),
+            latent_shift=str(get("latent_shift", "test")),
+            color_fix=str(get("color_fix", "none")),
+            seed=int(get("seed", 42)),
+            lora_rank=int(get("lora_rank", 4)),
+            drop_t5=bool(get("drop_t5", False)),
+            offload_text_encoders=bool(get("offload_text_encoders", False)),
+            text_dtype=str(get("text_dtype", "float16")),
+        )
+        if str(cfg.name).startswith("tiny_"):
+            backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
+        else:
+            backbone = cls.from_pretrained(str(get("model", DEFAULT_MODEL)), **options)
+        if "weights" in weights:
+            backbone.load_lora(weights["weights"])
+        elif weights:
+            backbone.load_released(weights["transformer_lora"], weights["vae_encoder"])
+        return backbone.to(device)
+
+    # ---- weights --------------------------------------------------------------------------
+    def load_released(self, transformer_lora: str | Path, vae_encoder: str | Path) -> None:
+        """The authors' ``model_20001.pkl`` (list format) and ``vae_encoder_20001.pt`` (state dict)."""
+        load_released_transformer_lora(self.transformer, transformer_lora)
+        load_released_vae_encoder(self.vae.encoder, vae_encoder)
+
+    def load_lora(self, path: str | Path) -> dict[str, str]:
+        """Our LoRA-only safetensors (what :meth:`save_lora` and ``coz.train_sr`` write)."""
+        return load_lora_safetensors(self.transformer, self.vae.encoder, path, backbone="sd3")
+
+    def save_lora(self, path: str | Path) -> None:
+        save_lora_safetensors(
+            path,
+            self.transformer,
+            self.vae.encoder,
+            metadata=dict(
+                backbone="sd3",
+                base_model=self.base_model,
+                rank=str(self.lora_rank),
+                vae_rank=str(self.vae_lora_rank),
+                vae_alpha=str(self.vae_lora_alpha),
+                latent_shift=self.latent_shift,
+            ),
+        )
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Only the LoRA parameters (transformer adaLN and VAE encoder) may require grad."""
+        for module in (self.transformer, self.vae, *self.text.modules()):
+            module.requires_grad_(False)
+        if trainable:
+            for p in self.lora_parameters():
+                p.requires_grad_(True)
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        named = [*self.transformer.named_parameters(), *self.vae.encoder.named_parameters()]
+        return [p for n, p in named if "lora_" in n]
+
+    def reseed(self, seed: int) -> None:
+        """Restart the VAE posterior noise (a CPU generator: the same noise on every device)."""
+        self.generator.manual_seed(int(seed))
+
+    # ---- device -----------------------------------------------------------------------------
+    def to(self, device: torch.device | str) -> OSEDiffSD3:
+        self._device = torch.device(device)
+        self.transformer.to(self._device)
+        self.vae.to(self._device)
+        self.text.to(self._device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    # ---- the one step -----------------------------------------------------------------------
+    def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """prompt_embeds (B, 77 + 512, D), pooled (B, P) in the transformer dtype."""
+        embeds, pooled = self.text.encode(prompts)
+        return embeds.to(self._device, self.dtype), pooled.to(self._device, self.dtype)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> z (B, 16, H/8, W/8), posterior sampled with the seeded generator."""
+        cfg = self.vae.config
+        z = self.vae.encode(x.to(self._device, self.dtype)).latent_dist.sample(generator=self.generator)
+        if self.latent_shift == "train":
+            z = z - (cfg.shift_factor or 0.0)
+        return z * cfg.scaling_factor
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, 16, h, w) -> (B, 3, 8h, 8w), about [-1, 1]."""
+        cfg = self.vae.config
+        shift = 0.0 if self.latent_shift == "none" else (cfg.shift_factor or 0.0)
+        return self.vae.decode(z / cfg.scaling_factor + shift).sample
+
+    def predict_velocity(
+        self, z: torch.Tensor, prompt_embeds: torch.Tensor, pooled: torch.Tensor
+    ) -> torch.Tensor:
+        t = torch.full((z.shape[0],), TIMESTEP, device=z.device, dtype=torch.float32)
+        return self.transformer(
+            hidden_states=z,
+            timestep=t,
+            encoder_hidden_states=prompt_embeds,
+            pooled_projections=pooled,
+            return_dict=False,
+        )[0]
+
+    def restore(self, x: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) in [-1, 1] -> (image (B, 3, H, W) about [-1, 1], restored latent z').
+
+        Differentiable in the LoRA parameters (training calls this); the text encoders are not.
+        """
+        if len(prompts) != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} images but {len(prompts)} prompts")
+        prompt_embeds, pooled = self.encode_prompt(prompts)
+        z = self.encode(x)
+        z = z - self.predict_velocity(z, prompt_embeds, pooled)  # Euler step sigma 1 -> 0
+        return self.decode(z), z
+
+    def upscale(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """(B, 3, H, W) bicubic view in [0, 1] -> restored (B, 3, H, W) in [0, 1] (H, W multiples of 8)."""
+        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(f"expected a float (B, 3, H, W) batch, got {tuple(images.shape)} {images.dtype}")
+        if images.shape[-1] % 8 or images.shape[-2] % 8:
+            raise ValueError(f"image sides must be multiples of 8, got {tuple(images.shape[-2:])}")
+        with torch.no_grad():
+            out, _ = self.restore(images.to(self._device) * 2 - 1, list(prompts))
+            out = (out.float().clamp(-1.0, 1.0) + 1) / 2  # (B, 3, H, W) in [0, 1]
+            out = color_fix(self.color_fix, out, images.to(out.device, torch.float32))
+        return out.to(device=images.device, dtype=images.dtype)
+
+
+def _weight_files(cfg) -> dict[str, Path]:
+    """The checkpoint files a config names, each checked to exist (fast, before any model loads)."""
+    from coz.backbones.hub import require_file
+
+    name = str(cfg.name)
+    if cfg.get("weights"):
+        return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
+    released = {"transformer_lora": cfg.get("transformer_lora"), "vae_encoder": cfg.get("vae_encoder")}
+    if not any(released.values()):
+        if name.startswith("tiny_"):
+            return {}  # the random twin runs with its fresh LoRA (up = 0)
+        raise CozError(
+            f"backbone={name} needs OSEDiff weights: set backbone.transformer_lora=.../model_20001.pkl "
+            "and backbone.vae_encoder=.../vae_encoder_20001.pt (the Chain-of-Zoom release: "
+            "ckpt/SR_LoRA and ckpt/SR_VAE), or backbone.weights=<file>.safetensors from coz.train_sr"
+        )
+    return {
+        "transformer_lora": require_file(
+            released["transformer_lora"], "backbone.transformer_lora", "the transformer LoRA, model_20001.pkl"
+        ),
+        "vae_encoder": require_file(
+            released["vae_encoder"], "backbone.vae_encoder", "the VAE encoder, vae_encoder_20001.pt"
+        ),
+    }
