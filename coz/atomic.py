@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """Call ``write(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:
         write(tmp)
+    return Path(path)
+
+
+def link_or_copy_atomic(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Make ``path`` a hard link to ``source`` (a copy where links are not possible), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or links not supported
+            shutil.copyfile(source, tmp)
     return Path(path)
 
 

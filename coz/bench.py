@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,15 +40,15 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tupl
     return statistics.median(times), [round(t, 4) for t in times]
 
 
-def bench_overhead(sample: Path, repeats: int) -> dict:
-    """Median phase timings of whole zoom runs (one image, 4 steps, realesrgan)."""
+def bench_overhead(sample: Path, repeats: int, runtime: str = "auto") -> dict:
+    """Median phase timings of whole zoom runs (one image, 4 steps, realesrgan on ``runtime``)."""
     from hydra import compose, initialize_config_dir
 
     from coz.cli import CONFIG_DIR
     from coz.zoom import run
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="zoom", overrides=[f"input={sample}", "logger=none"])
+        cfg = compose(config_name="zoom", overrides=[f"input={sample}", "logger=none", f"backbone.runtime={runtime}"])
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats + 1):  # the first run converts/caches weights and warms up
@@ -59,7 +58,8 @@ def bench_overhead(sample: Path, repeats: int) -> dict:
     med = {key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]}
     work = med["total_s"] - med.get("load_s", 0.0)  # a run's work once the model is loaded
     return {
-        "what": "python -m coz.zoom, 1 image, 4 steps (4x..256x), backbone=realesrgan, logger=none",
+        "what": f"python -m coz.zoom, 1 image, 4 steps (4x..256x), backbone=realesrgan "
+                f"backbone.runtime={runtime}, logger=none",
         "repeats": repeats,
         "median_s": {k: round(v, 3) for k, v in med.items()},
         "runs": runs,
@@ -69,17 +69,18 @@ def bench_overhead(sample: Path, repeats: int) -> dict:
     }
 
 
-def bench_batching(repeats: int, batch: int = 4) -> dict:
+def bench_batching(repeats: int, batch: int = 4, runtime: str = "auto") -> dict:
     """Per-image backbone time at batch 1 versus batch ``batch`` (128 -> 512 px crops)."""
     from coz.backbones.realesrgan import RealESRGAN
 
-    backbone = RealESRGAN.from_config()
+    backbone = RealESRGAN.from_config(runtime=runtime)
     crops = torch.rand(batch, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     prompts = [""] * batch
     one_by_one, t1 = median_time(lambda: [backbone.upscale(crops[i : i + 1], prompts[:1]) for i in range(batch)], repeats)
     batched, tb = median_time(lambda: backbone.upscale(crops, prompts), repeats)
     return {
-        "what": f"RealESRGAN.upscale on {batch} random 128x128 crops: one call per crop vs one batched call",
+        "what": f"RealESRGAN.upscale ({backbone.runtime}) on {batch} random 128x128 crops: "
+                "one call per crop vs one batched call",
         "batch": batch,
         "per_image_s_batch1": round(one_by_one / batch, 4),
         "per_image_s_batched": round(batched / batch, 4),
@@ -90,12 +91,20 @@ def bench_batching(repeats: int, batch: int = 4) -> dict:
 
 
 def bench_peak_memory(sample: Path) -> dict:
-    """Max RSS of a whole ``python -m coz.zoom`` process: 256x zoom of one 512 image on the CPU."""
+    """Peak resident memory of a whole ``python -m coz.zoom`` process: 256x zoom of one 512 image.
+
+    Read from the child's own VmHWM at exit: getrusage's ru_maxrss would also count this (large)
+    benchmark process, whose high-water mark a forked child inherits.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "coz.zoom", f"input={sample}", "logger=none", f"hydra.run.dir={tmp}/run"]
-        subprocess.run(cmd, check=True, capture_output=True)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
-    return {"what": "max RSS of `python -m coz.zoom` (realesrgan, 4 steps, 1 image, CPU)",
+        code = ("import atexit, runpy, sys; "
+                "atexit.register(lambda: print('VmHWM', [l for l in open('/proc/self/status') "
+                "if l.startswith('VmHWM')][0].split()[1], file=sys.stderr)); "
+                f"sys.argv = ['coz.zoom', 'input={sample}', 'logger=none', 'hydra.run.dir={tmp}/run']; "
+                "runpy.run_module('coz.zoom', run_name='__main__')")
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    peak_kib = int(out.stderr.split("VmHWM")[-1].split()[0])
+    return {"what": "peak RSS (VmHWM) of `python -m coz.zoom` (realesrgan, 4 steps, 1 image, CPU)",
             "peak_rss_mib": round(peak_kib / 1024, 1)}
 
 
@@ -117,18 +126,25 @@ def write_report(results: dict, name: str) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["overhead", "batching", "memory"], action="append")
+    parser.add_argument("--only", choices=["forward", "overhead", "batching", "memory"], action="append")
     args = parser.parse_args(argv)
 
     from coz.samples import write_samples
 
     sample = write_samples(Path(tempfile.gettempdir()) / "coz-bench-samples", names=("astronaut",))[0]
-    chosen = args.only or ["overhead", "batching", "memory"]
+    chosen = args.only or ["forward", "overhead", "batching", "memory"]
+    if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward
+        from coz import bench_forward
+
+        bench_forward.main([])
     results = {}
     if "overhead" in chosen:
         results["overhead"] = bench_overhead(sample, args.repeats)
+        # the same zoom before the ncnn CPU path existed (PyTorch eager, channels-last)
+        results["overhead_torch_runtime"] = bench_overhead(sample, args.repeats, runtime="torch")
     if "batching" in chosen:
         results["batching"] = bench_batching(args.repeats)
+        results["batching_torch_runtime"] = bench_batching(args.repeats, runtime="torch")
     if "memory" in chosen:
         results["memory"] = bench_peak_memory(sample)
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "versions": versions(),

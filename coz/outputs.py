@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from coz.atomic import write_text_atomic
+from coz.atomic import link_or_copy_atomic, write_text_atomic
 from coz.chain import Zoom
 from coz.viz import save_gif, save_png, zoom_animation, zoom_strip
 
@@ -39,8 +39,8 @@ def write_zoom(run_dir: Path, name: str, zoom: Zoom, save: DictConfig, factor: i
     files: dict[str, Path] = {}
     for i, (state, scale) in enumerate(zip(zoom.states, zoom.scales, strict=True)):
         files[f"state_{i}"] = save_png(state, folder / f"state_{i}.png")
-        if save.per_scale:
-            save_png(state, run_dir / "scales" / f"x{scale}" / f"{name}.png")
+        if save.per_scale:  # the same bytes: a hard link, not a second encode
+            link_or_copy_atomic(files[f"state_{i}"], run_dir / "scales" / f"x{scale}" / f"{name}.png")
     for i, step in enumerate(zoom.steps, start=1):
         if step.view is not None:
             files[f"input_{i}"] = save_png(step.view, folder / f"input_{i}.png")
