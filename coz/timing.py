@@ -30,8 +30,11 @@ class PhaseTimer:
     def summary(self) -> dict[str, float]:
         total = time.perf_counter() - self._start
         named = dict(self.seconds)
-        return {**{f"{k}_s": round(v, 4) for k, v in named.items()},
-                "other_s": round(total - sum(named.values()), 4), "total_s": round(total, 4)}
+        return {
+            **{f"{k}_s": round(v, 4) for k, v in named.items()},
+            "other_s": round(total - sum(named.values()), 4),
+            "total_s": round(total, 4),
+        }
 
 
 def _sync() -> None:

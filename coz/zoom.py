@@ -55,8 +55,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         else:
             backbone = build_backbone(cfg.backbone, device)
             prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
-    chain = ZoomChain(mode, backbone, prompter, steps=int(cfg.zoom.steps), factor=int(cfg.zoom.factor),
-                      size=int(cfg.zoom.size), user_prompt=str(cfg.user_prompt), timer=timer)
+    chain = ZoomChain(
+        mode,
+        backbone,
+        prompter,
+        steps=int(cfg.zoom.steps),
+        factor=int(cfg.zoom.factor),
+        size=int(cfg.zoom.size),
+        user_prompt=str(cfg.user_prompt),
+        timer=timer,
+    )
     logger = build_logger(cfg, run_dir)
 
     record: dict[str, Any] = {
@@ -72,9 +80,17 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     }
     todo = [(path, name) for path, name in zip(images, names, strict=True) if not is_finished(run_dir, name)]
     if len(todo) < len(images):
-        log.info("resuming: %d of %d images already zoomed in %s", len(images) - len(todo), len(images), run_dir)
-    log.info("zoom=%s backbone=%s prompt=%s: %d image(s) -> %s", mode, backbone.name if backbone else "none",
-             prompter.name, len(todo), run_dir)
+        log.info(
+            "resuming: %d of %d images already zoomed in %s", len(images) - len(todo), len(images), run_dir
+        )
+    log.info(
+        "zoom=%s backbone=%s prompt=%s: %d image(s) -> %s",
+        mode,
+        backbone.name if backbone else "none",
+        prompter.name,
+        len(todo),
+        run_dir,
+    )
 
     progress = tqdm(total=len(todo) * chain.steps, desc="zoom", unit="step", dynamic_ncols=True)
     batch_size = int(cfg.batch_size)
@@ -82,7 +98,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         raise CozError(f"batch_size={batch_size}: must be at least 1")
     for start in range(0, len(todo), batch_size):
         batch = []
-        for path, name in todo[start:start + batch_size]:
+        for path, name in todo[start : start + batch_size]:
             try:
                 image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=int(cfg.max_pixels))
                 x0, resize_notes = prepare_x0(image, size=chain.size, name=path.name)
@@ -97,12 +113,18 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         if not batch:
             continue
         progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
-        zooms = chain.run([x0 for _, _, x0, _ in batch], on_step=lambda n: (progress.update(n), cpu_share.refresh()))
+        zooms = chain.run(
+            [x0 for _, _, x0, _ in batch], on_step=lambda n: (progress.update(n), cpu_share.refresh())
+        )
         for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
             with timer.phase("write"):
                 files = write_zoom(run_dir, name, zoom, cfg.save, chain.factor, notes)
             logger.log_zoom(name, zoom, files)
-            record["images"][name] = {"source": str(path), "prompts": [s.prompt for s in zoom.steps], "notes": notes}
+            record["images"][name] = {
+                "source": str(path),
+                "prompts": [s.prompt for s in zoom.steps],
+                "notes": notes,
+            }
         record["timings"] = timer.summary()
         write_run_json(run_dir, record)  # after every batch: an interrupted run still says what it did
     progress.close()
@@ -111,7 +133,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     record["timings"] = timer.summary()
     record["finished"] = sorted(n for n in names if is_finished(run_dir, n))
     write_run_json(run_dir, record)
-    logger.log_summary({"images": len(record["finished"]), "failed": len(record["failed"]), **record["timings"]})
+    logger.log_summary(
+        {"images": len(record["finished"]), "failed": len(record["failed"]), **record["timings"]}
+    )
     logger.close()
     _report(run_dir, record)
     return record
@@ -120,12 +144,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 def _report(run_dir: Path, record: dict[str, Any]) -> None:
     done, failed = len(record["finished"]), record["failed"]
     t = record["timings"]
-    print(f"coz.zoom: {done} image(s) zoomed in {t['total_s']:.1f} s (loading {t.get('load_s', 0):.1f} s, "
-          f"SR {t.get('sr_s', 0):.1f} s, prompts {t.get('prompt_s', 0):.1f} s, "
-          f"writing {t.get('write_s', 0):.1f} s, other {t['other_s']:.1f} s)")
+    print(
+        f"coz.zoom: {done} image(s) zoomed in {t['total_s']:.1f} s (loading {t.get('load_s', 0):.1f} s, "
+        f"SR {t.get('sr_s', 0):.1f} s, prompts {t.get('prompt_s', 0):.1f} s, "
+        f"writing {t.get('write_s', 0):.1f} s, other {t['other_s']:.1f} s)"
+    )
     if failed:
         print(f"coz.zoom: {len(failed)} input(s) skipped:")
-        for path, reason in failed.items():
+        for reason in failed.values():
             print(f"  {reason}")
     print(f"coz.zoom: results in {run_dir}")
     if done:
@@ -154,8 +180,10 @@ def _check_resumable(run_dir: Path, config: dict[str, Any]) -> None:
     if previous.exists():
         earlier = json.loads(previous.read_text()).get("config")
         if earlier != config:
-            raise CozError(f"{run_dir} already holds a run with a different config; "
-                           "choose another hydra.run.dir (or omit it for a new folder)")
+            raise CozError(
+                f"{run_dir} already holds a run with a different config; "
+                "choose another hydra.run.dir (or omit it for a new folder)"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
 
 

@@ -23,7 +23,10 @@ class Counting(PromptExtractor):
 
     def extract(self, views, previous):
         self.batches.append(len(views))
-        return [f"mean {np.asarray(v).mean():.2f} prev {p is not None}" for v, p in zip(views, previous, strict=True)]
+        return [
+            f"mean {np.asarray(v).mean():.2f} prev {p is not None}"
+            for v, p in zip(views, previous, strict=True)
+        ]
 
 
 @pytest.fixture(autouse=True)

@@ -23,16 +23,19 @@ def test_every_prompt_option_composes(compose_zoom, prompt):
 
 
 def test_prompt_null_never_imports_transformers():
-    code = ("import sys, coz.zoom; from coz.prompts import build_prompt_extractor; "
-            "build_prompt_extractor(None); print(sorted({'transformers', 'peft', 'timm'} & set(sys.modules)))")
+    code = (
+        "import sys, coz.zoom; from coz.prompts import build_prompt_extractor; "
+        "build_prompt_extractor(None); print(sorted({'transformers', 'peft', 'timm'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("prompt", ["tiny_vlm", "tiny_dape"])
 def test_zoom_with_a_tiny_prompt_extractor_writes_prompts(compose_zoom, samples, tmp_path, prompt):
-    cfg = compose_zoom(["backbone=bicubic", f"prompt={prompt}", "zoom.steps=2", "save.gif=false",
-                        f"input={samples[0]}"])
+    cfg = compose_zoom(
+        ["backbone=bicubic", f"prompt={prompt}", "zoom.steps=2", "save.gif=false", f"input={samples[0]}"]
+    )
     record = run(cfg, run_dir=tmp_path)
     name = samples[0].stem
     assert record["finished"] == [name]

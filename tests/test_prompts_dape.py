@@ -54,13 +54,18 @@ def test_tiny_dape_tags_views_at_its_resolution():
 def test_ram_and_dape_key_layout_round_trip(tmp_path):
     source = tiny_tagger(seed=1)
     state = source.state_dict()
-    for key in ("label_embed", "fc.weight", "image_proj.weight", "wordvec_proj.weight",
-                "tagging_head.encoder.layer.0.crossattention.self.query.lora_A",
-                "tagging_head.encoder.layer.0.crossattention.self.key.lora_B",
-                "tagging_head.encoder.layer.0.crossattention.self.value.weight",
-                "tagging_head.encoder.layer.0.crossattention.output.LayerNorm.weight",
-                "tagging_head.encoder.layer.0.intermediate.dense.weight",
-                "tagging_head.encoder.layer.0.output.dense.weight"):
+    for key in (
+        "label_embed",
+        "fc.weight",
+        "image_proj.weight",
+        "wordvec_proj.weight",
+        "tagging_head.encoder.layer.0.crossattention.self.query.lora_A",
+        "tagging_head.encoder.layer.0.crossattention.self.key.lora_B",
+        "tagging_head.encoder.layer.0.crossattention.self.value.weight",
+        "tagging_head.encoder.layer.0.crossattention.output.LayerNorm.weight",
+        "tagging_head.encoder.layer.0.intermediate.dense.weight",
+        "tagging_head.encoder.layer.0.output.dense.weight",
+    ):
         assert key in state, key
     ram = {k: v for k, v in state.items() if "lora_" not in k}
     ram["tag_encoder.encoder.layer.0.attention.self.query.weight"] = torch.zeros(2, 2)  # captioning: ignored

@@ -44,7 +44,7 @@ def token_outputs(prompts: VLMPrompts, views, previous) -> list[list[int]]:
     texts, ims = prompts.render(views, previous)
     inputs = prompts.processor(text=texts, images=ims, padding=True, return_tensors="pt")
     out = prompts.model.generate(**inputs, do_sample=False, max_new_tokens=prompts.max_new_tokens)
-    return out[:, inputs["input_ids"].shape[1]:].tolist()
+    return out[:, inputs["input_ids"].shape[1] :].tolist()
 
 
 def test_messages_are_the_authors(images):
@@ -57,8 +57,10 @@ def test_messages_are_the_authors(images):
         {"role": "system", "content": AR1_INSTRUCTION},
         {"role": "user", "content": [{"type": "image", "image": view}]},
     ]
-    assert AR2_INSTRUCTION == ("The second image is a zoom-in of the first image. Based on this knowledge, "
-                               "what is in the second image? Give me a set of words.")
+    assert AR2_INSTRUCTION == (
+        "The second image is a zoom-in of the first image. Based on this knowledge, "
+        "what is in the second image? Give me a set of words."
+    )
     assert AR1_INSTRUCTION == "What is in this image? Give me a set of words."
 
 
@@ -67,16 +69,20 @@ def test_rendered_template_and_image_order(tiny, images):
     prompts = extractor(model, processor)
     pad = "<|vision_start|><|image_pad|><|vision_end|>"
     texts, ims = prompts.render([images[1], images[3]], [images[0], None])
-    assert texts[0] == (f"<|im_start|>system\n{AR2_INSTRUCTION}<|im_end|>\n"
-                        f"<|im_start|>user\n{pad}{pad}<|im_end|>\n<|im_start|>assistant\n")
-    assert texts[1] == (f"<|im_start|>system\n{AR1_INSTRUCTION}<|im_end|>\n"
-                        f"<|im_start|>user\n{pad}<|im_end|>\n<|im_start|>assistant\n")
+    assert texts[0] == (
+        f"<|im_start|>system\n{AR2_INSTRUCTION}<|im_end|>\n"
+        f"<|im_start|>user\n{pad}{pad}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert texts[1] == (
+        f"<|im_start|>system\n{AR1_INSTRUCTION}<|im_end|>\n"
+        f"<|im_start|>user\n{pad}<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert ims == [images[0], images[1], images[3]]  # previous state first, then the zoom
     # the processor expands each placeholder to the image's tokens (112x112 -> 8x8 patches -> 16)
     inputs = processor(text=texts[:1], images=ims[:2], return_tensors="pt")
     assert (inputs["input_ids"] == 151655).sum() == 2 * 16
     first = processor(text=[texts[1]], images=[images[0]], return_tensors="pt")["pixel_values"]
-    assert torch.equal(inputs["pixel_values"][:len(first)], first)
+    assert torch.equal(inputs["pixel_values"][: len(first)], first)
 
     ar1 = extractor(model, processor, multiscale=False)
     assert ar1.render([images[1]], [images[0]])[0][0] == texts[1]
@@ -113,8 +119,11 @@ def saved_adapter(tiny, images, tmp_path_factory):
 
 
 def lora_modules(model) -> list[str]:
-    return sorted(n.removeprefix("base_model.model.") for n, m in model.named_modules() if hasattr(m, "lora_A")
-                  and isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict))
+    return sorted(
+        n.removeprefix("base_model.model.")
+        for n, m in model.named_modules()
+        if hasattr(m, "lora_A") and isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict)
+    )
 
 
 def test_adapter_round_trip(tiny, images, saved_adapter):
@@ -164,8 +173,10 @@ def test_old_module_names_are_remapped(tiny, images, saved_adapter, tmp_path):
     folder, expected = saved_adapter
     old = tmp_path / "checkpoint-10000"
     write_old_layout(folder, old, lambda k: k.replace("model.language_model.", "model."), AUTHORS_REGEX)
-    assert any(k.startswith("base_model.model.model.layers.0.self_attn.q_proj")
-               for k in load_file(old / "adapter_model.safetensors"))
+    assert any(
+        k.startswith("base_model.model.model.layers.0.self_attn.q_proj")
+        for k in load_file(old / "adapter_model.safetensors")
+    )
     loaded = load_adapter(copy.deepcopy(model), old)
     names = lora_modules(loaded)
     # the authors' regex, applied to old names, adapts the language model only (not the vision MLPs)
@@ -181,8 +192,12 @@ def test_old_vision_tower_keys_are_remapped(tiny, tmp_path):
     model, _ = tiny
     new = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=r"^model\.visual\..*\.qkv$"))
     new.save_pretrained(tmp_path / "new")
-    write_old_layout(tmp_path / "new", tmp_path / "old", lambda k: k.replace("model.model.visual.", "model.visual."),
-                     r"^visual\..*\.qkv$")
+    write_old_layout(
+        tmp_path / "new",
+        tmp_path / "old",
+        lambda k: k.replace("model.model.visual.", "model.visual."),
+        r"^visual\..*\.qkv$",
+    )
     loaded = load_adapter(copy.deepcopy(model), tmp_path / "old")
     assert lora_modules(loaded) == ["model.visual.blocks.0.attn.qkv", "model.visual.blocks.1.attn.qkv"]
 

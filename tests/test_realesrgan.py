@@ -107,11 +107,30 @@ def test_fast_cpu_path_agrees_with_pytorch(state_dict, backbone):
     data = pytest.importorskip("skimage.data")
     fast = RealESRGAN(state_dict)  # runtime=auto, float32 on the CPU
     assert fast.runtime == "ncnn" and backbone.runtime == "torch"
-    photo = torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1).float() / 255  # (3, 128, 128)
+    photo = (
+        torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1).float() / 255
+    )  # (3, 128, 128)
     images = torch.stack([photo[:, :64, :64], photo[:, 64:, 64:]])  # a batch of two real crops
     out = fast.upscale(images, ["", ""])
     assert out.shape == (2, 3, 256, 256) and out.dtype == torch.float32
     assert (out - backbone.upscale(images, ["", ""])).abs().max() <= 1e-3
+
+
+def test_fast_path_takes_any_memory_layout(state_dict, backbone):
+    """Channels-last, sliced and transposed batches give the same result as contiguous ones
+    (ncnn.Mat borrows memory: a temporary contiguous copy must outlive the forward)."""
+    fast = RealESRGAN(state_dict)
+    base = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(5))
+    reference = backbone.upscale(base, ["", ""])
+    layouts = [
+        base.contiguous(memory_format=torch.channels_last),
+        base.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2),
+        torch.cat([base, base], dim=1)[:, :3],
+    ]
+    for images in layouts:
+        assert torch.equal(images, base)
+        for _ in range(2):  # a dangling buffer shows up as run-to-run differences
+            assert (fast.upscale(images, ["", ""]) - reference).abs().max() <= 1e-4
 
 
 def test_fast_path_runs_fine_tuned_weights(state_dict):
@@ -150,7 +169,8 @@ def test_fast_path_falls_back_with_one_warning(state_dict, monkeypatch, caplog):
     assert model.runtime == "torch"
     assert [r.message for r in caplog.records if "ncnn" in r.message] == [
         "realesrgan: ncnn CPU runtime unavailable (the ncnn package is not importable (test)); "
-        "using PyTorch (about 1.4x slower)"]
+        "using PyTorch (about 1.4x slower)"
+    ]
     with pytest.raises(ValueError, match="runtime=ncnn: the ncnn package"):
         RealESRGAN(state_dict, runtime="ncnn")
     with pytest.raises(ValueError, match="only on the CPU in float32"):

@@ -21,15 +21,24 @@ FAST = ["zoom=bicubic", "save.gif_size=64"]  # no model: the CLI machinery in a 
 
 def coz_zoom(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "coz.zoom", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "coz.zoom", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_quote_null_choices():
     assert quote_null_choices(["prompt=null"]) == ["prompt='null'"]
     assert quote_null_choices(["prompt=null,dape,vlm"]) == ["prompt='null',dape,vlm"]
     assert quote_null_choices(["prompt=dape", "user_prompt=null", "zoom=nearest"]) == [
-        "prompt=dape", "user_prompt=null", "zoom=nearest"]
+        "prompt=dape",
+        "user_prompt=null",
+        "zoom=nearest",
+    ]
     assert quote_null_choices(["prompt=choice(null,dape)"]) == ["prompt=choice(null,dape)"]
 
 
@@ -47,8 +56,15 @@ def test_every_mode_and_backbone_composes(compose_zoom, mode, backbone):
 
 
 def test_run_writes_every_output(compose_zoom, samples, tmp_path):
-    cfg = compose_zoom(["zoom=recursive", "backbone=nearest", f"input={samples[0].parent}", "batch_size=3",
-                        "save.gif_size=64"])
+    cfg = compose_zoom(
+        [
+            "zoom=recursive",
+            "backbone=nearest",
+            f"input={samples[0].parent}",
+            "batch_size=3",
+            "save.gif_size=64",
+        ]
+    )
     record = run(cfg, run_dir=tmp_path)
     names = sorted(p.stem for p in samples)
     assert sorted(record["finished"]) == names and record["failed"] == {}
@@ -115,12 +131,24 @@ def test_cli_from_outside_the_repo_uses_a_new_folder_per_run(samples, tmp_path):
 
 
 def test_sweep_syntax_with_prompt_null(samples, tmp_path):
-    result = coz_zoom(["-m", "prompt=null", "zoom=nearest,bicubic", "zoom.steps=1", "save.gif=false",
-                       f"input={samples[0]}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    result = coz_zoom(
+        [
+            "-m",
+            "prompt=null",
+            "zoom=nearest,bicubic",
+            "zoom.steps=1",
+            "save.gif=false",
+            f"input={samples[0]}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0-prompt=null,save.gif=False,zoom.steps=1,zoom=nearest",
-                    "1-prompt=null,save.gif=False,zoom.steps=1,zoom=bicubic"]
+    assert jobs == [
+        "0-prompt=null,save.gif=False,zoom.steps=1,zoom=nearest",
+        "1-prompt=null,save.gif=False,zoom.steps=1,zoom=bicubic",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +209,16 @@ def test_realesrgan_zoom_is_deterministic(compose_zoom, samples, tmp_path):
     run(cfg, run_dir=tmp_path / "b")
     name = samples[1].stem
     for f in ("state_1.png", "input_1.png", "strip.png"):
-        assert (tmp_path / "a" / "images" / name / f).read_bytes() == (tmp_path / "b" / "images" / name / f).read_bytes()
+        assert (tmp_path / "a" / "images" / name / f).read_bytes() == (
+            tmp_path / "b" / "images" / name / f
+        ).read_bytes()
     state = np.asarray(Image.open(tmp_path / "a" / "images" / name / "state_1.png"), dtype=float)
     view = np.asarray(Image.open(tmp_path / "a" / "images" / name / "input_1.png"), dtype=float)
     assert state.shape == (512, 512, 3) and 1.0 < np.abs(state - view).mean() < 30  # SR, not a copy
+    # the default CPU runtime (ncnn) and the PyTorch reference give the same state, to one grey level
+    run(
+        compose_zoom([f"input={samples[1]}", "zoom.steps=1", "save.gif=false", "backbone.runtime=torch"]),
+        run_dir=tmp_path / "torch",
+    )
+    reference = np.asarray(Image.open(tmp_path / "torch" / "images" / name / "state_1.png"), dtype=float)
+    assert np.abs(state - reference).max() <= 1

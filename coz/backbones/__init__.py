@@ -22,8 +22,12 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
     if name == "realesrgan":
         from coz.backbones.realesrgan import RealESRGAN
 
-        return RealESRGAN.from_config(weights=str(cfg.weights), device=device, dtype=str(cfg.dtype),
-                                      runtime=str(cfg.get("runtime", "auto")))
+        return RealESRGAN.from_config(
+            weights=str(cfg.weights),
+            device=device,
+            dtype=str(cfg.dtype),
+            runtime=str(cfg.get("runtime", "auto")),
+        )
     if name in ("sd3", "tiny_sd3"):
         from coz.backbones.sd3 import OSEDiffSD3
 

@@ -75,9 +75,14 @@ class NcnnRRDBNet:
             self._load(threads)
         outputs = []
         for image in images.detach().to("cpu", torch.float32):  # ncnn runs one image at a time
+            # ncnn.Mat wraps the array's memory without owning it: keep both alive until extract()
+            # returns (a temporary array here once fed ncnn freed memory: garbage output).
+            pixels = np.ascontiguousarray(image.numpy())  # (3, h, w)
+            mat = self._ncnn.Mat(pixels)
             extractor = self.net.create_extractor()
-            extractor.input("data", self._ncnn.Mat(np.ascontiguousarray(image.numpy())))  # (3, h, w)
+            extractor.input("data", mat)
             status, out = extractor.extract("output")
+            del mat, pixels
             if status != 0:
                 raise RuntimeError(f"ncnn forward failed with status {status}")
             outputs.append(torch.from_numpy(np.array(out)))  # (3, 4h, 4w), a copy ncnn no longer owns
@@ -89,4 +94,6 @@ def _write_fp32_bin(f, state_dict: Mapping[str, torch.Tensor]) -> None:
     for name in _CONV_NAMES:
         f.write(struct.pack("<I", TAG_FP32))
         for part in ("weight", "bias"):
-            f.write(state_dict[f"{name}.{part}"].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            f.write(
+                state_dict[f"{name}.{part}"].detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+            )

@@ -22,20 +22,12 @@ from coz.backbones.base import Backbone
 from coz.backbones.ncnn_runtime import NcnnRRDBNet, ncnn_available
 from coz.backbones.ncnn_weights import DEFAULT_MODEL, convert_ncnn_to_state_dict, find_model_files
 from coz.backbones.rrdbnet import RRDBNet
+from coz.dtypes import resolve_dtype
 from coz.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "ncnn", "torch")
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 
 
 def cached_weights_path() -> Path:
@@ -78,17 +70,6 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     raise ValueError(
         f"{path}: unsupported weights format {path.suffix!r}; use .safetensors or a BasicSR .pth"
     )
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
-        return dtype
-    try:
-        return DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
 
 
 class RealESRGAN(Backbone):
@@ -140,15 +121,14 @@ class RealESRGAN(Backbone):
     ) -> RealESRGAN:
         """Build from ``weights``: ``"auto"`` (cached conversion of the ncnn package), or a path."""
         path = ensure_cached_weights() if str(weights) == "auto" else Path(weights)
-        return cls(load_weights(path), device=device, dtype=dtype, channels_last=channels_last, runtime=runtime)
+        return cls(
+            load_weights(path), device=device, dtype=dtype, channels_last=channels_last, runtime=runtime
+        )
 
     def to(self, device: torch.device | str) -> RealESRGAN:
         self._device = torch.device(device)
         on_cpu = self._device.type == "cpu"
-        if str(self._dtype_option) == "auto":
-            self.dtype = torch.float32 if on_cpu else torch.float16
-        else:
-            self.dtype = resolve_dtype(self._dtype_option)
+        self.dtype = resolve_dtype(self._dtype_option, self._device, option="backbone.dtype")
         option = self._channels_last_option
         self.channels_last = on_cpu if option is None else option
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -168,7 +148,9 @@ class RealESRGAN(Backbone):
         if reason := ncnn_available():
             if self.runtime_option == "ncnn":
                 raise ValueError(f"backbone.runtime=ncnn: {reason}")
-            log.warning("realesrgan: ncnn CPU runtime unavailable (%s); using PyTorch (about 1.4x slower)", reason)
+            log.warning(
+                "realesrgan: ncnn CPU runtime unavailable (%s); using PyTorch (about 1.4x slower)", reason
+            )
             return None
         return NcnnRRDBNet(self.model.state_dict())
 

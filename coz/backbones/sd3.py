@@ -38,6 +38,7 @@ from coz.backbones.lora_formats import (
     save_lora_safetensors,
 )
 from coz.backbones.sd3_text import SD3TextEncoders
+from coz.dtypes import resolve_dtype
 from coz.errors import CozError
 
 log = logging.getLogger(__name__)
@@ -45,23 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "stabilityai/stable-diffusion-3-medium-diffusers"
 LATENT_SHIFTS = ("test", "train", "none")
 TIMESTEP = 1000.0  # sigma = 1: FlowMatchEuler's single step (shift 3 leaves sigma 1 at 1)
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    try:
-        return DTYPES[str(name).lower()]
-    except KeyError:
-        raise CozError(f"dtype {name!r}: use one of float32, bfloat16, float16") from None
 
 
 class OSEDiffSD3(Backbone):

@@ -39,7 +39,10 @@ def build_prompt_extractor(cfg: DictConfig | None, device: str = "cpu") -> Promp
 
 
 def _build_vlm(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
-    from coz.prompts.vlm import VLMPrompts, load_qwen_vl, resolve_dtype
+    import torch
+
+    from coz.dtypes import resolve_dtype
+    from coz.prompts.vlm import VLMPrompts, load_qwen_vl
 
     if cfg.name == "tiny_vlm":
         from coz.prompts.tiny import build_tiny_vlm
@@ -49,16 +52,19 @@ def _build_vlm(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
             model = copy.deepcopy(model)
         dtype = model.dtype
     else:
-        dtype = resolve_dtype(str(cfg.dtype), device)
-        model, processor = load_qwen_vl(str(cfg.model), cfg.get("revision"), dtype, device, cfg.get("max_pixels"))
+        dtype = resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="prompt.dtype")
+        model, processor = load_qwen_vl(
+            str(cfg.model), cfg.get("revision"), dtype, device, cfg.get("max_pixels")
+        )
     fingerprint = {}
     if cfg.get("adapter"):
         from coz.prompts.lora import load_adapter
 
         fingerprint = _file_fingerprint(str(cfg.adapter))
         model = load_adapter(model, str(cfg.adapter), merge=bool(cfg.get("merge_adapter", False)))
-    extractor = VLMPrompts(model, processor, max_new_tokens=int(cfg.max_new_tokens),
-                           multiscale=bool(cfg.get("multiscale", True)))
+    extractor = VLMPrompts(
+        model, processor, max_new_tokens=int(cfg.max_new_tokens), multiscale=bool(cfg.get("multiscale", True))
+    )
     extractor.name = str(cfg.name)
     return extractor, {"dtype": str(dtype), "adapter_files": fingerprint}
 
@@ -67,9 +73,12 @@ def _build_dape(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
     from coz.prompts.dape import build_dape
 
     extractor = build_dape(cfg, device)
-    return extractor, {"dtype": "float32", "files": {k: _file_fingerprint(str(cfg[k]))
-                                                     for k in ("ram_weights", "dape_weights", "tags")
-                                                     if cfg.get(k)}}
+    return extractor, {
+        "dtype": "float32",
+        "files": {
+            k: _file_fingerprint(str(cfg[k])) for k in ("ram_weights", "dape_weights", "tags") if cfg.get(k)
+        },
+    }
 
 
 def _wrap(extractor: PromptExtractor, cfg: DictConfig, resolved: dict) -> PromptExtractor:
@@ -89,7 +98,9 @@ def _wrap(extractor: PromptExtractor, cfg: DictConfig, resolved: dict) -> Prompt
 
             folder = cfg.get("cache_dir") or cache_dir() / "prompts"
         extractor = CachedPrompts(extractor, PromptCache(identity, folder))
-    return CleanPrompts(extractor, clean=bool(cfg.get("clean", True)), check_clip=bool(cfg.get("check_clip", True)))
+    return CleanPrompts(
+        extractor, clean=bool(cfg.get("clean", True)), check_clip=bool(cfg.get("check_clip", True))
+    )
 
 
 def _file_fingerprint(path: str) -> dict:

@@ -47,8 +47,15 @@ class LoRALinear(nn.Linear):
     low-rank update, k none; ``lora_A`` is then (r * 2, in) and ``lora_B`` (out / 3 * 2, r).
     """
 
-    def __init__(self, in_features: int, out_features: int, r: int = 8, alpha: float = 1.0,
-                 lora_groups: tuple[bool, ...] = (True,), bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        r: int = 8,
+        alpha: float = 1.0,
+        lora_groups: tuple[bool, ...] = (True,),
+        bias: bool = True,
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.r, self.scaling, self.groups = r, alpha / r, lora_groups
         n = sum(lora_groups)
@@ -59,8 +66,12 @@ class LoRALinear(nn.Linear):
 
     def delta_weight(self) -> torch.Tensor:
         n, part = sum(self.groups), self.out_features // len(self.groups)
-        blocks = iter([self.lora_B[i * part:(i + 1) * part] @ self.lora_A[i * self.r:(i + 1) * self.r]
-                       for i in range(n)])
+        blocks = iter(
+            [
+                self.lora_B[i * part : (i + 1) * part] @ self.lora_A[i * self.r : (i + 1) * self.r]
+                for i in range(n)
+            ]
+        )
         zeros = torch.zeros(part, self.in_features, dtype=self.weight.dtype, device=self.weight.device)
         return torch.cat([next(blocks) if on else zeros for on in self.groups]) * self.scaling
 
@@ -85,7 +96,10 @@ class CrossAttentionLayer(nn.Module):
         self.intermediate = nn.Module()
         self.intermediate.dense = nn.Linear(hidden, intermediate)
         self.output = nn.Module()
-        self.output.dense, self.output.LayerNorm = nn.Linear(intermediate, hidden), nn.LayerNorm(hidden, eps=1e-12)
+        self.output.dense, self.output.LayerNorm = (
+            nn.Linear(intermediate, hidden),
+            nn.LayerNorm(hidden, eps=1e-12),
+        )
 
     def forward(self, queries: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         a = self.crossattention
@@ -94,8 +108,9 @@ class CrossAttentionLayer(nn.Module):
         def split(x):  # (B, L, H) -> (B, heads, L, H / heads)
             return x.view(b, -1, self.heads, h // self.heads).transpose(1, 2)
 
-        ctx = F.scaled_dot_product_attention(split(a.self.query(queries)), split(a.self.key(image)),
-                                             split(a.self.value(image)))
+        ctx = F.scaled_dot_product_attention(
+            split(a.self.query(queries)), split(a.self.key(image)), split(a.self.value(image))
+        )
         x = a.output.LayerNorm(a.output.dense(ctx.transpose(1, 2).reshape(b, n, h)) + queries)
         return self.output.LayerNorm(self.output.dense(F.gelu(self.intermediate.dense(x))) + x)
 
@@ -104,8 +119,17 @@ class RAMTagger(nn.Module):
     """``visual_encoder`` (any module: images (B, 3, S, S) -> tokens (B, 1 + L, vision_width)) and
     RAM's tagging head over ``num_tags`` tags."""
 
-    def __init__(self, visual_encoder: nn.Module, vision_width: int, num_tags: int, hidden: int = 768,
-                 layers: int = 2, heads: int = 4, intermediate: int = 3072, lora_r: int = 8) -> None:
+    def __init__(
+        self,
+        visual_encoder: nn.Module,
+        vision_width: int,
+        num_tags: int,
+        hidden: int = 768,
+        layers: int = 2,
+        heads: int = 4,
+        intermediate: int = 3072,
+        lora_r: int = 8,
+    ) -> None:
         super().__init__()
         self.visual_encoder = visual_encoder
         self.image_proj = nn.Linear(vision_width, 512)
@@ -114,7 +138,8 @@ class RAMTagger(nn.Module):
         self.tagging_head = nn.Module()
         self.tagging_head.encoder = nn.Module()
         self.tagging_head.encoder.layer = nn.ModuleList(
-            [CrossAttentionLayer(hidden, heads, 512, intermediate, lora_r) for _ in range(layers)])
+            [CrossAttentionLayer(hidden, heads, 512, intermediate, lora_r) for _ in range(layers)]
+        )
         self.fc = nn.Linear(hidden, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -133,14 +158,16 @@ def load_tags(path: str | Path) -> list[str]:
     return tags
 
 
-def load_thresholds(path: str | Path | None, num_tags: int, default: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+def load_thresholds(
+    path: str | Path | None, num_tags: int, default: float = DEFAULT_THRESHOLD
+) -> torch.Tensor:
     """Per-class thresholds: one float per line for the first tags, ``default`` for the rest."""
     thresholds = torch.full((num_tags,), float(default))
     if path:
         values = [float(s) for s in Path(path).read_text().split()]
         if len(values) > num_tags:
             raise CozError(f"prompt.thresholds={path}: {len(values)} thresholds for {num_tags} tags")
-        thresholds[:len(values)] = torch.tensor(values)
+        thresholds[: len(values)] = torch.tensor(values)
     return thresholds
 
 
@@ -155,8 +182,10 @@ def load_ram_state(tagger: RAMTagger, ram_path: str | Path | None, dape_path: st
         state = state.get("model", state)
         unknown = sorted(k for k in state if k not in own and not k.startswith(_IGNORED))
         if unknown:
-            raise CozError(f"{path}: {len(unknown)} key(s) match no parameter of the tagger, e.g. "
-                           f"{', '.join(unknown[:3])}")
+            raise CozError(
+                f"{path}: {len(unknown)} key(s) match no parameter of the tagger, e.g. "
+                f"{', '.join(unknown[:3])}"
+            )
         missing = sorted(k for k in own if k not in state and "lora_" not in k)
         if strict and missing:
             raise CozError(f"{path}: {len(missing)} parameter(s) missing, e.g. {', '.join(missing[:3])}")
@@ -173,8 +202,14 @@ class DAPEPrompts(PromptExtractor):
     name = "dape"
     multiscale = False
 
-    def __init__(self, tagger: RAMTagger, tags: list[str], thresholds: torch.Tensor, image_size: int = 384,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self,
+        tagger: RAMTagger,
+        tags: list[str],
+        thresholds: torch.Tensor,
+        image_size: int = 384,
+        device: str = "cpu",
+    ) -> None:
         if len(tags) != tagger.label_embed.shape[0]:
             raise CozError(f"tag list has {len(tags)} tags, the tagger {tagger.label_embed.shape[0]}")
         self.tagger, self.tags, self.thresholds = tagger.eval().to(device), tags, thresholds.to(device)
@@ -184,8 +219,9 @@ class DAPEPrompts(PromptExtractor):
         from coz.geometry import to_tensor
 
         x = to_tensor(views).to(self.device)  # (B, 3, H, W) in [0, 1]
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
-                          align_corners=False)
+        x = F.interpolate(
+            x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+        )
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -215,5 +251,7 @@ def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
         value = cfg.get(key)
         if value and not Path(value).expanduser().is_file():
             raise CozError(f"prompt.{key}={value}: no such file (get {WHERE[key]})")
-    raise CozError("prompt=dape: the Swin-L visual encoder of RAM is not implemented in coz yet "
-                   "(the tagging head, LoRA and thresholds are); use prompt=vlm or prompt=tiny_dape")
+    raise CozError(
+        "prompt=dape: the Swin-L visual encoder of RAM is not implemented in coz yet "
+        "(the tagging head, LoRA and thresholds are); use prompt=vlm or prompt=tiny_dape"
+    )

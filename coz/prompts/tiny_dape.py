@@ -15,9 +15,38 @@ from torch import nn
 from coz.prompts.dape import DAPEPrompts, RAMTagger
 
 TINY_TAGS = (
-    "animal", "bark", "bird", "branch", "brick", "building", "cat", "cloud", "fabric", "feather", "flower",
-    "fur", "glass", "grass", "hair", "leaf", "metal", "moss", "mountain", "pattern", "person", "rock",
-    "sand", "sky", "snow", "stone", "texture", "tree", "water", "wood", "wall", "window",
+    "animal",
+    "bark",
+    "bird",
+    "branch",
+    "brick",
+    "building",
+    "cat",
+    "cloud",
+    "fabric",
+    "feather",
+    "flower",
+    "fur",
+    "glass",
+    "grass",
+    "hair",
+    "leaf",
+    "metal",
+    "moss",
+    "mountain",
+    "pattern",
+    "person",
+    "rock",
+    "sand",
+    "sky",
+    "snow",
+    "stone",
+    "texture",
+    "tree",
+    "water",
+    "wood",
+    "wall",
+    "window",
 )
 
 
@@ -41,8 +70,16 @@ def tiny_tagger(seed: int = 0, num_tags: int = len(TINY_TAGS)) -> RAMTagger:
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        tagger = RAMTagger(TinyVisual(), vision_width=32, num_tags=num_tags, hidden=32, layers=1, heads=2,
-                           intermediate=64, lora_r=4)
+        tagger = RAMTagger(
+            TinyVisual(),
+            vision_width=32,
+            num_tags=num_tags,
+            hidden=32,
+            layers=1,
+            heads=2,
+            intermediate=64,
+            lora_r=4,
+        )
         with torch.no_grad():
             for name, p in tagger.named_parameters():
                 if name == "label_embed" or "lora_B" in name:

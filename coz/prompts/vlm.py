@@ -20,8 +20,10 @@ from coz.prompts.base import PromptExtractor
 
 log = logging.getLogger("coz.prompts")
 
-AR2_INSTRUCTION = ("The second image is a zoom-in of the first image. Based on this knowledge, "
-                   "what is in the second image? Give me a set of words.")
+AR2_INSTRUCTION = (
+    "The second image is a zoom-in of the first image. Based on this knowledge, "
+    "what is in the second image? Give me a set of words."
+)
 AR1_INSTRUCTION = "What is in this image? Give me a set of words."
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 
@@ -29,10 +31,14 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 def build_messages(view: Image.Image, previous: Image.Image | None) -> list[dict]:
     """The authors' chat messages for one view (AR-2 when ``previous`` is given, else AR-1)."""
     if previous is None:
-        return [{"role": "system", "content": AR1_INSTRUCTION},
-                {"role": "user", "content": [{"type": "image", "image": view}]}]
-    return [{"role": "system", "content": AR2_INSTRUCTION},
-            {"role": "user", "content": [{"type": "image", "image": previous}, {"type": "image", "image": view}]}]
+        return [
+            {"role": "system", "content": AR1_INSTRUCTION},
+            {"role": "user", "content": [{"type": "image", "image": view}]},
+        ]
+    return [
+        {"role": "system", "content": AR2_INSTRUCTION},
+        {"role": "user", "content": [{"type": "image", "image": previous}, {"type": "image", "image": view}]},
+    ]
 
 
 class VLMPrompts(PromptExtractor):
@@ -40,8 +46,9 @@ class VLMPrompts(PromptExtractor):
 
     name = "vlm"
 
-    def __init__(self, model, processor, max_new_tokens: int = 32, multiscale: bool = True,
-                 identity: str = "vlm") -> None:
+    def __init__(
+        self, model, processor, max_new_tokens: int = 32, multiscale: bool = True, identity: str = "vlm"
+    ) -> None:
         self.model, self.processor = model, processor
         self.processor.tokenizer.padding_side = "left"  # batched generation appends after the prompt
         self.max_new_tokens = int(max_new_tokens)
@@ -55,7 +62,9 @@ class VLMPrompts(PromptExtractor):
         texts, images = [], []
         for view, prev in zip(views, previous, strict=True):
             messages = build_messages(view, prev)
-            texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+            texts.append(
+                self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            )
             images.extend(part["image"] for part in messages[1]["content"])
         return texts, [im.convert("RGB") for im in images]
 
@@ -71,20 +80,10 @@ class VLMPrompts(PromptExtractor):
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         with torch.inference_mode():
             out = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens)
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]  # (B, <= max_new_tokens)
-        return self.processor.batch_decode(new_tokens, skip_special_tokens=True,
-                                           clean_up_tokenization_spaces=False)
-
-
-def resolve_dtype(dtype: str, device: str):
-    """``auto``: bfloat16 on a GPU, float32 on the CPU; else a torch dtype name."""
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise CozError(f"prompt.dtype={dtype}: not a torch dtype (use auto, float32, bfloat16 or float16)")
-    return getattr(torch, dtype)
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
+        return self.processor.batch_decode(
+            new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
 
 
 def load_qwen_vl(model_id: str, revision: str | None, dtype, device: str, max_pixels: int | None = None):
@@ -98,12 +97,16 @@ def load_qwen_vl(model_id: str, revision: str | None, dtype, device: str, max_pi
     local = Path(model_id).expanduser()
     looks_local = local.exists() or model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1
     if looks_local and not local.is_dir():
-        raise CozError(f"prompt.model={model_id}: no such folder (give a Hugging Face id such as {DEFAULT_MODEL} "
-                       f"or a folder holding a saved Qwen2.5-VL)")
+        raise CozError(
+            f"prompt.model={model_id}: no such folder (give a Hugging Face id such as {DEFAULT_MODEL} "
+            f"or a folder holding a saved Qwen2.5-VL)"
+        )
     source = str(local) if looks_local else model_id
     kwargs = {} if looks_local else {"revision": revision}
     try:
-        processor = AutoProcessor.from_pretrained(source, **kwargs, **({"max_pixels": max_pixels} if max_pixels else {}))
+        processor = AutoProcessor.from_pretrained(
+            source, **kwargs, **({"max_pixels": max_pixels} if max_pixels else {})
+        )
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=dtype, **kwargs)
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
@@ -111,5 +114,6 @@ def load_qwen_vl(model_id: str, revision: str | None, dtype, device: str, max_pi
             f"prompt.model={model_id}{f' (revision {revision})' if revision else ''}: not found "
             f"{'in the Hugging Face cache (HF_HUB_OFFLINE is set)' if offline else 'locally or on the hub'}. "
             f"Download it once with `hf download {model_id}` (it goes to the HF cache, $HF_HOME), "
-            f"or set prompt.model=/path/to/a/local/folder") from err
+            f"or set prompt.model=/path/to/a/local/folder"
+        ) from err
     return model.to(device).eval(), processor
