@@ -94,11 +94,18 @@ def bench(rounds: int) -> dict:
         "threads": torch.get_num_threads(),
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "ratio_coz_to_ncnn": round(med["coz"] / med["ncnn"], 4),
+        # each round runs both back to back, so per-round ratios cancel slow drifts in machine load
+        "paired_ratio_coz_to_ncnn": _quartiles([c / n for c, n in zip(times["coz"], times["ncnn"], strict=True)]),
         "ratio_coz_to_eager": round(med["coz"] / med["eager"], 4),
         "max_abs_diff_vs_eager_fp32": diffs,
         "peak_rss_mib": {name: _peak_rss(name) for name in methods},
         "runs_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
     }
+
+
+def _quartiles(values: list[float]) -> dict[str, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return {"median": round(q2, 4), "q1": round(q1, 4), "q3": round(q3, 4)}
 
 
 def _peak_rss(method: str) -> float:
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     from coz.runinfo import machine, versions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args(argv)
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
