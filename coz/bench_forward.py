@@ -95,7 +95,9 @@ def bench(rounds: int) -> dict:
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "ratio_coz_to_ncnn": round(med["coz"] / med["ncnn"], 4),
         # each round runs both back to back, so per-round ratios cancel slow drifts in machine load
-        "paired_ratio_coz_to_ncnn": _quartiles([c / n for c, n in zip(times["coz"], times["ncnn"], strict=True)]),
+        "paired_ratio_coz_to_ncnn": _quartiles(
+            [c / n for c, n in zip(times["coz"], times["ncnn"], strict=True)]
+        ),
         "ratio_coz_to_eager": round(med["coz"] / med["eager"], 4),
         "max_abs_diff_vs_eager_fp32": diffs,
         "peak_rss_mib": {name: _peak_rss(name) for name in methods},
