@@ -12,10 +12,10 @@ Parameter names follow RAM's checkpoints: ``label_embed``, ``wordvec_proj``, ``i
 ``...crossattention.output.dense|LayerNorm``, ``...intermediate.dense``, ``...output.dense|LayerNorm``,
 ``visual_encoder.*``. Input: the view resized to 384x384 (bilinear), ImageNet normalisation.
 
-Status: the tagging head, LoRA, thresholds and tag list are implemented and tested (with the
-``tiny_dape`` twin and synthetic checkpoints in this layout); the Swin-L visual encoder that reads
-``visual_encoder.*`` of ``ram_swin_large_14m.pth`` is NOT implemented yet: ``prompt=dape`` checks
-its files and then says so.
+Status: implemented. The Swin-L encoder (``coz/prompts/ram_swin.py``, RAM's module names) reads
+``visual_encoder.*`` of ``ram_swin_large_14m.pth``; key names and shapes are tested against RAM's
+layout on a meta-device build, the forward with a tiny config of the same class (and against timm's
+independent Swin). Not yet compared with the released weights' tags (no weights offline).
 """
 
 from __future__ import annotations
@@ -172,28 +172,50 @@ def load_thresholds(
 
 
 def load_ram_state(tagger: RAMTagger, ram_path: str | Path | None, dape_path: str | Path | None) -> None:
-    """RAM's weights strictly for the head (every head key must be there), then DAPE's non-strictly
-    on top, as SeeSR does. Keys of neither file that match nothing are refused by name."""
-    own = tagger.state_dict()
+    """RAM's weights strictly (every non-LoRA parameter must be there), then DAPE's non-strictly
+    on top, as SeeSR does. Keys of neither file that match nothing, and wrong shapes, are refused
+    by name."""
     for path, strict in ((ram_path, True), (dape_path, False)):
         if not path:
             continue
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("model", state)
-        unknown = sorted(k for k in state if k not in own and not k.startswith(_IGNORED))
-        if unknown:
-            raise CozError(
-                f"{path}: {len(unknown)} key(s) match no parameter of the tagger, e.g. "
-                f"{', '.join(unknown[:3])}"
-            )
-        missing = sorted(k for k in own if k not in state and "lora_" not in k)
-        if strict and missing:
-            raise CozError(f"{path}: {len(missing)} parameter(s) missing, e.g. {', '.join(missing[:3])}")
-        tagger.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        tagger.load_state_dict(checked_state(tagger, state, strict, str(path)), strict=False)
 
 
-# Parts of RAM's checkpoint the tagger does not use (captioning branches, buffers recomputed here).
+def checked_state(tagger: nn.Module, state: dict, strict: bool, source: str) -> dict:
+    """The entries of ``state`` the tagger takes; CozError on unknown keys, shape mismatches and
+    (``strict``) missing non-LoRA parameters."""
+    own = tagger.state_dict()
+    unknown = sorted(k for k in state if k not in own and not _ignored(k))
+    if unknown:
+        raise CozError(
+            f"{source}: {len(unknown)} key(s) match no parameter of the tagger, e.g. {', '.join(unknown[:3])}"
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(state)
+        if k in own and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if wrong:
+        raise CozError(
+            f"{source}: {len(wrong)} shape mismatch(es) (file vs model), e.g. {', '.join(wrong[:3])}"
+        )
+    missing = sorted(k for k in own if k not in state and "lora_" not in k)
+    if strict and missing:
+        raise CozError(f"{source}: {len(missing)} parameter(s) missing, e.g. {', '.join(missing[:3])}")
+    return {k: v for k, v in state.items() if k in own}
+
+
+# Parts of RAM's checkpoint the tagger does not use (captioning branches, the head's unused
+# embeddings) and the Swin's window-geometry buffers, which ram_swin recomputes (RAM's own loader
+# deletes them from the checkpoint as well).
 _IGNORED = ("tag_encoder.", "text_decoder.", "tagging_head.embeddings.", "class_threshold")
+_IGNORED_SUFFIXES = (".relative_position_index", ".attn_mask")
+
+
+def _ignored(key: str) -> bool:
+    return key.startswith(_IGNORED) or key.endswith(_IGNORED_SUFFIXES)
 
 
 class DAPEPrompts(PromptExtractor):
@@ -251,7 +273,26 @@ def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
         value = cfg.get(key)
         if value and not Path(value).expanduser().is_file():
             raise CozError(f"prompt.{key}={value}: no such file (get {WHERE[key]})")
-    raise CozError(
-        "prompt=dape: the Swin-L visual encoder of RAM is not implemented in coz yet "
-        "(the tagging head, LoRA and thresholds are); use prompt=vlm or prompt=tiny_dape"
+    return load_dape(cfg, device)
+
+
+def ram_swin_tagger(num_tags: int) -> RAMTagger:
+    """RAM's tagger as in ``ram_swin_large_14m.pth``: Swin-L 384 (width 1536) and the tagging head."""
+    from coz.prompts.ram_swin import swin_large_384
+
+    return RAMTagger(swin_large_384(), vision_width=1536, num_tags=num_tags)
+
+
+def load_dape(cfg, device: str = "cpu") -> DAPEPrompts:
+    """RAM (strict) + DAPE's LoRA (non-strict) on the Swin-L tagger, the tag list and thresholds."""
+    if int(cfg.get("image_size", 384)) != 384:
+        raise CozError(f"prompt.image_size={cfg.image_size}: RAM's Swin-L is built for 384 px")
+    tags = load_tags(Path(cfg.tags).expanduser())
+    tagger = ram_swin_tagger(len(tags))
+    load_ram_state(tagger, Path(cfg.ram_weights).expanduser(), Path(cfg.dape_weights).expanduser())
+    thresholds = load_thresholds(
+        Path(cfg.thresholds).expanduser() if cfg.get("thresholds") else None,
+        len(tags),
+        float(cfg.get("threshold", DEFAULT_THRESHOLD)),
     )
+    return DAPEPrompts(tagger, tags, thresholds, image_size=384, device=device)
