@@ -3,6 +3,7 @@
 Writes ``experiments/bench/zoom.json`` and a readable ``experiments/bench/zoom.md``. Every number is
 a median over several runs, taken after a warm-up, with the thread count and CPU recorded.
 
+- forward (coz.bench_forward) and prompts (coz.bench_prompts): see those modules.
 - overhead: a full ``coz.zoom`` run (realesrgan, 4 steps) split into phases; the chain's share is
   everything but model loading and the backbone forward.
 - batching: the backbone on 4 crops at once versus one at a time.
@@ -139,17 +140,21 @@ def write_report(results: dict, name: str) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["forward", "overhead", "batching", "memory"], action="append")
+    parser.add_argument("--only", choices=["forward", "prompts", "overhead", "batching", "memory"], action="append")
     args = parser.parse_args(argv)
 
     from coz.samples import write_samples
 
     sample = write_samples(Path(tempfile.gettempdir()) / "coz-bench-samples", names=("astronaut",))[0]
-    chosen = args.only or ["forward", "overhead", "batching", "memory"]
+    chosen = args.only or ["forward", "prompts", "overhead", "batching", "memory"]
     if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward
         from coz import bench_forward
 
         bench_forward.main([])
+    if "prompts" in chosen:  # batched vs one-by-one prompt extraction (tiny VLM)
+        from coz import bench_prompts
+
+        bench_prompts.main([])
     results = {}
     if "overhead" in chosen:
         results["overhead"] = bench_overhead(sample, args.repeats)
