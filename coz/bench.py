@@ -41,8 +41,9 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tupl
     return statistics.median(times), [round(t, 4) for t in times]
 
 
-def bench_overhead(sample: Path, repeats: int, runtime: str = "auto") -> dict:
-    """Median phase timings of whole zoom runs (one image, 4 steps, realesrgan on ``runtime``)."""
+def bench_overhead(sample: Path, repeats: int, runtime: str = "auto", batch_size: int = 4) -> dict:
+    """Median phase timings of whole zoom runs (``sample``: an image or a folder; 4 steps,
+    realesrgan on ``runtime``)."""
     from hydra import compose, initialize_config_dir
 
     from coz.cli import CONFIG_DIR
@@ -50,7 +51,13 @@ def bench_overhead(sample: Path, repeats: int, runtime: str = "auto") -> dict:
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
-            config_name="zoom", overrides=[f"input={sample}", "logger=none", f"backbone.runtime={runtime}"]
+            config_name="zoom",
+            overrides=[
+                f"input={sample}",
+                "logger=none",
+                f"backbone.runtime={runtime}",
+                f"batch_size={batch_size}",
+            ],
         )
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,8 +68,8 @@ def bench_overhead(sample: Path, repeats: int, runtime: str = "auto") -> dict:
     med = {key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]}
     work = med["total_s"] - med.get("load_s", 0.0)  # a run's work once the model is loaded
     return {
-        "what": f"python -m coz.zoom, 1 image, 4 steps (4x..256x), backbone=realesrgan "
-        f"backbone.runtime={runtime}, logger=none",
+        "what": f"python -m coz.zoom input={sample.name}, 4 steps (4x..256x), backbone=realesrgan "
+        f"backbone.runtime={runtime}, batch_size={batch_size}, logger=none",
         "repeats": repeats,
         "median_s": {k: round(v, 3) for k, v in med.items()},
         "runs": runs,
@@ -118,14 +125,25 @@ def bench_peak_memory(sample: Path) -> dict:
 
 
 def write_report(results: dict, name: str) -> Path:
+    """Write ``<name>.json`` and ``<name>.md``; sections measured earlier and not rerun (``--only``)
+    are kept, each with the date it was measured."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for data in results["results"].values():
+        data.setdefault("measured", results["date"])
+    previous = OUT_DIR / f"{name}.json"
+    if previous.exists():
+        earlier = json.loads(previous.read_text())
+        for data in earlier.get("results", {}).values():
+            data.setdefault("measured", earlier.get("date"))
+        results["results"] = {**earlier.get("results", {}), **results["results"]}
     write_text_atomic(OUT_DIR / f"{name}.json", json.dumps(results, indent=2))
     lines = [
         f"# Benchmark: {name}",
         "",
         f"Machine: {results['machine']['cpu']}, "
         f"{results['machine']['torch_threads']} torch threads, torch {results['versions'].get('torch')}.",
-        f"Measured {results['date']} with `make bench` (medians after a warm-up).",
+        f"Written {results['date']} by `make bench`; each section says when it was measured "
+        "(medians after a warm-up).",
         "",
     ]
     for section, data in results["results"].items():
@@ -140,7 +158,9 @@ def write_report(results: dict, name: str) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["forward", "prompts", "overhead", "batching", "memory"], action="append")
+    parser.add_argument(
+        "--only", choices=["forward", "prompts", "overhead", "batching", "memory"], action="append"
+    )
     args = parser.parse_args(argv)
 
     from coz.samples import write_samples
@@ -160,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         results["overhead"] = bench_overhead(sample, args.repeats)
         # the same zoom before the ncnn CPU path existed (PyTorch eager, channels-last)
         results["overhead_torch_runtime"] = bench_overhead(sample, args.repeats, runtime="torch")
+        # a folder, one image per batch: writing one image's outputs overlaps the next one's SR
+        folder = write_samples(Path(tempfile.gettempdir()) / "coz-bench-folder")[0].parent
+        results["overhead_folder"] = bench_overhead(folder, args.repeats, batch_size=1)
     if "batching" in chosen:
         results["batching"] = bench_batching(args.repeats)
         results["batching_torch_runtime"] = bench_batching(args.repeats, runtime="torch")

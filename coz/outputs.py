@@ -63,3 +63,48 @@ def write_zoom(
     }
     write_text_atomic(folder / "zoom.json", json.dumps(record, indent=2))
     return files
+
+
+class BackgroundWriter:
+    """Writes finished zooms on one worker thread, so encoding PNGs and the GIF of one batch
+    overlaps the backbone's work on the next (PIL and zlib release the GIL while they encode).
+
+    ``submit`` returns at once unless ``max_pending`` zooms are still being written; ``drain``
+    hands back ``(name, zoom, files)`` for every write that has finished (all of them with
+    ``wait=True``) and re-raises a write's error in the caller's thread.
+    """
+
+    def __init__(self, run_dir: Path, save: DictConfig, factor: int, max_pending: int = 8) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.run_dir, self.save, self.factor = run_dir, save, factor
+        self.max_pending = max_pending
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coz-writer")
+        self.pending: list = []
+        self.busy_s = 0.0  # the worker's own time, for run.json
+
+    def submit(self, name: str, zoom: Zoom, notes: list[str]) -> list[tuple[str, Zoom, dict[str, Path]]]:
+        done = self.drain(wait=len(self.pending) >= self.max_pending)
+        self.pending.append((name, zoom, self.pool.submit(self._write, name, zoom, notes)))
+        return done
+
+    def drain(self, wait: bool = False) -> list[tuple[str, Zoom, dict[str, Path]]]:
+        finished, still = [], []
+        for name, zoom, future in self.pending:
+            if wait or future.done():
+                finished.append((name, zoom, future.result()))
+            else:
+                still.append((name, zoom, future))
+        self.pending = still
+        return finished
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def _write(self, name: str, zoom: Zoom, notes: list[str]) -> dict[str, Path]:
+        import time
+
+        start = time.perf_counter()
+        files = write_zoom(self.run_dir, name, zoom, self.save, self.factor, notes)
+        self.busy_s += time.perf_counter() - start
+        return files

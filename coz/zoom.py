@@ -26,7 +26,7 @@ from coz.cpu_share import CpuShare
 from coz.errors import CozError
 from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
 from coz.loggers import build_logger
-from coz.outputs import is_finished, write_zoom
+from coz.outputs import BackgroundWriter, is_finished
 from coz.prompts import NullPrompt, build_prompt_extractor
 from coz.runinfo import machine, versions, write_run_json
 from coz.timing import PhaseTimer
@@ -92,6 +92,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         run_dir,
     )
 
+    writer = BackgroundWriter(run_dir, cfg.save, chain.factor, max_pending=2 * max(1, int(cfg.batch_size)))
     progress = tqdm(total=len(todo) * chain.steps, desc="zoom", unit="step", dynamic_ncols=True)
     batch_size = int(cfg.batch_size)
     if batch_size < 1:
@@ -117,20 +118,26 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             [x0 for _, _, x0, _ in batch], on_step=lambda n: (progress.update(n), cpu_share.refresh())
         )
         for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
-            with timer.phase("write"):
-                files = write_zoom(run_dir, name, zoom, cfg.save, chain.factor, notes)
-            logger.log_zoom(name, zoom, files)
             record["images"][name] = {
                 "source": str(path),
                 "prompts": [s.prompt for s in zoom.steps],
                 "notes": notes,
             }
+            with timer.phase("write"):  # only the time spent waiting for the writer
+                written = writer.submit(name, zoom, notes)
+            for done in written:
+                logger.log_zoom(*done)
         record["timings"] = timer.summary()
         write_run_json(run_dir, record)  # after every batch: an interrupted run still says what it did
+    with timer.phase("write"):
+        written = writer.drain(wait=True)
+    writer.close()
+    for done in written:
+        logger.log_zoom(*done)
     progress.close()
     cpu_share.close()
 
-    record["timings"] = timer.summary()
+    record["timings"] = {**timer.summary(), "writer_busy_s": round(writer.busy_s, 4)}
     record["finished"] = sorted(n for n in names if is_finished(run_dir, n))
     write_run_json(run_dir, record)
     logger.log_summary(
