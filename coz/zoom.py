@@ -39,6 +39,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     default). Returns the run record (also written to ``run.json``)."""
     run_dir = Path(run_dir or _hydra_run_dir())
     timer = PhaseTimer()
+    batch_size = int(cfg.batch_size)
+    if batch_size < 1:
+        raise CozError(f"batch_size={batch_size}: must be at least 1")
     images = find_images(cfg.input)  # fails on a missing input before any model loads
     names = _unique_names(images)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -92,50 +95,49 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         run_dir,
     )
 
-    writer = BackgroundWriter(run_dir, cfg.save, chain.factor, max_pending=2 * max(1, int(cfg.batch_size)))
+    writer = BackgroundWriter(run_dir, cfg.save, chain.factor, max_pending=2 * batch_size)
     progress = tqdm(total=len(todo) * chain.steps, desc="zoom", unit="step", dynamic_ncols=True)
-    batch_size = int(cfg.batch_size)
-    if batch_size < 1:
-        raise CozError(f"batch_size={batch_size}: must be at least 1")
-    for start in range(0, len(todo), batch_size):
-        batch = []
-        for path, name in todo[start : start + batch_size]:
-            try:
-                image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=int(cfg.max_pixels))
-                x0, resize_notes = prepare_x0(image, size=chain.size, name=path.name)
-            except ImageInputError as err:
-                log.error("%s", err)
-                record["failed"][str(path)] = str(err)
-                progress.update(chain.steps)
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = []
+            for path, name in todo[start : start + batch_size]:
+                try:
+                    image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=int(cfg.max_pixels))
+                    x0, resize_notes = prepare_x0(image, size=chain.size, name=path.name)
+                except ImageInputError as err:
+                    log.error("%s", err)
+                    record["failed"][str(path)] = str(err)
+                    progress.update(chain.steps)
+                    continue
+                for note in notes + resize_notes:
+                    log.warning("%s", note)
+                batch.append((name, path, x0, notes + resize_notes))
+            if not batch:
                 continue
-            for note in notes + resize_notes:
-                log.warning("%s", note)
-            batch.append((name, path, x0, notes + resize_notes))
-        if not batch:
-            continue
-        progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
-        zooms = chain.run(
-            [x0 for _, _, x0, _ in batch], on_step=lambda n: (progress.update(n), cpu_share.refresh())
-        )
-        for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
-            record["images"][name] = {
-                "source": str(path),
-                "prompts": [s.prompt for s in zoom.steps],
-                "notes": notes,
-            }
-            with timer.phase("write"):  # only the time spent waiting for the writer
-                written = writer.submit(name, zoom, notes)
-            for done in written:
-                logger.log_zoom(*done)
-        record["timings"] = timer.summary()
-        write_run_json(run_dir, record)  # after every batch: an interrupted run still says what it did
-    with timer.phase("write"):
-        written = writer.drain(wait=True)
-    writer.close()
-    for done in written:
-        logger.log_zoom(*done)
-    progress.close()
-    cpu_share.close()
+            progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
+            zooms = chain.run(
+                [x0 for _, _, x0, _ in batch], on_step=lambda n: (progress.update(n), cpu_share.refresh())
+            )
+            for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
+                record["images"][name] = {
+                    "source": str(path),
+                    "prompts": [s.prompt for s in zoom.steps],
+                    "notes": notes,
+                }
+                with timer.phase("write"):  # only the time spent waiting for the writer
+                    written = writer.submit(name, zoom, notes)
+                for done in written:
+                    logger.log_zoom(*done)
+            record["timings"] = timer.summary()
+            write_run_json(run_dir, record)  # after every batch: an interrupted run still says what it did
+        with timer.phase("write"):
+            written = writer.drain(wait=True)
+        for done in written:
+            logger.log_zoom(*done)
+    finally:  # also on errors: no stray worker thread, bar or core-share entry
+        writer.close()
+        progress.close()
+        cpu_share.close()
 
     record["timings"] = {**timer.summary(), "writer_busy_s": round(writer.busy_s, 4)}
     record["finished"] = sorted(n for n in names if is_finished(run_dir, n))

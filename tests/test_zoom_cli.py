@@ -222,3 +222,24 @@ def test_realesrgan_zoom_is_deterministic(compose_zoom, samples, tmp_path):
     )
     reference = np.asarray(Image.open(tmp_path / "torch" / "images" / name / "state_1.png"), dtype=float)
     assert np.abs(state - reference).max() <= 1
+
+
+def test_a_failed_write_stops_the_run_and_keeps_earlier_results(compose_zoom, samples, tmp_path, monkeypatch):
+    import coz.outputs
+
+    real_write = coz.outputs.write_zoom
+
+    def flaky_write(run_dir, name, *args, **kwargs):
+        if name == samples[1].stem:
+            raise OSError("No space left on device")
+        return real_write(run_dir, name, *args, **kwargs)
+
+    monkeypatch.setattr(coz.outputs, "write_zoom", flaky_write)
+    cfg = compose_zoom([*FAST, f"input={samples[0].parent}", "batch_size=1"])
+    with pytest.raises(OSError, match="No space"):
+        run(cfg, run_dir=tmp_path)
+    assert (tmp_path / "images" / samples[0].stem / "zoom.json").exists()  # written before the failure
+    assert not (tmp_path / "images" / samples[1].stem / "zoom.json").exists()
+    monkeypatch.setattr(coz.outputs, "write_zoom", real_write)
+    record = run(cfg, run_dir=tmp_path)  # the rerun resumes and finishes
+    assert len(record["finished"]) == len(samples)
