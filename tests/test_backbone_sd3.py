@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 
+import diffusers  # noqa: F401  (a dependency of coz: a missing one fails, never skips)
 import pytest
 import torch
 from omegaconf import OmegaConf
-
-pytest.importorskip("diffusers", reason="diffusers is a dependency of coz; run make install")
 
 from coz.backbones.color_fix import (  # noqa: E402
     adain_color_fix,

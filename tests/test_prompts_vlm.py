@@ -9,15 +9,14 @@ import shutil
 import time
 
 import numpy as np
+import peft  # noqa: F401,E402  (dependencies of coz: missing ones fail, never skip)
 import pytest
 import torch
+import transformers  # noqa: F401,E402
 from PIL import Image
 
 from coz.errors import CozError
 from coz.prompts.vlm import AR1_INSTRUCTION, AR2_INSTRUCTION, VLMPrompts, build_messages
-
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
 
 AUTHORS_REGEX = r"^(model).*\.(q_proj|o_proj|gate_proj|down_proj|k_proj|up_proj|v_proj)$"
 

@@ -48,7 +48,8 @@ def backbone(state_dict) -> RealESRGAN:
 
 @pytest.fixture(scope="module")
 def ncnn_net(model_files):
-    ncnn = pytest.importorskip("ncnn")
+    import ncnn
+
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
     net.opt.num_threads = 2
@@ -91,7 +92,8 @@ def test_matches_ncnn_on_noise(state_dict, ncnn_net, channels_last):
 
 
 def test_matches_ncnn_on_photo(backbone, ncnn_net):
-    data = pytest.importorskip("skimage.data")
+    from skimage import data
+
     crop = data.astronaut()[100:148, 180:228].astype(np.float32) / 255.0  # (48, 48, 3) face
     image = np.ascontiguousarray(crop.transpose(2, 0, 1))  # (3, 48, 48)
     out = backbone.upscale(torch.from_numpy(image)[None], [""])
@@ -104,7 +106,8 @@ def test_matches_ncnn_on_photo(backbone, ncnn_net):
 
 def test_fast_cpu_path_agrees_with_pytorch(state_dict, backbone):
     """The default CPU runtime (ncnn, with our weights) against the PyTorch reference path."""
-    data = pytest.importorskip("skimage.data")
+    from skimage import data
+
     fast = RealESRGAN(state_dict)  # runtime=auto, float32 on the CPU
     assert fast.runtime == "ncnn" and backbone.runtime == "torch"
     photo = (
