@@ -124,9 +124,16 @@ def bench_peak_memory(sample: Path) -> dict:
     }
 
 
-def write_report(results: dict, name: str) -> Path:
-    """Write ``<name>.json`` and ``<name>.md``; sections measured earlier and not rerun (``--only``)
-    are kept, each with the date it was measured."""
+def write_report(name: str, sections: dict[str, dict], command: str = "make bench") -> Path:
+    """Write ``<name>.json`` and ``<name>.md`` with the machine and versions; sections measured
+    earlier and not rerun (``--only``) are kept, each with the date it was measured."""
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "versions": versions(),
+        "command": command,
+        "results": sections,
+    }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for data in results["results"].values():
         data.setdefault("measured", results["date"])
@@ -142,7 +149,7 @@ def write_report(results: dict, name: str) -> Path:
         "",
         f"Machine: {results['machine']['cpu']}, "
         f"{results['machine']['torch_threads']} torch threads, torch {results['versions'].get('torch')}.",
-        f"Written {results['date']} by `make bench`; each section says when it was measured "
+        f"Written {results['date']} by `{command}`; each section says when it was measured "
         "(medians after a warm-up).",
         "",
     ]
@@ -188,13 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         results["batching_torch_runtime"] = bench_batching(args.repeats, runtime="torch")
     if "memory" in chosen:
         results["memory"] = bench_peak_memory(sample)
-    record = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
-        "versions": versions(),
-        "results": results,
-    }
-    path = write_report(record, "zoom")
+    path = write_report("zoom", results)
     print(path.read_text())
     print(f"written: {path} and {path.with_suffix('.json')}")
 

@@ -123,20 +123,14 @@ def _peak_rss(method: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     from coz.bench import write_report
-    from coz.runinfo import machine, versions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args(argv)
-    record = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
-        "versions": versions(),
-        "results": {"forward": bench(args.rounds)},
-    }
-    path = write_report(record, "realesrgan_cpu")
+    results = {"forward": bench(args.rounds)}
+    path = write_report("realesrgan_cpu", results)
     print(path.read_text())
-    return record
+    return results
 
 
 if __name__ == "__main__":

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 from PIL import Image
 
-from coz.atomic import write_text_atomic
 from coz.bench import OUT_DIR, median_time, write_report
 
 SIZE = 512  # the scale-state size of the chain
@@ -91,7 +89,6 @@ def bench_views(extractor, n: int, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from coz.runinfo import machine, versions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -108,21 +105,13 @@ def main(argv: list[str] | None = None) -> dict:
             **bench_views(extractor, n, args.repeats),
             "prompt": f"tiny_vlm (max_new_tokens {cfg.max_new_tokens}, max_pixels {cfg.max_pixels}, cache none)",
         }
-    record = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
-        "versions": versions(),
-        "results": results,
-    }
-    path = write_report(record, "prompts")
-    text = path.read_text().replace("with `make bench`", "with `python -m coz.bench_prompts`")
-    write_text_atomic(path, text)
-    print(text)
+    path = write_report("prompts", results, command="python -m coz.bench_prompts")
+    print(path.read_text())
     print(f"written: {path} and {OUT_DIR / 'prompts.json'}")
     bad = [k for k, r in results.items() if not r["batched_equals_one_by_one"]]
     if bad:
         raise SystemExit(f"batched prompts differ from one-by-one prompts in {', '.join(bad)}")
-    return record
+    return results
 
 
 if __name__ == "__main__":
