@@ -311,3 +311,17 @@ def test_zoom_cli_runs_with_tiny_sd3(compose_zoom, samples, tmp_path):
     assert cfg.backbone.seed == cfg.seed == 42
     record = run(cfg, run_dir=tmp_path)
     assert record["failed"] == {} and (tmp_path / "images" / samples[0].stem / "state_1.png").exists()
+
+
+def test_output_depends_on_seed_and_image_not_on_batch_or_call_order(images):
+    """Posterior noise is drawn per image from (seed, pixels): batch_size and resuming change nothing."""
+    b = OSEDiffSD3.tiny(seed=5)
+    randomize_lora(b)
+    together = b.upscale(images, PROMPTS)
+    reversed_batch = b.upscale(images.flip(0), PROMPTS[::-1]).flip(0)
+    one_by_one = torch.cat([b.upscale(images[i : i + 1], PROMPTS[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(together, reversed_batch, atol=1e-5, rtol=0)
+    torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=0)
+    other = OSEDiffSD3.tiny(seed=6)
+    randomize_lora(other)
+    assert not torch.allclose(other.upscale(images, PROMPTS), together, atol=1e-4)

@@ -20,6 +20,7 @@ Weights: the authors' ``model_20001.pkl`` + ``vae_encoder_20001.pt``, or our LoR
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -207,7 +208,22 @@ class OSEDiffSD3(Backbone):
 
     def reseed(self, seed: int) -> None:
         """Restart the VAE posterior noise (a CPU generator: the same noise on every device)."""
-        self.generator.manual_seed(int(seed))
+        self.seed = int(seed)
+        self.generator.manual_seed(self.seed)
+
+    def image_generators(self, x: torch.Tensor) -> list[torch.Generator]:
+        """One noise generator per image, seeded from the run seed and the image's own pixels.
+
+        Inference draws the posterior noise of an image from these, so a zoom's output depends on
+        the seed and the image alone: not on which images share its batch, nor on whether the run
+        was resumed (training keeps the one running generator).
+        """
+        generators = []
+        for image in x.detach().to("cpu", torch.float32):
+            digest = hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=8).digest()
+            seed = (self.seed * 0x9E3779B97F4A7C15 + int.from_bytes(digest, "little")) % 2**63
+            generators.append(torch.Generator("cpu").manual_seed(seed))
+        return generators
 
     # ---- device -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> OSEDiffSD3:
@@ -227,10 +243,12 @@ class OSEDiffSD3(Backbone):
         embeds, pooled = self.text.encode(prompts)
         return embeds.to(self._device, self.dtype), pooled.to(self._device, self.dtype)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> z (B, 16, H/8, W/8), posterior sampled with the seeded generator."""
+    def encode(self, x: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> z (B, 16, H/8, W/8), the posterior sampled with ``generators``
+        (one per image) or else the backbone's seeded running generator."""
         cfg = self.vae.config
-        z = self.vae.encode(x.to(self._device, self.dtype)).latent_dist.sample(generator=self.generator)
+        posterior = self.vae.encode(x.to(self._device, self.dtype)).latent_dist
+        z = posterior.sample(generator=generators or self.generator)
         if self.latent_shift == "train":
             z = z - (cfg.shift_factor or 0.0)
         return z * cfg.scaling_factor
@@ -253,7 +271,9 @@ class OSEDiffSD3(Backbone):
             return_dict=False,
         )[0]
 
-    def restore(self, x: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def restore(
+        self, x: torch.Tensor, prompts: list[str], generators: list[torch.Generator] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) in [-1, 1] -> (image (B, 3, H, W) about [-1, 1], restored latent z').
 
         Differentiable in the LoRA parameters (training calls this); the text encoders are not.
@@ -261,7 +281,7 @@ class OSEDiffSD3(Backbone):
         if len(prompts) != x.shape[0]:
             raise ValueError(f"{x.shape[0]} images but {len(prompts)} prompts")
         prompt_embeds, pooled = self.encode_prompt(prompts)
-        z = self.encode(x)
+        z = self.encode(x, generators)
         z = z - self.predict_velocity(z, prompt_embeds, pooled)  # Euler step sigma 1 -> 0
         return self.decode(z), z
 
@@ -272,7 +292,9 @@ class OSEDiffSD3(Backbone):
         if images.shape[-1] % 8 or images.shape[-2] % 8:
             raise ValueError(f"image sides must be multiples of 8, got {tuple(images.shape[-2:])}")
         with torch.no_grad():
-            out, _ = self.restore(images.to(self._device) * 2 - 1, list(prompts))
+            out, _ = self.restore(
+                images.to(self._device) * 2 - 1, list(prompts), self.image_generators(images)
+            )
             out = (out.float().clamp(-1.0, 1.0) + 1) / 2  # (B, 3, H, W) in [0, 1]
             out = color_fix(self.color_fix, out, images.to(out.device, torch.float32))
         return out.to(device=images.device, dtype=images.dtype)
