@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import time
 
-import diffusers  # noqa: F401  (a dependency of coz: a missing one fails, never skips)
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from coz.backbones.color_fix import (  # noqa: E402
+from coz.backbones.color_fix import (
     adain_color_fix,
     color_fix,
     wavelet_blur,
     wavelet_color_fix,
     wavelet_decompose,
 )
-from coz.backbones.lora_formats import adaln_lora_modules, inject_adaln_lora, save_released_transformer_lora  # noqa: E402
-from coz.backbones.sd3 import OSEDiffSD3  # noqa: E402
-from coz.backbones.tiny_sd3 import CLIP_DIMS, JOINT_DIM  # noqa: E402
-from coz.errors import CozError  # noqa: E402
+from coz.backbones.lora_formats import adaln_lora_modules, inject_adaln_lora, save_released_transformer_lora
+from coz.backbones.sd3 import OSEDiffSD3
+from coz.backbones.tiny_sd3 import CLIP_DIMS, JOINT_DIM
+from coz.errors import CozError
 
 PROMPTS = ["a cat on a sofa", "brick wall, window"]
 

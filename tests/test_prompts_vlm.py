@@ -9,10 +9,8 @@ import shutil
 import time
 
 import numpy as np
-import peft  # noqa: F401,E402  (dependencies of coz: missing ones fail, never skip)
 import pytest
 import torch
-import transformers  # noqa: F401,E402
 from PIL import Image
 
 from coz.errors import CozError
