@@ -116,14 +116,17 @@ class ZoomChain:
             texts = self.prompter.extract(views, previous)
         prompts = [with_user_prompt(t, self.user_prompt) for t in texts]
 
-        if self.backbone.takes_upsampled_input:
-            lr = views
-        else:  # a CNN magnifies the small crop itself; direct SR first brings it to the input size
-            lr_size = self.size // self.backbone.scale
-            lr = [c if c.width == lr_size else c.resize((lr_size, lr_size), Image.BICUBIC) for c in crops]
+        # The small crop at the backbone's input size: a CNN magnifies it itself; direct SR first
+        # brings its smaller crop to that size.
+        lr_size = self.size // self.backbone.scale
+        small = [c if c.width == lr_size else c.resize((lr_size, lr_size), Image.BICUBIC) for c in crops]
+        lr = views if self.backbone.takes_upsampled_input else small
         batch = to_tensor(lr).to(self.backbone.device)
+        extra = {}
+        if self.backbone.wants_low_res:
+            extra["low_res"] = to_tensor(small).to(self.backbone.device)
         with self.timer.phase("sr"), torch.inference_mode():
-            out = self.backbone.upscale(batch, prompts)
+            out = self.backbone.upscale(batch, prompts, **extra)
         states = to_pil(out)
         if states[0].size != (self.size, self.size):
             raise RuntimeError(

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -29,6 +26,7 @@ from coz.loggers import build_logger
 from coz.outputs import BackgroundWriter, is_finished
 from coz.prompts import NullPrompt, build_prompt_extractor
 from coz.runinfo import machine, versions, write_run_json
+from coz.runtime import fixed_threads, hydra_choices, hydra_run_dir, resolve_device, seed_everything
 from coz.timing import PhaseTimer
 
 log = logging.getLogger("coz.zoom")
@@ -37,7 +35,7 @@ log = logging.getLogger("coz.zoom")
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Zoom every image of ``cfg.input``; write results to ``run_dir`` (Hydra's run folder by
     default). Returns the run record (also written to ``run.json``)."""
-    run_dir = Path(run_dir or _hydra_run_dir())
+    run_dir = Path(run_dir or hydra_run_dir())
     timer = PhaseTimer()
     batch_size = int(cfg.batch_size)
     if batch_size < 1:
@@ -47,9 +45,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     _check_resumable(run_dir, config)
 
-    _seed_everything(int(cfg.seed))
-    device = _device(cfg.device)
-    cpu_share = CpuShare(threads=_fixed_threads(cfg.threads))
+    seed_everything(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
     threads = cpu_share.refresh()
     mode = str(cfg.zoom.mode)
     with timer.phase("load"):
@@ -72,7 +70,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
     record: dict[str, Any] = {
         "config": config,
-        "choices": _hydra_choices(),
+        "choices": hydra_choices(),
         "seed": int(cfg.seed),
         "device": str(device),
         "threads": threads,
@@ -168,20 +166,6 @@ def _report(run_dir: Path, record: dict[str, Any]) -> None:
         print(f"coz.zoom: e.g. {run_dir / 'images' / first / 'strip.png'} and zoom.gif beside it")
 
 
-def _hydra_run_dir() -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get().runtime.output_dir
-
-
-def _hydra_choices() -> dict[str, Any]:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
-
-
 def _check_resumable(run_dir: Path, config: dict[str, Any]) -> None:
     """A run folder that already holds a run is resumed only with the same config: nothing an
     earlier run wrote is overwritten with something different."""
@@ -200,34 +184,6 @@ def _unique_names(paths: list[Path]) -> list[str]:
     """Output names: the file stem, plus the extension where two inputs share a stem."""
     stems = [p.stem for p in paths]
     return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
-
-
-def _fixed_threads(threads: Any) -> int | None:
-    """None for ``auto`` (share the cores with other coz processes), else the user's count."""
-    if str(threads) == "auto":
-        return None
-    try:
-        n = int(threads)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise CozError(f"threads={threads}: must be 'auto' or a whole number >= 1")
-    return n
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CozError(f"device={name}: CUDA is not available on this machine (use device=cpu or auto)")
-    return device
 
 
 def _cli(cfg: DictConfig) -> None:

@@ -10,7 +10,17 @@ from coz.backbones.base import Backbone
 
 __all__ = ["Backbone", "build_backbone", "BACKBONES"]
 
-BACKBONES = ("realesrgan", "nearest", "bicubic", "sd3", "tiny_sd3")
+BACKBONES = (
+    "realesrgan",
+    "nearest",
+    "bicubic",
+    "sd3",
+    "tiny_sd3",
+    "sd21",
+    "tiny_sd21",
+    "s3diff",
+    "tiny_s3diff",
+)
 
 
 def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backbone:
@@ -32,4 +42,12 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
         from coz.backbones.sd3 import OSEDiffSD3
 
         return OSEDiffSD3.from_config(cfg, device=device)
+    if name in ("sd21", "tiny_sd21"):
+        from coz.backbones.sd21 import OSEDiffSD21
+
+        return OSEDiffSD21.from_config(cfg, device=device)
+    if name in ("s3diff", "tiny_s3diff"):
+        from coz.backbones.s3diff import S3Diff
+
+        return S3Diff.from_config(cfg, device=device)
     raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join(BACKBONES)})")

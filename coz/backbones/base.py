@@ -21,11 +21,16 @@ class Backbone(ABC):
 
     scale: int = 4
     takes_upsampled_input: bool = False
+    # A diffusion backbone that also needs the small low-res crop itself (S3Diff's degradation
+    # estimator) sets this; the chain then passes ``low_res=`` (B, 3, size/4, size/4) to ``upscale``.
+    wants_low_res: bool = False
     name: str = "backbone"
 
     @abstractmethod
-    def upscale(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        """(B, 3, h, w) float in [0, 1] -> (B, 3, H, W) in [0, 1], H = 4h (or h if upsampled input)."""
+    def upscale(self, images: torch.Tensor, prompts: list[str], **kwargs) -> torch.Tensor:
+        """(B, 3, h, w) float in [0, 1] -> (B, 3, H, W) in [0, 1], H = 4h (or h if upsampled input).
+
+        ``kwargs`` carries optional inputs a backbone asked for (``low_res`` if ``wants_low_res``)."""
 
     def to(self, device: torch.device | str) -> Backbone:
         """Move the model; backbones without weights ignore this."""

@@ -1,0 +1,56 @@
+"""What every coz job sets up the same way: the device, the seeds, the CPU thread count and
+the Hydra run folder."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from coz.errors import CozError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; an unavailable CUDA device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CozError(f"device={name}: CUDA is not available on this machine (use device=cpu or auto)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fixed_threads(threads: Any) -> int | None:
+    """None for ``auto`` (share the cores with other coz processes), else the user's count."""
+    if str(threads) == "auto":
+        return None
+    try:
+        n = int(threads)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise CozError(f"threads={threads}: must be 'auto' or a whole number >= 1")
+    return n
+
+
+def hydra_run_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir
+
+
+def hydra_choices() -> dict[str, Any]:
+    """The config-group options of this job (``{"backbone": "sd3", ...}``); {} outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
