@@ -12,6 +12,9 @@ from PIL import Image
 from coz.cli import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
+# The user's cache as it was before the tests isolate COZ_CACHE: `make install` puts NIQE's
+# parameters there.
+_USER_CACHE = os.environ.get("COZ_CACHE")
 
 # Nothing may download at test time; loaders that honour these fail at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,3 +53,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Converted weights go to one per-session cache, never the user's."""
     cache = tmp_path_factory.getbasetemp() / "coz-cache"
     monkeypatch.setenv("COZ_CACHE", str(cache))
+
+
+@pytest.fixture()
+def niqe_params(monkeypatch) -> Path:
+    """NIQE's pristine parameters as `make install` wrote them (python -m coz.evaluation.niqe_params)."""
+    base = (
+        Path(_USER_CACHE)
+        if _USER_CACHE
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coz"
+    )
+    path = Path(os.environ.get("COZ_NIQE_PARAMS") or base / "pyiqa" / "niqe_modelparameters.mat")
+    assert path.is_file(), f"{path} is missing: run `make install` (python -m coz.evaluation.niqe_params)"
+    monkeypatch.setenv("COZ_NIQE_PARAMS", str(path))
+    return path

@@ -1,0 +1,160 @@
+"""``python -m coz.evaluate``: zoom a dataset with one method, score every scale, and rebuild the
+report of the run (or of the whole sweep) with the paper's numbers beside ours.
+
+One job = one method on one dataset (``conf/evaluate.yaml``). Tables come from sweeps:
+``-m prompt=null,dape,vlm``, or a preset such as ``experiment=table1`` that sets the sweep itself.
+Rows are appended per image as they are scored, so a rerun into the same folder
+(``hydra.run.dir=...`` / ``hydra.sweep.dir=...``) skips finished images and loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from coz.chain import INTERPOLATION_MODES, MODES
+from coz.cli import hydra_entry
+from coz.errors import CozError
+from coz.evaluation.dataset import dataset_items, dataset_name, split
+from coz.evaluation.methods import method_label
+from coz.evaluation.rows import finished_images, read_rows
+from coz.runtime import hydra_choices, hydra_run_dir
+
+log = logging.getLogger("coz.evaluate")
+
+TASKS = ("metrics", "overlap")
+VLM_PROMPTS = ("vlm", "vlm_ar1", "tiny_vlm")
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None = None) -> dict[str, Any]:
+    """Evaluate one method on one dataset into ``run_dir``; rebuild the report of ``results_root``
+    (the sweep folder in a multirun, else ``run_dir``). Returns the job record."""
+    run_dir = Path(run_dir or hydra_run_dir())
+    root = Path(results_root or _sweep_dir() or run_dir)
+    job = describe_job(cfg)
+    items = split(dataset_items(cfg), int(cfg.shard.index), int(cfg.shard.count))
+    _check_resumable(run_dir, cfg, job)
+
+    scales = [int(cfg.zoom.factor) ** k for k in range(1, int(cfg.zoom.steps) + 1)]
+    done = finished_images(read_rows(run_dir), job["dataset"], job["method"], scales)
+    todo = [item for item in items if item.name not in done]
+    if done:
+        log.info(
+            "resuming: %d of %d images already scored in %s", len(items) - len(todo), len(items), run_dir
+        )
+    log.info("%s / %s: %d image(s) to score -> %s", job["dataset"], job["method"], len(todo), run_dir)
+    if todo:
+        _predict(cfg, run_dir, todo, job)
+
+    rows = [r for r in read_rows(run_dir) if r["dataset"] == job["dataset"] and r["method"] == job["method"]]
+    images = {r["image"] for r in rows}
+    failed = {r["image"] for r in rows if r["failed"]}
+    if items and not images - failed:
+        raise CozError(f"every image failed for {job['method']} on {job['dataset']}; see the log above")
+    record = {**job, "images": len(images), "failed_images": sorted(failed), "run_dir": str(run_dir)}
+
+    from coz.evaluation.report import build_report
+
+    outputs = build_report(root, cfg)
+    print(
+        f"coz.evaluate: {job['dataset']} / {job['method']}: {len(images)} image(s) scored, {len(failed)} failed"
+    )
+    print(f"coz.evaluate: rows in {run_dir / 'rows'}")
+    for name, path in outputs.items():
+        print(f"coz.evaluate: {name}: {path}")
+    return record
+
+
+def describe_job(cfg: DictConfig) -> dict[str, Any]:
+    """What a job evaluates, as the rows and the report name it; fails early on bad options."""
+    if cfg.task not in TASKS:
+        raise CozError(f"task={cfg.task}: use one of {', '.join(TASKS)}")
+    mode = str(cfg.zoom.mode)
+    if mode not in MODES:
+        raise CozError(f"zoom={mode}: evaluate supports {', '.join(MODES)}")
+    prompt = "null" if mode in INTERPOLATION_MODES or cfg.get("prompt") is None else str(cfg.prompt.name)
+    if cfg.get("needs_adapter") and prompt in VLM_PROMPTS and not cfg.prompt.get("adapter"):
+        raise CozError(
+            f"{cfg.table} needs prompt.adapter=PATH: the GRPO adapter it reports "
+            "(for table5, one trained with python -m coz.train_grpo critic=qwen7b)"
+        )
+    renames = OmegaConf.to_container(cfg.labels) if cfg.get("labels") else {}
+    return {
+        "table": str(cfg.table),
+        "task": str(cfg.task),
+        "dataset": dataset_name(cfg),
+        "method": method_label(mode, prompt, cfg.method.get("label"), renames),
+        "zoom_mode": mode,
+        "backbone": "-" if mode in INTERPOLATION_MODES else str(cfg.backbone.name),
+        "prompt_mode": prompt,
+    }
+
+
+def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any]) -> None:
+    import lightning as L
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
+    from coz.evaluation.module import EvaluationModule
+
+    t = cfg.trainer
+    devices = t.devices if str(t.devices) == "auto" else int(t.devices)
+    strategy = str(t.strategy)
+    if strategy == "auto" and devices not in (1, "auto"):
+        strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
+        trainer = L.Trainer(
+            accelerator=str(t.accelerator),
+            devices=devices,
+            num_nodes=int(t.num_nodes),
+            strategy=strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # the module shards itself: no padded repeats
+            default_root_dir=str(run_dir),
+        )
+        trainer.predict(EvaluationModule(cfg, run_dir, todo, job), return_predictions=False)
+
+
+def _check_resumable(run_dir: Path, cfg: DictConfig, job: dict[str, Any]) -> None:
+    """A folder holds one job: rerunning it resumes; another config there is refused."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("trainer", "report"):  # how the work is spread or shown, not what is computed
+        config.pop(key, None)
+    record = {"job": job, "config": config}
+    path = run_dir / "job.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if {k: earlier.get(k) for k in record} != record:
+            raise CozError(
+                f"{run_dir} already holds an evaluation with a different config; "
+                "choose another hydra.run.dir / hydra.sweep.dir (or omit it for a new folder)"
+            )
+        return
+    from coz.atomic import write_text_atomic
+    from coz.runinfo import machine, versions
+
+    record.update(choices=hydra_choices(), versions=versions(), machine=machine())
+    write_text_atomic(path, json.dumps(record, indent=2, default=str))
+
+
+def _sweep_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+main = hydra_entry(run, config_name="evaluate")
+
+if __name__ == "__main__":
+    main()

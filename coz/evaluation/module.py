@@ -1,0 +1,199 @@
+"""The evaluation loop as a Lightning module: each process zooms its share of the images, scores
+every scale and appends the rows to its own CSV (see :mod:`coz.evaluation.rows`).
+
+Lightning places the process on its device and, with ``trainer.devices > 1``, spawns one worker per
+device; :meth:`predict_dataloader` gives each worker every ``world_size``-th image, so each image is
+scored exactly once (Lightning's own distributed sampler would pad the last batch with repeats).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from coz.chain import INTERPOLATION_MODES, ZoomChain
+from coz.evaluation.dataset import Item
+from coz.evaluation.metrics import Metrics, ground_truth
+from coz.evaluation.overlap import overlap_rows
+from coz.evaluation.rows import BASE_FIELDS, RowWriter
+from coz.images import ImageInputError, load_rgb, prepare_x0
+from coz.timing import PhaseTimer
+from coz.viz import zoom_strip
+
+log = logging.getLogger("coz.evaluate")
+
+OVERLAP_FIELDS = ("overlap_cos", "nonoverlap_cos")
+
+
+class EvaluationModule(L.LightningModule):
+    """Zoom and score ``items`` with the method of ``cfg``; rows go to ``run_dir/rows/``."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, items: list[Item], job: dict[str, Any]) -> None:
+        super().__init__()
+        self.cfg, self.run_dir, self.items, self.job = cfg, Path(run_dir), items, job
+        self.chain: ZoomChain | None = None  # built in setup(), in the worker, on its device
+
+    # ------------------------------------------------------------------ set-up, in each process
+    def setup(self, stage: str) -> None:
+        from coz.backbones import build_backbone
+        from coz.cpu_share import CpuShare
+        from coz.prompts import NullPrompt, build_prompt_extractor
+        from coz.runtime import fixed_threads, seed_everything
+
+        cfg = self.cfg
+        seed_everything(int(cfg.seed))
+        device = self.trainer.strategy.root_device
+        self.cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
+        self.cpu_share.refresh()
+        mode = str(cfg.zoom.mode)
+        if mode in INTERPOLATION_MODES:
+            backbone, prompter = None, NullPrompt()
+        else:
+            backbone = build_backbone(cfg.backbone, device)
+            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
+        self.timer = PhaseTimer()
+        self.chain = ZoomChain(
+            mode,
+            backbone,
+            prompter,
+            steps=int(cfg.zoom.steps),
+            factor=int(cfg.zoom.factor),
+            size=int(cfg.zoom.size),
+            user_prompt=str(cfg.user_prompt),
+            timer=self.timer,
+        )
+        m = cfg.metrics
+        self.metrics = Metrics(
+            list(m.names),
+            list(m.full_reference),
+            device=device,
+            seed=int(m.seed),
+            worst=dict(m.worst),
+            gt_min_ratio=float(m.gt_min_ratio),
+        )
+        extra = OVERLAP_FIELDS if cfg.task == "overlap" else ()
+        part = f"{int(cfg.shard.index)}-{self.global_rank}"
+        self.rows = RowWriter(
+            self.run_dir / "rows" / f"{part}.csv", [*BASE_FIELDS, *self.metrics.columns, *extra]
+        )
+
+    def teardown(self, stage: str) -> None:
+        if getattr(self, "cpu_share", None):
+            self.cpu_share.close()
+
+    def predict_dataloader(self) -> DataLoader:
+        mine = self.items[self.global_rank :: self.trainer.world_size]
+        return DataLoader(mine, batch_size=int(self.cfg.batch_size), collate_fn=list, num_workers=0)
+
+    def transfer_batch_to_device(self, batch: list[Item], device, dataloader_idx: int) -> list[Item]:
+        return batch  # file paths: the images are loaded and placed by the chain
+
+    # ------------------------------------------------------------------ one batch
+    def predict_step(self, batch: list[Item], batch_idx: int = 0) -> int:
+        loaded = []
+        for item in batch:
+            try:
+                image, _ = load_rgb(item.path, alpha=str(self.cfg.alpha), max_pixels=int(self.cfg.max_pixels))
+                x0, _ = prepare_x0(image, size=self.chain.size, name=item.path.name)
+                loaded.append((item, image, x0))
+            except ImageInputError as err:
+                self._write_failed(item, str(err))
+        if not loaded:
+            return 0
+        try:
+            results = self._zoom([x0 for _, _, x0 in loaded])
+        except Exception as err:  # noqa: BLE001 - retried one by one so one bad image cannot sink its batch
+            if len(loaded) == 1:
+                self._write_failed(loaded[0][0], f"{type(err).__name__}: {err}")
+                return 0
+            log.warning("batch failed (%s); retrying its images one by one", err)
+            return sum(self.predict_step([item]) for item, _, _ in loaded)
+        for (item, image, _), (zoom, times) in zip(loaded, results, strict=True):
+            self._write_scores(item, image, zoom, times)
+        return len(loaded)
+
+    def _zoom(self, x0s: list[Image.Image]) -> list[tuple[Any, list[dict[str, float]]]]:
+        """Zoom a batch; per image and scale the SR and prompt-extraction seconds it took.
+
+        Chain modes report cumulative time (scale 16 took two steps); direct SR and interpolation
+        make each scale from x0 alone, so their time is that scale's own (the paper's Table 3)."""
+        start = dict(self.timer.seconds)
+        marks = []
+
+        def on_step(n: int) -> None:
+            marks.append({k: self.timer.seconds.get(k, 0.0) - start.get(k, 0.0) for k in ("sr", "prompt")})
+            self.cpu_share.refresh()
+
+        zooms = self.chain.run(x0s, on_step=on_step)
+        cumulative = self.chain.mode in ("recursive", "recursive_multiscale")
+        per_scale = []
+        for i, mark in enumerate(marks):
+            prev = marks[i - 1] if i and not cumulative else {"sr": 0.0, "prompt": 0.0}
+            per_scale.append({k: (mark[k] - prev[k]) / len(x0s) for k in mark})
+        return [(zoom, per_scale) for zoom in zooms]
+
+    # ------------------------------------------------------------------ rows
+    def _base(self, item: Item, scale: int) -> dict[str, Any]:
+        j = self.job
+        return {
+            "dataset": j["dataset"],
+            "method": j["method"],
+            "image": item.name,
+            "scale": scale,
+            "zoom_mode": j["zoom_mode"],
+            "backbone": j["backbone"],
+            "prompt_mode": j["prompt_mode"],
+        }
+
+    def _scales(self) -> list[int]:
+        return [self.chain.factor**k for k in range(1, self.chain.steps + 1)]
+
+    def _write_failed(self, item: Item, error: str) -> None:
+        """The paper's rule: a failed image scores the worst value of every metric at every scale."""
+        log.error("%s", error)
+        worst = self.metrics.worst
+        self.rows.append(
+            {**self._base(item, s), "failed": 1, "failed_metrics": len(worst), "error": error[:300], **worst}
+            for s in self._scales()
+        )
+
+    def _write_scores(self, item: Item, source: Image.Image, zoom, times: list[dict[str, float]]) -> None:
+        extra = [{}] * len(zoom.steps)
+        if self.cfg.task == "overlap":
+            extra = overlap_rows(self.chain, [zoom.x0], [zoom.states])[0]
+        rows = []
+        for step, t, more in zip(zoom.steps, times, extra, strict=True):
+            reference = None
+            if self.metrics.full_reference:
+                reference = ground_truth(
+                    source, step.scale, self.chain.size, float(self.cfg.metrics.gt_min_ratio)
+                )
+            scores, failures = self.metrics.score(step.state, reference)
+            row = {**self._base(item, step.scale), "failed": 0, "failed_metrics": failures, "error": ""}
+            row.update(sr_s=t["sr"], pe_s=t["prompt"], prompt=step.prompt or "", **scores)
+            row.update({k: v for k, v in more.items() if k != "scale"})
+            rows.append(row)
+        self.rows.append(rows)
+        if item.index < int(self.cfg.report.strips):
+            self._save_strip(item, zoom)
+        if self.cfg.report.save_states:
+            from omegaconf import OmegaConf
+
+            from coz.outputs import write_zoom
+
+            save = OmegaConf.create({"strip": False, "gif": False, "gif_size": 256, "per_scale": True})
+            write_zoom(self.run_dir, item.name, zoom, save, self.chain.factor, [])
+
+    def _save_strip(self, item: Item, zoom) -> None:
+        from coz.atomic import write_atomic
+
+        labels = [f"x{s}" for s in zoom.scales]
+        strip = zoom_strip(zoom.states, self.chain.factor, labels=labels, tile=256)
+        path = self.run_dir / "strips" / f"{item.index:05d}-{item.name}.jpg"
+        write_atomic(path, lambda p: strip.save(p, format="JPEG", quality=88))

@@ -1,0 +1,259 @@
+"""``python -m coz.evaluate``: sweeps write rows and a table, resume, the failure rule, sharding over
+processes, Table 6's overlap measure, the HTML report in a real browser, and every preset."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from coz.cli import CONFIG_DIR, quote_null_choices
+from coz.errors import CozError
+from coz.evaluate import describe_job, run
+from coz.evaluation.rows import read_rows
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS = ("table1", "table2", "table3", "table4", "table5", "table6", "offline", "smoke")
+# Fast settings: the bicubic "backbone" (no weights), 256-px views, two scales.
+FAST = [
+    "backbone=bicubic",
+    "metrics=offline",
+    "dataset=folder",
+    "zoom.size=256",
+    "zoom.steps=2",
+    "batch_size=2",
+]
+
+
+def compose_evaluate(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="evaluate", overrides=quote_null_choices(overrides))
+
+
+@pytest.fixture()
+def photos(samples, tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in samples[:3]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def table(root: Path) -> list[dict]:
+    with (root / "table.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def evaluate(folder: Path, root: Path, job: str, *overrides: str) -> dict:
+    cfg = compose_evaluate([*FAST, f"input={folder}", *overrides])
+    return run(cfg, run_dir=root / job, results_root=root)
+
+
+def test_two_cell_sweep_writes_rows_and_the_aggregate(niqe_params, photos, tmp_path):
+    root = tmp_path / "sweep"
+    evaluate(photos, root, "0-nn", "method=nn")
+    evaluate(photos, root, "1-coz", "method=coz", "prompt=null")
+    rows = read_rows(root)
+    assert len(rows) == 3 * 2 * 2  # images x scales x methods
+    assert {r["method"] for r in rows} == {"NN Interpolation", "CoZ (Null)"}
+    aggregate = table(root)
+    assert len(aggregate) == 4
+    for cell in aggregate:
+        mine = [r["niqe"] for r in rows if r["method"] == cell["method"] and r["scale"] == int(cell["scale"])]
+        assert float(cell["niqe"]) == pytest.approx(sum(mine) / len(mine), rel=1e-5)
+        assert cell["images"] == "3" and cell["failed"] == "0"
+    assert (root / "table.md").read_text().count("| 16x |") == 2
+    assert (root / "report.html").exists() and (root / "plots" / "niqe.png").exists()
+
+
+class PowerCut(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_and_gives_the_same_aggregate(niqe_params, photos, tmp_path, monkeypatch):
+    evaluate(photos, tmp_path / "clean", "job", "method=coz", "prompt=null")
+
+    from coz.evaluation.metrics import Metrics
+
+    real_score, calls = Metrics.score, []
+
+    def dies_on_the_second_image(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # two scales of the first image, then the "power cut"
+            raise PowerCut
+        return real_score(self, *args, **kwargs)
+
+    monkeypatch.setattr(Metrics, "score", dies_on_the_second_image)
+    with pytest.raises(PowerCut):
+        evaluate(photos, tmp_path / "cut", "job", "method=coz", "prompt=null", "batch_size=1")
+    assert {r["image"] for r in read_rows(tmp_path / "cut")} == {"astronaut"}
+    monkeypatch.setattr(Metrics, "score", real_score)
+    calls.clear()
+
+    scored = []
+    monkeypatch.setattr(Metrics, "score", lambda self, *a, **k: scored.append(1) or real_score(self, *a, **k))
+    evaluate(photos, tmp_path / "cut", "job", "method=coz", "prompt=null", "batch_size=1")
+    assert len(scored) == 2 * 2  # only the two unfinished images, two scales each
+    assert table(tmp_path / "cut") == table(tmp_path / "clean")
+
+
+def test_a_rerun_with_another_config_is_refused(niqe_params, photos, tmp_path):
+    evaluate(photos, tmp_path, "job", "method=nn")
+    with pytest.raises(CozError, match="different config"):
+        evaluate(photos, tmp_path, "job", "method=nn", "seed=1")
+
+
+def test_a_failed_image_scores_the_worst_values_and_is_counted(niqe_params, photos, tmp_path):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    evaluate(photos, tmp_path, "job", "method=nn")
+    broken = [r for r in read_rows(tmp_path) if r["image"] == "broken"]
+    assert len(broken) == 2 and all(r["failed"] == 1 for r in broken)
+    assert all(r["niqe"] == 100.0 and r["piqe"] == 100.0 and r["ssim"] == 0.0 for r in broken)
+    assert "broken.png" in broken[0]["error"]
+    for cell in table(tmp_path):
+        assert cell["images"] == "4" and cell["failed"] == "1"
+        assert float(cell["niqe"]) > 25  # the 100 of the failed image is in the mean, as in the paper
+
+
+def test_two_processes_score_every_image_exactly_once(niqe_params, photos, tmp_path):
+    evaluate(photos, tmp_path, "job", "method=nn", "trainer.accelerator=cpu", "trainer.devices=2")
+    files = sorted((tmp_path / "job" / "rows").glob("*.csv"))
+    assert [f.name for f in files] == ["0-0.csv", "0-1.csv"]
+    per_file = []
+    for f in files:
+        with f.open(newline="") as handle:
+            per_file.append({(r["image"], r["scale"]) for r in csv.DictReader(handle)})
+    assert per_file[0] and per_file[1] and not per_file[0] & per_file[1]
+    assert {image for image, _ in per_file[0] | per_file[1]} == {"astronaut", "chelsea", "coffee"}
+    assert len(per_file[0]) + len(per_file[1]) == 3 * 2
+
+
+def test_shards_split_a_dataset_between_jobs(niqe_params, photos, tmp_path):
+    for index in (0, 1):
+        evaluate(photos, tmp_path, f"shard{index}", "method=nn", f"shard.index={index}", "shard.count=2")
+    rows = read_rows(tmp_path)
+    assert sorted({r["image"] for r in rows}) == ["astronaut", "chelsea", "coffee"]
+    assert len(rows) == 3 * 2
+
+
+def test_overlapping_halves_of_neighbouring_zooms_agree(photos, tmp_path):
+    evaluate(photos, tmp_path, "job", "method=nn", "metrics=none", "task=overlap")
+    rows = read_rows(tmp_path)
+    assert rows and all(r["overlap_cos"] == pytest.approx(1.0, abs=1e-9) for r in rows)
+    assert all(r["nonoverlap_cos"] < 0.999 for r in rows)
+    header = (tmp_path / "table.md").read_text()
+    assert "overlap_cos_mean" in header and "overlap_cos_min" in header
+
+
+def test_runtime_table_records_per_scale_seconds(photos, tmp_path):
+    evaluate(photos, tmp_path, "job", "method=coz", "prompt=null", "metrics=none", "table=table3")
+    rows = read_rows(tmp_path)
+    by_scale = {s: [r["sr_s"] for r in rows if r["scale"] == s] for s in (4, 16)}
+    assert all(t > 0 for ts in by_scale.values() for t in ts)
+    assert sum(by_scale[16]) > sum(by_scale[4])  # the chain's 16x includes the 4x step
+    assert "SR s" in (tmp_path / "table.md").read_text()
+
+
+def chromium() -> str | None:
+    return (
+        shutil.which("chromium-headless-shell")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+
+
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="needs a headless Chromium (apt-get install chromium-headless-shell; .ci/run installs it)",
+)
+def test_html_report_renders_in_headless_chromium(niqe_params, photos, tmp_path):
+    evaluate(photos, tmp_path, "0-nn", "method=nn")
+    evaluate(photos, tmp_path, "1-coz", "method=coz", "prompt=null")
+    url = (tmp_path / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert 'data-images-loaded="' in dom.stdout, dom.stderr[-500:]
+    loaded = int(dom.stdout.split('data-images-loaded="')[1].split('"')[0])
+    total = int(dom.stdout.split('data-images-total="')[1].split('"')[0])
+    assert total >= 2 + 4 and loaded == total  # plots and zoom strips, every one decoded
+    assert (
+        dom.stdout.count("<table>") == 1 and "CoZ (Null)" in dom.stdout and "NN Interpolation" in dom.stdout
+    )
+
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium(), *flags, f"--screenshot={shot}", "--window-size=1280,3000", url],
+        capture_output=True,
+        timeout=120,
+    )
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    colourful = (pixels.max(axis=2) - pixels.min(axis=2) > 40).mean()  # photos and plot lines, not text
+    assert colourful > 0.02, "the screenshot shows no pictures"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes(preset):
+    cfg = compose_evaluate([f"experiment={preset}"])
+    assert cfg.table.startswith("table")
+    sweep = compose_evaluate([f"experiment={preset}", "hydra.mode=RUN"])  # noqa: F841 - composes
+    for method in str(cfg_sweep_methods(preset)).split(","):
+        if method:
+            compose_evaluate([f"experiment={preset}", f"method={method}"])
+
+
+def cfg_sweep_methods(preset: str) -> str:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    return (cfg.hydra.sweeper.params or {}).get("method", "")
+
+
+def test_the_mission_sweep_names_the_papers_methods():
+    labels = [describe_job(compose_evaluate([f"prompt={p}"]))["method"] for p in ("null", "dape", "vlm")]
+    assert labels == ["CoZ (Null)", "CoZ (DAPE)", "CoZ (VLM)"]
+    assert describe_job(compose_evaluate(["method=direct_dape"]))["method"] == "Direct SR"
+    assert describe_job(compose_evaluate(["method=nn"]))["method"] == "NN Interpolation"
+    s3 = compose_evaluate(["experiment=table2", "method=coz_vlm"])
+    assert describe_job(s3)["method"] == "S3Diff + CoZ"
+
+
+def test_table5_refuses_to_run_without_its_adapter():
+    with pytest.raises(CozError, match="prompt.adapter"):
+        describe_job(compose_evaluate(["experiment=table5", "method=coz_vlm"]))
+
+
+def test_the_mission_command_fails_in_one_line_without_the_dataset(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "coz.evaluate", "-m", "prompt=null,dape,vlm", f"hydra.sweep.dir={tmp_path}/s"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "dataset DIV2K" in error[0] and "dataset.root=" in error[0]
+
+
+@pytest.mark.slow
+def test_smoke_preset_runs_the_whole_evaluation(niqe_params, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "coz.evaluate", "experiment=smoke", f"hydra.sweep.dir={tmp_path}/s"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "report:" in result.stdout
+    rows = read_rows(tmp_path / "s")
+    assert {r["method"] for r in rows} == {"NN Interpolation", "Direct SR", "CoZ (tiny VLM)"}
+    assert all(not math.isnan(r["niqe"]) for r in rows)
