@@ -61,6 +61,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None 
     from coz.evaluation.report import build_report
 
     outputs = build_report(root, cfg)
+    if cfg.logger.name == "wandb":
+        from coz.evaluation.wandb_log import log_evaluation
+
+        log_evaluation(cfg, run_dir, root, job, rows)
     print(
         f"coz.evaluate: {job['dataset']} / {job['method']}: {len(images)} image(s) scored, {len(failed)} failed"
     )

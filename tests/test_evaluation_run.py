@@ -134,6 +134,18 @@ def test_two_processes_score_every_image_exactly_once(niqe_params, photos, tmp_p
     assert len(per_file[0]) + len(per_file[1]) == 3 * 2
 
 
+def test_wandb_logs_tables_charts_and_images_offline(niqe_params, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    evaluate(photos, tmp_path, "job", "method=nn", "logger=wandb")
+    runs = list((tmp_path / "job" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = {
+        str(p.relative_to(runs[0] / "files" / "media")) for p in (runs[0] / "files" / "media").rglob("*.*")
+    }
+    for prefix in ("table/rows_", "table/aggregate_", "images/plots/niqe_", "images/strips/00000-astronaut_"):
+        assert any(m.startswith(prefix) for m in media), (prefix, media)
+
+
 def test_shards_split_a_dataset_between_jobs(niqe_params, photos, tmp_path):
     for index in (0, 1):
         evaluate(photos, tmp_path, f"shard{index}", "method=nn", f"shard.index={index}", "shard.count=2")
