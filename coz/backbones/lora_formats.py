@@ -91,19 +91,23 @@ def adaln_lora_modules(transformer: nn.Module) -> list[tuple[str, LoRALinear]]:
     return [(n, m) for n, m in transformer.named_modules() if isinstance(m, LoRALinear)]
 
 
-def _torch_load(path: Path, what: str):
+def load_torch_file(path: Path, what: str):
+    """``torch.load(weights_only=True)`` on the CPU; an unreadable file is one CozError naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+        # torch's weights_only refusals are paragraphs; the line naming the offending content is the one
+        reason = next((line for line in lines if "Unsupported" in line), lines[0])
         raise CozError(
-            f"{what} {path}: not a readable torch.save file ({type(e).__name__}: {e})"[:500]
+            f"{what} {path}: not a readable torch.save file ({type(e).__name__}: {reason})"[:500]
         ) from None
 
 
 def load_released_transformer_lora(transformer: nn.Module, path: str | Path) -> None:
     """Load ``model_20001.pkl`` (flat list [up0, down0, up1, down1, ...]) into the injected LoRA."""
     path = Path(path)
-    loras = _torch_load(path, "transformer LoRA")
+    loras = load_torch_file(path, "transformer LoRA")
     modules = adaln_lora_modules(transformer)
     if not isinstance(loras, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in loras):
         raise CozError(
@@ -177,7 +181,7 @@ def normalize_vae_key(key: str) -> str:
 def load_released_vae_encoder(encoder: nn.Module, path: str | Path) -> None:
     """Load ``vae_encoder_20001.pt`` (the whole encoder state dict, fp16, PEFT LoRA keys) strictly."""
     path = Path(path)
-    state = _torch_load(path, "VAE encoder")
+    state = load_torch_file(path, "VAE encoder")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CozError(
             f"VAE encoder {path}: expected a state dict (the authors' vae_encoder_20001.pt), "
@@ -225,15 +229,22 @@ def save_lora_safetensors(
     path: str | Path, transformer: nn.Module, encoder: nn.Module, metadata: dict[str, str]
 ) -> None:
     """Our format: LoRA tensors only, plus string metadata (backbone, ranks, base model...)."""
+    write_lora_file(path, lora_state_dict(transformer, encoder), metadata)
+
+
+def write_lora_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Our safetensors format for any backbone: ``tensors`` plus ``{"format": "coz-lora", **metadata}``."""
     from safetensors.torch import save_file
 
-    save_file(lora_state_dict(transformer, encoder), str(path), metadata={"format": FORMAT, **metadata})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata={"format": FORMAT, **metadata})
 
 
-def load_lora_safetensors(
-    transformer: nn.Module, encoder: nn.Module, path: str | Path, backbone: str
-) -> dict[str, str]:
-    """Load our safetensors format into the injected LoRA; returns its metadata."""
+def read_lora_file(
+    path: str | Path, backbone: str, expected: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of our format, checked: written for ``backbone``, and holding exactly the
+    keys of ``expected`` with the same shapes. Any problem is one CozError naming the file."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -248,14 +259,21 @@ def load_lora_safetensors(
             f"LoRA weights {path}: metadata says format={metadata.get('format')!r}, "
             f"backbone={metadata.get('backbone')!r}; expected {FORMAT!r} for {backbone!r}"
         )
-    own = lora_state_dict(transformer, encoder)
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    bad = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    bad = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
     if missing or unexpected or bad:
         raise CozError(
             f"LoRA weights {path}: {len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} "
             f"unexpected (e.g. {unexpected[:2]}), {len(bad)} of wrong shape (e.g. {bad[:2]})"
         )
+    return tensors, metadata
+
+
+def load_lora_safetensors(
+    transformer: nn.Module, encoder: nn.Module, path: str | Path, backbone: str
+) -> dict[str, str]:
+    """Load our safetensors format into the injected LoRA; returns its metadata."""
+    tensors, metadata = read_lora_file(path, backbone, lora_state_dict(transformer, encoder))
     with torch.no_grad():
         params = dict(transformer.named_parameters())
         for key, value in tensors.items():
