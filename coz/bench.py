@@ -8,6 +8,8 @@ a median over several runs, taken after a warm-up, with the thread count and CPU
   everything but model loading and the backbone forward.
 - batching: the backbone on 4 crops at once versus one at a time.
 - peak memory: the maximum resident set of a whole ``python -m coz.zoom`` process (256x, one image).
+- evaluate (coz.bench_evaluate): images per second of ``coz.evaluate experiment=offline``, 1 vs 2
+  processes, and the share of zoom vs metrics (``experiments/bench/evaluate.md``).
 """
 
 from __future__ import annotations
@@ -166,14 +168,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--only", choices=["forward", "prompts", "overhead", "batching", "memory"], action="append"
+        "--only",
+        choices=["forward", "prompts", "overhead", "batching", "memory", "evaluate"],
+        action="append",
     )
     args = parser.parse_args(argv)
 
     from coz.samples import write_samples
 
     sample = write_samples(Path(tempfile.gettempdir()) / "coz-bench-samples", names=("astronaut",))[0]
-    chosen = args.only or ["forward", "prompts", "overhead", "batching", "memory"]
+    chosen = args.only or ["forward", "prompts", "overhead", "batching", "memory", "evaluate"]
     if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward
         from coz import bench_forward
 
@@ -195,9 +199,16 @@ def main(argv: list[str] | None = None) -> None:
         results["batching_torch_runtime"] = bench_batching(args.repeats, runtime="torch")
     if "memory" in chosen:
         results["memory"] = bench_peak_memory(sample)
-    path = write_report("zoom", results)
-    print(path.read_text())
-    print(f"written: {path} and {path.with_suffix('.json')}")
+    if results:
+        path = write_report("zoom", results)
+        print(path.read_text())
+        print(f"written: {path} and {path.with_suffix('.json')}")
+    if "evaluate" in chosen:  # images/s of experiment=offline, 1 vs 2 processes
+        from coz.bench_evaluate import bench_evaluate
+
+        photos = write_samples(Path(tempfile.gettempdir()) / "coz-bench-eval", names=("astronaut", "chelsea"))
+        path = write_report("evaluate", {"offline": bench_evaluate(photos[0].parent, args.repeats)})
+        print(path.read_text())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ scored exactly once (Lightning's own distributed sampler would pad the last batc
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +175,13 @@ class EvaluationModule(L.LightningModule):
                 reference = ground_truth(
                     source, step.scale, self.chain.size, float(self.cfg.metrics.gt_min_ratio)
                 )
+            started = time.perf_counter()
             scores, failures = self.metrics.score(step.state, reference)
+            metrics_s = time.perf_counter() - started
             row = {**self._base(item, step.scale), "failed": 0, "failed_metrics": failures, "error": ""}
-            row.update(sr_s=t["sr"], pe_s=t["prompt"], prompt=step.prompt or "", **scores)
+            row.update(
+                sr_s=t["sr"], pe_s=t["prompt"], metrics_s=metrics_s, prompt=step.prompt or "", **scores
+            )
             row.update({k: v for k, v in more.items() if k != "scale"})
             rows.append(row)
         self.rows.append(rows)

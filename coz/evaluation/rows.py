@@ -26,6 +26,7 @@ BASE_FIELDS = (
     "error",
     "sr_s",
     "pe_s",
+    "metrics_s",
     "prompt",
 )
 
