@@ -16,7 +16,7 @@ from pathlib import Path
 def bench_evaluate(photos: Path, repeats: int = 3, processes: tuple[int, ...] = (1, 2)) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import CONFIG_DIR
+    from coz.cli import CONFIG_DIR, rewrite_overrides
     from coz.evaluate import run
     from coz.evaluation.rows import read_rows
 
@@ -36,7 +36,7 @@ def bench_evaluate(photos: Path, repeats: int = 3, processes: tuple[int, ...] = 
                     "report.plots=false",
                     "report.strips=0",
                 ]
-                cfg = compose(config_name="evaluate", overrides=overrides)
+                cfg = compose(config_name="evaluate", overrides=rewrite_overrides(overrides, "evaluate"))
                 folder = Path(tmp) / f"{i}-{n}"
                 start = time.perf_counter()
                 run(cfg, run_dir=folder, results_root=folder)

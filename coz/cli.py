@@ -1,7 +1,8 @@
 """What every ``python -m coz.<tool>`` entry point shares: the config folder, the run-folder
 name, and one fix to Hydra's override parsing.
 
-The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
+Two rewrites. Presets: ``experiment=NAME`` selects ``conf/<tool>/experiment/NAME.yaml`` (each tool
+has its own presets). The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
 sweep ``-m prompt=null,dape,vlm``) would deselect the prompt group instead of choosing the
 option ``conf/prompt/null.yaml``. The paper calls that mode "null", and users type it, so
 before Hydra parses the command line we quote a bare ``null`` in overrides of the config groups
@@ -46,6 +47,24 @@ def quote_null_choices(args: list[str]) -> list[str]:
     return fixed
 
 
+def alias_experiment(args: list[str], tool: str) -> list[str]:
+    """``experiment=smoke`` -> ``<tool>/experiment=smoke``: every tool has presets of its own (all
+    three have a ``smoke``), kept in ``conf/<tool>/experiment/``, and users type ``experiment=``."""
+    fixed = []
+    for arg in args:
+        match = _OVERRIDE.match(arg)
+        if match and match["group"] == "experiment":
+            prefix = match["key"][: len(match["key"]) - len("experiment")]
+            arg = f"{prefix}{tool}/experiment={match['value']}"
+        fixed.append(arg)
+    return fixed
+
+
+def rewrite_overrides(args: list[str], tool: str) -> list[str]:
+    """Everything coz changes on a command line before Hydra reads it."""
+    return alias_experiment(quote_null_choices(args), tool)
+
+
 def _unique_run_suffix() -> str:
     # Two runs started in the same second must not share a folder: add 4 random hex digits.
     return secrets.token_hex(2)
@@ -80,7 +99,7 @@ def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callab
             sys.exit(2)
 
     def main() -> None:
-        sys.argv = [sys.argv[0], *quote_null_choices(sys.argv[1:])]
+        sys.argv = [sys.argv[0], *rewrite_overrides(sys.argv[1:], config_name)]
         _main()
 
     return main

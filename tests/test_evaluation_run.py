@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, quote_null_choices
+from coz.cli import CONFIG_DIR, rewrite_overrides
 from coz.errors import CozError
 from coz.evaluate import describe_job, run
 from coz.evaluation.rows import read_rows
@@ -33,7 +33,7 @@ FAST = [
 
 def compose_evaluate(overrides: list[str]):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="evaluate", overrides=quote_null_choices(overrides))
+        return compose(config_name="evaluate", overrides=rewrite_overrides(overrides, "evaluate"))
 
 
 @pytest.fixture()
@@ -224,7 +224,7 @@ def test_every_preset_composes(preset):
 
 def cfg_sweep_methods(preset: str) -> str:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=[f"experiment={preset}"], return_hydra_config=True)
+        cfg = compose(config_name="evaluate", overrides=[f"evaluate/experiment={preset}"], return_hydra_config=True)
     return (cfg.hydra.sweeper.params or {}).get("method", "")
 
 
