@@ -21,12 +21,12 @@ from coz.evaluation.rows import read_rows
 from coz.evaluation.tables import display_columns, findings, merged, to_csv, to_markdown
 
 TITLES = {
-    "table1": "Table 1: CoZ on OSEDiff-SD3",
-    "table2": "Table 2: S3Diff and S3Diff + CoZ",
-    "table3": "Table 3: seconds per image, SR and prompt extraction (PE)",
-    "table4": "Table 4: CoZ on OSEDiff-SD2.1",
-    "table5": "Table 5: CoZ with the Qwen2.5-VL-7B-critic adapter",
-    "table6": "Table 6: cosine similarity of overlapping zooms",
+    "table1": "Table 1 (NN interpolation, direct SR and CoZ per scale)",
+    "table2": "Table 2 (S3Diff and S3Diff + CoZ)",
+    "table3": "Table 3 (seconds per image: SR and prompt extraction, PE)",
+    "table4": "Table 4 (CoZ on OSEDiff-SD2.1)",
+    "table5": "Table 5 (CoZ with the Qwen2.5-VL-7B-critic adapter)",
+    "table6": "Table 6 (cosine similarity of overlapping zooms)",
 }
 
 
@@ -52,7 +52,7 @@ def build_report(root: Path, cfg: DictConfig | None = None) -> dict[str, Path]:
     table_rows = merged(records, paper, method_order(records, paper), not_implemented)
     columns = display_columns(records, paper)
     backbones = sorted({r["backbone"] for r in records if r.get("backbone") not in ("", "-")})
-    title = f"{TITLES.get(table, table)}: ours ({', '.join(backbones) or 'no model'}) and the paper's"
+    title = f"{TITLES.get(table, table)}: ours with {', '.join(backbones) or 'no model'}, beside the paper's numbers"
 
     outputs = {
         "table (csv)": write_text_atomic(root / "table.csv", to_csv(table_rows)),
