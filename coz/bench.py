@@ -3,7 +3,8 @@
 Writes ``experiments/bench/zoom.json`` and a readable ``experiments/bench/zoom.md``. Every number is
 a median over several runs, taken after a warm-up, with the thread count and CPU recorded.
 
-- forward (coz.bench_forward) and prompts (coz.bench_prompts): see those modules.
+- forward (coz.bench_forward), prompts (coz.bench_prompts) and full (coz.bench_full: peak memory
+  of full-image SR at two image sizes): see those modules.
 - overhead: a full ``coz.zoom`` run (realesrgan, 4 steps) split into phases; the chain's share is
   everything but model loading and the backbone forward.
 - batching: the backbone on 4 crops at once versus one at a time.
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--only",
-        choices=["forward", "prompts", "overhead", "batching", "memory", "evaluate"],
+        choices=["forward", "prompts", "full", "overhead", "batching", "memory", "evaluate"],
         action="append",
     )
     args = parser.parse_args(argv)
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     from coz.samples import write_samples
 
     sample = write_samples(Path(tempfile.gettempdir()) / "coz-bench-samples", names=("astronaut",))[0]
-    chosen = args.only or ["forward", "prompts", "overhead", "batching", "memory", "evaluate"]
+    chosen = args.only or ["forward", "prompts", "full", "overhead", "batching", "memory", "evaluate"]
     if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward
         from coz import bench_forward
 
@@ -186,6 +187,10 @@ def main(argv: list[str] | None = None) -> None:
         from coz import bench_prompts
 
         bench_prompts.main([])
+    if "full" in chosen:  # full-image SR: peak memory at two image sizes (experiments/bench/full.md)
+        from coz import bench_full
+
+        bench_full.main([])
     results = {}
     if "overhead" in chosen:
         results["overhead"] = bench_overhead(sample, args.repeats)

@@ -3,6 +3,10 @@
 x0 is the 512-px input; step i crops the center 1/4 of x_{i-1}, and the backbone magnifies it
 4x into x_i, guided by a prompt extracted from the zoomed view (and, for AR-2, from x_{i-1}).
 The chain knows nothing about which backbone or prompt extractor it drives.
+
+``full`` (full-image SR, :mod:`coz.full_image`) magnifies the whole of x_{i-1} instead: x0 is the
+input at its own size, and every state is 4x the previous one, super-resolved tile by tile with
+one prompt per tile.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import torch
 from PIL import Image
 
 from coz.backbones.base import Backbone
+from coz.full_image import FullImageOptions, super_resolve_full
 from coz.geometry import center_crop, to_pil, to_tensor
 from coz.prompts.base import PromptExtractor, with_user_prompt
 from coz.timing import PhaseTimer
 
 # mode -> what a step does (implementation-facts.md, section 1)
-MODES = ("recursive_multiscale", "recursive", "onestep", "nearest", "bicubic")
+MODES = ("recursive_multiscale", "recursive", "onestep", "nearest", "bicubic", "full")
 INTERPOLATION_MODES = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
 
 
@@ -30,7 +35,10 @@ class Step:
     scale: int  # magnification of ``state`` relative to x0
     state: Image.Image  # the scale-state x_i
     view: Image.Image | None = None  # the bicubic zoom the backbone and the prompt saw (None: no model)
-    prompt: str | None = None  # the text the backbone saw (None: no model)
+    prompt: str | None = None  # the text the backbone saw (None: no model; full: the tiles', one a line)
+    # full mode only: one prompt per tile, and the tiles as (top, left, bottom, right) in ``state``
+    tile_prompts: list[str] | None = None
+    tiles: list[tuple[int, int, int, int]] | None = None
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Zoom:
 
     x0: Image.Image
     steps: list[Step] = field(default_factory=list)
+    full: bool = False  # full-image SR: each state is the whole previous one magnified, any shape
 
     @property
     def states(self) -> list[Image.Image]:
@@ -62,6 +71,7 @@ class ZoomChain:
         size: int = 512,
         user_prompt: str = "",
         timer: PhaseTimer | None = None,
+        full: FullImageOptions | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"zoom mode {mode!r} is not one of {', '.join(MODES)}")
@@ -76,18 +86,28 @@ class ZoomChain:
             raise ValueError(f"{mode}: a {size}-px image has no center 1/{factor**steps} to zoom into")
         self.mode, self.backbone, self.prompter = mode, backbone, prompter
         self.steps, self.factor, self.size = steps, factor, size
+        if mode == "full" and factor != backbone.scale:
+            raise ValueError(f"zoom=full magnifies by the backbone's {backbone.scale}x; got factor={factor}")
         self.user_prompt = user_prompt
         self.timer = timer or PhaseTimer()
+        self.full = full or FullImageOptions()
 
     def run(self, x0s: list[Image.Image], on_step: Callable[[int], None] | None = None) -> list[Zoom]:
         """Zoom every image ``steps`` times; ``on_step(n_images)`` is called after each batch step."""
         for x0 in x0s:
-            if x0.size != (self.size, self.size):
+            if self.mode == "full":
+                if x0.width % 4 or x0.height % 4:
+                    raise ValueError(
+                        f"full-image x0 sides must be multiples of 4, got {x0.width}x{x0.height}"
+                    )
+            elif x0.size != (self.size, self.size):
                 raise ValueError(f"x0 must be {self.size}x{self.size}, got {x0.width}x{x0.height}")
-        zooms = [Zoom(x0) for x0 in x0s]
+        zooms = [Zoom(x0, full=self.mode == "full") for x0 in x0s]
         for i in range(1, self.steps + 1):
             scale = self.factor**i
-            if self.mode in INTERPOLATION_MODES:
+            if self.mode == "full":  # images of any size: one at a time, tile by tile
+                new_steps = [self._super_resolve_full(z.states[-1], scale) for z in zooms]
+            elif self.mode in INTERPOLATION_MODES:
                 new_steps = [self._interpolate(z.x0, scale) for z in zooms]
             elif self.mode == "onestep":
                 new_steps = self._super_resolve([z.x0 for z in zooms], scale, scale, multiscale=False)
@@ -104,6 +124,26 @@ class ZoomChain:
     def _interpolate(self, x0: Image.Image, scale: int) -> Step:
         crop = center_crop(x0, scale)
         return Step(scale, crop.resize((self.size, self.size), INTERPOLATION_MODES[self.mode]))
+
+    def _super_resolve_full(self, source: Image.Image, scale: int) -> Step:
+        """Magnify the whole of ``source``: tiles, one prompt per tile (see :mod:`coz.full_image`)."""
+        result = super_resolve_full(
+            self.backbone,
+            self.prompter,
+            source,
+            self.full,
+            size=self.size,
+            user_prompt=self.user_prompt,
+            timer=self.timer,
+        )
+        return Step(
+            scale,
+            result.state,
+            result.view,
+            "\n".join(result.prompts) if any(result.prompts) else "",
+            tile_prompts=result.prompts,
+            tiles=result.tiles,
+        )
 
     def _super_resolve(
         self, sources: list[Image.Image], crop_factor: int, scale: int, multiscale: bool

@@ -11,6 +11,12 @@ Layout, per image ``<name>``::
     images/<name>/zoom.gif                      the animated zoom
     images/<name>/zoom.json                     scales, prompts, file names
     scales/x<scale>/<name>.png                  every image at one scale (for per-scale metrics)
+
+Full-image zooms (``zoom=full``) write the same files: each state is the whole image at its scale
+(4x larger per step), ``input_<i>`` is the LANCZOS 4x upsampling of state i-1 (every tile's view is a
+crop of it), ``prompt_<i>.txt`` holds one prompt per tile, one a line, in the order of the tile boxes
+that ``zoom.json`` lists (``tiles``: (top, left, bottom, right) in state i's pixels); the strip and
+GIF show the whole result and its detail at every scale (:func:`coz.viz.full_strip`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from omegaconf import DictConfig
 
 from coz.atomic import link_or_copy_atomic, write_text_atomic
 from coz.chain import Zoom
-from coz.viz import save_gif, save_png, zoom_animation, zoom_strip
+from coz.viz import full_animation, full_strip, save_gif, save_png, zoom_animation, zoom_strip
 
 
 def image_dir(run_dir: Path, name: str) -> Path:
@@ -50,9 +56,16 @@ def write_zoom(
             files[f"prompt_{i}"] = write_text_atomic(folder / f"prompt_{i}.txt", step.prompt)
     labels = [f"x{scale}" for scale in zoom.scales]
     if save.strip:
-        files["strip"] = save_png(zoom_strip(zoom.states, factor=factor, labels=labels), folder / "strip.png")
+        if zoom.full:
+            strip = full_strip(zoom.states, labels=labels)
+        else:
+            strip = zoom_strip(zoom.states, factor=factor, labels=labels)
+        files["strip"] = save_png(strip, folder / "strip.png")
     if save.gif:
-        frames = zoom_animation(zoom.states, factor=factor, size=int(save.gif_size))
+        if zoom.full:
+            frames = full_animation(zoom.states, factor=factor, size=int(save.gif_size))
+        else:
+            frames = zoom_animation(zoom.states, factor=factor, size=int(save.gif_size))
         files["gif"] = save_gif(frames, folder / "zoom.gif")
     record = {
         "name": name,
@@ -61,6 +74,11 @@ def write_zoom(
         "notes": notes,
         "files": {role: str(path.relative_to(run_dir)) for role, path in files.items()},
     }
+    if zoom.full:
+        record["full"] = True
+        record["sizes"] = [list(state.size) for state in zoom.states]
+        record["tiles"] = [[list(box) for box in step.tiles or ()] for step in zoom.steps]
+        record["tile_prompts"] = [step.tile_prompts for step in zoom.steps]
     write_text_atomic(folder / "zoom.json", json.dumps(record, indent=2))
     return files
 

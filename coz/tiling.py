@@ -66,6 +66,9 @@ def tiled_apply(
 
     ``tile`` and ``overlap`` are in input units; the output is (B, C', H*scale, W*scale).
     ``tile_index`` follows :func:`tile_boxes` order (e.g. to pick that tile's prompt).
+    The output and weight accumulators live where ``fn`` returns its tiles: ``x`` can stay on
+    the CPU (even as uint8) while ``fn`` moves each tile to the accelerator and back, so the
+    device holds one tile at a time.
     """
     scale = Fraction(scale).limit_denominator(64)
     _, _, height, width = x.shape
@@ -84,7 +87,7 @@ def tiled_apply(
             weight_sum = y.new_zeros(int(height * scale), int(width * scale))
         out[..., t:b, le:r] += y * w
         weight_sum[t:b, le:r] += w
-    return out / weight_sum
+    return out.div_(weight_sum)  # in place: no second full-size tensor
 
 
 def tiled_vae_encode(

@@ -1,7 +1,9 @@
 """Pictures of a zoom: a strip of scale-states (like Figure 1 of Chain-of-Zoom) and a smooth zoom GIF.
 
 A zoom run yields square states ``x0..xn`` where ``x_i`` shows the center ``1/factor`` of ``x_{i-1}``
-magnified, so ``x_i`` is at scale ``factor**i``. Every image written here goes through
+magnified, so ``x_i`` is at scale ``factor**i``. A full-image run (``zoom=full``) yields states of
+any shape, each the whole previous one magnified: :func:`full_strip` and :func:`full_animation`
+draw those. Every image written here goes through
 :func:`coz.atomic.atomic_path`, so a crash never leaves a half-written file.
 """
 
@@ -17,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from coz.atomic import atomic_path
 from coz.geometry import center_box
 
-__all__ = ["save_gif", "save_png", "zoom_animation", "zoom_strip"]
+__all__ = ["full_animation", "full_strip", "save_gif", "save_png", "zoom_animation", "zoom_strip"]
 
 _RESAMPLE = Image.Resampling.BICUBIC
 
@@ -169,6 +171,88 @@ def zoom_animation(
             frames.append(_zoom_frame(outer, inner, t, factor, size, blend) if k else still(outer))
     frames += [still(states[-1]) for _ in range(hold + 1)]
     return frames
+
+
+def detail_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
+    """The centered ``side`` x ``side`` box (left, top, right, bottom) of a ``width`` x ``height`` image."""
+    side = min(side, width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def full_strip(
+    states: list[Image.Image],
+    labels: list[str] | None = None,
+    height: int | None = None,
+    box_color: tuple[int, int, int] = (255, 0, 0),
+    *,
+    gap: int = 8,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """The states of a full-image zoom (each the whole previous one magnified, any shape).
+
+    First panel: the last state whole, resized to ``height`` (default: x0's height, at most 512),
+    with the detail region boxed: the centered ``height`` x ``height`` pixels of the last state.
+    Then one panel per state: that same region of the scene as the state holds it, enlarged to
+    ``height`` x ``height`` with nearest neighbour (so each panel shows the pixels the state really
+    has). Labels (default ``x1, x4, ...``) go in a band below.
+    """
+    if not states:
+        raise ValueError("need at least one state")
+    states = [s.convert("RGB") for s in states]
+    n = len(states)
+    labels = labels if labels is not None else [f"x{4**i}" for i in range(n)]
+    if len(labels) != n:
+        raise ValueError(f"got {len(labels)} labels for {n} states")
+    last = states[-1]
+    side = height if height is not None else min(states[0].height, 512)
+    band = max(20, side // 8)
+    whole_w = max(1, round(last.width * side / last.height))
+    strip = Image.new("RGB", (whole_w + n * (side + gap), side + band), background)
+    draw = ImageDraw.Draw(strip)
+    font = _font(max(8, round(band * 0.6)))
+
+    def label(x0: int, width: int, text: str) -> None:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pos = (x0 + (width - (right - left)) / 2 - left, side + (band - (bottom - top)) / 2 - top)
+        draw.text(pos, text, font=font, fill=(20, 20, 20))
+
+    strip.paste(last.resize((whole_w, side), Image.Resampling.LANCZOS, reducing_gap=3.0), (0, 0))
+    box = detail_box(last.width, last.height, side)  # in the last state's pixels
+    k = side / last.height
+    draw.rectangle(
+        tuple(round(v * k) for v in box[:2]) + tuple(round(v * k) - 1 for v in box[2:]),
+        outline=box_color,
+        width=max(2, side // 128),
+    )
+    label(0, whole_w, f"{labels[-1]} whole")
+    for i, (state, text) in enumerate(zip(states, labels, strict=True)):
+        r = state.width / last.width  # this state's pixels per last-state pixel
+        region = tuple(v * r for v in box)
+        panel = state.resize((side, side), Image.Resampling.NEAREST, box=region)
+        x0 = whole_w + gap + i * (side + gap)
+        strip.paste(panel, (x0, 0))
+        label(x0, side, text)
+    return strip
+
+
+def full_animation(
+    states: list[Image.Image], factor: int = 4, size: int = 256, frames_per_step: int = 12
+) -> list[Image.Image]:
+    """Frames of a zoom into the center of the last state of a full-image zoom: from its whole
+    (centered square) to the center ``1/factor**n`` of it, ``n = len(states) - 1``, i.e. down to
+    about one pixel of x0's size per pixel of the final result."""
+    last = states[-1].convert("RGB")
+    n = max(1, len(states) - 1)
+    side = min(last.size)
+    levels = []
+    for j in range(n + 1):
+        s = max(1, side // factor**j)
+        crop = last.crop(detail_box(last.width, last.height, s))
+        if s > 4 * size:  # a frame never shows more than 4*size px of a level: keep no more
+            crop = crop.resize((4 * size, 4 * size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        levels.append(crop)
+    return zoom_animation(levels, factor=factor, frames_per_step=frames_per_step, size=size)
 
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:

@@ -1,8 +1,8 @@
 """``python -m coz.zoom input=PATH``: zoom into images with Chain-of-Zoom.
 
 Every option is a Hydra override (``conf/zoom.yaml``): ``zoom=`` recursive_multiscale (CoZ, the
-default) | recursive | onestep | nearest | bicubic, ``backbone=``, ``prompt=``, ``logger=``,
-``zoom.steps=``, ``batch_size=``, ``seed=``, ``device=``...
+default) | recursive | onestep | nearest | bicubic | full (full-image SR, ``coz.full_image``),
+``backbone=``, ``prompt=``, ``logger=``, ``zoom.steps=``, ``batch_size=``, ``seed=``, ``device=``...
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from coz.chain import INTERPOLATION_MODES, ZoomChain
 from coz.cli import hydra_entry
 from coz.cpu_share import CpuShare
 from coz.errors import CozError
+from coz.full_image import FullImageOptions, prepare_full_x0
 from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
 from coz.loggers import build_logger
 from coz.outputs import BackgroundWriter, is_finished
@@ -43,6 +44,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     images = find_images(cfg.input)  # fails on a missing input before any model loads
     names = _unique_names(images)
     config = OmegaConf.to_container(cfg, resolve=True)
+    try:  # full-image settings are checked before any model loads
+        full = FullImageOptions.from_config(cfg.zoom) if str(cfg.zoom.mode) == "full" else None
+    except ValueError as err:
+        raise CozError(str(err)) from None
     _check_resumable(run_dir, config)
 
     seed_everything(int(cfg.seed))
@@ -65,6 +70,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         size=int(cfg.zoom.size),
         user_prompt=str(cfg.user_prompt),
         timer=timer,
+        full=full,
     )
     logger = build_logger(cfg, run_dir)
 
@@ -101,7 +107,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             for path, name in todo[start : start + batch_size]:
                 try:
                     image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=int(cfg.max_pixels))
-                    x0, resize_notes = prepare_x0(image, size=chain.size, name=path.name)
+                    if full is not None:
+                        x0, resize_notes = prepare_full_x0(image, full, chain.steps, chain.factor, path.name)
+                    else:
+                        x0, resize_notes = prepare_x0(image, size=chain.size, name=path.name)
                 except ImageInputError as err:
                     log.error("%s", err)
                     record["failed"][str(path)] = str(err)
@@ -122,6 +131,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                     "prompts": [s.prompt for s in zoom.steps],
                     "notes": notes,
                 }
+                if zoom.full:
+                    record["images"][name]["size"] = [list(s.size) for s in zoom.states]
+                    record["images"][name]["tiles"] = [len(s.tiles or ()) for s in zoom.steps]
                 with timer.phase("write"):  # only the time spent waiting for the writer
                     written = writer.submit(name, zoom, notes)
                 for done in written:

@@ -134,4 +134,4 @@ def test_bad_chain_settings_fail_clearly(x0s):
         ZoomChain("nearest", None, NullPrompt(), steps=5)
     with pytest.raises(ValueError, match="must be 512x512"):
         ZoomChain("nearest", None, NullPrompt()).run([x0s[0].resize((500, 500))])
-    assert set(MODES) == {"recursive_multiscale", "recursive", "onestep", "nearest", "bicubic"}
+    assert set(MODES) == {"recursive_multiscale", "recursive", "onestep", "nearest", "bicubic", "full"}

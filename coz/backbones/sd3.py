@@ -14,6 +14,10 @@ with a rank-4 LoRA on the transformer's adaLN modulation and a PEFT LoRA on the 
 - ``train``: ``(z - shift) * scaling`` on encode, ``+ shift`` on decode (the training path);
 - ``none``: no shift on either side (the later full-image script).
 
+Full-image SR (``zoom=full``, :meth:`OSEDiffSD3.upscale_full`): the same step on latent tiles of
+64 (overlap 16), each with its own prompt, between a tiled VAE encode (1024-px tiles) and decode
+(128-latent tiles), every stage Gaussian-blended, with ``latent_shift`` ``none`` by default.
+
 Weights: the authors' ``model_20001.pkl`` + ``vae_encoder_20001.pt``, or our LoRA-only
 ``.safetensors``. Official dtypes: transformer and VAE fp32, text encoders fp16.
 """
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -41,6 +47,10 @@ from coz.backbones.lora_formats import (
 from coz.backbones.sd3_text import SD3TextEncoders
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
+from coz.tiling import tile_boxes, tiled_apply
+
+if TYPE_CHECKING:
+    from coz.full_image import FullImageOptions
 
 log = logging.getLogger(__name__)
 
@@ -243,20 +253,26 @@ class OSEDiffSD3(Backbone):
         embeds, pooled = self.text.encode(prompts)
         return embeds.to(self._device, self.dtype), pooled.to(self._device, self.dtype)
 
-    def encode(self, x: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        x: torch.Tensor,
+        generators: list[torch.Generator] | None = None,
+        latent_shift: str | None = None,
+    ) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> z (B, 16, H/8, W/8), the posterior sampled with ``generators``
-        (one per image) or else the backbone's seeded running generator."""
+        (one per image) or else the backbone's seeded running generator. ``latent_shift``
+        overrides the backbone's setting (full-image SR uses ``none``)."""
         cfg = self.vae.config
         posterior = self.vae.encode(x.to(self._device, self.dtype)).latent_dist
         z = posterior.sample(generator=generators or self.generator)
-        if self.latent_shift == "train":
+        if (latent_shift or self.latent_shift) == "train":
             z = z - (cfg.shift_factor or 0.0)
         return z * cfg.scaling_factor
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, latent_shift: str | None = None) -> torch.Tensor:
         """z (B, 16, h, w) -> (B, 3, 8h, 8w), about [-1, 1]."""
         cfg = self.vae.config
-        shift = 0.0 if self.latent_shift == "none" else (cfg.shift_factor or 0.0)
+        shift = 0.0 if (latent_shift or self.latent_shift) == "none" else (cfg.shift_factor or 0.0)
         return self.vae.decode(z / cfg.scaling_factor + shift).sample
 
     def predict_velocity(
@@ -298,6 +314,85 @@ class OSEDiffSD3(Backbone):
             out = (out.float().clamp(-1.0, 1.0) + 1) / 2  # (B, 3, H, W) in [0, 1]
             out = color_fix(self.color_fix, out, images.to(out.device, torch.float32))
         return out.to(device=images.device, dtype=images.dtype)
+
+    # ---- full-image SR (zoom=full; paper Appendix H) ---------------------------------------------
+    def full_image_tiles(
+        self, height: int, width: int, options: FullImageOptions
+    ) -> list[tuple[int, int, int, int]]:
+        """Latent tiles of ``options.latent_tile`` (64) overlapping by ``latent_overlap`` (16) on
+        the 4x image's latent grid, as output-pixel boxes (512-px tiles overlapping by 128)."""
+        boxes = tile_boxes(
+            height * self.scale // 8, width * self.scale // 8, options.latent_tile, options.latent_overlap
+        )
+        return [(t * 8, le * 8, b * 8, r * 8) for t, le, b, r in boxes]
+
+    def upscale_full(
+        self, lr: torch.Tensor, up: torch.Tensor, prompts: list[str], options: FullImageOptions
+    ) -> torch.Tensor:
+        """The authors' full-image path, one tile on the device at a time (see
+        :meth:`Backbone.upscale_full` for the arguments):
+
+        1. tiled VAE encode of ``up`` (pixel tiles of ``vae_encoder_tile``), posterior noise drawn
+           per tile from (seed, the tile's pixels);
+        2. the one-step update on latent tiles of ``latent_tile``, each with its own prompt;
+        3. tiled VAE decode (latent tiles of ``vae_decoder_tile``), the colour fix per decoded
+           tile against its crop of ``up``;
+
+        each stage blended with Gaussian weights into a host-side accumulator. ``latent_shift``
+        comes from ``options`` (the authors' full-image script: ``none``) unless that is None.
+        """
+        height, width = up.shape[-2:]
+        if height % 16 or width % 16:
+            raise ValueError(f"full-image SR needs sides that are multiples of 16, got {height}x{width}")
+        shift = options.latent_shift or self.latent_shift
+        if shift not in LATENT_SHIFTS:
+            raise CozError(f"zoom.latent_shift={shift!r}: use one of {', '.join(LATENT_SHIFTS)} or backbone")
+        dev = self._device
+
+        def pixels(tile: torch.Tensor) -> torch.Tensor:  # uint8 -> float [0, 1] on the device
+            return tile.to(dev).float().div_(255)
+
+        def encode_tile(tile: torch.Tensor, _: int) -> torch.Tensor:
+            x = pixels(tile)
+            return self.encode(x * 2 - 1, self.image_generators(x), latent_shift=shift).float().cpu()
+
+        z = tiled_apply(
+            encode_tile,
+            up,
+            options.vae_encoder_tile,
+            options.vae_encoder_overlap,
+            Fraction(1, 8),
+            options.tile_variance,
+        )
+        n_tiles = len(tile_boxes(z.shape[-2], z.shape[-1], options.latent_tile, options.latent_overlap))
+        if len(prompts) != n_tiles:
+            raise ValueError(f"{n_tiles} latent tiles but {len(prompts)} prompts")
+
+        embedded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the last prompt's embedding
+
+        def step_tile(tile: torch.Tensor, index: int) -> torch.Tensor:
+            if prompts[index] not in embedded:  # neighbours often share a prompt (always, with null)
+                embedded.clear()
+                embedded[prompts[index]] = self.encode_prompt([prompts[index]])
+            prompt_embeds, pooled = embedded[prompts[index]]
+            zt = tile.to(dev, self.dtype)
+            return (zt - self.predict_velocity(zt, prompt_embeds, pooled)).float().cpu()
+
+        z = tiled_apply(step_tile, z, options.latent_tile, options.latent_overlap, 1, options.tile_variance)
+        decode_boxes = tile_boxes(
+            z.shape[-2], z.shape[-1], options.vae_decoder_tile, options.vae_decoder_overlap
+        )
+
+        def decode_tile(tile: torch.Tensor, index: int) -> torch.Tensor:
+            y = (self.decode(tile.to(dev, self.dtype), latent_shift=shift).float().clamp(-1.0, 1.0) + 1) / 2
+            if self.color_fix != "none":
+                t, le, b, r = (8 * v for v in decode_boxes[index])
+                y = color_fix(self.color_fix, y, pixels(up[..., t:b, le:r]))
+            return y.cpu()
+
+        return tiled_apply(
+            decode_tile, z, options.vae_decoder_tile, options.vae_decoder_overlap, 8, options.tile_variance
+        )
 
 
 def _weight_files(cfg) -> dict[str, Path]:

@@ -1,0 +1,205 @@
+"""Full-image super-resolution under Chain-of-Zoom (``zoom=full``; paper Appendix H and the
+authors' later full-image script, implementation-facts.md section 3).
+
+A step magnifies the *whole* current image 4x instead of its center quarter:
+
+1. ``up``: the image LANCZOS-upsampled 4x (the authors' resize; what a diffusion backbone restores).
+2. The backbone names its tile grid on ``up`` (:meth:`Backbone.full_image_tiles`): latent tiles of
+   64 with overlap 16 for the diffusion backbones, low-res pixel tiles of 128 with overlap 32 for
+   the others: both 512-px tiles overlapping by 128 px of the output.
+3. Every tile gets its own prompt: its view (the tile's crop of ``up``) goes to the prompt
+   extractor with, for AR-2 (``multiscale``), a copy of the whole current image whose short side
+   is ``size`` (512) as the first image. The views go in batches of ``prompt_batch``; the prompt
+   count equals the tile count.
+4. :meth:`Backbone.upscale_full` super-resolves tile by tile and blends with Gaussian weights
+   (tiled VAE encode and decode around the latent tiles for the diffusion backbones).
+
+Sizes, as in the authors' script: x0 is the input itself (no resize to 512, no crop), unless
+``input_size`` asks for a short side; it is trimmed by at most 3 px to sides that are multiples of
+4, so every state has whole latent patches (16 px). The authors run one step by default. Cost
+grows 16x per step: a 512x512 input gives 2048x2048 after one step (25 tiles) and 8192x8192 after
+two (441 tiles); four would be 131072x131072, which ``max_output_pixels`` refuses up front.
+
+Memory: the accelerator holds the models and one tile at a time. The host holds the image as
+uint8 (``lr`` and ``up``, 3 bytes per pixel each) and the blending accumulators (float32 image plus
+weights, 16 bytes per output pixel; the latents' are 1/16 of that): these grow with the image,
+nothing else does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from coz.backbones.base import Backbone
+from coz.images import ImageInputError
+from coz.prompts.base import PromptExtractor, with_user_prompt
+from coz.tiling import GAUSSIAN_VARIANCE
+from coz.timing import PhaseTimer
+
+Box = tuple[int, int, int, int]  # (top, left, bottom, right)
+
+#: x0's sides are trimmed to multiples of this: 4x then gives whole 2x2 patches of 8x latents.
+SIDE_MULTIPLE = 4
+
+
+@dataclass(frozen=True)
+class FullImageOptions:
+    """The ``zoom=full`` settings (conf/zoom/full.yaml); tile sizes in the units named."""
+
+    latent_tile: int = 64  # diffusion backbones: latent tiles (64 latents = 512 px)
+    latent_overlap: int = 16
+    pixel_tile: int = 128  # other backbones: low-res pixel tiles (128 px -> 512 px)
+    pixel_overlap: int = 32
+    vae_encoder_tile: int = 1024  # pixels
+    vae_encoder_overlap: int = 64
+    vae_decoder_tile: int = 128  # latents (1024 px)
+    vae_decoder_overlap: int = 16
+    tile_variance: float = GAUSSIAN_VARIANCE
+    latent_shift: str | None = "none"  # None: the backbone's own setting
+    multiscale: bool = True  # AR-2: the whole-image context goes with each view
+    prompt_batch: int = 16  # views per prompt-extractor call
+    input_size: int | None = None  # None: the input as it is
+    max_output_pixels: int = 300_000_000
+
+    def __post_init__(self) -> None:
+        pairs = {
+            "latent": (self.latent_tile, self.latent_overlap),
+            "pixel": (self.pixel_tile, self.pixel_overlap),
+            "vae_encoder": (self.vae_encoder_tile, self.vae_encoder_overlap),
+            "vae_decoder": (self.vae_decoder_tile, self.vae_decoder_overlap),
+        }
+        for name, (tile, overlap) in pairs.items():
+            if not 0 <= overlap < tile:
+                raise ValueError(
+                    f"zoom.{name}_tile={tile}, zoom.{name}_overlap={overlap}: need 0 <= overlap < tile"
+                )
+        if self.latent_tile % 2 or self.vae_encoder_tile % 8:
+            raise ValueError("zoom.latent_tile must be even and zoom.vae_encoder_tile a multiple of 8")
+        if self.prompt_batch < 1 or self.tile_variance <= 0 or self.max_output_pixels < 1:
+            raise ValueError(
+                "zoom.prompt_batch, zoom.tile_variance and zoom.max_output_pixels must be positive"
+            )
+        if self.latent_shift not in (None, "none", "test", "train"):
+            raise ValueError(f"zoom.latent_shift={self.latent_shift!r}: use none, test, train or backbone")
+        if self.input_size is not None and self.input_size < SIDE_MULTIPLE:
+            raise ValueError(f"zoom.input_size={self.input_size}: must be null or at least {SIDE_MULTIPLE}")
+
+    @classmethod
+    def from_config(cls, node) -> FullImageOptions:
+        """From the ``zoom`` config node (unknown keys such as ``mode`` and ``steps`` are ignored);
+        ``latent_shift: backbone`` keeps the backbone's own setting."""
+        values = {f.name: node[f.name] for f in dataclasses.fields(cls) if f.name in node}
+        if values.get("latent_shift") == "backbone":
+            values["latent_shift"] = None
+        if values.get("input_size") is not None:
+            values["input_size"] = int(values["input_size"])
+        return cls(**values)
+
+
+@dataclass
+class FullStepResult:
+    state: Image.Image  # the whole image magnified 4x
+    view: Image.Image  # its LANCZOS 4x upsampling: what the backbone restored, the views' source
+    prompts: list[str]  # one per tile, in tile order
+    tiles: list[Box]  # the tiles, in output pixels
+
+
+def prepare_full_x0(
+    img: Image.Image, options: FullImageOptions, steps: int, factor: int = 4, name: str = ""
+) -> tuple[Image.Image, list[str]]:
+    """x0 of a full-image zoom: the input (short side resized to ``input_size`` if set, LANCZOS),
+    center-trimmed to sides that are multiples of 4. Refuses (one line) an image whose last state
+    would exceed ``max_output_pixels``."""
+    label = name or "image"
+    notes: list[str] = []
+    w, h = img.size
+    if options.input_size is not None and min(w, h) != options.input_size:
+        s = options.input_size / min(w, h)
+        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+        notes.append(f"{label}: {w}x{h} resized (LANCZOS) to {img.width}x{img.height} (zoom.input_size)")
+        w, h = img.size
+    tw, th = w - w % SIDE_MULTIPLE, h - h % SIDE_MULTIPLE
+    if tw == 0 or th == 0:
+        raise ImageInputError(
+            label, f"{w}x{h} is too small for full-image SR (sides of at least {SIDE_MULTIPLE} px)"
+        )
+    if (tw, th) != (w, h):
+        left, top = (w - tw) // 2, (h - th) // 2
+        img = img.crop((left, top, left + tw, top + th))
+        notes.append(f"{label}: {w}x{h} trimmed to {tw}x{th} (full-image SR needs sides divisible by 4)")
+    grow = factor**steps
+    out_pixels = tw * grow * th * grow
+    if out_pixels > options.max_output_pixels:
+        raise ImageInputError(
+            label,
+            f"{steps} full-image step(s) of {factor}x would make {tw * grow}x{th * grow} "
+            f"({out_pixels / 1e6:.0f} Mpx), over zoom.max_output_pixels={options.max_output_pixels}; "
+            "use fewer zoom.steps or a smaller zoom.input_size",
+        )
+    return img, notes
+
+
+def pil_to_uint8(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (1, 3, H, W) uint8 on the CPU (a third of the float32 size)."""
+    return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).unsqueeze(0)
+
+
+def float_to_pil(x: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) float in [0, 1] -> 8-bit RGB, rounding; works in place on ``x`` (no full-size
+    float copies of a large image)."""
+    pixels = x[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)
+    return Image.fromarray(np.ascontiguousarray(pixels.cpu().numpy()))
+
+
+def context_copy(img: Image.Image, size: int) -> Image.Image:
+    """The whole image with its short side ``size`` (LANCZOS; the authors' 512-px copy)."""
+    s = size / min(img.size)
+    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.LANCZOS)
+
+
+def tile_views(up: Image.Image, tiles: list[Box]) -> list[Image.Image]:
+    """Each tile's crop of the upsampled image: the view its prompt describes."""
+    return [up.crop((left, top, right, bottom)) for top, left, bottom, right in tiles]
+
+
+def super_resolve_full(
+    backbone: Backbone,
+    prompter: PromptExtractor,
+    image: Image.Image,
+    options: FullImageOptions,
+    *,
+    size: int = 512,
+    user_prompt: str = "",
+    timer: PhaseTimer | None = None,
+) -> FullStepResult:
+    """One full-image step: ``image`` (w x h) -> its ``backbone.scale``-times magnification."""
+    timer = timer or PhaseTimer()
+    w, h = image.size
+    f = backbone.scale
+    up = image.resize((w * f, h * f), Image.LANCZOS)
+    tiles = backbone.full_image_tiles(h, w, options)
+    context = context_copy(image, size) if options.multiscale else None
+    texts: list[str] = []
+    with timer.phase("prompt"):
+        for start in range(0, len(tiles), options.prompt_batch):
+            chunk = tiles[start : start + options.prompt_batch]
+            texts += prompter.extract(tile_views(up, chunk), [context] * len(chunk))
+    if len(texts) != len(tiles):
+        raise RuntimeError(
+            f"prompt extractor {prompter.name} gave {len(texts)} prompts for {len(tiles)} tiles"
+        )
+    prompts = [with_user_prompt(t, user_prompt) for t in texts]
+    with timer.phase("sr"), torch.inference_mode():
+        out = backbone.upscale_full(pil_to_uint8(image), pil_to_uint8(up), prompts, options)
+        if tuple(out.shape[-2:]) != (h * f, w * f):
+            raise RuntimeError(
+                f"backbone {backbone.name} returned {out.shape[-1]}x{out.shape[-2]} for full-image SR, "
+                f"expected {w * f}x{h * f}"
+            )
+        state = float_to_pil(out)
+    return FullStepResult(state, up, prompts, tiles)
