@@ -91,9 +91,17 @@ class ZoomChain:
         self.user_prompt = user_prompt
         self.timer = timer or PhaseTimer()
         self.full = full or FullImageOptions()
+        self._names: list[str] = []  # of the images being zoomed, for warnings
 
-    def run(self, x0s: list[Image.Image], on_step: Callable[[int], None] | None = None) -> list[Zoom]:
-        """Zoom every image ``steps`` times; ``on_step(n_images)`` is called after each batch step."""
+    def run(
+        self,
+        x0s: list[Image.Image],
+        on_step: Callable[[int], None] | None = None,
+        names: list[str] | None = None,
+    ) -> list[Zoom]:
+        """Zoom every image ``steps`` times; ``on_step(n_images)`` is called after each batch step.
+        ``names`` label the images in warnings (a prompt CLIP cuts is reported with image and step)."""
+        self._names = names or [f"image {i + 1}" for i in range(len(x0s))]
         for x0 in x0s:
             if self.mode == "full":
                 if x0.width % 4 or x0.height % 4:
@@ -106,7 +114,9 @@ class ZoomChain:
         for i in range(1, self.steps + 1):
             scale = self.factor**i
             if self.mode == "full":  # images of any size: one at a time, tile by tile
-                new_steps = [self._super_resolve_full(z.states[-1], scale) for z in zooms]
+                new_steps = [
+                    self._super_resolve_full(z.states[-1], scale, self._names[j]) for j, z in enumerate(zooms)
+                ]
             elif self.mode in INTERPOLATION_MODES:
                 new_steps = [self._interpolate(z.x0, scale) for z in zooms]
             elif self.mode == "onestep":
@@ -125,7 +135,17 @@ class ZoomChain:
         crop = center_crop(x0, scale)
         return Step(scale, crop.resize((self.size, self.size), INTERPOLATION_MODES[self.mode]))
 
-    def _super_resolve_full(self, source: Image.Image, scale: int) -> Step:
+    def check_clip(self, prompts: list[str], labels: list[str]) -> None:
+        """Warn, naming the image and step, where CLIP's 77 tokens cut a final prompt (prompt.check_clip)."""
+        if not getattr(self.prompter, "check_clip", False):
+            return
+        from coz.prompts.hygiene import warn_if_clip_truncates
+
+        for prompt, label in zip(prompts, labels, strict=True):
+            if prompt:
+                warn_if_clip_truncates(prompt, label)
+
+    def _super_resolve_full(self, source: Image.Image, scale: int, name: str = "image") -> Step:
         """Magnify the whole of ``source``: tiles, one prompt per tile (see :mod:`coz.full_image`)."""
         result = super_resolve_full(
             self.backbone,
@@ -135,6 +155,9 @@ class ZoomChain:
             size=self.size,
             user_prompt=self.user_prompt,
             timer=self.timer,
+        )
+        self.check_clip(
+            result.prompts, [f"{name}, x{scale}, tile {j + 1}" for j in range(len(result.prompts))]
         )
         return Step(
             scale,
@@ -155,6 +178,7 @@ class ZoomChain:
         with self.timer.phase("prompt"):
             texts = self.prompter.extract(views, previous)
         prompts = [with_user_prompt(t, self.user_prompt) for t in texts]
+        self.check_clip(prompts, [f"{name}, x{scale}" for name in self._names])
 
         # The small crop at the backbone's input size: a CNN magnifies it itself; direct SR first
         # brings its smaller crop to that size.

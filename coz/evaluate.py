@@ -79,8 +79,10 @@ def describe_job(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task not in TASKS:
         raise CozError(f"task={cfg.task}: use one of {', '.join(TASKS)}")
     mode = str(cfg.zoom.mode)
-    if mode not in MODES:
-        raise CozError(f"zoom={mode}: evaluate supports {', '.join(MODES)}")
+    if mode not in MODES or mode == "full":  # the tables score 512-px views of the zoom chain
+        raise CozError(
+            f"zoom={mode}: evaluate scores the zoom chain: {', '.join(m for m in MODES if m != 'full')}"
+        )
     prompt = "null" if mode in INTERPOLATION_MODES or cfg.get("prompt") is None else str(cfg.prompt.name)
     if cfg.get("needs_adapter") and prompt in VLM_PROMPTS and not cfg.prompt.get("adapter"):
         raise CozError(

@@ -123,7 +123,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                 continue
             progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
             zooms = chain.run(
-                [x0 for _, _, x0, _ in batch], on_step=lambda n: (progress.update(n), cpu_share.refresh())
+                [x0 for _, _, x0, _ in batch],
+                on_step=lambda n: (progress.update(n), cpu_share.refresh()),
+                names=[name for name, *_ in batch],
             )
             for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
                 record["images"][name] = {

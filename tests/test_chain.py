@@ -135,3 +135,23 @@ def test_bad_chain_settings_fail_clearly(x0s):
     with pytest.raises(ValueError, match="must be 512x512"):
         ZoomChain("nearest", None, NullPrompt()).run([x0s[0].resize((500, 500))])
     assert set(MODES) == {"recursive_multiscale", "recursive", "onestep", "nearest", "bicubic", "full"}
+
+
+def test_a_prompt_clip_cuts_is_reported_with_its_image_and_step(caplog):
+    import logging
+
+    from coz.prompts.hygiene import CleanPrompts
+
+    class Wordy(NullPrompt):
+        name = "wordy"
+
+        def extract(self, views, previous):
+            return [" ".join(["fur"] * 90) for _ in views]
+
+    prompter = CleanPrompts(Wordy(), clean=False, check_clip=True)
+    chain = ZoomChain("recursive", Interpolation("bicubic"), prompter, steps=2, size=64)
+    with caplog.at_level(logging.WARNING, logger="coz.prompts"):
+        chain.run([Image.new("RGB", (64, 64))] * 2, names=["cat", "dog"])
+    labels = [r.getMessage() for r in caplog.records]
+    assert len(labels) == 4
+    assert any("dog, x16" in m for m in labels) and any("cat, x4" in m for m in labels)

@@ -108,7 +108,7 @@ class EvaluationModule(L.LightningModule):
         if not loaded:
             return 0
         try:
-            results = self._zoom([x0 for _, _, x0 in loaded])
+            results = self._zoom([x0 for _, _, x0 in loaded], [item.name for item, _, _ in loaded])
         except Exception as err:  # noqa: BLE001 - retried one by one so one bad image cannot sink its batch
             if len(loaded) == 1:
                 self._write_failed(loaded[0][0], f"{type(err).__name__}: {err}")
@@ -119,7 +119,7 @@ class EvaluationModule(L.LightningModule):
             self._write_scores(item, image, zoom, times)
         return len(loaded)
 
-    def _zoom(self, x0s: list[Image.Image]) -> list[tuple[Any, list[dict[str, float]]]]:
+    def _zoom(self, x0s: list[Image.Image], names: list[str]) -> list[tuple[Any, list[dict[str, float]]]]:
         """Zoom a batch; per image and scale the SR and prompt-extraction seconds it took.
 
         Chain modes report cumulative time (scale 16 took two steps); direct SR and interpolation
@@ -131,7 +131,7 @@ class EvaluationModule(L.LightningModule):
             marks.append({k: self.timer.seconds.get(k, 0.0) - start.get(k, 0.0) for k in ("sr", "prompt")})
             self.cpu_share.refresh()
 
-        zooms = self.chain.run(x0s, on_step=on_step)
+        zooms = self.chain.run(x0s, on_step=on_step, names=names)
         cumulative = self.chain.mode in ("recursive", "recursive_multiscale")
         per_scale = []
         for i, mark in enumerate(marks):

@@ -176,23 +176,15 @@ def warn_if_clip_truncates(text: str, where: str, limit: int = CLIP_MAX_TOKENS) 
 
 
 class CleanPrompts(PromptExtractor):
-    """Wraps an extractor: its texts go through ``clean_prompt`` and the CLIP-length check.
+    """Wraps an extractor: its texts go through ``clean_prompt``.
 
-    The chain calls ``extract`` once per zoom step and batch, so the warning names the call
-    number and the view's index in that batch.
+    ``check_clip`` is read by the zoom chain, which checks each final prompt (the user prompt
+    appended) and names the image and step in the warning (:meth:`coz.chain.ZoomChain.check_clip`).
     """
 
     def __init__(self, inner: PromptExtractor, clean: bool = True, check_clip: bool = True) -> None:
         self.inner, self.clean, self.check_clip = inner, clean, check_clip
         self.name = inner.name
-        self.calls = 0
 
     def extract(self, views: list[Image.Image], previous: list[Image.Image | None]) -> list[str]:
-        self.calls += 1
-        texts = [clean_prompt(t) if self.clean else t.strip() for t in self.inner.extract(views, previous)]
-        if self.check_clip:
-            for i, text in enumerate(texts):
-                warn_if_clip_truncates(
-                    text, f"prompt {self.name}, call {self.calls} (zoom step), view {i + 1} of {len(texts)}"
-                )
-        return texts
+        return [clean_prompt(t) if self.clean else t.strip() for t in self.inner.extract(views, previous)]
