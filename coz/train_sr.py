@@ -1,0 +1,214 @@
+"""``python -m coz.train_sr``: train an OSEDiff-style SR backbone, coarse-to-fine (paper 4.1, B.3).
+
+``backbone=sd3`` (the paper's), ``sd21``, their offline twins ``tiny_sd3`` / ``tiny_sd21``, or
+``realesrgan`` (the CNN recipe: full fine-tuning of the embedded Real-ESRGAN, CPU-friendly). Data,
+degradation, stages, losses and optimisers follow implementation-facts.md section 4; see
+``conf/train_sr.yaml``. A run folder holds ``run.json``, ``train_sr.log``, ``checkpoints/``
+(safetensors, ``last.safetensors``), ``images/`` (LR / SR / HR grids), the logger's files and
+``export/`` (the final weights in coz.zoom's formats). ``ckpt_path=last`` with the run's
+``hydra.run.dir=`` resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from coz.cli import hydra_entry
+from coz.errors import CozError
+from coz.runtime import fixed_threads, hydra_choices, hydra_run_dir
+
+log = logging.getLogger("coz.train_sr")
+
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed")
+
+
+def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
+    """Train into ``run_dir`` (the Hydra run folder by default); returns what was written."""
+    run_dir = Path(run_dir or hydra_run_dir())
+    check_config(cfg)
+    from coz.sr_training.checkpoints import resolve_ckpt_path
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    from coz.runtime import seed_everything
+
+    seed_everything(int(cfg.seed))
+    threads = fixed_threads(cfg.threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    _write_run_json(run_dir, cfg, ckpt_path)
+    trainer, module = build(cfg, run_dir, resumed=ckpt_path is not None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=".*(does not have many workers|num_workers|resuming from a checkpoint that ended).*",
+        )
+        warnings.filterwarnings("ignore", message=".*is not resumable.*")
+        warnings.filterwarnings(
+            "ignore", message=".*module\\(s\\) in eval mode.*"
+        )  # the frozen base, on purpose
+        trainer.fit(module, ckpt_path=ckpt_path)
+    export = run_dir / "export" / "export.json"
+    record = {"run_dir": str(run_dir), "checkpoints": str(run_dir / "checkpoints")}
+    if export.is_file():
+        record["export"] = json.loads(export.read_text())
+        from coz.sr_training.export import zoom_command
+
+        files = {k: Path(v) for k, v in record["export"]["files"].items()}
+        print(f"coz.train_sr: exported weights in {export.parent}")
+        print(f"coz.train_sr: use them with: {zoom_command(str(cfg.backbone.name), files)}")
+    print(f"coz.train_sr: run folder {run_dir}")
+    return record
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail in one line, before any model loads."""
+    from coz.sr_training.generators import GENERATORS
+    from coz.sr_training.stages import Stages
+
+    name = str(cfg.backbone.name)
+    if name not in GENERATORS:
+        raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
+    if not cfg.data.get("sources"):
+        raise CozError(
+            "data.sources is empty: give your training images, e.g. "
+            "'data.sources=[{path: /data/LSDIR, prob: 1}, {path: /data/ffhq.txt, prob: 1, limit: 10000}]' "
+            "(folders, or .txt lists of paths)"
+        )
+    Stages(OmegaConf.to_container(cfg.stages, resolve=True))
+    strategy = str(cfg.trainer.strategy)
+    if strategy not in STRATEGIES:
+        raise CozError(f"trainer.strategy={strategy}: use one of {', '.join(STRATEGIES)}")
+    if int(cfg.optim.accumulate) < 1 or int(cfg.data.batch_size) < 1:
+        raise CozError("optim.accumulate and data.batch_size must be >= 1")
+    crop = int(cfg.data.crop)
+    if crop % 32:
+        raise CozError(f"data.crop={crop}: must be a multiple of 32 (4x down, then the VAE's 8x)")
+
+
+def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
+    """The Lightning trainer and module of a run (tests drive them directly)."""
+    import lightning as L
+    import torch
+
+    from coz.sr_training.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
+    from coz.sr_training.export import FinalExport
+    from coz.sr_training.module import SRTrainingModule
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
+    t = cfg.trainer
+    accelerator = str(t.accelerator)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    precision = str(t.precision)
+    if precision == "auto":
+        precision = "16-mixed" if on_gpu else "32-true"  # the authors trained in fp16
+    devices = t.devices if str(t.devices) == "auto" else int(t.devices)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=int(t.num_nodes),
+        strategy=_strategy(str(t.strategy), devices, int(t.num_nodes)),
+        precision=precision,
+        max_epochs=1,
+        max_steps=-1,
+        logger=_logger(cfg, run_dir, resumed),
+        callbacks=[
+            StepCheckpoint(
+                run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
+            ),
+            FinalExport(),
+        ],
+        plugins=[SafetensorsCheckpointIO()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bool(cfg.log.progress_bar),
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # the sampler shards by itself (coz/sr_training/data.py)
+        deterministic=bool(cfg.get("deterministic", False)),
+    )
+    return trainer, SRTrainingModule(cfg, run_dir)
+
+
+def _strategy(name: str, devices, num_nodes: int):
+    multi = num_nodes > 1 or devices not in (1, "auto")
+    if name == "auto":
+        name = "ddp" if multi else "auto"
+    if name in ("ddp", "ddp_spawn"):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # the regulariser's LoRA gets no gradient where its loss weight is 0
+        return DDPStrategy(
+            start_method="spawn" if name == "ddp_spawn" else "popen", find_unused_parameters=True
+        )
+    if name == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return FSDPStrategy(state_dict_type="full", use_orig_params=True)
+    return name
+
+
+def _logger(cfg: DictConfig, run_dir: Path, resumed: bool = False):
+    """csv: ``logs/metrics.csv`` (a resume writes ``logs-resumed-N/``: never overwrite); wandb: offline
+    unless WANDB_MODE says otherwise."""
+    name = str(cfg.logger.name)
+    if name == "none":
+        return False
+    if name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        version = "logs"
+        if resumed:
+            version = f"logs-resumed-{len(list(run_dir.glob('logs-resumed-*'))) + 1}"
+        return CSVLogger(save_dir=str(run_dir), name="", version=version)
+    if name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ.setdefault(
+            "WANDB_MODE", str(cfg.logger.mode)
+        )  # WandbLogger(offline=True) alone asks for a key
+        return WandbLogger(
+            project=str(cfg.logger.project),
+            entity=cfg.logger.get("entity"),
+            save_dir=str(run_dir),
+            name=run_dir.name + ("-resumed" if resumed else ""),
+            tags=list(cfg.logger.get("tags") or []),
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    raise CozError(f"logger={name}: use csv, wandb or none")
+
+
+def _write_run_json(run_dir: Path, cfg: DictConfig, ckpt_path: str | None) -> None:
+    from coz.runinfo import machine, versions, write_run_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "tool": "coz.train_sr",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "choices": hydra_choices(),
+        "resumed_from": ckpt_path,
+        "versions": versions(),
+        "machine": machine(),
+    }
+    if ckpt_path:  # keep the first run's record; note the resume beside it
+        write_run_json_path = run_dir / f"run-resumed-{Path(ckpt_path).stem}.json"
+        from coz.atomic import write_text_atomic
+
+        write_text_atomic(write_run_json_path, json.dumps(record, indent=2, default=str))
+        return
+    write_run_json(run_dir, record)
+
+
+main = hydra_entry(run, config_name="train_sr")
+
+if __name__ == "__main__":
+    main()

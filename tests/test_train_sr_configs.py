@@ -1,0 +1,113 @@
+"""coz.train_sr's configs: every preset composes, bad options fail in one line before any model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.errors import CozError
+from coz.train_sr import check_config
+
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "train_sr" / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides: list[str], hydra: bool = False):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            config_name="train_sr",
+            overrides=rewrite_overrides(overrides, "train_sr"),
+            return_hydra_config=hydra,
+        )
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes(preset):
+    cfg = compose_train([f"experiment={preset}"], hydra=preset == "slurm")
+    assert cfg.stages and cfg.optim.lr > 0
+    if preset == "slurm":
+        assert "submitit" in cfg.hydra.launcher._target_
+
+
+def test_defaults_are_the_papers_recipe():
+    cfg = compose_train([])
+    assert cfg.backbone.name == "sd3" and cfg.degradation.scale == 4
+    assert [(s.degradation, s.steps) for s in cfg.stages] == [("realesrgan", 25000), ("bicubic", 20000)]
+    assert (cfg.loss.l2, cfg.loss.lpips, cfg.loss.dmd, cfg.loss.reg_diffusion) == (1.0, 2.0, 1.0, 1.0)
+    o = cfg.optim
+    assert (o.lr, list(o.betas), o.weight_decay, o.eps, o.max_grad_norm) == (
+        5e-5,
+        [0.9, 0.999],
+        1e-2,
+        1e-8,
+        1.0,
+    )
+    assert (cfg.data.batch_size, o.accumulate, cfg.checkpoint.every_n_steps) == (2, 2, 5000)
+    assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([], "data.sources is empty"),
+        (["data.sources=[{path: x}]", "backbone=s3diff"], "coz.train_sr trains"),
+        (["data.sources=[{path: x}]", "trainer.strategy=horovod"], "trainer.strategy"),
+        (["data.sources=[{path: x}]", "data.crop=100"], "multiple of 32"),
+        (["data.sources=[{path: x}]", "stages=[{degradation: blur, steps: 3}]"], "degradation"),
+    ],
+)
+def test_bad_options_fail_in_one_line(overrides, message):
+    with pytest.raises(CozError, match=message) as err:
+        check_config(compose_train(overrides))
+    assert "\n" not in str(err.value)
+
+
+def test_ckpt_path_last_without_a_checkpoint(tmp_path):
+    from coz.sr_training.checkpoints import resolve_ckpt_path
+
+    with pytest.raises(CozError, match="hydra.run.dir"):
+        resolve_ckpt_path("last", tmp_path)
+    assert resolve_ckpt_path(None, tmp_path) is None
+
+
+def test_lpips_without_weights_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    from coz.sr_training.losses import LPIPSLoss
+
+    with pytest.raises(CozError, match="loss.lpips=0") as err:
+        LPIPSLoss(pretrained_path=str(tmp_path / "missing.pth"))
+    assert "\n" not in str(err.value)
+
+
+def test_checkpoint_format_round_trip(tmp_path):
+    import numpy as np
+    import torch
+
+    from coz.sr_training.checkpoints import load_checkpoint_file, save_checkpoint_file
+
+    ckpt = {
+        "state_dict": {"a.lora_up.weight": torch.randn(3, 2)},
+        "optimizer_states": [
+            {
+                "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}},
+                "param_groups": [{"betas": (0.9, 0.999), "params": [0]}],
+            }
+        ],
+        "coz": {
+            "rng": {
+                "numpy": ("MT19937", np.arange(5, dtype=np.uint32), 2, 0, 0.0),
+                "torch": torch.get_rng_state(),
+            }
+        },
+        "global_step": 7,
+        "none": None,
+    }
+    save_checkpoint_file(ckpt, tmp_path / "c.safetensors")
+    back = load_checkpoint_file(tmp_path / "c.safetensors")
+    assert torch.equal(back["state_dict"]["a.lora_up.weight"], ckpt["state_dict"]["a.lora_up.weight"])
+    assert back["optimizer_states"][0]["state"][0]["exp_avg"].sum() == 2
+    assert back["optimizer_states"][0]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert back["global_step"] == 7 and back["none"] is None
+    assert torch.equal(back["coz"]["rng"]["torch"], ckpt["coz"]["rng"]["torch"])

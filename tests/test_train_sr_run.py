@@ -1,0 +1,277 @@
+"""coz.train_sr end to end on the tiny offline models (CPU): what trains, what stays, resume, export."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.sr_training.checkpoints import load_checkpoint_file
+from coz.train_sr import build, run
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = [
+    "experiment=smoke",
+    "logger=csv",
+    "data.crop=32",
+    "data.batch_size=1",
+    "log.images_every=0",
+    "threads=auto",
+    "trainer.accelerator=cpu",
+]
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train_sr", overrides=rewrite_overrides([*TINY, *overrides], "train_sr"))
+
+
+def metrics(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of the run's CSV logs, resumed parts included, by step."""
+    rows = []
+    for path in sorted(run_dir.glob("logs*/metrics.csv")):
+        with path.open() as f:
+            rows += list(csv.DictReader(f))
+    return sorted(rows, key=lambda r: int(float(r["step"])))
+
+
+def frozen_and_trained(module) -> tuple[dict, dict]:
+    """(every frozen tensor of the backbone, every trained one), cloned."""
+    b = module.gen.backbone
+    modules = {"transformer": b.transformer, "vae": b.vae}
+    modules.update({f"text{i}": m for i, m in enumerate(b.text.modules())})
+    frozen = {
+        f"{k}.{n}": p.detach().clone()
+        for k, m in modules.items()
+        for n, p in m.named_parameters()
+        if not p.requires_grad
+    }
+    trained = {k: v.clone() for k, v in module.state_dict().items()}
+    return frozen, trained
+
+
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory):
+    """Two steps of tiny SD3, one per stage (Real-ESRGAN, then bicubic)."""
+    run_dir = tmp_path_factory.mktemp("two_steps")
+    cfg = compose_train(
+        [
+            "stages=[{name: a, degradation: realesrgan, steps: 1}, {name: b, degradation: bicubic, steps: 1}]",
+            "optim.lr=1e-2",
+        ]
+    )
+    trainer, module = build(cfg, run_dir)
+    module.configure_model()
+    before = frozen_and_trained(module)
+    trainer.fit(module)
+    return run_dir, module, before
+
+
+@pytest.mark.slow
+def test_two_steps_train_every_lora_tensor_and_nothing_else(two_steps):
+    run_dir, module, (frozen, trained) = two_steps
+    frozen_after, trained_after = frozen_and_trained(module)
+    assert set(frozen) == set(frozen_after) and len(frozen) > 100
+    for name, value in frozen.items():
+        assert torch.equal(value, frozen_after[name]), f"frozen weight changed: {name}"
+    assert any(k.startswith("regulariser/") for k in trained)  # the fake LoRA trains too
+    assert any(".lora_" in k and k.startswith("generator/vae.") for k in trained)
+    for name, value in trained.items():
+        assert not torch.equal(value, trained_after[name]), f"trainable tensor did not change: {name}"
+
+
+@pytest.mark.slow
+def test_two_steps_log_every_term_and_switch_stage(two_steps):
+    run_dir, *_ = two_steps
+    rows = metrics(run_dir)
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert [r["stage"] for r in rows] == ["0.0", "1.0"]  # the switch at the configured step
+    for key in ("loss/l2", "loss/dmd", "loss/reg_diffusion", "lr/transformer_lora", "lr/vae_lora",
+                "lr/regulariser_lora", "throughput/images_per_s", "data/skipped_files"):  # fmt: skip
+        assert rows[-1][key] != "", key
+    ckpt = load_checkpoint_file(run_dir / "checkpoints" / "last.safetensors")
+    assert ckpt["coz"]["step"] == 2 and ckpt["coz"]["stage"] == 1
+    state = ckpt["state_dict"]  # only what trains: generator LoRA and the regulariser's
+    assert all(k.startswith("regulariser/") or ".lora_" in k for k in state)
+    assert sum(v.numel() for v in state.values()) < 200_000
+    assert len(ckpt["optimizer_states"]) == 3  # transformer LoRA, VAE LoRA, regulariser LoRA
+    assert "samples" not in str(list((run_dir / "checkpoints").iterdir()))
+
+
+@pytest.mark.slow
+def test_exported_release_format_loads_in_coz_zoom(two_steps, compose_zoom, photo):
+    from coz.backbones import build_backbone
+    from coz.geometry import to_tensor
+
+    run_dir, module, _ = two_steps
+    export = run_dir / "export"
+    x = to_tensor([photo.resize((64, 64))])  # (1, 3, 64, 64) in [0, 1]
+    trained = module.gen.backbone
+    trained.latent_shift = "test"  # what coz.zoom runs (training used the train path)
+    ours = compose_zoom(["backbone=tiny_sd3", f"backbone.weights={export / 'lora.safetensors'}"])
+    trained.reseed(int(ours.backbone.seed))  # coz.zoom's seed (training reseeds per step)
+    expected = trained.upscale(x, ["a photo"])
+    released = compose_zoom(
+        [
+            "backbone=tiny_sd3",
+            f"backbone.transformer_lora={export / 'model.pkl'}",
+            f"backbone.vae_encoder={export / 'vae_encoder.pt'}",
+        ]
+    )
+    fresh = build_backbone(compose_zoom(["backbone=tiny_sd3"]).backbone).upscale(x, ["a photo"])
+    from_release = build_backbone(released.backbone).upscale(x, ["a photo"])
+    from_ours = build_backbone(ours.backbone).upscale(x, ["a photo"])
+    assert torch.allclose(from_ours, expected, atol=1e-6)
+    assert (from_release - expected).abs().max() < 2e-3  # the release stores the VAE encoder in fp16
+    assert (fresh - expected).abs().max() > 1e-2  # the trained weights do change the output
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+    import lightning as L
+
+    overrides = [
+        "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: 2}]",
+        "checkpoint.every_n_steps=2",
+        "optim.accumulate=2",
+    ]
+    straight = tmp_path / "straight"
+    run(compose_train(overrides), straight)
+
+    class Killed(Exception):
+        pass
+
+    class KillAtStep3(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if pl_module.step == 3:
+                raise Killed
+
+    resumed = tmp_path / "resumed"
+    trainer, module = build(compose_train(overrides), resumed)
+    trainer.callbacks.append(KillAtStep3())
+    with pytest.raises(Killed):
+        trainer.fit(module)
+    assert load_checkpoint_file(resumed / "checkpoints" / "last.safetensors")["coz"]["step"] == 2
+    run(compose_train([*overrides, "ckpt_path=last"]), resumed)
+
+    a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
+    b = load_checkpoint_file(resumed / "checkpoints" / "step_0000004.safetensors")
+    assert a["coz"]["step"] == b["coz"]["step"] == 4 and b["coz"]["stage"] == 1
+    assert set(a["state_dict"]) == set(b["state_dict"])
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for sa, sb in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for i, state in sa["state"].items():
+            assert torch.equal(state["exp_avg_sq"], sb["state"][i]["exp_avg_sq"])
+    losses = [{r["step"]: r["loss/l2"] for r in metrics(folder)} for folder in (straight, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+@pytest.mark.slow
+def test_overfitting_one_batch_lowers_the_loss(tmp_path, samples):
+    from PIL import Image
+
+    small = tmp_path / "small.png"  # a 64-px copy cropped whole, unflipped: the same batch every step
+    Image.open(samples[0]).convert("RGB").resize((64, 64)).save(small)
+    cfg = compose_train(
+        [
+            f"data.sources=[{{path: '{small}'}}]",
+            "data.crop=64",
+            "data.hflip=false",
+            "stages=[{degradation: bicubic, steps: 30}]",
+            "loss.dmd=0",
+            "loss.reg_diffusion=0",
+            "optim.lr=2e-3",
+            "checkpoint.every_n_steps=0",
+            "prompts.mode=null",
+        ]
+    )
+    run(cfg, tmp_path / "run")
+    losses = [float(r["loss/l2"]) for r in metrics(tmp_path / "run")]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.93 * sum(losses[:5]) / 5  # seeded: the same curve every run
+
+
+@pytest.mark.slow
+def test_sd21_trains_and_its_osediff_pkl_loads_in_coz_zoom(tmp_path, compose_zoom, photo):
+    from coz.backbones import build_backbone
+    from coz.geometry import to_tensor
+
+    cfg = compose_train(
+        ["backbone=tiny_sd21", "stages=[{degradation: realesrgan, steps: 1}]", "optim.lr=1e-2"]
+    )
+    trainer, module = build(cfg, tmp_path)
+    trainer.fit(module)
+    ckpt = load_checkpoint_file(tmp_path / "checkpoints" / "last.safetensors")
+    assert any("conv_in" in k for k in ckpt["state_dict"])  # conv_in trains in full, as OSEDiff
+    assert len(ckpt["optimizer_states"]) == 3
+    x = to_tensor([photo.resize((64, 64))])
+    zoom = compose_zoom(["backbone=tiny_sd21", f"backbone.osediff_pkl={tmp_path / 'export' / 'osediff.pkl'}"])
+    module.gen.backbone.reseed(int(zoom.backbone.seed))
+    module.gen.backbone.color_fix = str(zoom.backbone.color_fix)
+    expected = module.gen.backbone.upscale(x, [""])
+    assert torch.allclose(build_backbone(zoom.backbone).upscale(x, [""]), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zoom, photo):
+    from coz.backbones import build_backbone
+    from coz.geometry import to_tensor
+
+    cfg = compose_train(
+        [
+            "experiment=cnn",
+            "logger=csv",
+            "data.crop=64",
+            "stages=[{degradation: realesrgan, steps: 1}]",
+            "optim.lr=1e-3",
+        ]
+    )
+    trainer, module = build(cfg, tmp_path)
+    trainer.fit(module)
+    weights = tmp_path / "export" / "realesrgan.safetensors"
+    x = to_tensor([photo.resize((32, 32))])
+    with torch.no_grad():
+        expected = module.gen.net.eval()(x).clamp(0, 1)
+    zoom = compose_zoom(["backbone=realesrgan", f"backbone.weights={weights}", "backbone.runtime=torch"])
+    assert torch.allclose(build_backbone(zoom.backbone).upscale(x), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path):
+    cfg = compose_train(
+        [
+            "trainer.devices=2",
+            "trainer.strategy=ddp_spawn",
+            "stages=[{degradation: bicubic, steps: 2}]",
+            "checkpoint.every_n_steps=2",
+        ]
+    )
+    run_dir = tmp_path / "run"
+    run(cfg, run_dir)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert (run_dir / "checkpoints" / "step_0000002.safetensors").is_file()
+    assert (run_dir / "export" / "lora.safetensors").is_file()
+    assert [r["step"] for r in metrics(run_dir)] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_smoke_command_as_in_the_readme(tmp_path):
+    run_dir = tmp_path / "smoke"
+    env = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-m", "coz.train_sr", "experiment=smoke", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **env},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "last.safetensors").is_file()
+    assert (run_dir / "export" / "model.pkl").is_file() and (run_dir / "export" / "vae_encoder.pt").is_file()
+    assert list((run_dir / "images").glob("step_*.png")) and list(run_dir.glob("wandb/offline-run-*"))
