@@ -9,6 +9,8 @@ a median over several runs, taken after a warm-up, with the thread count and CPU
   everything but model loading and the backbone forward.
 - batching: the backbone on 4 crops at once versus one at a time.
 - peak memory: the maximum resident set of a whole ``python -m coz.zoom`` process (256x, one image).
+- train (coz.bench_train): steps/s and peak memory of the tiny training recipes
+  (``experiments/bench/train.md``).
 - evaluate (coz.bench_evaluate): images per second of ``coz.evaluate experiment=offline``, 1 vs 2
   processes, and the share of zoom vs metrics (``experiments/bench/evaluate.md``).
 """
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--only",
-        choices=["forward", "prompts", "full", "overhead", "batching", "memory", "evaluate"],
+        choices=["forward", "prompts", "full", "overhead", "batching", "memory", "evaluate", "train"],
         action="append",
     )
     args = parser.parse_args(argv)
@@ -178,7 +180,16 @@ def main(argv: list[str] | None = None) -> None:
     from coz.samples import write_samples
 
     sample = write_samples(Path(tempfile.gettempdir()) / "coz-bench-samples", names=("astronaut",))[0]
-    chosen = args.only or ["forward", "prompts", "full", "overhead", "batching", "memory", "evaluate"]
+    chosen = args.only or [
+        "forward",
+        "prompts",
+        "full",
+        "overhead",
+        "batching",
+        "memory",
+        "evaluate",
+        "train",
+    ]
     if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward
         from coz import bench_forward
 
@@ -208,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
         path = write_report("zoom", results)
         print(path.read_text())
         print(f"written: {path} and {path.with_suffix('.json')}")
+    if "train" in chosen:  # the tiny training recipes: steps/s and peak memory
+        from coz.bench_train import bench_train
+
+        path = write_report("train", bench_train(args.repeats))
+        print(path.read_text())
     if "evaluate" in chosen:  # images/s of experiment=offline, 1 vs 2 processes
         from coz.bench_evaluate import bench_evaluate
 
