@@ -108,9 +108,9 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any]) ->
     from coz.evaluation.module import EvaluationModule
 
     t = cfg.trainer
-    devices = t.devices if str(t.devices) == "auto" else int(t.devices)
+    devices = _device_count(str(t.accelerator)) if str(t.devices) == "auto" else int(t.devices)
     strategy = str(t.strategy)
-    if strategy == "auto" and devices not in (1, "auto"):
+    if strategy == "auto" and devices > 1:
         strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
@@ -126,6 +126,15 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any]) ->
             default_root_dir=str(run_dir),
         )
         trainer.predict(EvaluationModule(cfg, run_dir, todo, job), return_predictions=False)
+
+
+def _device_count(accelerator: str) -> int:
+    """``trainer.devices=auto``: every GPU when there are GPUs (and not accelerator=cpu), else one process."""
+    import torch
+
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
 
 
 def _check_resumable(run_dir: Path, cfg: DictConfig, job: dict[str, Any]) -> None:

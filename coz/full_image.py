@@ -5,8 +5,10 @@ A step magnifies the *whole* current image 4x instead of its center quarter:
 
 1. ``up``: the image LANCZOS-upsampled 4x (the authors' resize; what a diffusion backbone restores).
 2. The backbone names its tile grid on ``up`` (:meth:`Backbone.full_image_tiles`): latent tiles of
-   64 with overlap 16 for the diffusion backbones, low-res pixel tiles of 128 with overlap 32 for
-   the others: both 512-px tiles overlapping by 128 px of the output.
+   64 with overlap 16 for OSEDiff-SD3 (its own latent path), low-res pixel tiles of 128 with overlap
+   32 through ``upscale`` for every other backbone, SD2.1 and S3Diff included (each tile its own VAE
+   pass; their repos' latent tiling, 96/32, is not implemented): both are 512-px tiles overlapping
+   by 128 px of the output.
 3. Every tile gets its own prompt: its view (the tile's crop of ``up``) goes to the prompt
    extractor with, for AR-2 (``multiscale``), a copy of the whole current image whose short side
    is ``size`` (512) as the first image. The views go in batches of ``prompt_batch``; the prompt

@@ -77,8 +77,14 @@ def test_column_names():
     assert column("maniqa-pipal") == "maniqa_pipal"
 
 
-def test_seeded_metric_gives_the_same_value_twice(niqe_params, photo):
-    metrics = Metrics(["niqe"], seed=7)
+def test_random_crop_metrics_are_seeded(niqe_params, photo, monkeypatch):
+    import torch
+
+    metrics = Metrics(["piqe"], seed=7)
+    # stand-in for MANIQA's random crops: a score drawn from torch's generator
+    monkeypatch.setattr(metrics.no_reference["piqe"], "forward", lambda x: torch.rand(1))
     a, _ = metrics.score(photo)
+    torch.rand(5)  # whatever else consumed random numbers in between
     b, _ = metrics.score(photo)
     assert a == b
+    assert Metrics(["piqe"], seed=8).seed != metrics.seed

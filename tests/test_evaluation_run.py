@@ -113,12 +113,58 @@ def test_a_failed_image_scores_the_worst_values_and_is_counted(niqe_params, phot
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     evaluate(photos, tmp_path, "job", "method=nn")
     broken = [r for r in read_rows(tmp_path) if r["image"] == "broken"]
-    assert len(broken) == 2 and all(r["failed"] == 1 for r in broken)
-    assert all(r["niqe"] == 100.0 and r["piqe"] == 100.0 and r["ssim"] == 0.0 for r in broken)
+    assert len(broken) == 2 and all(r["failed"] == 1 for r in broken)  # 1: the input is unreadable
+    assert all(r["niqe"] == 100.0 and r["piqe"] == 100.0 for r in broken)
+    assert all(math.isnan(r["ssim"]) for r in broken)  # full-reference: no ground truth to fail against
     assert "broken.png" in broken[0]["error"]
     for cell in table(tmp_path):
         assert cell["images"] == "4" and cell["failed"] == "1"
         assert float(cell["niqe"]) > 25  # the 100 of the failed image is in the mean, as in the paper
+
+
+def test_a_failed_zoom_is_retried_by_a_rerun(niqe_params, photos, tmp_path, monkeypatch):
+    from coz.evaluation.module import EvaluationModule
+
+    real_zoom = EvaluationModule._zoom
+
+    def flaky(self, x0s, names):
+        if "chelsea" in names:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return real_zoom(self, x0s, names)
+
+    monkeypatch.setattr(EvaluationModule, "_zoom", flaky)
+    evaluate(photos, tmp_path, "job", "method=nn")
+    chelsea = [r for r in read_rows(tmp_path) if r["image"] == "chelsea"]
+    assert chelsea and all(r["failed"] == 2 and r["niqe"] == 100.0 for r in chelsea)
+    assert {c["failed"] for c in table(tmp_path)} == {"1"}
+
+    monkeypatch.setattr(EvaluationModule, "_zoom", real_zoom)
+    evaluate(photos, tmp_path, "job", "method=nn")
+    chelsea = [r for r in read_rows(tmp_path) if r["image"] == "chelsea"]
+    assert len(chelsea) == 2 and all(r["failed"] == 0 and r["niqe"] < 100 for r in chelsea)
+    assert {c["failed"] for c in table(tmp_path)} == {"0"}
+
+
+def test_jobs_with_the_same_label_and_other_settings_stay_apart(niqe_params, photos, tmp_path):
+    evaluate(photos, tmp_path, "0-seed=1", "method=nn", "seed=1")
+    evaluate(photos, tmp_path, "1-seed=2", "method=nn", "seed=2")
+    methods = {c["method"] for c in table(tmp_path)}
+    assert methods == {"NN Interpolation [0-seed=1]", "NN Interpolation [1-seed=2]"}
+
+
+def test_a_row_cut_short_by_a_crash_is_dropped(tmp_path):
+    from coz.evaluation.rows import BASE_FIELDS, RowWriter
+
+    fields = [*BASE_FIELDS, "niqe"]
+    writer = RowWriter(tmp_path / "job" / "rows" / "0-0.csv", fields)
+    row = {"dataset": "d", "method": "m", "image": "a", "scale": 4, "failed": 0, "niqe": 5.25}
+    writer.append([row])
+    with writer.path.open("a") as f:
+        f.write("d,m,b,4,,,,0,0,,,,,,5.2")  # the power went at "5.25"
+    assert [r["image"] for r in read_rows(tmp_path)] == ["a"]
+    RowWriter(writer.path, fields).append([{**row, "image": "b"}])
+    rows = read_rows(tmp_path)
+    assert sorted(r["image"] for r in rows) == ["a", "b"] and all(r["niqe"] == 5.25 for r in rows)
 
 
 def test_two_processes_score_every_image_exactly_once(niqe_params, photos, tmp_path):
@@ -213,19 +259,30 @@ def test_html_report_renders_in_headless_chromium(niqe_params, photos, tmp_path)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_preset_composes(preset):
-    cfg = compose_evaluate([f"experiment={preset}"])
-    assert cfg.table.startswith("table")
-    sweep = compose_evaluate([f"experiment={preset}", "hydra.mode=RUN"])  # noqa: F841 - composes
-    for method in str(cfg_sweep_methods(preset)).split(","):
-        if method:
-            compose_evaluate([f"experiment={preset}", f"method={method}"])
+def test_every_preset_and_every_job_of_its_sweep_composes(preset):
+    """Each job exactly as Hydra's sweeper builds it: the preset plus one value of every swept key."""
+    import itertools
 
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-def cfg_sweep_methods(preset: str) -> str:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=[f"evaluate/experiment={preset}"], return_hydra_config=True)
-    return (cfg.hydra.sweeper.params or {}).get("method", "")
+        cfg = compose(
+            config_name="evaluate", overrides=[f"evaluate/experiment={preset}"], return_hydra_config=True
+        )
+    params = dict(cfg.hydra.sweeper.params or {})
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    choices = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] for o in parsed]
+    jobs = list(itertools.product(*choices)) or [()]
+    labels = set()
+    for job in jobs:
+        adapter = ["prompt.adapter=adapter/"] if preset.startswith("table") else []  # as users pass it
+        job_cfg = compose_evaluate([f"experiment={preset}", *adapter, "input=photos/", *job])
+        described = describe_job(job_cfg)
+        assert job_cfg.table.startswith("table")
+        labels.add((described["dataset"], described["method"]))
+    assert len(labels) == len(jobs)  # every job is its own cell of the table
+    if preset == "table2":
+        assert {m for _, m in labels} == {"S3Diff", "S3Diff + CoZ"}
 
 
 def test_the_mission_sweep_names_the_papers_methods():
@@ -233,7 +290,7 @@ def test_the_mission_sweep_names_the_papers_methods():
     assert labels == ["CoZ (Null)", "CoZ (DAPE)", "CoZ (VLM)"]
     assert describe_job(compose_evaluate(["method=direct_dape"]))["method"] == "Direct SR"
     assert describe_job(compose_evaluate(["method=nn"]))["method"] == "NN Interpolation"
-    s3 = compose_evaluate(["experiment=table2", "method=coz_vlm"])
+    s3 = compose_evaluate(["experiment=table2", "method=coz_vlm", "prompt.adapter=adapter/"])
     assert describe_job(s3)["method"] == "S3Diff + CoZ"
 
 

@@ -58,7 +58,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
             "backbone": members[0].get("backbone", ""),
             "images": len(members),
             "failed": sum(1 for r in members if r["failed"]),
-            "failed_metrics": sum(int(r.get("failed_metrics") or 0) for r in members),
+            # scores that failed on images that were otherwise fine (failed images fail them all)
+            "failed_metrics": sum(int(r.get("failed_metrics") or 0) for r in members if not r["failed"]),
         }
         for col in columns:
             values = [r[col] for r in members if isinstance(r.get(col), float) and not math.isnan(r[col])]

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from coz.evaluation.aggregate import NAMES
+from coz.evaluation.tables import count_cell
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
@@ -80,8 +81,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
         for col in columns:
             ours = "" if r["status"] else _fmt(r[col])
             cells += f"<td>{ours}</td><td class='paper'>{_fmt(r[col + '_paper'])}</td>"
-        count = r["status"] or f"{r['images']} ({r['failed']})"
-        cells += f"<td>{_e(count)}</td>"
+        cells += f"<td>{_e(count_cell(r))}</td>"
         body.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

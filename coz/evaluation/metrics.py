@@ -55,6 +55,10 @@ class Metrics:
         self.worst = {c: worst.get(c, 100.0 if low else 0.0) for c, low in self.lower_better.items()}
 
     @property
+    def no_reference_columns(self) -> list[str]:
+        return [column(n) for n in self.no_reference]
+
+    @property
     def columns(self) -> list[str]:
         return [column(n) for n in (*self.no_reference, *self.full_reference)]
 
@@ -104,6 +108,8 @@ class Metrics:
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(self.seed)  # random-crop metrics (MANIQA): same crops for every image
                 value = float(metric(*inputs).mean())
+        except torch.cuda.OutOfMemoryError:
+            raise  # not the image's fault: the batch is retried one image at a time
         except Exception as err:  # a metric that breaks on one image must not stop the evaluation
             log.warning("metric %s failed: %s", name, str(err)[:200])
             return self.worst[column(name)], 1

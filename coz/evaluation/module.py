@@ -104,7 +104,7 @@ class EvaluationModule(L.LightningModule):
                 x0, _ = prepare_x0(image, size=self.chain.size, name=item.path.name)
                 loaded.append((item, image, x0))
             except ImageInputError as err:
-                self._write_failed(item, str(err))
+                self._write_failed(item, str(err), permanent=True)
         if not loaded:
             return 0
         try:
@@ -155,12 +155,21 @@ class EvaluationModule(L.LightningModule):
     def _scales(self) -> list[int]:
         return [self.chain.factor**k for k in range(1, self.chain.steps + 1)]
 
-    def _write_failed(self, item: Item, error: str) -> None:
-        """The paper's rule: a failed image scores the worst value of every metric at every scale."""
+    def _write_failed(self, item: Item, error: str, permanent: bool = False) -> None:
+        """The paper's rule: a failed image scores the worst value of every no-reference metric at
+        every scale (full-reference ones stay empty: there may be no ground truth to fail against).
+        An unreadable input is final; a failed zoom is tried again by a rerun."""
         log.error("%s", error)
-        worst = self.metrics.worst
+        worst = {c: self.metrics.worst[c] for c in self.metrics.no_reference_columns}
+        failed = 1 if permanent else 2
         self.rows.append(
-            {**self._base(item, s), "failed": 1, "failed_metrics": len(worst), "error": error[:300], **worst}
+            {
+                **self._base(item, s),
+                "failed": failed,
+                "failed_metrics": len(worst),
+                "error": error[:300],
+                **worst,
+            }
             for s in self._scales()
         )
 

@@ -39,7 +39,7 @@ def build_report(root: Path, cfg: DictConfig | None = None) -> dict[str, Path]:
     not_implemented = (
         list(cfg.get("not_implemented") or []) if cfg is not None else options.get("not_implemented", [])
     )
-    rows = read_rows(root)
+    rows = _distinguish_jobs(read_rows(root), root)
     records = aggregate(rows)
     datasets = {r["dataset"] for r in records}
     paper = paper_numbers(table)
@@ -76,6 +76,27 @@ def build_report(root: Path, cfg: DictConfig | None = None) -> dict[str, Path]:
     return outputs
 
 
+def _distinguish_jobs(rows: list[dict], root: Path) -> list[dict]:
+    """Two jobs with the same method label but different settings (``-m seed=1,2``, two backbones,
+    two adapters) must not merge into one cell: their rows get the job folder's name appended to
+    the label. Jobs that differ only in ``shard`` are parts of one evaluation and stay together."""
+    settings: dict[tuple, dict[str, list[str]]] = {}
+    for job_file in root.rglob("job.json"):
+        data = json.loads(job_file.read_text())
+        config = {k: v for k, v in data.get("config", {}).items() if k != "shard"}
+        key = (data["job"]["dataset"], data["job"]["method"])
+        signature = json.dumps(config, sort_keys=True, default=str)
+        settings.setdefault(key, {}).setdefault(signature, []).append(str(job_file.parent.relative_to(root)))
+    renamed = {
+        job: f"{method} [{Path(job).name}]"
+        for (_, method), by_signature in settings.items()
+        if len(by_signature) > 1
+        for jobs in by_signature.values()
+        for job in jobs
+    }
+    return [{**r, "method": renamed[r["job"]]} if r["job"] in renamed else r for r in rows]
+
+
 def _notes(rows: list[dict], jobs: list[dict], table: str, backbones: list[str]) -> list[str]:
     notes = [
         f"{len({(r['dataset'], r['image']) for r in rows})} image(s), {len(jobs)} job(s); "
@@ -96,6 +117,12 @@ def _notes(rows: list[dict], jobs: list[dict], table: str, backbones: list[str])
         )
     failed = sorted({(r["method"], r["image"], r["error"]) for r in rows if r["failed"]})
     notes += [f"failed: {m} / {image}: {error}" for m, image, error in failed[:20]]
+    metric_failures = sum(int(r.get("failed_metrics") or 0) for r in rows if not r["failed"])
+    if metric_failures:
+        notes.append(
+            f"{metric_failures} metric score(s) failed on otherwise good images and count with the metric's "
+            "worst value (see the log); the tables give the count per cell."
+        )
     return notes
 
 

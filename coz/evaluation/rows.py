@@ -3,12 +3,16 @@ nothing and a rerun into the same folder skips what is done.
 
 Each process of a job appends to its own file, ``<job>/rows/<shard>-<rank>.csv``; readers take
 the union of every ``rows/*.csv`` under a folder (a job, or a whole sweep), the last row of a key
-winning. A line cut short by a crash is ignored.
+within a job winning (a retried image). A line cut short by a crash is dropped when the file is
+next opened for appending.
+
+``failed``: 0 scored; 1 the input cannot be read (permanent); 2 the zoom failed (retried on a rerun).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterable
@@ -39,6 +43,7 @@ class RowWriter:
         self.fields = list(fields)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size:
+            _drop_partial_last_line(self.path)
             with self.path.open(newline="") as f:
                 header = next(csv.reader(f), None)
             if header != self.fields:
@@ -59,28 +64,43 @@ class RowWriter:
 
 
 def read_rows(root: Path) -> list[dict]:
-    """Every complete row under ``root`` (recursively), de-duplicated by key, values parsed."""
-    files = sorted(Path(root).rglob("rows/*.csv"), key=lambda p: p.stat().st_mtime)
+    """Every complete row under ``root`` (recursively), values parsed, each with ``job`` (its job
+    folder relative to ``root``); within a job the last row of a key wins."""
+    root = Path(root)
+    files = sorted(root.rglob("rows/*.csv"), key=lambda p: p.stat().st_mtime)
     latest: dict[tuple, dict] = {}
     for path in files:
+        job = str(path.parent.parent.relative_to(root))
         with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            for raw in reader:
-                if None in raw or any(v is None for v in raw.values()):
-                    continue  # a line cut short by a crash
-                row = {k: _parse(k, v) for k, v in raw.items()}
-                latest[tuple(row[k] for k in KEY)] = row
+            text = f.read()
+        if not text.endswith("\n"):  # a line cut short by a crash
+            text = text[: text.rfind("\n") + 1]
+        for raw in csv.DictReader(io.StringIO(text)):
+            if None in raw or any(v is None for v in raw.values()):
+                continue
+            row = {k: _parse(k, v) for k, v in raw.items()}
+            row["job"] = job
+            latest[(job, *(row[k] for k in KEY))] = row
     return list(latest.values())
 
 
 def finished_images(rows: Iterable[dict], dataset: str, method: str, scales: Iterable[int]) -> set[str]:
-    """Images that have a row for every scale of this dataset and method."""
+    """Images that have a row for every scale of this dataset and method (an image whose zoom
+    failed, ``failed == 2``, is not finished: a rerun tries it again)."""
     need = set(scales)
     seen: dict[str, set[int]] = {}
     for row in rows:
-        if row["dataset"] == dataset and row["method"] == method:
+        if row["dataset"] == dataset and row["method"] == method and row["failed"] != 2:
             seen.setdefault(row["image"], set()).add(row["scale"])
     return {image for image, scales in seen.items() if need <= scales}
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """A crash can leave half a row; cut the file back to its last newline before appending."""
+    with path.open("rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _format(value) -> str:
@@ -90,7 +110,17 @@ def _format(value) -> str:
 
 
 def _parse(key: str, value: str):
-    if key in ("dataset", "method", "image", "zoom_mode", "backbone", "prompt_mode", "error", "prompt"):
+    if key in (
+        "dataset",
+        "method",
+        "image",
+        "zoom_mode",
+        "backbone",
+        "prompt_mode",
+        "error",
+        "prompt",
+        "job",
+    ):
         return value
     if key in ("scale", "failed", "failed_metrics"):
         return int(value) if value else 0

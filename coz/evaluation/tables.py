@@ -44,6 +44,7 @@ def merged(
         row["status"] = "not implemented in coz" if method in not_implemented else ("" if mine else "not run")
         row["images"] = mine.get("images", 0)
         row["failed"] = mine.get("failed", 0)
+        row["failed_metrics"] = mine.get("failed_metrics", 0) if mine else 0
         for col in columns:
             row[col] = mine.get(col, math.nan)
             row[f"{col}_paper"] = pub.get(col, math.nan)
@@ -82,7 +83,7 @@ def to_markdown(rows: list[dict], columns: list[str], title: str) -> str:
                     _fmt(r[col], _digits(col)) if not r["status"] else "",
                     _fmt(r[f"{col}_paper"], _digits(col)),
                 ]
-            count = f"{r['images']} ({r['failed']})" if not r["status"] else r["status"]
+            count = count_cell(r)
             cells.append(count)
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
@@ -114,6 +115,14 @@ def findings(rows: list[dict], metric: str) -> list[str]:
                     f"{_fmt(d[metric], 4)}: {ours or 'not measured'} (paper: {paper or 'no number'})"
                 )
     return lines
+
+
+def count_cell(r: dict) -> str:
+    """ "12 (1)": images (failed images); plus failed metric scores on good images, if any."""
+    if r["status"]:
+        return r["status"]
+    text = f"{r['images']} ({r['failed']})"
+    return text + (f", {r['failed_metrics']} failed scores" if r.get("failed_metrics") else "")
 
 
 def _verdict(coz: float, direct: float, lower: bool) -> str | None:
