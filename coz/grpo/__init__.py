@@ -1,0 +1,8 @@
+"""GRPO preference alignment of the prompt VLM with a critic VLM (paper section 3.3, Algorithm 2).
+
+One concept per file: ``data`` (multi-scale view pairs from a folder of photos), ``rewards`` (critic,
+phrase exclusion, repetition penalty), ``critic`` (the critic VLMs), ``policy`` (the LoRA-adapted
+prompt VLM: sampling, token log-probabilities, its reference), ``loss`` (group advantages and the
+clipped-ratio loss), ``module`` (the Lightning loop), ``logs`` (CSV and W&B). The entry point is
+``python -m coz.train_grpo``.
+"""

@@ -1,0 +1,197 @@
+"""What a GRPO run records (on the first process only): CSV files that are the run's record, and
+optionally the same on Weights & Biases (``logger=wandb``, offline unless ``WANDB_MODE`` says
+otherwise; a resumed run continues its W&B run).
+
+- ``rewards.csv``: the validation rewards per step, the paper's Figures 6 and 7 (critic, phrase,
+  repetition, total; plus the critic's parse failures); ``rewards.png`` plots them.
+- ``train.csv``: one row per optimizer step (rewards of the rollouts, loss, KL, clip ratio, grad norm,
+  learning rate, completion length, seconds spent generating, scoring and updating).
+- ``samples.csv`` and ``samples/``: a table of validation pairs with their prompts and rewards, the
+  pictures of those pairs saved once.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+REWARD_FIELDS = ("step", "critic", "phrase", "repetition", "total", "critic_failures", "pairs", "seconds")
+SAMPLE_FIELDS = (
+    "step",
+    "pair",
+    "source",
+    "depth",
+    "prompt",
+    "critic_answer",
+    "critic",
+    "phrase",
+    "repetition",
+    "total",
+)
+
+
+class CsvFile:
+    """A CSV with fixed columns, appended row by row; ``truncate_after(step)`` drops rows of later steps
+    (what an interrupted run wrote after its last checkpoint)."""
+
+    def __init__(self, path: Path, fields: tuple[str, ...] | None = None) -> None:
+        self.path, self.fields = path, fields
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self.fields is None:
+            self.fields = tuple(row)
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(row.get(k, "")) for k in self.fields})
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, [r for r in reader if int(r["step"]) <= step]
+        from coz.atomic import write_atomic
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_atomic(self.path, write)
+        self.fields = tuple(fields or ())
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+class RunLogs:
+    """The run's CSV files and (``logger=wandb``) its W&B run."""
+
+    def __init__(
+        self, run_dir: Path, logger_cfg, run_config: dict[str, Any], resume_step: int | None
+    ) -> None:
+        self.run_dir = run_dir
+        self.rewards = CsvFile(run_dir / "rewards.csv", REWARD_FIELDS)
+        self.train = CsvFile(run_dir / "train.csv")
+        self.samples = CsvFile(run_dir / "samples.csv", SAMPLE_FIELDS)
+        if resume_step is not None:
+            for log in (self.rewards, self.train, self.samples):
+                log.truncate_after(resume_step)
+        self.wandb = None
+        if str(logger_cfg.name) == "wandb":
+            import wandb
+
+            id_file = run_dir / "wandb_id.txt"
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+            id_file.write_text(run_id)
+            self.wandb = wandb.init(
+                project=logger_cfg.project,
+                entity=logger_cfg.entity,
+                mode=os.environ.get("WANDB_MODE", logger_cfg.mode),
+                dir=str(run_dir),
+                name=run_dir.name,
+                id=run_id,
+                resume="allow",
+                job_type="train_grpo",
+                config=run_config,
+                tags=list(logger_cfg.tags),
+                reinit="finish_previous",
+            )
+            self.wandb.define_metric("step")
+            self.wandb.define_metric("*", step_metric="step")
+
+    def log_train(self, row: dict[str, Any]) -> None:
+        self.train.append(row)
+        if self.wandb:
+            self.wandb.log({"step": row["step"], **{f"train/{k}": v for k, v in row.items() if k != "step"}})
+
+    def log_validation(self, row: dict[str, Any], samples: list[dict[str, Any]], pictures: dict) -> None:
+        self.rewards.append(row)
+        for sample in samples:
+            self.samples.append(sample)
+        folder = self.run_dir / "samples"
+        for index, (first, second) in pictures.items():
+            path = folder / f"pair_{index:03d}.png"
+            if not path.exists():
+                folder.mkdir(exist_ok=True)
+                from coz.atomic import write_atomic
+
+                strip = side_by_side(first, second)
+                write_atomic(path, lambda p, s=strip: s.save(p, format="PNG"))
+        if self.wandb:
+            import wandb
+
+            payload = {"step": row["step"], **{f"val/{k}": v for k, v in row.items() if k != "step"}}
+            table = wandb.Table(
+                columns=["pair", "views", "prompt", "critic", "phrase", "repetition", "total"]
+            )
+            for s in samples:
+                path = folder / f"pair_{s['pair']:03d}.png"
+                table.add_data(
+                    s["pair"],
+                    wandb.Image(str(path)) if path.exists() else None,
+                    s["prompt"],
+                    s["critic"],
+                    s["phrase"],
+                    s["repetition"],
+                    s["total"],
+                )
+            payload["val/samples"] = table
+            self.wandb.log(payload)
+
+    def close(self) -> None:
+        if self.wandb:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def side_by_side(first: Image.Image, second: Image.Image, size: int = 256) -> Image.Image:
+    canvas = Image.new("RGB", (2 * size + 8, size), "white")
+    canvas.paste(first.resize((size, size), Image.BICUBIC), (0, 0))
+    canvas.paste(second.resize((size, size), Image.BICUBIC), (size + 8, 0))
+    return canvas
+
+
+def plot_rewards(rows: list[dict[str, str]], path: Path) -> Path | None:
+    """The four validation reward curves against the step, as the paper's Figures 6 and 7."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3), constrained_layout=True)
+    titles = {
+        "critic": "Critic reward",
+        "phrase": "Phrase exclusion reward",
+        "repetition": "Repetition penalty",
+        "total": "Total reward",
+    }
+    for ax, (key, title) in zip(axes, titles.items(), strict=True):
+        ax.plot(steps, [float(r[key]) for r in rows], marker="o", markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    from coz.atomic import write_atomic
+
+    write_atomic(path, lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)
+    return path

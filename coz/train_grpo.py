@@ -1,0 +1,296 @@
+"""``python -m coz.train_grpo``: align the prompt VLM with a critic VLM by GRPO (paper section 3.3,
+Algorithm 2; README "Training the prompt VLM").
+
+The policy is the ``prompt=`` VLM (Qwen2.5-VL-3B-Instruct) with a LoRA adapter; the critic is
+``critic=internvl`` (InternVL2.5-8B, the paper's Fig. 6) or ``qwen7b`` (Fig. 7); view pairs come from
+``data.root`` (LSDIR in the paper). Every hyper-parameter is in ``conf/train_grpo.yaml``. The run
+folder holds the adapters (``adapter/`` at the end, ``adapters/step-N/`` at every checkpoint), the
+validation rewards (``rewards.csv``, ``rewards.png``), per-step metrics (``train.csv``), sample
+prompts, the Lightning checkpoint (``checkpoints/last.ckpt``: the adapter and optimizer state only)
+and ``run.json``. Rerunning into the same folder (``hydra.run.dir=``) resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from coz.cli import hydra_entry
+from coz.errors import CozError
+from coz.runtime import hydra_choices, hydra_run_dir
+
+log = logging.getLogger("coz.train_grpo")
+
+# Options that may change between an interrupted run and its resumption: how long, where, how shown.
+RESUMABLE_CHANGES = ("grpo.steps", "trainer", "logger", "resume", "data.num_workers", "threads")
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train into ``run_dir`` (Hydra's run folder by default), resuming from its last checkpoint if it
+    has one. Returns the run record (also ``run.json``)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir or hydra_run_dir())
+    check_config(cfg)
+    ckpt = find_checkpoint(cfg, run_dir)
+    resume_step = checkpoint_step(ckpt) if ckpt else None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_resumable(run_dir, config, resumed=ckpt is not None)
+
+    from coz.grpo.data import list_images, split_images
+
+    root = cfg.get("input") or cfg.data.root
+    if cfg.data.get("write_samples"):
+        from coz.samples import write_samples
+
+        write_samples(str(root))
+    paths = list_images(str(root), recursive=bool(cfg.data.recursive))
+    train, val = split_images(paths, float(cfg.data.val_fraction), int(cfg.seed))
+    commits = preflight(cfg)  # a missing model fails here, before anything loads
+
+    record: dict[str, Any] = {
+        "config": config,
+        "choices": hydra_choices(),
+        "images": {"root": str(root), "train": len(train), "val": len(val)},
+        "model_commits": commits,
+    }
+    _write_split(run_dir, Path(str(root)), train, val)
+    if resume_step is not None and resume_step >= int(cfg.grpo.steps):
+        print(f"coz.train_grpo: {run_dir} already finished {resume_step} steps (grpo.steps={cfg.grpo.steps})")
+        return _finish(run_dir, record, started, resume_step)
+    if resume_step is not None:
+        log.info("resuming from %s (step %d)", ckpt, resume_step)
+    log.info(
+        "GRPO: policy %s, critic %s, %d training / %d validation images -> %s",
+        cfg.prompt.get("model", cfg.prompt.name),
+        cfg.critic.name,
+        len(train),
+        len(val),
+        run_dir,
+    )
+    _write_record(run_dir, record)
+    trainer, _ = _fit(cfg, run_dir, train, val, ckpt, resume_step)
+    step = int(trainer.global_step)
+    return _finish(run_dir, record, started, step)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse options that cannot work before any model loads."""
+    from coz.grpo.loss import AGGREGATIONS, SCALES
+
+    g = cfg.grpo
+    updates = int(g.updates_per_generation)
+    checks = [
+        (int(g.steps) >= 1, f"grpo.steps={g.steps}: must be at least 1"),
+        (int(g.generations) >= 2, f"grpo.generations={g.generations}: GRPO compares at least 2 per pair"),
+        (int(g.batch_size) >= 1, f"grpo.batch_size={g.batch_size}: must be at least 1"),
+        (updates >= 1, f"grpo.updates_per_generation={updates}: must be at least 1"),
+        (float(g.temperature) > 0, f"grpo.temperature={g.temperature}: must be > 0"),
+        (
+            str(g.advantage.scale) in SCALES,
+            f"grpo.advantage.scale={g.advantage.scale}: use {', '.join(SCALES)}",
+        ),
+        (
+            str(g.loss_aggregation) in AGGREGATIONS,
+            f"grpo.loss_aggregation={g.loss_aggregation}: use {', '.join(AGGREGATIONS)}",
+        ),
+        (
+            int(cfg.checkpoint.every_n_steps) % updates == 0,
+            f"checkpoint.every_n_steps={cfg.checkpoint.every_n_steps} must be a multiple of "
+            f"grpo.updates_per_generation={updates} (a checkpoint cannot fall inside a generation round)",
+        ),
+        (
+            str(cfg.optim.schedule) in ("constant", "cosine"),
+            f"optim.schedule={cfg.optim.schedule}: constant or cosine",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CozError(message)
+
+
+def preflight(cfg: DictConfig) -> dict[str, str | None]:
+    """Check that the policy and critic models can be loaded; their cached commits for run.json."""
+    from coz.grpo.critic import critic_model
+    from coz.grpo.models import cached_commit, check_available
+
+    commits, missing = {}, []
+    wanted = []
+    if cfg.prompt.name != "tiny_vlm":
+        wanted.append((str(cfg.prompt.model), cfg.prompt.get("revision"), "prompt.model"))
+    if critic := critic_model(cfg.critic):
+        wanted.append((*critic, "critic.model"))
+    for model, revision, option in wanted:
+        try:
+            check_available(model, revision, option)
+        except CozError as err:
+            missing.append(str(err))
+            continue
+        commits[model] = cached_commit(model, revision)
+    if missing:
+        raise CozError("; ".join(missing))
+    if critic and cfg.critic.get("trust_remote_code") and not critic[1]:
+        log.warning(
+            "critic.model=%s runs remote code with no pinned critic.revision; the cached commit "
+            "(%s) is recorded in run.json",
+            critic[0],
+            commits.get(critic[0]),
+        )
+    if cfg.prompt.get("adapter") and not (Path(str(cfg.prompt.adapter)) / "adapter_config.json").is_file():
+        raise CozError(f"prompt.adapter={cfg.prompt.adapter}: no adapter_config.json there")
+    return commits
+
+
+def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """``resume=auto``: the run folder's last checkpoint if any; ``resume=PATH``: that .ckpt or the last
+    checkpoint of that run folder; ``resume=none``: start afresh (refused if the folder has one)."""
+    mode = str(cfg.resume)
+    own = run_dir / "checkpoints" / "last.ckpt"
+    if mode == "auto":
+        return own if own.is_file() else None
+    if mode == "none":
+        if own.is_file():
+            raise CozError(f"{run_dir} already holds a checkpoint; use resume=auto or another hydra.run.dir")
+        return None
+    path = Path(mode).expanduser()
+    path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not path.is_file():
+        raise CozError(f"resume={mode}: no checkpoint there (give a .ckpt file or a train_grpo run folder)")
+    return path
+
+
+def checkpoint_step(path: Path) -> int:
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return int(checkpoint.get("global_step", 0))
+
+
+def check_resumable(run_dir: Path, config: dict[str, Any], resumed: bool) -> None:
+    """A folder holds one run: continuing it needs the same config (except how long and how shown)."""
+    path = run_dir / "run.json"
+    if path.exists():
+        earlier = json.loads(path.read_text()).get("config", {})
+        if _comparable(earlier) != _comparable(config):
+            raise CozError(
+                f"{run_dir} already holds a run with a different config; "
+                "choose another hydra.run.dir (or omit it for a new folder)"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    config = copy.deepcopy(config)
+    for key in RESUMABLE_CHANGES:
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return config
+
+
+def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_step: int | None):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from coz.grpo.module import GRPOModule, SaveAtEnd
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
+    t = cfg.trainer
+    devices = t.devices if str(t.devices) == "auto" else int(t.devices)
+    strategy = str(t.strategy)
+    if strategy == "auto" and devices not in (1, "auto"):
+        strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
+    module = GRPOModule(cfg, run_dir, train, val)
+    module.resume_step = resume_step
+    checkpoints = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="step-{step:06d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=int(cfg.checkpoint.every_n_steps),
+        save_top_k=int(cfg.checkpoint.keep),
+        monitor="step",
+        mode="max",
+        save_last=True,
+        save_on_train_epoch_end=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=".*(does not have many workers|num_workers|IterableDataset|pre-optimization state).*",
+        )
+        trainer = L.Trainer(
+            accelerator=str(t.accelerator),
+            devices=devices,
+            num_nodes=int(t.num_nodes),
+            strategy=strategy,
+            max_steps=int(cfg.grpo.steps),
+            logger=False,
+            callbacks=[checkpoints, SaveAtEnd()],
+            enable_model_summary=False,
+            enable_progress_bar=bool(t.progress_bar),
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            use_distributed_sampler=False,
+            default_root_dir=str(run_dir),
+        )
+        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
+    return trainer, module
+
+
+def _write_split(run_dir: Path, root: Path, train: list[Path], val: list[Path]) -> None:
+    from coz.atomic import write_text_atomic
+
+    def rel(p: Path) -> str:
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            return str(p)
+
+    split = {"root": str(root), "train": len(train), "val": [rel(p) for p in val]}
+    write_text_atomic(run_dir / "split.json", json.dumps(split, indent=1))
+
+
+def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    from coz.runinfo import machine, versions, write_run_json
+
+    record.setdefault("versions", versions())
+    record.setdefault("machine", machine())
+    write_run_json(run_dir, record)
+
+
+def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) -> dict[str, Any]:
+    from coz.grpo.logs import CsvFile, plot_rewards
+
+    rewards = CsvFile(run_dir / "rewards.csv").rows()
+    record.update(
+        step=step,
+        adapter=str(run_dir / "adapter"),
+        seconds=round(time.perf_counter() - started, 2),
+        validation=rewards,
+    )
+    plot = plot_rewards(rewards, run_dir / "rewards.png")
+    _write_record(run_dir, record)
+    if rewards:
+        first, last = rewards[0], rewards[-1]
+        print(
+            f"coz.train_grpo: {step} step(s); validation total reward {float(first['total']):.4f} "
+            f"(step {first['step']}) -> {float(last['total']):.4f} (step {last['step']})"
+        )
+    print(f"coz.train_grpo: adapter in {run_dir / 'adapter'} (use: python -m coz.zoom prompt.adapter=...)")
+    print(f"coz.train_grpo: rewards in {run_dir / 'rewards.csv'}" + (f" and {plot}" if plot else ""))
+    return record
+
+
+main = hydra_entry(run, config_name="train_grpo")
+
+if __name__ == "__main__":
+    main()
