@@ -45,7 +45,13 @@ def build_report(root: Path, cfg: DictConfig | None = None) -> dict[str, Path]:
     paper = paper_numbers(table)
     reference = cfg.get("paper_dataset") if cfg is not None else options.get("paper_dataset")
     if reference:  # our photos against the paper's numbers on one of its datasets, for the trend
-        paper = [{**p, "dataset": d} for p in paper if p["dataset"] == reference for d in sorted(datasets)]
+        ours = {r["method"] for r in records}
+        paper = [
+            {**p, "dataset": d}
+            for p in paper
+            if p["dataset"] == reference and p["method"] in ours
+            for d in sorted(datasets)
+        ]
     paper = [p for p in paper if p["dataset"] in datasets or not datasets]
     scales = {r["scale"] for r in records}
     paper = [p for p in paper if p["scale"] in scales or not scales or p["method"] in not_implemented]
