@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coz.backbones.base import Backbone
 from coz.backbones.color_fix import COLOR_FIXES, color_fix
 from coz.backbones.degradation_estimator import DegradationEstimator, load_estimator_weights
+from coz.backbones.one_step import OneStepDiffusion
 from coz.backbones.s3diff_lora import (
     UNET_ADAPTER,
     UNET_LORA_TARGETS,
@@ -49,7 +49,6 @@ from coz.backbones.s3diff_lora import (
     targets_metadata,
     write_release,
 )
-from coz.backbones.sd3 import OSEDiffSD3
 from coz.backbones.sd3_text import CLIP_TOKENS
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
@@ -67,7 +66,7 @@ NEGATIVE_PROMPT = (
 )
 
 
-class S3Diff(Backbone):
+class S3Diff(OneStepDiffusion):
     """S3Diff behind the :class:`Backbone` interface: restores the bicubic view, guided by the
     degradation scores of the low-res crop (``wants_low_res``).
 
@@ -261,13 +260,6 @@ class S3Diff(Backbone):
         return params + list(self.unet.conv_in.parameters()) + list(self.modulation.parameters())
 
     lora_parameters = adapter_parameters  # the name training code uses for every backbone
-
-    def reseed(self, seed: int) -> None:
-        """Restart the VAE posterior noise (a CPU generator: the same noise on every device)."""
-        self.seed = int(seed)
-        self.generator.manual_seed(self.seed)
-
-    image_generators = OSEDiffSD3.image_generators  # one generator per image from (seed, its pixels)
 
     # ---- device -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> S3Diff:

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from coz.backbones.base import Backbone
-from coz.backbones.color_fix import COLOR_FIXES, color_fix
+from coz.backbones.color_fix import COLOR_FIXES
 from coz.backbones.lora_formats import read_lora_file, write_lora_file
+from coz.backbones.one_step import OneStepDiffusion
 from coz.backbones.osediff_pkl import (
     OSEDiffRelease,
     inject_osediff_lora,
@@ -38,7 +38,6 @@ from coz.backbones.osediff_pkl import (
     unet_release_state,
     vae_release_state,
 )
-from coz.backbones.sd3 import OSEDiffSD3
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
 
@@ -48,7 +47,7 @@ CLIP_TOKENS = 77  # SD2.1's tokenizer.model_max_length
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
-class OSEDiffSD21(Backbone):
+class OSEDiffSD21(OneStepDiffusion):
     """OSEDiff (SD2.1-base) behind the :class:`Backbone` interface (restores the bicubic 512 view).
 
     Built from components (see :meth:`from_pretrained`, :meth:`tiny`, :meth:`from_config`). With
@@ -234,8 +233,6 @@ class OSEDiffSD21(Backbone):
 
     # the same posterior-noise rules as OSEDiff-SD3: a running generator for training, one
     # generator per image, seeded from (seed, pixels), for inference
-    reseed = OSEDiffSD3.reseed
-    image_generators = OSEDiffSD3.image_generators
 
     # ---- device -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> OSEDiffSD21:
@@ -296,20 +293,6 @@ class OSEDiffSD21(Backbone):
         z = self.encode(x, generators)
         z0 = self.denoise(z, self.predict(z, prompt_embeds))
         return self.decode(z0), z0
-
-    def upscale(self, images: torch.Tensor, prompts: list[str], **kwargs) -> torch.Tensor:
-        """(B, 3, H, W) bicubic view in [0, 1] -> restored (B, 3, H, W) in [0, 1] (H, W multiples of 8)."""
-        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise ValueError(f"expected a float (B, 3, H, W) batch, got {tuple(images.shape)} {images.dtype}")
-        if images.shape[-1] % 8 or images.shape[-2] % 8:
-            raise ValueError(f"image sides must be multiples of 8, got {tuple(images.shape[-2:])}")
-        with torch.no_grad():
-            out, _ = self.restore(
-                images.to(self._device) * 2 - 1, list(prompts), self.image_generators(images)
-            )
-            out = (out.float().clamp(-1.0, 1.0) + 1) / 2  # (B, 3, H, W) in [0, 1]
-            out = color_fix(self.color_fix, out, images.to(out.device, torch.float32))
-        return out.to(device=images.device, dtype=images.dtype)
 
 
 def load_sd21_parts(model: str, text_dtype: torch.dtype = torch.float32) -> dict:

@@ -24,7 +24,6 @@ Weights: the authors' ``model_20001.pkl`` + ``vae_encoder_20001.pt``, or our LoR
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +32,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from coz.backbones.base import Backbone
 from coz.backbones.color_fix import COLOR_FIXES, color_fix
 from coz.backbones.lora_formats import (
     LoRALinear,
@@ -44,6 +42,7 @@ from coz.backbones.lora_formats import (
     load_released_vae_encoder,
     save_lora_safetensors,
 )
+from coz.backbones.one_step import OneStepDiffusion
 from coz.backbones.sd3_text import SD3TextEncoders
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
@@ -59,7 +58,7 @@ LATENT_SHIFTS = ("test", "train", "none")
 TIMESTEP = 1000.0  # sigma = 1: FlowMatchEuler's single step (shift 3 leaves sigma 1 at 1)
 
 
-class OSEDiffSD3(Backbone):
+class OSEDiffSD3(OneStepDiffusion):
     """OSEDiff-SD3 behind the :class:`Backbone` interface (restores the bicubic 512 view).
 
     Built from components (see :meth:`from_pretrained`, :meth:`tiny`, :meth:`from_config`). With
@@ -216,25 +215,6 @@ class OSEDiffSD3(Backbone):
         named = [*self.transformer.named_parameters(), *self.vae.encoder.named_parameters()]
         return [p for n, p in named if "lora_" in n]
 
-    def reseed(self, seed: int) -> None:
-        """Restart the VAE posterior noise (a CPU generator: the same noise on every device)."""
-        self.seed = int(seed)
-        self.generator.manual_seed(self.seed)
-
-    def image_generators(self, x: torch.Tensor) -> list[torch.Generator]:
-        """One noise generator per image, seeded from the run seed and the image's own pixels.
-
-        Inference draws the posterior noise of an image from these, so a zoom's output depends on
-        the seed and the image alone: not on which images share its batch, nor on whether the run
-        was resumed (training keeps the one running generator).
-        """
-        generators = []
-        for image in x.detach().to("cpu", torch.float32):
-            digest = hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=8).digest()
-            seed = (self.seed * 0x9E3779B97F4A7C15 + int.from_bytes(digest, "little")) % 2**63
-            generators.append(torch.Generator("cpu").manual_seed(seed))
-        return generators
-
     # ---- device -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> OSEDiffSD3:
         self._device = torch.device(device)
@@ -300,20 +280,6 @@ class OSEDiffSD3(Backbone):
         z = self.encode(x, generators)
         z = z - self.predict_velocity(z, prompt_embeds, pooled)  # Euler step sigma 1 -> 0
         return self.decode(z), z
-
-    def upscale(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        """(B, 3, H, W) bicubic view in [0, 1] -> restored (B, 3, H, W) in [0, 1] (H, W multiples of 8)."""
-        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise ValueError(f"expected a float (B, 3, H, W) batch, got {tuple(images.shape)} {images.dtype}")
-        if images.shape[-1] % 8 or images.shape[-2] % 8:
-            raise ValueError(f"image sides must be multiples of 8, got {tuple(images.shape[-2:])}")
-        with torch.no_grad():
-            out, _ = self.restore(
-                images.to(self._device) * 2 - 1, list(prompts), self.image_generators(images)
-            )
-            out = (out.float().clamp(-1.0, 1.0) + 1) / 2  # (B, 3, H, W) in [0, 1]
-            out = color_fix(self.color_fix, out, images.to(out.device, torch.float32))
-        return out.to(device=images.device, dtype=images.dtype)
 
     # ---- full-image SR (zoom=full; paper Appendix H) ---------------------------------------------
     def full_image_tiles(
