@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     from coz.samples import write_samples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sd3-sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--realesrgan-sizes", type=int, nargs="+", default=[192, 320])
+    parser.add_argument("--sd3-sizes", type=int, nargs="+", default=[256, 512, 1024])  # 1, 4, 16 MP out
+    parser.add_argument("--realesrgan-sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
