@@ -9,7 +9,8 @@ a median over several runs, taken after a warm-up, with the thread count and CPU
   everything but model loading and the backbone forward.
 - batching: the backbone on 4 crops at once versus one at a time.
 - peak memory: the maximum resident set of a whole ``python -m coz.zoom`` process (256x, one image).
-- train (coz.bench_train): steps/s and peak memory of the tiny training recipes
+- train (coz.bench_train): steps/s and peak memory of the tiny coz.train_sr recipes, and seconds per
+  coz.train_grpo step (generation, scoring, update)
   (``experiments/bench/train.md``).
 - evaluate (coz.bench_evaluate): images per second of ``coz.evaluate experiment=offline``, 1 vs 2
   processes, and the share of zoom vs metrics (``experiments/bench/evaluate.md``).
@@ -220,9 +221,9 @@ def main(argv: list[str] | None = None) -> None:
         print(path.read_text())
         print(f"written: {path} and {path.with_suffix('.json')}")
     if "train" in chosen:  # the tiny training recipes: steps/s and peak memory
-        from coz.bench_train import bench_train
+        from coz.bench_train import bench_grpo, bench_train
 
-        path = write_report("train", bench_train(args.repeats))
+        path = write_report("train", {**bench_train(args.repeats), **bench_grpo(args.repeats)})
         print(path.read_text())
     if "evaluate" in chosen:  # images/s of experiment=offline, 1 vs 2 processes
         from coz.bench_evaluate import bench_evaluate

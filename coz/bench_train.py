@@ -57,3 +57,43 @@ def bench_train(repeats: int = 3) -> dict:
                 "runs": runs,
             }
     return out
+
+
+def bench_grpo(repeats: int = 3) -> dict:
+    """Generation, scoring and update seconds per GRPO step of ``experiment=smoke`` (tiny policy and
+    critic, G=2), medians over the steps (after the first) of ``repeats`` whole runs, from train.csv."""
+    per_run = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            folder = Path(tmp) / f"grpo-{i}"
+            code = (
+                "import atexit, runpy, sys; "
+                "atexit.register(lambda: print('VmHWM', [l for l in open('/proc/self/status') "
+                "if l.startswith('VmHWM')][0].split()[1], file=sys.stderr)); "
+                f"sys.argv = ['coz.train_grpo', 'experiment=smoke', 'logger=csv', 'hydra.run.dir={folder}']; "
+                "runpy.run_module('coz.train_grpo', run_name='__main__')"
+            )
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+            with (folder / "train.csv").open(newline="") as f:
+                steps = list(csv.DictReader(f))[1:]
+            per_run.append(
+                {
+                    **{
+                        k: statistics.median(float(s[k]) for s in steps)
+                        for k in ("generate_s", "score_s", "update_s")
+                    },
+                    "peak_rss_mib": round(int(out.stderr.split("VmHWM")[-1].split()[0]) / 1024, 1),
+                }
+            )
+    return {
+        "grpo_smoke": {
+            "what": "python -m coz.train_grpo experiment=smoke logger=csv (tiny Qwen2.5-VL policy + LoRA, "
+            "tiny critic, G=2): seconds per step from train.csv, median over steps after the first",
+            "repeats": repeats,
+            **{
+                f"median_{k}": round(statistics.median(r[k] for r in per_run), 3)
+                for k in ("generate_s", "score_s", "update_s", "peak_rss_mib")
+            },
+            "runs": per_run,
+        }
+    }
