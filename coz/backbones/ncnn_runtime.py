@@ -1,7 +1,7 @@
 """Run an RRDBNet's own weights through the ncnn runtime: the fastest fp32 CPU path we measured.
 
-On this project's 2-core CPU a 128 -> 512 px Real-ESRGAN forward takes about 2.3 s in ncnn and
-3.3 s in PyTorch eager (channels-last, oneDNN); torch.compile, TorchScript freezing and a
+On this project's 2-core CPU a 128 -> 512 px Real-ESRGAN forward takes about 2.35 s here, 2.4-2.5 s
+in the ncnn package with its default options, and 3.4 s in PyTorch eager (channels-last, oneDNN); torch.compile, TorchScript freezing and a
 hand-written Winograd convolution did not close the gap, and bf16 misses the 1e-3 accuracy bar
 by 50x (experiments/bench/realesrgan_cpu.md). ncnn's lead is its Winograd F(6,3) convolution.
 
@@ -52,9 +52,19 @@ class NcnnRRDBNet:
 
     def _load(self, threads: int) -> None:
         """(Re)build the net: ncnn's Winograd convolutions fix their thread count at load time."""
+        if getattr(self, "net", None) is not None:
+            self.net.clear()  # its blobs go back to the old pools before those are dropped
+        self.net = None
+        # Pooled allocators, as ncnn's own benchncnn uses them: each forward allocates blobs of up to
+        # 64 MB (64 channels at 512x512); recycling them instead of fresh pages each time makes a
+        # forward 2-7% faster here (experiments/bench/realesrgan_cpu.md). Blobs are allocated on the
+        # calling thread only (unlocked pool); convolution workspaces from OpenMP threads (locked).
+        blobs, workspace = self._ncnn.UnlockedPoolAllocator(), self._ncnn.PoolAllocator()
         net = self._ncnn.Net()
         net.opt.use_vulkan_compute = False  # the CPU path; GPUs run the PyTorch module
         net.opt.num_threads = threads
+        net.opt.blob_allocator = blobs
+        net.opt.workspace_allocator = workspace
         if net.load_param(str(self.param_path)) != 0:
             raise RuntimeError(f"ncnn could not load {self.param_path}")
         fd, bin_path = tempfile.mkstemp(suffix=".bin", prefix="coz-rrdbnet-")
@@ -65,7 +75,7 @@ class NcnnRRDBNet:
                 raise RuntimeError("ncnn could not load the RRDBNet weights")
         finally:
             os.unlink(bin_path)
-        self.net, self.threads = net, threads
+        self.net, self.threads, self._pools = net, threads, (blobs, workspace)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         # Follow torch's thread count (coz.cpu_share keeps it at this process's share of the cores);
@@ -86,6 +96,7 @@ class NcnnRRDBNet:
             if status != 0:
                 raise RuntimeError(f"ncnn forward failed with status {status}")
             outputs.append(torch.from_numpy(np.array(out)))  # (3, 4h, 4w), a copy ncnn no longer owns
+            del out, extractor  # the output blob returns to the pool before the next image
         return torch.stack(outputs)
 
 
