@@ -19,6 +19,8 @@ import functools
 
 import torch
 
+from coz.backbones.tiny_sd21 import tiny_sd_vae  # the same SD-style VAE shape
+
 TEXT_DIM = 16
 ESTIMATOR = dict(num_feats=(8, 8, 8, 16), num_blocks=(1, 1, 1, 1), downscales=(1, 1, 2, 1), fc_hidden=32)
 
@@ -57,23 +59,6 @@ def _unet():
     )
 
 
-def _vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
-
-
 def _text_encoder():
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -102,7 +87,7 @@ def _components(seed: int) -> dict:
         torch.manual_seed(seed)
         parts = dict(
             unet=_unet(),
-            vae=_vae(),
+            vae=tiny_sd_vae(),
             text_encoder=_text_encoder(),
             estimator=DegradationEstimator(**ESTIMATOR),
         )

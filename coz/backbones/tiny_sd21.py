@@ -63,7 +63,8 @@ def _unet():
     )
 
 
-def _vae():
+def tiny_sd_vae():
+    """A tiny SD-style VAE (4 latent channels, 8x down, latent scale 0.18215): SD2.1's and SD-Turbo's shape."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -101,7 +102,7 @@ def _components(seed: int) -> dict:
 
     with torch.random.fork_rng(devices=[]):  # building the twin must not move the caller's RNG
         torch.manual_seed(seed)
-        parts = dict(unet=_unet(), vae=_vae(), text_encoder=_clip())
+        parts = dict(unet=_unet(), vae=tiny_sd_vae(), text_encoder=_clip())
     for module in parts.values():
         module.eval().requires_grad_(False)
     parts["tokenizer"] = clip_tokenizer()
