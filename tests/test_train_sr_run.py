@@ -275,3 +275,51 @@ def test_smoke_command_as_in_the_readme(tmp_path):
     assert (run_dir / "checkpoints" / "last.safetensors").is_file()
     assert (run_dir / "export" / "model.pkl").is_file() and (run_dir / "export" / "vae_encoder.pt").is_file()
     assert list((run_dir / "images").glob("step_*.png")) and list(run_dir.glob("wandb/offline-run-*"))
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
+    """A real kill -9 after the first checkpoint; ``ckpt_path=last`` into the same folder ends with the
+    weights and optimiser state of a run that was never interrupted."""
+    import os
+    import signal
+    import time
+
+    overrides = [
+        *TINY,
+        "stages=[{name: a, degradation: realesrgan, steps: 3}, {name: b, degradation: bicubic, steps: 3}]",
+    ]
+    overrides += ["checkpoint.every_n_steps=2", "log.progress_bar=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+    def command(folder: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "coz.train_sr", *overrides, *extra, f"hydra.run.dir={folder}"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first = killed / "checkpoints" / "step_0000002.safetensors"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "export").exists()
+    resumed = subprocess.run(
+        command(killed, "ckpt_path=last"), cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    straight = tmp_path / "straight"
+    result = subprocess.run(command(straight), cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = load_checkpoint_file(straight / "checkpoints" / "step_0000006.safetensors")
+    b = load_checkpoint_file(killed / "checkpoints" / "step_0000006.safetensors")
+    assert a["coz"]["step"] == b["coz"]["step"] == 6 and a["coz"]["stage"] == b["coz"]["stage"] == 1
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for sa, sb in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for i, state in sa["state"].items():
+            assert torch.equal(state["exp_avg"], sb["state"][i]["exp_avg"])

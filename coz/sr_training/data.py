@@ -173,7 +173,10 @@ class StepSampler(Sampler[list[int]]):
         self.layout, self.rank, self.start, self.stop = layout, rank, start, stop
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        # The epoch's whole length, not what is left: a resumed Lightning loop keeps counting the
+        # batches it completed before the checkpoint and ends the epoch when that count reaches len.
+        # (Reporting what is left ended a resumed run early.) The iterator yields only from start.
+        return max(0, self.stop)
 
     def __iter__(self) -> Iterator[list[int]]:
         b, world = self.layout.batch, self.layout.world
