@@ -271,6 +271,9 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
     from coz.grpo.logs import CsvFile, plot_rewards
 
     rewards = CsvFile(run_dir / "rewards.csv").rows()
+    trained = CsvFile(run_dir / "train.csv").rows()
+    if trained:  # under ddp_spawn the workers trained: the main process's own counter stayed at 0
+        step = max(step, max(int(r["step"]) for r in trained))
     record.update(
         step=step,
         adapter=str(run_dir / "adapter"),

@@ -285,3 +285,31 @@ def test_the_tiny_policy_learns_a_rule_reward(photos, tmp_path):
     first, last = rows[0], rows[-1]
     assert float(first["critic"]) == 0.0 and float(last["critic"]) == 1.0
     assert float(last["total"]) > float(first["total"]) + 0.3
+
+
+@pytest.mark.slow
+def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
+    """trainer.devices=2 on the CPU: two spawned workers gather their rewards and write one run folder."""
+    folder = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "coz.train_grpo",
+        "experiment=smoke",
+        f"input={photos}",
+        "data.write_samples=false",
+    ]
+    command += [
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        "grpo.steps=2",
+        f"hydra.run.dir={folder}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "coz.train_grpo: 2 step(s)" in result.stdout
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert [int(r["step"]) for r in read_csv(folder / "train.csv")] == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # no second run folder from the workers
