@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from coz.backbones.tiny_sd21 import tiny_sd_vae  # the same SD-style VAE shape
+from coz.backbones.tiny_parts import tiny_clip_text, tiny_sd_vae
 
 TEXT_DIM = 16
 ESTIMATOR = dict(num_feats=(8, 8, 8, 16), num_blocks=(1, 1, 1, 1), downscales=(1, 1, 2, 1), fc_hidden=32)
@@ -59,25 +59,6 @@ def _unet():
     )
 
 
-def _text_encoder():
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from coz.backbones.tiny_sd3 import CLIP_VOCAB
-
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB,
-        hidden_size=TEXT_DIM,
-        intermediate_size=2 * TEXT_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
-    return CLIPTextModel(config)
-
-
 @functools.lru_cache(maxsize=2)
 def _components(seed: int) -> dict:
     from coz.backbones.degradation_estimator import DegradationEstimator
@@ -88,7 +69,7 @@ def _components(seed: int) -> dict:
         parts = dict(
             unet=_unet(),
             vae=tiny_sd_vae(),
-            text_encoder=_text_encoder(),
+            text_encoder=tiny_clip_text(TEXT_DIM),
             estimator=DegradationEstimator(**ESTIMATOR),
         )
         parts["estimator"].init_weights(1.0)  # at the authors' 0.1 random scores all sit at 0.5

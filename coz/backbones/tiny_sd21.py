@@ -22,27 +22,9 @@ import functools
 
 import torch
 
+from coz.backbones.tiny_parts import tiny_clip_text, tiny_sd_vae
+
 TEXT_DIM = 32  # CLIP hidden width = the UNet's cross_attention_dim
-CLIP_VOCAB = 49408
-SCALING_FACTOR = 0.18215  # SD2.1's VAE
-
-
-def _clip():
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB,
-        hidden_size=TEXT_DIM,
-        intermediate_size=2 * TEXT_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        hidden_act="gelu",  # OpenCLIP-H's
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
-    return CLIPTextModel(config)
 
 
 def _unet():
@@ -60,24 +42,6 @@ def _unet():
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=2,  # diffusers' naming quirk: the number of heads (SD2.1: [5, 10, 20, 20])
         use_linear_projection=True,  # as SD2.1
-    )
-
-
-def tiny_sd_vae():
-    """A tiny SD-style VAE (4 latent channels, 8x down, latent scale 0.18215): SD2.1's and SD-Turbo's shape."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=512,
-        scaling_factor=SCALING_FACTOR,
     )
 
 
@@ -102,7 +66,9 @@ def _components(seed: int) -> dict:
 
     with torch.random.fork_rng(devices=[]):  # building the twin must not move the caller's RNG
         torch.manual_seed(seed)
-        parts = dict(unet=_unet(), vae=tiny_sd_vae(), text_encoder=_clip())
+        parts = dict(
+            unet=_unet(), vae=tiny_sd_vae(), text_encoder=tiny_clip_text(TEXT_DIM, hidden_act="gelu")
+        )
     for module in parts.values():
         module.eval().requires_grad_(False)
     parts["tokenizer"] = clip_tokenizer()

@@ -23,9 +23,10 @@ import functools
 
 import torch
 
+from coz.backbones.tiny_parts import tiny_clip_text
+
 CLIP_DIMS = (16, 24)  # CLIP-L, CLIP-G hidden = projection width
 JOINT_DIM = 48  # T5 d_model = transformer joint_attention_dim
-CLIP_VOCAB = 49408
 
 
 def t5_like_tokenizer():
@@ -42,24 +43,6 @@ def t5_like_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
-
-
-def _clip(width: int):
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB,
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        projection_dim=width,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    )
-    return CLIPTextModelWithProjection(config)
 
 
 def _t5(vocab_size: int):
@@ -127,7 +110,11 @@ def _components(seed: int) -> dict:
         parts = dict(
             transformer=_transformer(),
             vae=_vae(),
-            encoders=[_clip(CLIP_DIMS[0]), _clip(CLIP_DIMS[1]), _t5(len(t5_tok))],
+            encoders=[
+                tiny_clip_text(CLIP_DIMS[0], projection=True),
+                tiny_clip_text(CLIP_DIMS[1], projection=True),
+                _t5(len(t5_tok)),
+            ],
         )
     for module in [parts["transformer"], parts["vae"], *parts["encoders"]]:
         module.eval().requires_grad_(False)

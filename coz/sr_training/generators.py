@@ -44,9 +44,13 @@ class Generator:
         """One AdamW per entry, in this order."""
         raise NotImplementedError
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every trained tensor by a stable name (what checkpoints hold)."""
+    def _named_trainable(self) -> dict[str, nn.Parameter]:
+        """Every trained parameter by a stable name."""
         raise NotImplementedError
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every trained tensor by its stable name (what checkpoints hold)."""
+        return {k: p.detach() for k, p in self._named_trainable().items()}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         own = self.trainable_state()
@@ -100,9 +104,6 @@ class SD3Generator(Generator):
         }
         named.update({f"vae.{n}": p for n, p in self.backbone.vae.named_parameters() if "lora_" in n})
         return named
-
-    def trainable_state(self):
-        return {k: p.detach() for k, p in self._named_trainable().items()}
 
     def optimiser_groups(self):
         named = self._named_trainable()
@@ -175,9 +176,6 @@ class SD21Generator(Generator):
         named.update({f"vae.{n}": p for n, p in b.vae.named_parameters() if "lora_" in n})
         return named
 
-    def trainable_state(self):
-        return {k: p.detach() for k, p in self._named_trainable().items()}
-
     def optimiser_groups(self):
         named = self._named_trainable()
         return {
@@ -244,9 +242,6 @@ class CNNGenerator(Generator):
 
     def _named_trainable(self):
         return dict(self.net.named_parameters())
-
-    def trainable_state(self):
-        return {k: p.detach() for k, p in self._named_trainable().items()}
 
     def optimiser_groups(self):
         return {"net": list(self.net.parameters())}
