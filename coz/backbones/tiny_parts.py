@@ -27,10 +27,12 @@ def tiny_clip_text(width: int, *, projection: bool = False, hidden_act: str = "q
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
 
-def tiny_sd_vae():
-    """A tiny SD-style VAE (4 latent channels, 8x down, latent scale 0.18215): SD2.1's and SD-Turbo's shape."""
+def tiny_vae(latent_channels: int = 4, scaling_factor: float = 0.18215, shift_factor: float | None = None):
+    """A tiny AutoencoderKL with 8x downsampling. Defaults: SD2.1's and SD-Turbo's latent (4 channels,
+    scale 0.18215); SD3's is ``tiny_vae(16, 1.5305, 0.0609)``, which also drops the quant convs as SD3 does."""
     from diffusers import AutoencoderKL
 
+    sd3_style = shift_factor is not None
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -38,8 +40,11 @@ def tiny_sd_vae():
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(8, 16, 16, 16),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=4,
         sample_size=512,
-        scaling_factor=0.18215,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=not sd3_style,
+        use_post_quant_conv=not sd3_style,
     )

@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from coz.backbones.tiny_parts import tiny_clip_text, tiny_sd_vae
+from coz.backbones.tiny_parts import tiny_clip_text, tiny_vae
 
 TEXT_DIM = 16
 ESTIMATOR = dict(num_feats=(8, 8, 8, 16), num_blocks=(1, 1, 1, 1), downscales=(1, 1, 2, 1), fc_hidden=32)
@@ -68,7 +68,7 @@ def _components(seed: int) -> dict:
         torch.manual_seed(seed)
         parts = dict(
             unet=_unet(),
-            vae=tiny_sd_vae(),
+            vae=tiny_vae(),
             text_encoder=tiny_clip_text(TEXT_DIM),
             estimator=DegradationEstimator(**ESTIMATOR),
         )

@@ -22,7 +22,7 @@ import functools
 
 import torch
 
-from coz.backbones.tiny_parts import tiny_clip_text, tiny_sd_vae
+from coz.backbones.tiny_parts import tiny_clip_text, tiny_vae
 
 TEXT_DIM = 32  # CLIP hidden width = the UNet's cross_attention_dim
 
@@ -66,9 +66,7 @@ def _components(seed: int) -> dict:
 
     with torch.random.fork_rng(devices=[]):  # building the twin must not move the caller's RNG
         torch.manual_seed(seed)
-        parts = dict(
-            unet=_unet(), vae=tiny_sd_vae(), text_encoder=tiny_clip_text(TEXT_DIM, hidden_act="gelu")
-        )
+        parts = dict(unet=_unet(), vae=tiny_vae(), text_encoder=tiny_clip_text(TEXT_DIM, hidden_act="gelu"))
     for module in parts.values():
         module.eval().requires_grad_(False)
     parts["tokenizer"] = clip_tokenizer()

@@ -23,7 +23,7 @@ import functools
 
 import torch
 
-from coz.backbones.tiny_parts import tiny_clip_text
+from coz.backbones.tiny_parts import tiny_clip_text, tiny_vae
 
 CLIP_DIMS = (16, 24)  # CLIP-L, CLIP-G hidden = projection width
 JOINT_DIM = 48  # T5 d_model = transformer joint_attention_dim
@@ -80,26 +80,6 @@ def _transformer():
     )
 
 
-def _vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=512,
-        scaling_factor=1.5305,
-        shift_factor=0.0609,  # SD3's values
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
-
-
 @functools.lru_cache(maxsize=2)
 def _components(seed: int) -> dict:
     from coz.prompts.hygiene import clip_tokenizer
@@ -109,7 +89,7 @@ def _components(seed: int) -> dict:
         torch.manual_seed(seed)
         parts = dict(
             transformer=_transformer(),
-            vae=_vae(),
+            vae=tiny_vae(16, 1.5305, 0.0609),  # SD3's latent channels, scale and shift
             encoders=[
                 tiny_clip_text(CLIP_DIMS[0], projection=True),
                 tiny_clip_text(CLIP_DIMS[1], projection=True),
