@@ -117,3 +117,12 @@ def test_a_missing_critic_is_one_clear_error_without_network(critic, model, monk
     cfg.model = str(tmp_path / "nowhere")
     with pytest.raises(CozError, match="no such folder"):
         build_critic(cfg, "cpu")
+
+
+def test_internvl_remote_code_runs_only_behind_a_pinned_revision(tmp_path):
+    cfg = compose_grpo(["critic=internvl"]).critic
+    assert len(str(cfg.revision)) == 40 and cfg.trust_remote_code  # the default is a pinned commit
+    cfg.revision = None
+    with pytest.raises(CozError, match="critic.revision: unset") as err:
+        build_critic(cfg, "cpu")
+    assert "\n" not in str(err.value)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -227,10 +228,16 @@ def build_critic(cfg: DictConfig, device: str | torch.device) -> Critic:
     from coz.dtypes import resolve_dtype
 
     model_id, revision = str(cfg.model), cfg.get("revision")
+    remote_code = name == "internvl" and str(cfg.backend) == "remote_code"
+    if remote_code and not revision and not Path(model_id).expanduser().is_dir():
+        raise CozError(
+            f"critic.revision: unset, but critic=internvl runs the remote code of {model_id} in-process; "
+            "pin a commit hash of that hub repo (the config's default is one)"
+        )
     check_available(model_id, revision, "critic.model")
     dtype = resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="critic.dtype")
     try:
-        if name == "internvl" and str(cfg.backend) == "remote_code":
+        if remote_code:
             from transformers import AutoModel, AutoTokenizer
 
             if not cfg.trust_remote_code:
