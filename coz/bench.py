@@ -168,12 +168,28 @@ def write_report(name: str, sections: dict[str, dict], command: str = "make benc
     return path
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--only",
-        choices=["forward", "prompts", "full", "overhead", "batching", "memory", "evaluate", "train"],
+        choices=[
+            "forward",
+            "prompts",
+            "full",
+            "overhead",
+            "batching",
+            "memory",
+            "evaluate",
+            "train",
+            "grpo_3b",
+        ],
         action="append",
     )
     args = parser.parse_args(argv)
@@ -191,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         "evaluate",
         "train",
     ]
+    if not args.only and torch_cuda_available():  # the real-size GRPO step needs a GPU to be quick
+        chosen.append("grpo_3b")
     if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward
         from coz import bench_forward
 
@@ -225,6 +243,10 @@ def main(argv: list[str] | None = None) -> None:
 
         path = write_report("train", {**bench_train(args.repeats), **bench_grpo(args.repeats)})
         print(path.read_text())
+    if "grpo_3b" in chosen:  # a Qwen2.5-VL-3B-sized policy: time and memory per GRPO step, G = 2, 4, 8
+        from coz import bench_grpo
+
+        bench_grpo.main([])
     if "evaluate" in chosen:  # images/s of experiment=offline, 1 vs 2 processes
         from coz.bench_evaluate import bench_evaluate
 

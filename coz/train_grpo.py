@@ -67,7 +67,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", ckpt, resume_step)
     log.info(
         "GRPO: policy %s, critic %s, %d training / %d validation images -> %s",
-        cfg.prompt.get("model", cfg.prompt.name),
+        cfg.prompt.get("model") or f"{cfg.prompt.name} (shape {cfg.prompt.get('shape', 'tiny')})",
         cfg.critic.name,
         len(train),
         len(val),

@@ -64,6 +64,29 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def test_the_real_size_twin_has_the_3b_models_shapes_and_the_papers_lora():
+    """prompt.shape=3b: Qwen2.5-VL-3B-Instruct's 3.75 B parameters; the paper's LoRA adapts the 7
+    projections of its 36 language-model layers and nothing in the vision encoder."""
+    import torch
+    from peft import get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from coz.grpo.policy import lora_config
+    from coz.prompts.tiny import qwen_3b_config
+
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = Qwen2_5_VLForConditionalGeneration._from_config(qwen_3b_config(), dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == 3_754_622_976
+    cfg = compose_grpo(["prompt=tiny_vlm", "prompt.shape=3b"])
+    assert cfg.prompt.shape == "3b"
+    adapted = get_peft_model(model, lora_config(cfg.lora))
+    wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in adapted.named_parameters() if ".lora_A." in n}
+    assert len(wrapped) == 36 * 7 and not any(".visual." in n for n in wrapped)
+    trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    # r x (in + out) per projection: q and o 2048 -> 2048, k and v 2048 -> 256, MLP 2048 <-> 11008
+    assert trainable == 36 * 8 * (2 * (2048 + 2048) + 2 * (2048 + 256) + 3 * (2048 + 11008)) == 14_966_784
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes(preset):
     cfg = compose_grpo([f"experiment={preset}"])

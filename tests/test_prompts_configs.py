@@ -46,3 +46,12 @@ def test_zoom_with_a_tiny_prompt_extractor_writes_prompts(compose_zoom, samples,
     if prompt == "tiny_dape":
         assert all(prompts)
     assert record["timings"]["prompt_s"] > 0
+
+
+def test_an_unknown_twin_shape_is_refused(compose_zoom):
+    from coz.errors import CozError
+    from coz.prompts.tiny import build_twin
+
+    cfg = compose_zoom(["prompt=tiny_vlm", "prompt.shape=7b", "input=x.png"]).prompt
+    with pytest.raises(CozError, match="prompt.shape=7b"):
+        build_twin(cfg, "cpu")

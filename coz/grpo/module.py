@@ -208,6 +208,8 @@ class GRPOModule(L.LightningModule):
         self.cpu_share.refresh()
         g = self.cfg.grpo
         timings = {}
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         if pairs is not None:
             self._round = self.rollout(pairs, timings)
         elif self._round is None:
@@ -239,6 +241,8 @@ class GRPOModule(L.LightningModule):
         optimizer.step()
         scheduler.step()
         timings["update_s"] = time.perf_counter() - started
+        if self.device.type == "cuda":  # this step's peak, generation and update together
+            timings["peak_gpu_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
 
         done = step + 1
         self.log("reward", r["summary"]["total"], prog_bar=True, logger=False, batch_size=1)

@@ -47,10 +47,11 @@ def build_policy(
     from peft import get_peft_model
 
     if prompt.name == "tiny_vlm":
-        from coz.prompts.tiny import build_tiny_vlm
+        from coz.prompts.tiny import build_twin
 
-        model, processor = build_tiny_vlm(seed=int(prompt.seed), max_pixels=int(prompt.max_pixels))
-        model = copy.deepcopy(model)  # the twin is cached per process: never adapt the shared copy
+        model, processor, shared = build_twin(prompt, device)
+        if shared:  # the tiny twin is cached per process: never adapt the shared copy
+            model = copy.deepcopy(model)
     else:
         from coz.dtypes import resolve_dtype
         from coz.prompts.vlm import load_qwen_vl

@@ -45,10 +45,10 @@ def _build_vlm(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
     from coz.prompts.vlm import VLMPrompts, load_qwen_vl
 
     if cfg.name == "tiny_vlm":
-        from coz.prompts.tiny import build_tiny_vlm
+        from coz.prompts.tiny import build_twin
 
-        model, processor = build_tiny_vlm(seed=int(cfg.seed), max_pixels=int(cfg.max_pixels))
-        if cfg.get("adapter"):  # the twin is shared within the process: adapt a copy
+        model, processor, shared = build_twin(cfg, device)
+        if cfg.get("adapter") and shared:  # the twin is shared within the process: adapt a copy
             model = copy.deepcopy(model)
         dtype = model.dtype
     else:

