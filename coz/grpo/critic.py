@@ -4,8 +4,10 @@ R_critic; Algorithm 2, line 5), asked with the paper's critic prompt (Appendix B
 A critic returns its raw answers; :mod:`coz.grpo.rewards` parses the score. Options (``critic=``):
 
 - ``internvl``: InternVL2.5-8B, the paper's critic (Fig. 6), through its own remote code
-  (``trust_remote_code``): its ``chat`` with both images, ``<image>`` placeholders as in B.2, each
-  image tiled as InternVL's recipe does (448-px tiles, ImageNet normalisation; a 512 view is one tile);
+  (``trust_remote_code``, behind the pinned ``critic.revision``; :mod:`coz.grpo.internvl_compat`
+  makes that 4.x-era code run on transformers 5): its ``chat`` with both images, ``<image>``
+  placeholders as in B.2, each image tiled as InternVL's recipe does (448-px tiles, ImageNet
+  normalisation; a 512 view is one tile);
 - ``qwen7b``: Qwen2.5-VL-7B-Instruct (Fig. 7), through its chat template, batched, like the policy;
 - ``tiny``: a random-weight Qwen2.5-VL (:mod:`coz.prompts.tiny`), offline: it tests plumbing, its
   answers rarely hold a number (those are counted failures scored 0);
@@ -238,7 +240,9 @@ def build_critic(cfg: DictConfig, device: str | torch.device) -> Critic:
     dtype = resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="critic.dtype")
     try:
         if remote_code:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoTokenizer
+
+            from coz.grpo.internvl_compat import load_internvl
 
             if not cfg.trust_remote_code:
                 raise CozError(
@@ -248,7 +252,7 @@ def build_critic(cfg: DictConfig, device: str | torch.device) -> Critic:
                 )
             kwargs = dict(revision=revision, trust_remote_code=True)
             tokenizer = AutoTokenizer.from_pretrained(model_id, use_fast=False, **kwargs)
-            model = AutoModel.from_pretrained(model_id, dtype=dtype, low_cpu_mem_usage=True, **kwargs)
+            model = load_internvl(model_id, revision, dtype)  # its code, made to run on transformers 5
             return InternVLCritic(
                 model.to(device), tokenizer, int(cfg.max_new_tokens), int(cfg.image_size), int(cfg.max_tiles)
             )
