@@ -36,8 +36,9 @@ SETTINGS = {
 }
 
 
-def run_step_loop(generations: int, device: str, s: dict, folder: Path) -> dict:
-    overrides = [
+def step_loop_overrides(generations: int, device: str, s: dict, folder: Path) -> list[str]:
+    """The ``coz.train_grpo`` command line of one measurement."""
+    return [
         "experiment=smoke",
         "prompt.shape=3b",
         "prompt.dtype=bfloat16",
@@ -56,6 +57,10 @@ def run_step_loop(generations: int, device: str, s: dict, folder: Path) -> dict:
         f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
         f"hydra.run.dir={folder}",
     ]
+
+
+def run_step_loop(generations: int, device: str, s: dict, folder: Path) -> dict:
+    overrides = step_loop_overrides(generations, device, s, folder)
     code = (
         "import atexit, runpy, sys; "
         "atexit.register(lambda: print('VmHWM', [l for l in open('/proc/self/status') "

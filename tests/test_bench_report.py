@@ -15,3 +15,22 @@ def test_write_report_merges_sections(tmp_path, monkeypatch):
     assert {"cpu", "torch_threads"} <= set(record["machine"]) and "torch" in record["versions"]
     text = path.read_text()
     assert "## forward" in text and "## memory" in text and "`python -m y`" in text
+
+
+def test_the_real_size_grpo_benchmark_runs_a_valid_command_line(tmp_path):
+    """``--only grpo_3b`` measures the training loop with the 3B-shaped twin: its overrides must
+    compose into the train_grpo config (a renamed key would only fail on a GPU machine)."""
+    from hydra import compose, initialize_config_dir
+
+    from coz.bench_grpo import SETTINGS, step_loop_overrides
+    from coz.cli import CONFIG_DIR, rewrite_overrides
+
+    for device, settings in SETTINGS.items():
+        overrides = step_loop_overrides(4, device, settings, tmp_path)
+        overrides = [o for o in overrides if not o.startswith("hydra.")]
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="train_grpo", overrides=rewrite_overrides(overrides, "train_grpo"))
+        assert cfg.prompt.shape == "3b" and cfg.prompt.dtype == "bfloat16" and cfg.critic.name == "keyword"
+        assert cfg.grpo.generations == 4 and cfg.grpo.max_new_tokens == settings["max_new_tokens"]
+        assert cfg.trainer.accelerator == ("gpu" if device == "cuda" else "cpu")
+    assert SETTINGS["cuda"]["generations"] == [2, 4, 8] and SETTINGS["cuda"]["max_new_tokens"] == 128
