@@ -3,8 +3,8 @@ editing it.
 
 The pinned hub commit of ``OpenGVLab/InternVL2_5-8B`` ships its own model classes
 (``trust_remote_code``). Under transformers 5 they fail in four loud ways and one silent one, each
-fixed here from the outside; every fix checks first whether the loaded code still needs it, so a hub
-revision that has caught up is left alone:
+fixed here from the outside. Fixes 1 and 3-5 apply only where the loaded code still needs them, so a
+hub revision that has caught up is left alone; fix 2 always recomputes (the same tables every time):
 
 1. *Loading.* ``InternVLChatModel.__init__`` never calls ``post_init()``, which transformers 5 needs
    (``all_tied_weights_keys``): the class is loaded through a subclass that calls it.
@@ -51,7 +51,7 @@ def load_legacy(remote_class, model_id: str, **kwargs):
                 self.post_init()
 
     WithPostInit.__name__ = WithPostInit.__qualname__ = remote_class.__name__
-    model = WithPostInit.from_pretrained(model_id, low_cpu_mem_usage=True, **kwargs)
+    model = WithPostInit.from_pretrained(model_id, **kwargs)
     restore_rotary_tables(model.language_model)
     make_generative(model.language_model)
     return model
@@ -63,7 +63,8 @@ def restore_rotary_tables(module: torch.nn.Module) -> int:
     dtype = next(module.parameters()).dtype
     count = 0
     for rotary in module.modules():
-        if all(hasattr(rotary, a) for a in ("inv_freq", "base", "dim", "_set_cos_sin_cache")):
+        needs = ("inv_freq", "base", "dim", "max_position_embeddings", "_set_cos_sin_cache")
+        if all(hasattr(rotary, a) for a in needs):
             device = rotary.inv_freq.device
             exponents = torch.arange(0, rotary.dim, 2, device=device).float() / rotary.dim
             rotary.inv_freq = 1.0 / (rotary.base**exponents)
@@ -76,8 +77,10 @@ def make_generative(language_model: torch.nn.Module) -> torch.nn.Module:
     """Fixes 3-5 on a language model that cannot ``generate`` under this transformers (in place)."""
     from transformers import GenerationConfig, GenerationMixin
 
-    if isinstance(language_model, GenerationMixin):
-        return language_model
+    if isinstance(language_model, GenerationMixin) or not hasattr(
+        language_model, "prepare_inputs_for_generation"
+    ):
+        return language_model  # generates already, or is not a legacy generative model at all
     legacy = type(language_model)
 
     # the named arguments matter: generate() accepts inputs_embeds only if this signature names it
