@@ -185,8 +185,28 @@ def test_the_estimator_sees_low_res_and_steers_the_output(images, low_res):
     base = out(b, images, low_res)
     assert torch.equal(out(b, images, low_res), base)
     assert (out(b, images, other) - base).abs().max() > 1e-3
-    # without low_res the view itself is downsampled (antialiased bicubic) for the estimator
+    # without low_res the view itself is downsampled (antialiased bicubic) for the estimator (and,
+    # with no crop to upsample, the view is what is restored)
+    b.input_resize = "view"
     torch.testing.assert_close(b.upscale(images, PROMPTS), out(b, images, low_res), atol=1e-6, rtol=0)
+
+
+def test_by_default_s3diff_restores_its_own_bilinear_upsampling_of_the_crop(images, low_res):
+    """S3Diff's inference script (and its training) feeds the model the low-res crop upsampled 4x
+    bilinearly, align_corners=False; input_resize=view restores the chain's bicubic view instead."""
+    b = randomize(S3Diff.tiny())
+    assert b.input_resize == "bilinear"
+    bilinear = torch.nn.functional.interpolate(low_res, size=64, mode="bilinear", align_corners=False)
+    own = out(b, images, low_res)
+    b.input_resize = "view"
+    assert (out(b, images, low_res) - own).abs().max() > 1e-3  # the view is not what was restored
+    b.reseed(7)
+    same = b.upscale(bilinear, PROMPTS, low_res=low_res)
+    b.reseed(7)
+    b.input_resize = "bilinear"  # the posterior noise follows the view passed in: pass the same one
+    torch.testing.assert_close(b.upscale(bilinear, PROMPTS, low_res=low_res), same, atol=1e-6, rtol=0)
+    with pytest.raises(CozError, match="input_resize='nearest'"):
+        S3Diff.tiny(input_resize="nearest")
 
 
 def test_cfg_between_the_step_prompt_and_the_negative_prompt(images, low_res):

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 TIMESTEP = 999
 GUIDANCE_SCALE = 1.07
+# What the model restores: S3Diff's own 4x bilinear of the low-res crop, or the chain's bicubic view
+INPUT_RESIZES = ("bilinear", "view")
 POSITIVE_PROMPT = (
     "A high-resolution, 8K, ultra-realistic image with sharp focus, vibrant colors, and natural lighting."
 )
@@ -98,6 +100,7 @@ class S3Diff(OneStepDiffusion):
         positive_prompt: str = POSITIVE_PROMPT,
         negative_prompt: str = NEGATIVE_PROMPT,
         color_fix: str = "wavelet",
+        input_resize: str = "bilinear",
         seed: int = 42,
         trainable: bool = False,
         name: str = "s3diff",
@@ -105,6 +108,9 @@ class S3Diff(OneStepDiffusion):
     ) -> None:
         if color_fix not in COLOR_FIXES:
             raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
+        if input_resize not in INPUT_RESIZES:
+            raise CozError(f"input_resize={input_resize!r}: use one of {', '.join(INPUT_RESIZES)}")
+        self.input_resize = input_resize
         cfg = scheduler.config
         if cfg.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction", "sample"):
             raise CozError(f"scheduler prediction_type={cfg.prediction_type!r} is not supported")
@@ -175,6 +181,7 @@ class S3Diff(OneStepDiffusion):
             positive_prompt=str(get("positive_prompt", POSITIVE_PROMPT)),
             negative_prompt=str(get("negative_prompt", NEGATIVE_PROMPT)),
             color_fix=str(get("color_fix", "wavelet")),
+            input_resize=str(get("input_resize", "bilinear")),
             seed=int(get("seed", 42)),
             lora_rank_unet=int(get("lora_rank_unet", 8 if tiny else 32)),
             lora_rank_vae=int(get("lora_rank_vae", 4 if tiny else 16)),
@@ -367,9 +374,19 @@ class S3Diff(OneStepDiffusion):
         ``low_res`` (B, 3, H/4, W/4) in [0, 1] is what the degradation estimator scores (the chain
         passes the crop the view was upsampled from). Without it the view is downsampled 4x here
         with antialiased bicubic interpolation, an approximation of the true low-res input.
+        With ``input_resize="bilinear"`` and ``low_res`` given, the model restores S3Diff's own input
+        instead of the view: ``low_res`` upsampled 4x bilinearly (``align_corners=False``), as its
+        inference script does and as it was trained; the colour fix then refers to that input too.
         """
         if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
             raise ValueError(f"expected a float (B, 3, H, W) batch, got {tuple(images.shape)} {images.dtype}")
+        seeds = images  # the posterior noise follows the view, whichever input is restored
+        if low_res is not None and self.input_resize == "bilinear":
+            if low_res.dim() != 4 or low_res.shape[:2] != images.shape[:2]:
+                raise ValueError(f"low_res must be (B, 3, h, w) like the images, got {tuple(low_res.shape)}")
+            images = F.interpolate(
+                low_res.float(), size=images.shape[-2:], mode="bilinear", align_corners=False
+            ).to(images.dtype)
         if low_res is None:
             low_res = F.interpolate(
                 images.float(), scale_factor=1 / self.scale, mode="bicubic", antialias=True
@@ -383,7 +400,7 @@ class S3Diff(OneStepDiffusion):
             pad_h, pad_w = -height % m, -width % m
             if pad_h or pad_w:  # the authors' script: reflect-pad bottom/right to a multiple of 64
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-            out, _ = self.restore(x, list(prompts), low_res.float(), self.image_generators(images))
+            out, _ = self.restore(x, list(prompts), low_res.float(), self.image_generators(seeds))
             out = (out[..., :height, :width].float() + 1) / 2  # (B, 3, H, W) in [0, 1]
             out = color_fix(self.color_fix, out, images.to(out.device, torch.float32))
         return out.to(device=images.device, dtype=images.dtype)
