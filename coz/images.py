@@ -258,6 +258,22 @@ def load_rgb(
 # --------------------------------------------------------------------------- x0
 
 
+def x0_geometry(width: int, height: int, size: int = 512) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((new_w, new_h), (left, top)): the short side is resized to ``size`` (the long one truncated,
+    as the official code's integer sizes do), then the ``size`` square at (left, top) is kept."""
+    scale = size / min(width, height)
+    new_w, new_h = max(size, int(width * scale)), max(size, int(height * scale))
+    return (new_w, new_h), ((new_w - size) // 2, (new_h - size) // 2)
+
+
+def x0_source_box(width: int, height: int, size: int = 512) -> tuple[float, float, float, float]:
+    """The region of the source, in its pixel coordinates, that x0 shows: exact, truncation included
+    (an image's center and x0's can differ by most of an x0 pixel)."""
+    (new_w, new_h), (left, top) = x0_geometry(width, height, size)
+    sx, sy = width / new_w, height / new_h
+    return (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+
+
 def prepare_x0(img: Image.Image, size: int = 512, name: str = "") -> tuple[Image.Image, list[str]]:
     """The Chain-of-Zoom scale-state x0: LANCZOS-resize so the short side is ``size``,
     then center-crop ``size`` x ``size`` (as the official code does, upscaling small
@@ -278,14 +294,10 @@ def prepare_x0(img: Image.Image, size: int = 512, name: str = "") -> tuple[Image
         notes.append(
             f"{label}: {w}x{h} is smaller than the process size {size}; upscaled (LANCZOS) before zooming"
         )
-    scale = size / min(w, h)
-    new_w, new_h = max(size, int(w * scale)), max(size, int(h * scale))
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    (new_w, new_h), (left, top) = x0_geometry(w, h, size)
     if new_w * new_h <= _MAX_INTERMEDIATE_PIXELS:
         resized = img.resize((new_w, new_h), Image.LANCZOS)
         out = resized.crop((left, top, left + size, top + size))
     else:
-        sx, sy = w / new_w, h / new_h
-        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-        out = img.resize((size, size), Image.LANCZOS, box=box)
+        out = img.resize((size, size), Image.LANCZOS, box=x0_source_box(w, h, size))
     return out, notes

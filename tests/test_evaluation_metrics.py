@@ -88,3 +88,17 @@ def test_random_crop_metrics_are_seeded(niqe_params, photo, monkeypatch):
     b, _ = metrics.score(photo)
     assert a == b
     assert Metrics(["piqe"], seed=8).seed != metrics.seed
+
+
+def test_ground_truth_follows_x0s_exact_window_on_awkward_sizes():
+    """x0's long side is truncated (2051 x 1537 -> 683 x 512, crop from 85), so its window is not the
+    source's exact center: at scale 1 the ground truth must be x0's own pixels, not a shifted copy
+    (on this texture, the center-based box scored 17 dB against x0)."""
+    from coz.images import prepare_x0
+
+    texture = np.random.default_rng(0).integers(0, 256, (400, 520, 3), dtype=np.uint8)
+    source = Image.fromarray(texture).resize((2051, 1537), Image.BICUBIC)
+    x0, _ = prepare_x0(source, 512)
+    gt = np.asarray(ground_truth(source, scale=1, size=512, min_ratio=1.0), dtype=float)
+    mse = ((gt - np.asarray(x0, dtype=float)) ** 2).mean()
+    assert mse < 1.0  # the same window resampled the same way (> 50 dB)

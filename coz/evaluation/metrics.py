@@ -124,14 +124,17 @@ def ground_truth(source: Image.Image, scale: int, size: int, min_ratio: float) -
     at least ``min_ratio * size`` pixels across it; else None.
 
     x0 is ``source`` resized so its short side is ``size``, then center-cropped (coz.images.prepare_x0),
-    so the view covers the center ``short / scale`` pixels of the source, square.
+    so the view covers the center 1/``scale`` of x0's exact source box (about ``short / scale`` source
+    pixels, square; the chain's own crops are exact for powers of 4 up to 512x).
     """
-    short = min(source.size)
-    side = short / scale
-    if side < min_ratio * size:
+    from coz.images import x0_source_box
+
+    left, top, right, bottom = x0_source_box(source.width, source.height, size)
+    side_x, side_y = (right - left) / scale, (bottom - top) / scale
+    if min(side_x, side_y) < min_ratio * size:
         return None
-    cx, cy = source.width / 2, source.height / 2
-    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    box = (cx - side_x / 2, cy - side_y / 2, cx + side_x / 2, cy + side_y / 2)
     return source.resize((size, size), Image.LANCZOS, box=box)
 
 
