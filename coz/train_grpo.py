@@ -112,6 +112,9 @@ def check_config(cfg: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise CozError(message)
+    from coz.grpo.critic import check_pinned
+
+    check_pinned(cfg.critic)
 
 
 def preflight(cfg: DictConfig) -> dict[str, str | None]:
@@ -134,13 +137,6 @@ def preflight(cfg: DictConfig) -> dict[str, str | None]:
         commits[model] = cached_commit(model, revision)
     if missing:
         raise CozError("; ".join(missing))
-    if critic and cfg.critic.get("trust_remote_code") and not critic[1]:
-        log.warning(
-            "critic.model=%s runs remote code with no pinned critic.revision; the cached commit "
-            "(%s) is recorded in run.json",
-            critic[0],
-            commits.get(critic[0]),
-        )
     if cfg.prompt.get("adapter") and not (Path(str(cfg.prompt.adapter)) / "adapter_config.json").is_file():
         raise CozError(f"prompt.adapter={cfg.prompt.adapter}: no adapter_config.json there")
     return commits

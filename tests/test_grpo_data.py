@@ -120,3 +120,6 @@ def test_validation_pairs_are_fixed_and_cycle_depths(tmp_path):
     assert val_specs(len(paths), g, seed=1) == specs and val_specs(len(paths), g, 1, limit=2) == specs[:2]
     pairs = ValPairs(paths, specs, g)
     assert len(pairs) == 5 and pairs[3].index == 3 and pairs[3].first.size == (64, 64)
+    three = val_specs(len(paths), g, seed=1, per_image=3)  # more pairs of each image, the first unchanged
+    assert len(three) == 15 and three[::3] == specs and [s.image for s in three[:6]] == [0, 0, 0, 1, 1, 1]
+    assert [s.depth for s in three[:6]] == [0, 1, 2, 1, 2, 3] and len({(s.u, s.v) for s in three}) == 15

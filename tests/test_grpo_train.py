@@ -23,7 +23,7 @@ from coz.errors import CozError
 from coz.train_grpo import _fit, preflight, run
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = ("none", "smoke", "figure6", "figure7")
+PRESETS = ("none", "smoke", "figure6", "figure7", "rule")
 # The tiny rollouts: top-10 sampling concentrates the random policy enough that a rule-rewarded word
 # appears in some completions of a group and not others (a learning signal from the first step).
 TARGET = "Illuminate"
@@ -90,7 +90,7 @@ def test_the_real_size_twin_has_the_3b_models_shapes_and_the_papers_lora():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes(preset):
     cfg = compose_grpo([f"experiment={preset}"])
-    assert cfg.grpo.generations == 2 and cfg.rewards.weights.critic == 1.0
+    assert cfg.grpo.generations == (4 if preset == "rule" else 2) and cfg.rewards.weights.critic == 1.0
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 32, 0.05)
 
 
@@ -139,6 +139,8 @@ def test_bad_options_are_refused_before_loading(photos, tmp_path):
         run(tiny(photos, f"input={tmp_path}/nothing"), run_dir=tmp_path / "r")
     with pytest.raises(CozError, match="adapter_config.json"):
         preflight(tiny(photos, f"prompt.adapter={tmp_path}"))
+    with pytest.raises(CozError, match="critic.revision: unset"):  # remote code only behind a pin
+        check_config(compose_grpo(["critic=internvl", "critic.revision=null"]))
 
 
 @pytest.fixture(scope="module")

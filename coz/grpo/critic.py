@@ -213,6 +213,21 @@ def critic_model(cfg: DictConfig) -> tuple[str, str | None] | None:
     return (str(cfg.model), cfg.get("revision")) if cfg.name in ("internvl", "qwen7b") else None
 
 
+def runs_remote_code(cfg: DictConfig) -> bool:
+    return str(cfg.name) == "internvl" and str(cfg.get("backend", "remote_code")) == "remote_code"
+
+
+def check_pinned(cfg: DictConfig) -> None:
+    """Remote code runs only behind a pinned commit: a hub id without ``critic.revision`` is refused
+    (a local folder is the user's own, trusted as it is)."""
+    model_id = str(cfg.get("model", ""))
+    if runs_remote_code(cfg) and not cfg.get("revision") and not Path(model_id).expanduser().is_dir():
+        raise CozError(
+            f"critic.revision: unset, but critic=internvl runs the remote code of {model_id} in-process; "
+            "pin a commit hash of that hub repo (the config's default is one)"
+        )
+
+
 def build_critic(cfg: DictConfig, device: str | torch.device) -> Critic:
     name = str(cfg.name)
     if name == "keyword":
@@ -230,12 +245,8 @@ def build_critic(cfg: DictConfig, device: str | torch.device) -> Critic:
     from coz.dtypes import resolve_dtype
 
     model_id, revision = str(cfg.model), cfg.get("revision")
-    remote_code = name == "internvl" and str(cfg.backend) == "remote_code"
-    if remote_code and not revision and not Path(model_id).expanduser().is_dir():
-        raise CozError(
-            f"critic.revision: unset, but critic=internvl runs the remote code of {model_id} in-process; "
-            "pin a commit hash of that hub repo (the config's default is one)"
-        )
+    remote_code = runs_remote_code(cfg)
+    check_pinned(cfg)
     check_available(model_id, revision, "critic.model")
     dtype = resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="critic.dtype")
     try:

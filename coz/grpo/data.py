@@ -196,12 +196,17 @@ class TrainPairs(IterableDataset):
             b += workers
 
 
-def val_specs(n_images: int, geometry: Geometry, seed: int, limit: int | None = None) -> list[PairSpec]:
-    """One pair per validation image, depths cycling through ``geometry.depths``, fixed by ``seed``."""
+def val_specs(
+    n_images: int, geometry: Geometry, seed: int, limit: int | None = None, per_image: int = 1
+) -> list[PairSpec]:
+    """``per_image`` pairs per validation image (one for a large set like LSDIR's 849; more where a
+    few images must give a smooth curve), depths cycling through ``geometry.depths``, fixed by ``seed``."""
     specs = []
     for j in range(n_images):
-        rng = np.random.default_rng([int(seed), 2, j])
-        specs.append(PairSpec(j, int(geometry.depths[j % len(geometry.depths)]), *map(float, rng.random(2))))
+        for k in range(per_image):
+            rng = np.random.default_rng([int(seed), 2, j] + ([k] if k else []))  # k = 0: as with one each
+            depth = int(geometry.depths[(j + k) % len(geometry.depths)])
+            specs.append(PairSpec(j, depth, *map(float, rng.random(2))))
     return specs[:limit] if limit is not None else specs
 
 

@@ -109,7 +109,8 @@ class GRPOModule(L.LightningModule):
             max_pixels=float(cfg.data.max_pixels),
         )
         limit = cfg.val.get("limit")
-        self.val_specs = val_specs(len(self.val_paths), self.geometry, int(cfg.seed), limit)
+        per_image = int(cfg.val.get("pairs_per_image", 1))
+        self.val_specs = val_specs(len(self.val_paths), self.geometry, int(cfg.seed), limit, per_image)
         self.logs = None
         if self.global_rank == 0:
             from coz.grpo.logs import RunLogs
