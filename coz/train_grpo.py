@@ -163,7 +163,7 @@ def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
 def checkpoint_step(path: Path) -> int:
     import torch
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     return int(checkpoint.get("global_step", 0))
 
 
@@ -238,7 +238,7 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
             use_distributed_sampler=False,
             default_root_dir=str(run_dir),
         )
-        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
+        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     return trainer, module
 
 

@@ -58,7 +58,9 @@ class SaveAtEnd(L.Callback):
     """Write the final checkpoint when training stops (steps need not divide by the checkpoint interval)."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(str(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"))
+        # a full checkpoint (optimizer state included), so that a longer rerun resumes from here
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        trainer.save_checkpoint(str(last), weights_only=False)
 
 
 def _identity(batch):
