@@ -276,7 +276,7 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
         seconds=round(time.perf_counter() - started, 2),
         validation=rewards,
     )
-    plot = plot_rewards(rewards, run_dir / "rewards.png")
+    plot = plot_rewards(rewards, run_dir / "rewards.png", trained)
     _write_record(run_dir, record)
     if rewards:
         first, last = rewards[0], rewards[-1]

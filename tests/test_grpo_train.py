@@ -338,3 +338,14 @@ def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
     assert [int(r["step"]) for r in read_csv(folder / "train.csv")] == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # no second run folder from the workers
+
+
+def test_the_reward_plot_shows_validation_and_the_trailing_training_mean(tmp_path):
+    from coz.grpo.logs import plot_rewards, trailing_mean
+
+    assert trailing_mean([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    keys = ("critic", "phrase", "repetition", "total")
+    val = [{"step": str(s), **{k: "0.5" for k in keys}} for s in (0, 10, 20)]
+    train = [{"step": str(s), **{k: str(s / 20) for k in keys}} for s in range(1, 21)]
+    path = plot_rewards(val, tmp_path / "rewards.png", train)
+    assert path.stat().st_size > 10_000 and plot_rewards([], tmp_path / "none.png") is None

@@ -125,6 +125,8 @@ class RunLogs:
         self.rewards.append(row)
         for sample in samples:
             self.samples.append(sample)
+        # redrawn at every validation: the curves can be watched while the run goes on
+        plot_rewards(self.rewards.rows(), self.run_dir / "rewards.png", self.train.rows())
         folder = self.run_dir / "samples"
         for index, (first, second) in pictures.items():
             path = folder / f"pair_{index:03d}.png"
@@ -168,8 +170,20 @@ def side_by_side(first: Image.Image, second: Image.Image, size: int = 256) -> Im
     return canvas
 
 
-def plot_rewards(rows: list[dict[str, str]], path: Path) -> Path | None:
-    """The four validation reward curves against the step, as the paper's Figures 6 and 7."""
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_rewards(
+    rows: list[dict[str, str]], path: Path, train: list[dict[str, str]] | None = None
+) -> Path | None:
+    """The four validation reward curves (greedy prompts) against the step, as the paper's Figures 6
+    and 7; with ``train``, also the sampled completions' rewards, a trailing mean over the steps
+    between two validations, in a lighter line."""
     if not rows:
         return None
     import matplotlib
@@ -178,6 +192,7 @@ def plot_rewards(rows: list[dict[str, str]], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = [int(r["step"]) for r in rows]
+    window = max(1, steps[1] - steps[0]) if len(steps) > 1 else 1
     fig, axes = plt.subplots(1, 4, figsize=(14, 3), constrained_layout=True)
     titles = {
         "critic": "Critic reward",
@@ -186,10 +201,16 @@ def plot_rewards(rows: list[dict[str, str]], path: Path) -> Path | None:
         "total": "Total reward",
     }
     for ax, (key, title) in zip(axes, titles.items(), strict=True):
-        ax.plot(steps, [float(r[key]) for r in rows], marker="o", markersize=3)
+        if train:
+            values = trailing_mean([float(r[key]) for r in train], window)
+            label = f"training (sampled, mean of {window})"
+            ax.plot([int(r["step"]) for r in train], values, color="tab:orange", alpha=0.6, label=label)
+        ax.plot(steps, [float(r[key]) for r in rows], marker="o", markersize=3, label="validation (greedy)")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    if train:
+        axes[-1].legend(fontsize=7, loc="best")
     from coz.atomic import write_atomic
 
     write_atomic(path, lambda p: fig.savefig(p, dpi=100, format="png"))
