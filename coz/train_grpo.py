@@ -45,11 +45,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     from coz.grpo.data import list_images, split_images
 
     root = cfg.get("input") or cfg.data.root
-    if cfg.data.get("write_samples"):
+    if cfg.data.get("write_samples") and not cfg.get("input"):  # never into a folder the user gave
         from coz.samples import write_samples
 
         write_samples(str(root))
-    paths = list_images(str(root), recursive=bool(cfg.data.recursive))
+    option = "input" if cfg.get("input") else "data.root"
+    paths = list_images(str(root), recursive=bool(cfg.data.recursive), option=option)
     train, val = split_images(paths, float(cfg.data.val_fraction), int(cfg.seed))
     commits = preflight(cfg)  # a missing model fails here, before anything loads
 
@@ -91,6 +92,17 @@ def check_config(cfg: DictConfig) -> None:
         (int(g.batch_size) >= 1, f"grpo.batch_size={g.batch_size}: must be at least 1"),
         (updates >= 1, f"grpo.updates_per_generation={updates}: must be at least 1"),
         (float(g.temperature) > 0, f"grpo.temperature={g.temperature}: must be > 0"),
+        (0 < float(g.top_p) <= 1, f"grpo.top_p={g.top_p}: must be in (0, 1] (1: no nucleus truncation)"),
+        (int(g.top_k) >= 0, f"grpo.top_k={g.top_k}: must be >= 0 (0: no top-k truncation)"),
+        (int(g.max_new_tokens) >= 1, f"grpo.max_new_tokens={g.max_new_tokens}: must be at least 1"),
+        (int(cfg.lora.r) >= 1, f"lora.r={cfg.lora.r}: the LoRA rank must be at least 1"),
+        (0 <= float(cfg.lora.dropout) < 1, f"lora.dropout={cfg.lora.dropout}: must be in [0, 1)"),
+        (int(cfg.val.batch_size) >= 1, f"val.batch_size={cfg.val.batch_size}: must be at least 1"),
+        (int(cfg.val.get("pairs_per_image", 1)) >= 1, "val.pairs_per_image: must be at least 1"),
+        (
+            int(cfg.checkpoint.every_n_steps) >= 1,
+            f"checkpoint.every_n_steps={cfg.checkpoint.every_n_steps}: >= 1",
+        ),
         (
             str(g.advantage.scale) in SCALES,
             f"grpo.advantage.scale={g.advantage.scale}: use {', '.join(SCALES)}",
@@ -98,6 +110,11 @@ def check_config(cfg: DictConfig) -> None:
         (
             str(g.loss_aggregation) in AGGREGATIONS,
             f"grpo.loss_aggregation={g.loss_aggregation}: use {', '.join(AGGREGATIONS)}",
+        ),
+        (
+            int(g.steps) % updates == 0,
+            f"grpo.steps={g.steps} must be a multiple of grpo.updates_per_generation={updates} "
+            "(the run must not end inside a generation round)",
         ),
         (
             int(cfg.checkpoint.every_n_steps) % updates == 0,
@@ -146,18 +163,32 @@ def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     """``resume=auto``: the run folder's last checkpoint if any; ``resume=PATH``: that .ckpt or the last
     checkpoint of that run folder; ``resume=none``: start afresh (refused if the folder has one)."""
     mode = str(cfg.resume)
-    own = run_dir / "checkpoints" / "last.ckpt"
     if mode == "auto":
-        return own if own.is_file() else None
+        return newest_checkpoint(run_dir / "checkpoints")
     if mode == "none":
-        if own.is_file():
+        if newest_checkpoint(run_dir / "checkpoints"):
             raise CozError(f"{run_dir} already holds a checkpoint; use resume=auto or another hydra.run.dir")
         return None
     path = Path(mode).expanduser()
-    path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-    if not path.is_file():
+    path = newest_checkpoint(path / "checkpoints") if path.is_dir() else path
+    if path is None or not path.is_file():
         raise CozError(f"resume={mode}: no checkpoint there (give a .ckpt file or a train_grpo run folder)")
     return path
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The readable checkpoint of ``folder`` with the most steps (``last.ckpt`` on a tie): the periodic
+    ``step-N.ckpt`` of a run killed after it is newer than the ``last.ckpt`` of the run before."""
+    best, best_step = None, -1
+    for path in sorted(folder.glob("*.ckpt"), key=lambda p: p.name != "last.ckpt"):
+        try:
+            step = checkpoint_step(path)
+        except Exception as err:  # noqa: BLE001 - a damaged file is skipped, the others still count
+            log.warning("checkpoint %s is unreadable (%s); skipped", path, str(err).splitlines()[0])
+            continue
+        if step > best_step:
+            best, best_step = path, step
+    return best
 
 
 def checkpoint_step(path: Path) -> int:
@@ -215,7 +246,7 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
         save_top_k=int(cfg.checkpoint.keep),
         monitor="step",
         mode="max",
-        save_last=True,
+        save_last=False,  # last.ckpt is SaveAtEnd's; resuming takes the newest of all (newest_checkpoint)
         save_on_train_epoch_end=False,
     )
     with warnings.catch_warnings():

@@ -131,16 +131,68 @@ def test_missing_models_fail_in_one_line_naming_them(photos, tmp_path):
 def test_bad_options_are_refused_before_loading(photos, tmp_path):
     from coz.train_grpo import check_config
 
-    for bad in ("grpo.generations=1", "grpo.advantage.scale=rank", "checkpoint.every_n_steps=3"):
-        cfg = tiny(photos, bad, "grpo.updates_per_generation=2")
-        with pytest.raises(CozError):
+    for bad in (
+        "grpo.generations=1",
+        "grpo.advantage.scale=rank",
+        "checkpoint.every_n_steps=3",
+        "grpo.steps=5",  # the run would end inside a generation round of 2 updates
+        "grpo.top_p=0",
+        "lora.r=0",
+        "val.batch_size=0",
+    ):
+        cfg = tiny(photos, "grpo.updates_per_generation=2", "grpo.steps=4", bad)
+        with pytest.raises(CozError, match=bad.split("=")[0]):
             check_config(cfg)
+    check_config(tiny(photos, "grpo.updates_per_generation=2", "grpo.steps=4"))  # and that one is fine
     with pytest.raises(CozError, match="no such folder"):
         run(tiny(photos, f"input={tmp_path}/nothing"), run_dir=tmp_path / "r")
     with pytest.raises(CozError, match="adapter_config.json"):
         preflight(tiny(photos, f"prompt.adapter={tmp_path}"))
     with pytest.raises(CozError, match="critic.revision: unset"):  # remote code only behind a pin
         check_config(compose_grpo(["critic=internvl", "critic.revision=null"]))
+    with pytest.raises(CozError, match="'main' is not a commit hash"):
+        check_config(compose_grpo(["critic=internvl", "critic.revision=main"]))
+
+
+def test_a_given_folder_is_never_filled_with_the_sample_photos(tmp_path):
+    """experiment=smoke writes the sample photos into data.root only; input=FOLDER is the user's."""
+    empty = tmp_path / "mine"
+    empty.mkdir()
+    with pytest.raises(CozError, match=f"input={empty}: 0 image"):
+        run(compose_grpo(["experiment=smoke", f"input={empty}", "logger=csv"]), run_dir=tmp_path / "r")
+    assert not any(empty.iterdir())
+
+
+def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
+    """A run that ended at step 60 (last.ckpt) was continued and killed after its step-100 save: the
+    next continuation starts from 100, not 60; an unreadable file is skipped."""
+    from coz.train_grpo import newest_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert newest_checkpoint(folder) is None
+    torch.save({"global_step": 60}, folder / "last.ckpt")
+    assert newest_checkpoint(folder) == folder / "last.ckpt"
+    torch.save({"global_step": 100}, folder / "step-000100.ckpt")
+    torch.save({"global_step": 50}, folder / "step-000050.ckpt")
+    (folder / "step-000200.ckpt").write_bytes(b"half a checkpoint")
+    assert newest_checkpoint(folder) == folder / "step-000100.ckpt"
+    torch.save({"global_step": 100}, folder / "last.ckpt")
+    assert newest_checkpoint(folder) == folder / "last.ckpt"  # a tie goes to last.ckpt
+
+
+def test_a_fresh_start_drops_the_logs_of_an_earlier_start_killed_before_its_first_checkpoint(tmp_path):
+    from omegaconf import OmegaConf
+
+    from coz.grpo.logs import RunLogs
+
+    (tmp_path / "train.csv").write_text("step,total\n1,0.5\n2,0.5\n")
+    (tmp_path / "rewards.csv").write_text("step,total\n0,0.5\n")
+    RunLogs(tmp_path, OmegaConf.create({"name": "csv"}), {}, resume_step=None).close()
+    assert read_csv(tmp_path / "train.csv") == [] and read_csv(tmp_path / "rewards.csv") == []
+    (tmp_path / "train.csv").write_text("step,total\n1,0.5\n2,0.5\n3,0.5\n")
+    RunLogs(tmp_path, OmegaConf.create({"name": "csv"}), {}, resume_step=2).close()
+    assert [r["step"] for r in read_csv(tmp_path / "train.csv")] == ["1", "2"]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ Critics are frozen and decode greedily (``do_sample=False``, repetition penalty 
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -220,11 +221,14 @@ def runs_remote_code(cfg: DictConfig) -> bool:
 def check_pinned(cfg: DictConfig) -> None:
     """Remote code runs only behind a pinned commit: a hub id without ``critic.revision`` is refused
     (a local folder is the user's own, trusted as it is)."""
-    model_id = str(cfg.get("model", ""))
-    if runs_remote_code(cfg) and not cfg.get("revision") and not Path(model_id).expanduser().is_dir():
+    model_id, revision = str(cfg.get("model", "")), str(cfg.get("revision") or "")
+    if not runs_remote_code(cfg) or Path(model_id).expanduser().is_dir():
+        return
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        what = "unset" if not revision else f"{revision!r} is not a commit hash (a branch or tag can move)"
         raise CozError(
-            f"critic.revision: unset, but critic=internvl runs the remote code of {model_id} in-process; "
-            "pin a commit hash of that hub repo (the config's default is one)"
+            f"critic.revision: {what}, but critic=internvl runs the remote code of {model_id} in-process; "
+            "pin the 40-hex commit hash of that hub repo (the config's default is one)"
         )
 
 

@@ -77,13 +77,13 @@ class Geometry:
             )
 
 
-def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
+def list_images(root: str | Path, recursive: bool = True, option: str = "data.root") -> list[Path]:
     """Image files under ``root`` (recursively: LSDIR keeps its photos in numbered sub-folders), sorted
-    by relative path, hidden files and folders skipped."""
+    by relative path, hidden files and folders skipped. ``option`` names the setting in errors."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CozError(
-            f"data.root={root}: no such folder; give a folder of high-resolution photos "
+            f"{option}={root}: no such folder; give a folder of high-resolution photos "
             f"(LSDIR in the paper) with data.root=FOLDER or input=FOLDER, or set COZ_DATA"
         )
     found = root.rglob("*") if recursive else root.iterdir()
@@ -94,6 +94,11 @@ def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
         and p.is_file()
     ]
+    if len(paths) < 2:
+        raise CozError(
+            f"{option}={root}: {len(paths)} image(s) found ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+            "training needs at least 2, one to train on and one to validate with"
+        )
     return sorted(paths, key=lambda p: p.relative_to(root).as_posix())
 
 

@@ -90,9 +90,10 @@ class RunLogs:
         self.rewards = CsvFile(run_dir / "rewards.csv", REWARD_FIELDS)
         self.train = CsvFile(run_dir / "train.csv")
         self.samples = CsvFile(run_dir / "samples.csv", SAMPLE_FIELDS)
-        if resume_step is not None:
-            for log in (self.rewards, self.train, self.samples):
-                log.truncate_after(resume_step)
+        # rows after the checkpoint trained from are the past of a run that crashed: drop them (a fresh
+        # start drops all, e.g. those of a start killed before its first checkpoint)
+        for log in (self.rewards, self.train, self.samples):
+            log.truncate_after(resume_step if resume_step is not None else -1)
         self.wandb = None
         if str(logger_cfg.name) == "wandb":
             import wandb

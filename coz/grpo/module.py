@@ -186,11 +186,14 @@ class GRPOModule(L.LightningModule):
         """``save_pretrained`` into ``folder`` atomically (written beside it, then renamed)."""
         import shutil
 
-        tmp = folder.with_name(f".{folder.name}.tmp")
+        tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
         shutil.rmtree(tmp, ignore_errors=True)
         self.policy.save_pretrained(str(tmp))
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():  # moved aside, not deleted, until the new one is in place
+            folder.rename(old)
         tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
         return folder
 
     # ------------------------------------------------------------------ the loop
@@ -332,7 +335,10 @@ class GRPOModule(L.LightningModule):
         sums = torch.zeros(N_REWARD_COLUMNS + 1, device=self.device)  # the five columns, then the count
         samples, pictures = [], {}
         kwargs = greedy_kwargs(v, self.io.pad_id())
-        for batch in loader:
+        from tqdm.auto import tqdm
+
+        shown = self.global_rank == 0 and bool(self.cfg.trainer.progress_bar)
+        for batch in tqdm(loader, desc=f"validation at step {step}", leave=False, disable=not shown):
             pairs = [p for p in batch if p is not None]
             if not pairs:
                 continue
@@ -381,6 +387,9 @@ class GRPOModule(L.LightningModule):
             "pairs": int(totals[-1]),
             "seconds": time.perf_counter() - started,
         }
+        if row["pairs"] == 0:  # no validation image could be read: nothing to report, not a zero
+            log.warning("step %d validation: no readable validation pair; nothing logged", step)
+            return row
         if self.logs:
             self.logs.log_validation(row, samples, pictures)
         log.info(
