@@ -263,7 +263,7 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
             logger=False,
             callbacks=[checkpoints, SaveAtEnd()],
             enable_model_summary=False,
-            enable_progress_bar=bool(t.progress_bar),
+            enable_progress_bar=False,  # the module draws its own (trainer.progress_bar)
             num_sanity_val_steps=0,
             limit_val_batches=0,
             use_distributed_sampler=False,

@@ -198,10 +198,19 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------ the loop
     def on_train_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        # our own bar, not Lightning's: the pair stream is endless (Lightning would show "Epoch 0/-2"),
+        # and a resumed run counts on from its checkpoint towards grpo.steps
+        shown = self.trainer.is_global_zero and bool(self.cfg.trainer.progress_bar)
+        steps = int(self.cfg.grpo.steps)
+        self.bar = tqdm(total=steps, initial=self.global_step, desc="GRPO", unit="step", disable=not shown)
         if self.global_step == 0 and bool(self.cfg.val.at_start):
             self.validate_policy(0)
 
     def on_train_end(self) -> None:
+        if getattr(self, "bar", None):
+            self.bar.close()
         if self.trainer.is_global_zero:
             self.save_adapter(self.run_dir / "adapter")
 
@@ -251,7 +260,9 @@ class GRPOModule(L.LightningModule):
             timings["peak_gpu_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
 
         done = step + 1
-        self.log("reward", r["summary"]["total"], prog_bar=True, logger=False, batch_size=1)
+        if getattr(self, "bar", None):
+            self.bar.set_postfix(reward=f"{r['summary']['total']:.3f}", refresh=False)
+            self.bar.update(1)
         if self.logs:
             row = {"step": done, "loss": float(loss.detach()), **r["summary"], "grad_norm": float(grad_norm)}
             row.update({k: float(v) for k, v in stats.items()}, lr=lr, **timings)
