@@ -143,7 +143,9 @@ def save_released_transformer_lora(transformer: nn.Module, path: str | Path) -> 
     flat = []
     for _, module in adaln_lora_modules(transformer):
         flat += [module.lora_up.weight.detach().cpu().clone(), module.lora_down.weight.detach().cpu().clone()]
-    torch.save(flat, path)
+    from coz.atomic import write_atomic
+
+    write_atomic(path, lambda tmp: torch.save(flat, tmp))
 
 
 def vae_lora_targets(encoder: nn.Module) -> list[str]:
@@ -236,8 +238,10 @@ def write_lora_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata
     """Our safetensors format for any backbone: ``tensors`` plus ``{"format": "coz-lora", **metadata}``."""
     from safetensors.torch import save_file
 
+    from coz.atomic import write_atomic
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(tensors, str(path), metadata={"format": FORMAT, **metadata})
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, **metadata}))
 
 
 def read_lora_file(

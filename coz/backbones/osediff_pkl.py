@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from coz.atomic import write_atomic
 from coz.backbones.lora_formats import VAE_ADAPTER, VAE_LORA_PATTERNS, load_torch_file
 from coz.errors import CozError
 
@@ -188,7 +189,7 @@ def save_osediff_pkl(
         "state_dict_unet": cpu(unet_release_state(unet)),
         "state_dict_vae": cpu(vae_release_state(vae)),
     }
-    torch.save(release, path)
+    write_atomic(path, lambda tmp: torch.save(release, tmp))
 
 
 def read_osediff_pkl(path: str | Path) -> OSEDiffRelease:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coz.atomic import write_atomic
 from coz.backbones.color_fix import COLOR_FIXES, color_fix
 from coz.backbones.degradation_estimator import DegradationEstimator, load_estimator_weights
 from coz.backbones.one_step import OneStepDiffusion
@@ -223,7 +224,7 @@ class S3Diff(OneStepDiffusion):
         )
         if de_net_path is not None:
             state = {k: v.detach().cpu().clone() for k, v in self.estimator.state_dict().items()}
-            torch.save(state, de_net_path)
+            write_atomic(de_net_path, lambda tmp: torch.save(state, tmp))
 
     def load_estimator(self, path: str | Path) -> None:
         """``de_net.pth``: the degradation estimator's state dict."""

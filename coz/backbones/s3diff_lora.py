@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from coz.atomic import write_atomic
 from coz.backbones.lora_formats import load_torch_file, read_lora_file, write_lora_file
 from coz.errors import CozError
 
@@ -297,7 +298,7 @@ def write_release(
     sd["w"] = nn.Parameter(modulation.W.detach().cpu().clone(), requires_grad=False)
     sd["state_embeddings"] = {key: getattr(modulation, attr).state_dict() for key, attr in EMBEDDINGS.items()}
     sd["state_embeddings"] = {k: _cpu(v) for k, v in sd["state_embeddings"].items()}
-    torch.save(sd, path)
+    write_atomic(path, lambda tmp: torch.save(sd, tmp))
 
 
 def _is_state(value) -> bool:
