@@ -6,7 +6,7 @@ degradation, stages, losses and optimisers follow implementation-facts.md sectio
 ``conf/train_sr.yaml``. A run folder holds ``run.json``, ``train_sr.log``, ``checkpoints/``
 (safetensors, ``last.safetensors``), ``images/`` (LR / SR / HR grids), the logger's files and
 ``export/`` (the final weights in coz.zoom's formats). ``ckpt_path=last`` with the run's
-``hydra.run.dir=`` resumes it exactly.
+``hydra.run.dir=`` and its original overrides resumes it exactly (longer ``stages``: trains on).
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     from coz.sr_training.checkpoints import resolve_ckpt_path
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):
+        # a fresh run here would train from scratch over the old run's logs, run.json and export
+        raise CozError(
+            f"hydra.run.dir={run_dir} already holds checkpoints; resume with ckpt_path=last "
+            "or use another hydra.run.dir"
+        )
     from coz.runtime import seed_everything
 
     seed_everything(int(cfg.seed))
@@ -199,8 +205,13 @@ def _write_run_json(run_dir: Path, cfg: DictConfig, ckpt_path: str | None) -> No
         "versions": versions(),
         "machine": machine(),
     }
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if ckpt_path and rank_zero_only.rank != 0:  # DDP's other processes rerun this: one record a resume
+        return
     if ckpt_path:  # keep the first run's record; note the resume beside it
-        write_run_json_path = run_dir / f"run-resumed-{Path(ckpt_path).stem}.json"
+        n = len(list(run_dir.glob("run-resumed-*.json"))) + 1  # every resume its own record, as logs
+        write_run_json_path = run_dir / f"run-resumed-{n}.json"
         from coz.atomic import write_text_atomic
 
         write_text_atomic(write_run_json_path, json.dumps(record, indent=2, default=str))

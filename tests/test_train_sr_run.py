@@ -169,8 +169,50 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     for sa, sb in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
         for i, state in sa["state"].items():
             assert torch.equal(state["exp_avg_sq"], sb["state"][i]["exp_avg_sq"])
+    assert [r["step"] for r in metrics(straight)] == ["1", "2", "3", "4"]  # once each (accumulate=2)
     losses = [{r["step"]: r["loss/l2"] for r in metrics(folder)} for folder in (straight, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+@pytest.mark.slow
+def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_path):
+    """A finished run (its last checkpoint from the end of training) continued with a longer stage
+    trains exactly the extra step and ends as the longer run; resuming from an older file re-links
+    ``last`` to what it writes; a fresh run into a folder with checkpoints is refused."""
+    import os
+
+    from coz.errors import CozError
+
+    stages = (
+        "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: %d}]"
+    )
+    base = ["checkpoint.every_n_steps=2", "log.every_n_steps=2"]
+    straight, folder = tmp_path / "straight", tmp_path / "continued"
+    run(compose_train([*base, stages % 2]), straight)
+    run(compose_train([*base, stages % 1]), folder)  # step 3 saved by the end of training
+    run(compose_train([*base, stages % 2, "ckpt_path=last"]), folder)
+
+    a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
+    b = load_checkpoint_file(folder / "checkpoints" / "last.safetensors")
+    assert a["coz"]["step"] == b["coz"]["step"] == 4
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    # each logged step once (log.every_n_steps=2: step 1, then every 2nd), the continuation only step 4
+    logs = [folder / "logs" / "metrics.csv", folder / "logs-resumed-1" / "metrics.csv"]
+    steps = [[r["step"] for r in csv.DictReader(p.open())] for p in logs]
+    assert steps == [["1", "2"], ["4"]]
+
+    with pytest.raises(CozError, match="already holds checkpoints; resume with ckpt_path=last"):
+        run(compose_train([*base, stages % 2]), folder)
+    older = folder / "checkpoints" / "step_0000002.safetensors"
+    run(compose_train([*base, stages % 1, f"ckpt_path={older}"]), folder)  # step 3 again, not 4
+    last = folder / "checkpoints" / "last.safetensors"
+    assert load_checkpoint_file(last)["coz"]["step"] == 3
+    assert os.path.samefile(last, folder / "checkpoints" / "step_0000003.safetensors")
+    assert sorted(p.name for p in folder.glob("run-resumed-*.json")) == [
+        "run-resumed-1.json",
+        "run-resumed-2.json",
+    ]
 
 
 @pytest.mark.slow

@@ -128,15 +128,23 @@ class StepCheckpoint(Callback):
     def __init__(self, folder: Path, every: int, keep: int = 0) -> None:
         self.folder, self.every, self.keep = Path(folder), int(every), int(keep)
         self.saved: list[Path] = []
+        self.last_step: int | None = None  # the step saved last in this process
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # ``keep`` counts the checkpoints of earlier (resumed) runs in this folder too
+        self.saved = sorted(self.folder.glob("step_*.safetensors"))
 
     def _save(self, trainer, step: int) -> None:
-        path = self.folder / f"step_{step:07d}.safetensors"
-        if path.exists():
+        # Decided on the step alone, the same on every rank: save_checkpoint is a collective under
+        # DDP / FSDP. An existing file of this step (from before a resume) is overwritten atomically.
+        if step == self.last_step:  # the end of training right after a periodic save
             return
+        self.last_step = step
+        path = self.folder / f"step_{step:07d}.safetensors"
         trainer.save_checkpoint(str(path), weights_only=False)
         if trainer.is_global_zero:
             link_or_copy_atomic(path, self.folder / LAST)
-            self.saved.append(path)
+            self.saved = [p for p in self.saved if p != path] + [path]
             if self.keep > 0:
                 for old in self.saved[: -self.keep]:
                     old.unlink(missing_ok=True)

@@ -61,6 +61,13 @@ class Generator:
                 f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
             )
         params = self._named_trainable()
+        for key, value in state.items():  # e.g. a resume with another backbone.lora_rank
+            if tuple(value.shape) != tuple(params[key].shape):
+                raise CozError(
+                    f"checkpoint does not match backbone={self.name}: {key} is {tuple(value.shape)}, "
+                    f"not {tuple(params[key].shape)} (the checkpoint was written with another "
+                    "backbone.lora_rank / vae_lora_rank)"
+                )
         with torch.no_grad():
             for key, value in state.items():
                 params[key].copy_(value.to(params[key].device, params[key].dtype))

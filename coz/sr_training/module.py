@@ -43,6 +43,21 @@ from coz.sr_training.stages import Stages
 log = logging.getLogger("coz.train_sr")
 
 
+def _reopen_the_epoch(checkpoint: dict[str, Any]) -> None:
+    """A run is one epoch whose length is the stages' steps from ``self.step`` on. A checkpoint of the
+    last step (or the end of training) records that epoch as over (``is_last_batch``, epoch processed),
+    and Lightning (max_epochs=1) would then train nothing: continuing with more steps must go on with
+    the same epoch, so mark it unfinished (the loader covers the remaining steps by itself)."""
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not fit:
+        return
+    fit["epoch_loop.batch_progress"]["is_last_batch"] = False
+    for counts in fit["epoch_progress"].values():  # started, not processed nor completed: mid-epoch
+        counts["ready"] = counts["started"] = 1
+        counts["processed"] = counts["completed"] = 0
+    checkpoint["epoch"] = 0
+
+
 class SRTrainingModule(L.LightningModule):
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         super().__init__()
@@ -122,6 +137,16 @@ class SRTrainingModule(L.LightningModule):
         )
         reg = {k.removeprefix("regulariser/"): v for k, v in state.items() if k.startswith("regulariser/")}
         if self.reg is not None:
+            own = self.reg.fake.state_dict()
+            for key, value in reg.items():  # one line, not torch's size-mismatch traceback
+                if key in own and own[key].shape != value.shape:
+                    from coz.errors import CozError
+
+                    raise CozError(
+                        f"checkpoint does not match the regulariser: {key} is {tuple(value.shape)}, "
+                        f"not {tuple(own[key].shape)} (the checkpoint was written with another "
+                        "regulariser.rank)"
+                    )
             self.reg.fake.load_state_dict(reg, strict=True)
         return None
 
@@ -155,6 +180,7 @@ class SRTrainingModule(L.LightningModule):
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        _reopen_the_epoch(checkpoint)
         log.info("resumed at step %d, stage %s", self.step, self.stages.at(self.step).name)
 
     # ---- optimisers -------------------------------------------------------------------------
@@ -326,10 +352,12 @@ class SRTrainingModule(L.LightningModule):
                 int(self.cfg.data.batch_size) * self.accumulate * int(self.trainer.world_size)
             )
         self._clock, self._images_since = now, 0
-        metrics["step"] = float(self.step)
-        self.log_dict(
-            metrics, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False, rank_zero_only=True
-        )
+        # Straight to the loggers, once: self.log_dict would have Lightning re-log these last values at
+        # every later batch (micro-batches and steps between two logged ones), repeating rows.
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=self.step)
+                logger.save()
 
     def _log_images(self, x: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor) -> None:
         """A grid of LR (as the backbone saw it) / SR / HR crops, saved under images/ and sent to W&B."""
