@@ -320,13 +320,17 @@ class SRTrainingModule(L.LightningModule):
         optimisers = self.optimizers()
         optimisers = optimisers if isinstance(optimisers, list) else [optimisers]
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
         max_norm = float(self.cfg.optim.max_grad_norm or 0.0)
-        for opt in optimisers:
-            if max_norm > 0:  # on scaled gradients, the scaled threshold clips exactly like the unscaled one
-                self.clip_gradients(opt, gradient_clip_val=max_norm * scale, gradient_clip_algorithm="norm")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        if scaler is not None:  # fp16: one scale update for all optimisers (coz/sr_training/amp.py)
+            from coz.sr_training.amp import step_with_one_scale
+
+            step_with_one_scale(scaler, [opt.optimizer for opt in optimisers], max_norm)
+        else:
+            for opt in optimisers:
+                if max_norm > 0:
+                    self.clip_gradients(opt, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                opt.zero_grad(set_to_none=True)
         schedulers = self.lr_schedulers()
         for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
             sched.step()
