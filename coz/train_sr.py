@@ -96,8 +96,15 @@ def check_config(cfg: DictConfig) -> None:
     if int(cfg.optim.accumulate) < 1 or int(cfg.data.batch_size) < 1:
         raise CozError("optim.accumulate and data.batch_size must be >= 1")
     crop = int(cfg.data.crop)
-    if crop % 32:
-        raise CozError(f"data.crop={crop}: must be a multiple of 32 (4x down, then the VAE's 8x)")
+    if crop <= 0 or crop % 32:
+        raise CozError(f"data.crop={crop}: must be a positive multiple of 32 (4x down, then the VAE's 8x)")
+    o = cfg.optim
+    for key in ("lr", "weight_decay", "eps", "max_grad_norm", "warmup_steps"):
+        if o.get(key) is not None and float(o[key]) < 0:
+            raise CozError(f"optim.{key}={o[key]}: must be >= 0")
+    resize = cfg.get("degradation", {}).get("resize_back")
+    if resize is not None and str(resize) not in ("random", "bicubic"):
+        raise CozError(f"degradation.resize_back={resize}: use random or bicubic")
 
 
 def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):

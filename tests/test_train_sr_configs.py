@@ -55,6 +55,9 @@ def test_defaults_are_the_papers_recipe():
         (["data.sources=[{path: x}]", "backbone=s3diff"], "coz.train_sr trains"),
         (["data.sources=[{path: x}]", "trainer.strategy=horovod"], "trainer.strategy"),
         (["data.sources=[{path: x}]", "data.crop=100"], "multiple of 32"),
+        (["data.sources=[{path: x}]", "data.crop=-32"], "positive multiple of 32"),
+        (["data.sources=[{path: x}]", "optim.lr=-1e-3"], "optim.lr"),
+        (["data.sources=[{path: x}]", "degradation.resize_back=bicubc"], "degradation.resize_back"),
         (["data.sources=[{path: x}]", "stages=[{degradation: blur, steps: 3}]"], "degradation"),
     ],
 )
