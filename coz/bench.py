@@ -168,6 +168,10 @@ def write_report(name: str, sections: dict[str, dict], command: str = "make benc
     return path
 
 
+# what `make bench` runs (grpo_3b too where CUDA is present: the real-size GRPO step needs a GPU)
+SECTIONS = ("forward", "prompts", "full", "overhead", "batching", "memory", "evaluate", "train")
+
+
 def torch_cuda_available() -> bool:
     import torch
 
@@ -177,36 +181,13 @@ def torch_cuda_available() -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--only",
-        choices=[
-            "forward",
-            "prompts",
-            "full",
-            "overhead",
-            "batching",
-            "memory",
-            "evaluate",
-            "train",
-            "grpo_3b",
-        ],
-        action="append",
-    )
+    parser.add_argument("--only", choices=[*SECTIONS, "grpo_3b"], action="append")
     args = parser.parse_args(argv)
 
     from coz.samples import write_samples
 
     sample = write_samples(Path(tempfile.gettempdir()) / "coz-bench-samples", names=("astronaut",))[0]
-    chosen = args.only or [
-        "forward",
-        "prompts",
-        "full",
-        "overhead",
-        "batching",
-        "memory",
-        "evaluate",
-        "train",
-    ]
+    chosen = args.only or list(SECTIONS)
     if not args.only and torch_cuda_available():  # the real-size GRPO step needs a GPU to be quick
         chosen.append("grpo_3b")
     if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward

@@ -43,20 +43,23 @@ def photos(tmp_path_factory) -> Path:
     return folder
 
 
+def tiny_overrides(photos: Path, *overrides: str) -> list[str]:
+    """The tiny loop on ``photos`` with the rule critic rewarding TARGET, as command-line overrides."""
+    return [
+        "experiment=smoke",
+        f"input={photos}",
+        "data.write_samples=false",
+        "logger=csv",
+        "critic=keyword",
+        f"critic.words=[{TARGET}]",
+        "grpo.top_k=10",
+        "grpo.generations=4",
+        *overrides,
+    ]
+
+
 def tiny(photos: Path, *overrides: str):
-    return compose_grpo(
-        [
-            "experiment=smoke",
-            f"input={photos}",
-            "data.write_samples=false",
-            "logger=csv",
-            "critic=keyword",
-            f"critic.words=[{TARGET}]",
-            "grpo.top_k=10",
-            "grpo.generations=4",
-            *overrides,
-        ]
-    )
+    return compose_grpo(tiny_overrides(photos, *overrides))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -275,17 +278,7 @@ def test_kill_and_resume_continues_exactly(photos, tmp_path):
     """SIGKILL a run after its first checkpoint; rerunning into its folder resumes and ends with the
     adapter of an uninterrupted run."""
     args = ["grpo.steps=6", "checkpoint.every_n_steps=2", "val.every_n_steps=3", "trainer.progress_bar=false"]
-    overrides = [
-        "experiment=smoke",
-        f"input={photos}",
-        "data.write_samples=false",
-        "logger=csv",
-        "critic=keyword",
-        f"critic.words=[{TARGET}]",
-        "grpo.top_k=10",
-        "grpo.generations=4",
-        *args,
-    ]
+    overrides = tiny_overrides(photos, *args)
     folder = tmp_path / "killed"
     command = [sys.executable, "-m", "coz.train_grpo", *overrides, f"hydra.run.dir={folder}"]
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
