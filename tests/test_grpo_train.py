@@ -284,9 +284,10 @@ def test_kill_and_resume_continues_exactly(photos, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
-    while (
-        not (folder / "adapters" / "step-000002").exists() and proc.poll() is None and time.time() < deadline
-    ):
+    # the checkpoint file itself (Lightning writes it atomically), not adapters/step-000002: that one is
+    # written while the checkpoint is being made, and a kill in between leaves nothing to resume from
+    first = folder / "checkpoints" / "step-000002.ckpt"
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
