@@ -28,6 +28,15 @@ ENDOFTEXT_ID, IM_END_ID = 151643, 151645
 VOCAB_SIZE = 151936  # Qwen2.5-VL's embedding rows (the tokenizer uses the first 151,669)
 
 
+# where the image tokens sit in Qwen2.5-VL's vocabulary (every twin config passes them)
+VISION_TOKEN_IDS = dict(
+    image_token_id=IMAGE_PAD_ID,
+    video_token_id=VIDEO_PAD_ID,
+    vision_start_token_id=VISION_START_ID,
+    vision_end_token_id=VISION_END_ID,
+)
+
+
 def chat_template() -> str:
     return CHAT_TEMPLATE.read_text()
 
@@ -72,10 +81,7 @@ def tiny_qwen_config(hidden: int = 32, layers: int = 2, heads: int = 4):
             window_size=112,
             fullatt_block_indexes=[1],
         ),
-        image_token_id=IMAGE_PAD_ID,
-        video_token_id=VIDEO_PAD_ID,
-        vision_start_token_id=VISION_START_ID,
-        vision_end_token_id=VISION_END_ID,
+        **VISION_TOKEN_IDS,
     )
 
 
@@ -131,14 +137,11 @@ def qwen_3b_config():
             tokens_per_second=2,
         ),
         tie_word_embeddings=True,
-        image_token_id=IMAGE_PAD_ID,
-        video_token_id=VIDEO_PAD_ID,
-        vision_start_token_id=VISION_START_ID,
-        vision_end_token_id=VISION_END_ID,
+        **VISION_TOKEN_IDS,
     )
 
 
-SHAPES = {"tiny": tiny_qwen_config, "3b": qwen_3b_config}
+SHAPES = ("tiny", "3b")
 
 
 def twin_generation_config():
@@ -154,10 +157,9 @@ def twin_generation_config():
     )
 
 
-def build_real_size_vlm(seed: int, max_pixels: int, dtype, device):
-    """(model, processor): a random Qwen2.5-VL with the 3B model's shapes, initialised in ``dtype``
-    directly on ``device`` (7.5 GB in bfloat16), for real-size benchmarks without the weights. Not
-    cached: every call builds a new one."""
+def seeded_twin(config, seed: int, dtype=None, device="cpu"):
+    """A random Qwen2.5-VL of ``config``, seeded, built in ``dtype`` on ``device``, with the Instruct
+    generation config; building it does not move the caller's random state."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -165,11 +167,18 @@ def build_real_size_vlm(seed: int, max_pixels: int, dtype, device):
     torch.manual_seed(seed)
     try:
         with torch.device(device):
-            model = Qwen2_5_VLForConditionalGeneration._from_config(qwen_3b_config(), dtype=dtype).eval()
+            model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype).eval()
     finally:
         torch.random.set_rng_state(generator_state)
     model.generation_config = twin_generation_config()
-    return model, build_tiny_processor(max_pixels)
+    return model
+
+
+def build_real_size_vlm(seed: int, max_pixels: int, dtype, device):
+    """(model, processor): a random Qwen2.5-VL with the 3B model's shapes, initialised in ``dtype``
+    directly on ``device`` (7.5 GB in bfloat16), for real-size benchmarks without the weights. Not
+    cached: every call builds a new one."""
+    return seeded_twin(qwen_3b_config(), seed, dtype, device), build_tiny_processor(max_pixels)
 
 
 def build_twin(cfg, device) -> tuple:
@@ -190,15 +199,7 @@ def build_twin(cfg, device) -> tuple:
 
 @functools.lru_cache(maxsize=4)
 def build_tiny_vlm(seed: int = 0, max_pixels: int = 112 * 112):
-    """(model, processor): a seeded random tiny Qwen2.5-VL, built once per process (seconds)."""
+    """(model, processor): a seeded random tiny Qwen2.5-VL (float32), built once per process (seconds)."""
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = Qwen2_5_VLForConditionalGeneration(tiny_qwen_config()).eval()
-    finally:
-        torch.random.set_rng_state(generator_state)  # building the twin must not move the caller's seed
-    model.generation_config = twin_generation_config()
-    return model, build_tiny_processor(max_pixels)
+    return seeded_twin(tiny_qwen_config(), seed, torch.float32), build_tiny_processor(max_pixels)
