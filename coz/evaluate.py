@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None 
         )
     log.info("%s / %s: %d image(s) to score -> %s", job["dataset"], job["method"], len(todo), run_dir)
     if todo:
-        _predict(cfg, run_dir, todo, job)
+        _predict(cfg, run_dir, todo, job, job_label(job))
 
     rows = [r for r in read_rows(run_dir) if r["dataset"] == job["dataset"] and r["method"] == job["method"]]
     images = {r["image"] for r in rows}
@@ -101,7 +102,40 @@ def describe_job(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any]) -> None:
+def job_label(job: dict[str, Any]) -> str:
+    """``job 2/6: coz_vlm on div2k`` in a sweep, ``coz_vlm on div2k`` alone."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    text = f"{job['method']} on {job['dataset']}"
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return text
+    hc = HydraConfig.get()
+    total = sweep_size(dict(hc.sweeper.get("params") or {}), sys.argv[1:])
+    return f"job {int(hc.job.num) + 1}{f'/{total}' if total else ''}: {text}"
+
+
+def sweep_size(params: dict[str, str], args: list[str]) -> int | None:
+    """How many jobs Hydra's basic sweeper makes of a preset's ``hydra.sweeper.params`` and the
+    command line's overrides (the command line wins per key); None when it cannot tell."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        lines = {key: f"{key}={value}" for key, value in params.items()}
+        for arg in args:
+            if not arg.startswith("-"):
+                lines[arg.split("=", 1)[0]] = arg
+        overrides = OverridesParser.create().parse_overrides(list(lines.values()))
+        total = 1
+        for override in overrides:
+            if override.is_sweep_override():
+                total *= len(list(override.sweep_string_iterator()))
+        return total
+    except Exception:  # noqa: BLE001 - a label, never worth failing a job for
+        return None
+
+
+def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], label: str = "") -> None:
     import lightning as L
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
@@ -122,10 +156,11 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any]) ->
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
+            enable_progress_bar=False,  # the module counts images x scales (coz.progress)
             use_distributed_sampler=False,  # the module shards itself: no padded repeats
             default_root_dir=str(run_dir),
         )
-        trainer.predict(EvaluationModule(cfg, run_dir, todo, job), return_predictions=False)
+        trainer.predict(EvaluationModule(cfg, run_dir, todo, job, label), return_predictions=False)
 
 
 def _device_count(accelerator: str) -> int:

@@ -31,6 +31,7 @@ nothing else does.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +40,12 @@ from PIL import Image
 
 from coz.backbones.base import Backbone
 from coz.images import ImageInputError
+from coz.progress import Progress
 from coz.prompts.base import PromptExtractor, with_user_prompt
 from coz.tiling import GAUSSIAN_VARIANCE
 from coz.timing import PhaseTimer
+
+log = logging.getLogger("coz.zoom")
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right)
 
@@ -185,12 +189,27 @@ def super_resolve_full(
     f = backbone.scale
     up = image.resize((w * f, h * f), Image.LANCZOS)
     tiles = backbone.full_image_tiles(h, w, options)
+    log.info(
+        "full-image step: %dx%d -> %dx%d (%.1f Mpx), %d tiles",
+        w,
+        h,
+        w * f,
+        h * f,
+        w * f * h * f / 1e6,
+        len(tiles),
+    )
     context = context_copy(image, size) if options.multiscale else None
     texts: list[str] = []
-    with timer.phase("prompt"):
-        for start in range(0, len(tiles), options.prompt_batch):
+    batches = range(0, len(tiles), options.prompt_batch)
+    shown = prompter.name != "null"  # the null prompt takes no time: no bar
+    with (
+        timer.phase("prompt"),
+        Progress(len(batches), "prompts", "batches", leave=False, enabled=shown) as bar,
+    ):
+        for start in batches:
             chunk = tiles[start : start + options.prompt_batch]
             texts += prompter.extract(tile_views(up, chunk), [context] * len(chunk))
+            bar.update()
     if len(texts) != len(tiles):
         raise RuntimeError(
             f"prompt extractor {prompter.name} gave {len(texts)} prompts for {len(tiles)} tiles"

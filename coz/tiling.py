@@ -12,10 +12,13 @@ Peak memory is set by the tile, not the image.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from fractions import Fraction
 
 import torch
+
+from coz.progress import Progress, format_seconds
 
 GAUSSIAN_VARIANCE = 0.01
 
@@ -61,6 +64,7 @@ def tiled_apply(
     overlap: int,
     scale: float | Fraction = 1,
     variance: float = GAUSSIAN_VARIANCE,
+    label: str | None = None,
 ) -> torch.Tensor:
     """Run ``fn(tile_tensor, tile_index)`` on overlapping tiles of ``x`` (B, C, H, W) and blend.
 
@@ -69,11 +73,17 @@ def tiled_apply(
     The output and weight accumulators live where ``fn`` returns its tiles: ``x`` can stay on
     the CPU (even as uint8) while ``fn`` moves each tile to the accelerator and back, so the
     device holds one tile at a time.
+
+    ``label`` names a progress bar over the tiles (with, after the first tile, a line estimating
+    the time for all of them); None shows nothing.
     """
     scale = Fraction(scale).limit_denominator(64)
     _, _, height, width = x.shape
+    boxes = tile_boxes(height, width, tile, overlap)
+    progress = Progress(len(boxes), label or "", "tiles", leave=False, enabled=label is not None)
     out = weight_sum = None
-    for index, (top, left, bottom, right) in enumerate(tile_boxes(height, width, tile, overlap)):
+    for index, (top, left, bottom, right) in enumerate(boxes):
+        started = time.perf_counter()
         y = fn(x[..., top:bottom, left:right], index)  # (B, C', th*s, tw*s)
         box = [v * scale for v in (top, left, bottom, right)]
         if any(b.denominator != 1 for b in box) or y.shape[-2:] != (box[2] - box[0], box[3] - box[1]):
@@ -87,6 +97,14 @@ def tiled_apply(
             weight_sum = y.new_zeros(int(height * scale), int(width * scale))
         out[..., t:b, le:r] += y * w
         weight_sum[t:b, le:r] += w
+        progress.update()
+        if index == 0 and len(boxes) > 1:
+            took = time.perf_counter() - started
+            progress.write(
+                f"{progress.desc}: the first of {len(boxes)} tiles took {took:.1f} s: "
+                f"about {format_seconds(took * len(boxes))} for all of them"
+            )
+    progress.close()
     return out.div_(weight_sum)  # in place: no second full-size tensor
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from coz.backbones import build_backbone
 from coz.chain import INTERPOLATION_MODES, ZoomChain
@@ -25,6 +24,7 @@ from coz.full_image import FullImageOptions, prepare_full_x0
 from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
 from coz.loggers import build_logger
 from coz.outputs import BackgroundWriter, is_finished
+from coz.progress import Progress
 from coz.prompts import NullPrompt, build_prompt_extractor
 from coz.runinfo import machine, versions, write_run_json
 from coz.runtime import fixed_threads, hydra_choices, hydra_run_dir, resolve_device, seed_everything
@@ -100,7 +100,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     )
 
     writer = BackgroundWriter(run_dir, cfg.save, chain.factor, max_pending=2 * batch_size)
-    progress = tqdm(total=len(todo) * chain.steps, desc="zoom", unit="step", dynamic_ncols=True)
+    progress = Progress(  # a resumed run counts on from the images already zoomed
+        len(images) * chain.steps, "zoom", "image-steps", initial=(len(images) - len(todo)) * chain.steps
+    )
     try:
         for start in range(0, len(todo), batch_size):
             batch = []
@@ -121,7 +123,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                 batch.append((name, path, x0, notes + resize_notes))
             if not batch:
                 continue
-            progress.set_postfix_str(", ".join(name for name, *_ in batch)[:40])
+            progress.set_postfix(", ".join(name for name, *_ in batch)[:40])
             zooms = chain.run(
                 [x0 for _, _, x0, _ in batch],
                 on_step=lambda n: (progress.update(n), cpu_share.refresh()),

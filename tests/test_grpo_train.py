@@ -214,6 +214,10 @@ def trained(photos, tmp_path_factory):
     train, val = split_images(list_images(photos), float(cfg.data.val_fraction), int(cfg.seed))
     trainer, module = _fit(cfg, run_dir, train, val, None, None)
     assert trainer.global_step == 3
+    from coz.progress import finished
+
+    bar = [c for c in finished if c.desc == "train_grpo"][-1]
+    assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 3, 0, 3)
     return cfg, run_dir, initial, module
 
 

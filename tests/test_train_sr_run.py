@@ -159,6 +159,10 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
         trainer.fit(module)
     assert load_checkpoint_file(resumed / "checkpoints" / "last.safetensors")["coz"]["step"] == 2
     run(compose_train([*overrides, "ckpt_path=last"]), resumed)
+    from coz.progress import finished
+
+    bar = [c for c in finished if c.desc == "train_sr"][-1]
+    assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 4, 2, 4)  # counts on from step 2
 
     a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
     b = load_checkpoint_file(resumed / "checkpoints" / "step_0000004.safetensors")

@@ -100,4 +100,5 @@ class Backbone(ABC):
             options.pixel_overlap * unit,
             scale=1 if self.takes_upsampled_input else f,
             variance=options.tile_variance,
+            label="SR tiles",
         )

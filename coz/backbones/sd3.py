@@ -329,6 +329,7 @@ class OSEDiffSD3(OneStepDiffusion):
             options.vae_encoder_overlap,
             Fraction(1, 8),
             options.tile_variance,
+            "VAE encode tiles",
         )
         n_tiles = len(tile_boxes(z.shape[-2], z.shape[-1], options.latent_tile, options.latent_overlap))
         if len(prompts) != n_tiles:
@@ -344,7 +345,9 @@ class OSEDiffSD3(OneStepDiffusion):
             zt = tile.to(dev, self.dtype)
             return (zt - self.predict_velocity(zt, prompt_embeds, pooled)).float().cpu()
 
-        z = tiled_apply(step_tile, z, options.latent_tile, options.latent_overlap, 1, options.tile_variance)
+        z = tiled_apply(
+            step_tile, z, options.latent_tile, options.latent_overlap, 1, options.tile_variance, "SR tiles"
+        )
         decode_boxes = tile_boxes(
             z.shape[-2], z.shape[-1], options.vae_decoder_tile, options.vae_decoder_overlap
         )
@@ -357,7 +360,13 @@ class OSEDiffSD3(OneStepDiffusion):
             return y.cpu()
 
         return tiled_apply(
-            decode_tile, z, options.vae_decoder_tile, options.vae_decoder_overlap, 8, options.tile_variance
+            decode_tile,
+            z,
+            options.vae_decoder_tile,
+            options.vae_decoder_overlap,
+            8,
+            options.tile_variance,
+            "VAE decode tiles",
         )
 
 

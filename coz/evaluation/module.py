@@ -35,9 +35,12 @@ OVERLAP_FIELDS = ("overlap_cos", "nonoverlap_cos")
 class EvaluationModule(L.LightningModule):
     """Zoom and score ``items`` with the method of ``cfg``; rows go to ``run_dir/rows/``."""
 
-    def __init__(self, cfg: DictConfig, run_dir: str | Path, items: list[Item], job: dict[str, Any]) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: str | Path, items: list[Item], job: dict[str, Any], label: str = ""
+    ) -> None:
         super().__init__()
         self.cfg, self.run_dir, self.items, self.job = cfg, Path(run_dir), items, job
+        self.label = label or f"{job['method']} on {job['dataset']}"  # the progress bar's name
         self.chain: ZoomChain | None = None  # built in setup(), in the worker, on its device
 
     # ------------------------------------------------------------------ set-up, in each process
@@ -87,6 +90,18 @@ class EvaluationModule(L.LightningModule):
     def teardown(self, stage: str) -> None:
         if getattr(self, "cpu_share", None):
             self.cpu_share.close()
+        if getattr(self, "bar", None):
+            self.bar.close()
+
+    def on_predict_start(self) -> None:
+        from coz.progress import Progress
+
+        # the unit the user waits on: one image at one scale, zoomed and scored (not Lightning's batches)
+        mine = len(self.items[self.global_rank :: self.trainer.world_size])
+        label = self.label if self.trainer.world_size == 1 else f"{self.label} (rank 0's share)"
+        self.bar = Progress(
+            mine * len(self._scales()), label, "image-scales", enabled=self.trainer.is_global_zero
+        )
 
     def predict_dataloader(self) -> DataLoader:
         mine = self.items[self.global_rank :: self.trainer.world_size]
@@ -130,6 +145,8 @@ class EvaluationModule(L.LightningModule):
         def on_step(n: int) -> None:
             marks.append({k: self.timer.seconds.get(k, 0.0) - start.get(k, 0.0) for k in ("sr", "prompt")})
             self.cpu_share.refresh()
+            if getattr(self, "bar", None):
+                self.bar.set_postfix(f"zoomed x{self.chain.factor ** len(marks)}")
 
         zooms = self.chain.run(x0s, on_step=on_step, names=names)
         cumulative = self.chain.mode in ("recursive", "recursive_multiscale")
@@ -172,6 +189,11 @@ class EvaluationModule(L.LightningModule):
             }
             for s in self._scales()
         )
+        self._advance(len(self._scales()))
+
+    def _advance(self, n: int) -> None:
+        if getattr(self, "bar", None):
+            self.bar.update(n)
 
     def _write_scores(self, item: Item, source: Image.Image, zoom, times: list[dict[str, float]]) -> None:
         extra = [{}] * len(zoom.steps)
@@ -187,6 +209,7 @@ class EvaluationModule(L.LightningModule):
             started = time.perf_counter()
             scores, failures = self.metrics.score(step.state, reference)
             metrics_s = time.perf_counter() - started
+            self._advance(1)
             row = {**self._base(item, step.scale), "failed": 0, "failed_metrics": failures, "error": ""}
             row.update(
                 sr_s=t["sr"], pe_s=t["prompt"], metrics_s=metrics_s, prompt=step.prompt or "", **scores

@@ -198,13 +198,13 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------ the loop
     def on_train_start(self) -> None:
-        from tqdm.auto import tqdm
+        from coz.progress import Progress
 
         # our own bar, not Lightning's: the pair stream is endless (Lightning would show "Epoch 0/-2"),
         # and a resumed run counts on from its checkpoint towards grpo.steps
         shown = self.trainer.is_global_zero and bool(self.cfg.trainer.progress_bar)
         steps = int(self.cfg.grpo.steps)
-        self.bar = tqdm(total=steps, initial=self.global_step, desc="GRPO", unit="step", disable=not shown)
+        self.bar = Progress(steps, "train_grpo", "steps", initial=self.global_step, enabled=shown)
         if self.global_step == 0 and bool(self.cfg.val.at_start):
             self.validate_policy(0)
 
@@ -261,7 +261,7 @@ class GRPOModule(L.LightningModule):
 
         done = step + 1
         if getattr(self, "bar", None):
-            self.bar.set_postfix(reward=f"{r['summary']['total']:.3f}", refresh=False)
+            self.bar.set_postfix(reward=float(r["summary"]["total"]), loss=float(loss.detach()))
             self.bar.update(1)
         if self.logs:
             row = {"step": done, "loss": float(loss.detach()), **r["summary"], "grad_norm": float(grad_norm)}

@@ -256,6 +256,18 @@ class SRTrainingModule(L.LightningModule):
             module.eval()
         self._clock = time.perf_counter()
 
+    def on_train_start(self) -> None:
+        from coz.progress import Progress
+
+        # our own bar, not Lightning's ("Epoch 0/0 ... v_num"): optimiser steps towards the stages'
+        # total, counting on from the checkpoint after a resume, with the latest losses
+        shown = self.trainer.is_global_zero and bool(self.cfg.log.progress_bar)
+        self.bar = Progress(self.stages.total, "train_sr", "steps", initial=self.step, enabled=shown)
+
+    def on_train_end(self) -> None:
+        if getattr(self, "bar", None):
+            self.bar.close()
+
     def on_train_epoch_start(self) -> None:
         for module in self.models.values():
             module.eval()
@@ -312,6 +324,8 @@ class SRTrainingModule(L.LightningModule):
         self.step += 1
         self.stepped_now = True
         self._log(terms, generator_loss, stage_index)
+        if getattr(self, "bar", None):
+            self.bar.update()
         every = int(self.cfg.log.images_every or 0)
         if every and (self.step % every == 0 or self.step == 1):
             self._log_images(x, sr, hr)
@@ -356,6 +370,10 @@ class SRTrainingModule(L.LightningModule):
                 int(self.cfg.data.batch_size) * self.accumulate * int(self.trainer.world_size)
             )
         self._clock, self._images_since = now, 0
+        if getattr(self, "bar", None):
+            self.bar.set_postfix(
+                **{k.removeprefix("loss/"): v for k, v in metrics.items() if k.startswith("loss/")}
+            )
         # Straight to the loggers, once: self.log_dict would have Lightning re-log these last values at
         # every later batch (micro-batches and steps between two logged ones), repeating rows.
         if self.trainer.is_global_zero:
