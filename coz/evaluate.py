@@ -62,10 +62,13 @@ def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None 
     from coz.evaluation.report import build_report
 
     outputs = build_report(root, cfg)
-    if cfg.logger.name == "wandb":
+    from coz.wandb_run import logger_kinds
+
+    if "wandb" in logger_kinds(cfg.logger):  # the rows are always CSV files: csv adds nothing
         from coz.evaluation.wandb_log import log_evaluation
 
-        log_evaluation(cfg, run_dir, root, job, rows)
+        position, total = sweep_position()
+        log_evaluation(cfg, run_dir, root, job, rows, ends_sweep=total is None or position == total)
     print(
         f"coz.evaluate: {job['dataset']} / {job['method']}: {len(images)} image(s) scored, {len(failed)} failed"
     )
@@ -104,15 +107,23 @@ def describe_job(cfg: DictConfig) -> dict[str, Any]:
 
 def job_label(job: dict[str, Any]) -> str:
     """``job 2/6: coz_vlm on div2k`` in a sweep, ``coz_vlm on div2k`` alone."""
+    text = f"{job['method']} on {job['dataset']}"
+    position, total = sweep_position()
+    if position is None:
+        return text
+    return f"job {position}{f'/{total}' if total else ''}: {text}"
+
+
+def sweep_position() -> tuple[int | None, int | None]:
+    """(this job's number from 1, the sweep's job count) in a ``-m`` run; (None, None) for a single
+    job; the count is None when it cannot be told."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    text = f"{job['method']} on {job['dataset']}"
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return text
+        return None, None
     hc = HydraConfig.get()
-    total = sweep_size(dict(hc.sweeper.get("params") or {}), sys.argv[1:])
-    return f"job {int(hc.job.num) + 1}{f'/{total}' if total else ''}: {text}"
+    return int(hc.job.num) + 1, sweep_size(dict(hc.sweeper.get("params") or {}), sys.argv[1:])
 
 
 def sweep_size(params: dict[str, str], args: list[str]) -> int | None:

@@ -1,9 +1,9 @@
-"""Run loggers, chosen by the ``logger=`` config group: csv, wandb (offline by default), none."""
+"""Run loggers of ``coz.zoom``, chosen by the ``logger=`` config group: csv, wandb (offline by default),
+both, none."""
 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,52 +44,105 @@ class CsvLogger(RunLogger):
 
 
 class WandbLogger(RunLogger):
-    """Weights & Biases: each zoom as an image sequence (one image per scale, captioned with its
-    prompt), its strip, and a table of prompts. Offline unless ``WANDB_MODE`` says otherwise."""
+    """Weights & Biases (see :mod:`coz.wandb_run`): at the end of the run one gallery table, a row per
+    finished image of the folder (a resumed run's earlier images included): x1..xN as images
+    captioned with their prompts, the animated zoom as a video, the prompts as text; the phase
+    timings go to the summary."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, run_config: dict[str, Any]) -> None:
-        import wandb
+        from coz.wandb_run import start_wandb
 
-        self.wandb = wandb
-        self.run = wandb.init(
-            project=cfg.project,
-            entity=cfg.entity,
-            mode=os.environ.get("WANDB_MODE", cfg.mode),
-            dir=str(run_dir),
-            name=run_dir.name,
-            config=run_config,
-            tags=list(cfg.tags),
-            reinit="finish_previous",
-        )
-        self.table = wandb.Table(columns=["image", "step", "scale", "prompt"])
-
-    def log_zoom(self, name: str, zoom: Zoom, files: dict[str, Path]) -> None:
-        images = [
-            self.wandb.Image(state, caption=f"x{scale}" + (f": {zoom.steps[i - 1].prompt}" if i else ""))
-            for i, (state, scale) in enumerate(zip(zoom.states, zoom.scales, strict=True))
-        ]
-        payload = {f"zoom/{name}/states": images}
-        if "strip" in files:
-            payload[f"zoom/{name}/strip"] = self.wandb.Image(str(files["strip"]))
-        self.run.log(payload)
-        for i, step in enumerate(zoom.steps, start=1):
-            self.table.add_data(name, i, step.scale, step.prompt or "")
+        self.run_dir = run_dir
+        self.run = start_wandb(cfg.logger, run_dir, "zoom", run_config)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
-        self.run.log({"prompts": self.table})
-        for key, value in summary.items():
-            self.run.summary[key] = value
+        table = gallery_table(self.run_dir)
+        if table is not None:
+            self.run.log({"gallery": table})
+        self.run.summary.update(summary)
 
     def close(self) -> None:
         self.run.finish()
 
 
+#: States wider or taller than this go to W&B as smaller copies (full-image SR makes huge ones).
+GALLERY_MAX_SIDE = 2048
+
+
+def gallery_table(run_dir: Path):
+    """The W&B table of every finished image in ``run_dir`` (read from its ``zoom.json``)."""
+    import json
+
+    import wandb
+    from PIL import Image
+
+    records = []
+    for path in sorted((run_dir / "images").glob("*/zoom.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not records:
+        return None
+    scales = records[0]["scales"]
+    columns = ["image", *(f"x{s}" for s in scales), "zoom", "prompts"]
+    table = wandb.Table(columns=columns)
+    for record in records:
+        files, prompts = record["files"], record.get("prompts") or []
+        cells = []
+        for i, scale in enumerate(scales):
+            file = run_dir / files.get(f"state_{i}", "")
+            if i >= len(record["scales"]) or not file.is_file():
+                cells.append(None)
+                continue
+            caption = f"x{scale}" + (
+                f": {prompts[i - 1]}" if i and i <= len(prompts) and prompts[i - 1] else ""
+            )
+            image = Image.open(file)
+            if max(image.size) > GALLERY_MAX_SIDE:
+                image.thumbnail((GALLERY_MAX_SIDE, GALLERY_MAX_SIDE))
+                cells.append(wandb.Image(image, caption=caption))
+            else:
+                cells.append(wandb.Image(str(file), caption=caption))
+        gif = run_dir / files["gif"] if "gif" in files else None
+        video = wandb.Video(str(gif), format="gif") if gif is not None and gif.is_file() else None
+        table.add_data(
+            record["name"],
+            *cells,
+            video,
+            "\n".join(f"x{s}: {p}" for s, p in zip(scales[1:], prompts, strict=False)),
+        )
+    return table
+
+
+class MultiLogger(RunLogger):
+    """``logger=both``: every call goes to each logger."""
+
+    def __init__(self, loggers: list[RunLogger]) -> None:
+        self.loggers = loggers
+
+    def log_zoom(self, name: str, zoom: Zoom, files: dict[str, Path]) -> None:
+        for logger in self.loggers:
+            logger.log_zoom(name, zoom, files)
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log_summary(summary)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
 def build_logger(cfg: DictConfig, run_dir: Path) -> RunLogger:
-    name = str(cfg.logger.name)
-    if name == "csv":
-        return CsvLogger(run_dir)
-    if name == "wandb":
-        return WandbLogger(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    if name == "none":
+    from coz.wandb_run import logger_kinds
+
+    kinds = logger_kinds(cfg.logger)
+    loggers: list[RunLogger] = []
+    if "csv" in kinds:
+        loggers.append(CsvLogger(run_dir))
+    if "wandb" in kinds:
+        loggers.append(WandbLogger(cfg, run_dir, OmegaConf.to_container(cfg, resolve=True)))
+    if not loggers:
         return RunLogger()
-    raise ValueError(f"logger={name}: unknown logger (available: csv, wandb, none)")
+    return loggers[0] if len(loggers) == 1 else MultiLogger(loggers)

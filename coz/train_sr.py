@@ -61,7 +61,10 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
         warnings.filterwarnings(
             "ignore", message=".*module\\(s\\) in eval mode.*"
         )  # the frozen base, on purpose
-        trainer.fit(module, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, ckpt_path=ckpt_path)
+        finally:
+            _finish_wandb(trainer)
     export = run_dir / "export" / "export.json"
     record = {"run_dir": str(run_dir), "checkpoints": str(run_dir / "checkpoints")}
     if export.is_file():
@@ -73,6 +76,16 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
         print(f"coz.train_sr: use them with: {zoom_command(str(cfg.backbone.name), files)}")
     print(f"coz.train_sr: run folder {run_dir}")
     return record
+
+
+def _finish_wandb(trainer) -> None:
+    """Close this run's W&B run (Lightning leaves it open): a later run in the same process, such as a
+    resume from Python, must start its own, and an offline run file is complete once it returns."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -171,33 +184,29 @@ def _strategy(name: str, devices, num_nodes: int):
 
 
 def _logger(cfg: DictConfig, run_dir: Path, resumed: bool = False):
-    """csv: ``logs/metrics.csv`` (a resume writes ``logs-resumed-N/``: never overwrite); wandb: offline
-    unless WANDB_MODE says otherwise."""
-    name = str(cfg.logger.name)
-    if name == "none":
-        return False
-    if name == "csv":
+    """csv: ``logs/metrics.csv`` (a resume writes ``logs-resumed-N/``: never overwrite); wandb: the run
+    of :mod:`coz.wandb_run` (offline unless WANDB_MODE says otherwise; a resume continues the same W&B
+    run); both: the two."""
+    from coz.wandb_run import logger_kinds, wandb_init_args
+
+    kinds = logger_kinds(cfg.logger)
+    loggers = []
+    if "csv" in kinds:
         from lightning.pytorch.loggers import CSVLogger
 
         version = "logs"
         if resumed:
             version = f"logs-resumed-{len(list(run_dir.glob('logs-resumed-*'))) + 1}"
-        return CSVLogger(save_dir=str(run_dir), name="", version=version)
-    if name == "wandb":
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=version))
+    if "wandb" in kinds:
         from lightning.pytorch.loggers import WandbLogger
 
+        args = wandb_init_args(cfg.logger, run_dir, "train_sr", OmegaConf.to_container(cfg, resolve=True))
         os.environ.setdefault(
-            "WANDB_MODE", str(cfg.logger.mode)
+            "WANDB_MODE", args.pop("mode")
         )  # WandbLogger(offline=True) alone asks for a key
-        return WandbLogger(
-            project=str(cfg.logger.project),
-            entity=cfg.logger.get("entity"),
-            save_dir=str(run_dir),
-            name=run_dir.name + ("-resumed" if resumed else ""),
-            tags=list(cfg.logger.get("tags") or []),
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
-    raise CozError(f"logger={name}: use csv, wandb or none")
+        loggers.append(WandbLogger(save_dir=args.pop("dir"), **args))
+    return loggers or False
 
 
 def _write_run_json(run_dir: Path, cfg: DictConfig, ckpt_path: str | None) -> None:

@@ -13,8 +13,6 @@ otherwise; a resumed run continues its W&B run).
 from __future__ import annotations
 
 import csv
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,18 @@ SAMPLE_FIELDS = (
     "phrase",
     "repetition",
     "total",
+)
+
+ROLLOUT_FIELDS = (
+    "step",
+    "pair",
+    "completion",
+    "critic_answer",
+    "critic",
+    "phrase",
+    "repetition",
+    "total",
+    "advantage",
 )
 
 
@@ -90,30 +100,16 @@ class RunLogs:
         self.rewards = CsvFile(run_dir / "rewards.csv", REWARD_FIELDS)
         self.train = CsvFile(run_dir / "train.csv")
         self.samples = CsvFile(run_dir / "samples.csv", SAMPLE_FIELDS)
+        self.rollouts = CsvFile(run_dir / "rollouts.csv", ROLLOUT_FIELDS)
         # rows after the checkpoint trained from are the past of a run that crashed: drop them (a fresh
         # start drops all, e.g. those of a start killed before its first checkpoint)
-        for log in (self.rewards, self.train, self.samples):
+        for log in (self.rewards, self.train, self.samples, self.rollouts):
             log.truncate_after(resume_step if resume_step is not None else -1)
         self.wandb = None
-        if str(logger_cfg.name) == "wandb":
-            import wandb
+        from coz.wandb_run import logger_kinds, start_wandb
 
-            id_file = run_dir / "wandb_id.txt"
-            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
-            id_file.write_text(run_id)
-            self.wandb = wandb.init(
-                project=logger_cfg.project,
-                entity=logger_cfg.entity,
-                mode=os.environ.get("WANDB_MODE", logger_cfg.mode),
-                dir=str(run_dir),
-                name=run_dir.name,
-                id=run_id,
-                resume="allow",
-                job_type="train_grpo",
-                config=run_config,
-                tags=list(logger_cfg.tags),
-                reinit="finish_previous",
-            )
+        if "wandb" in logger_kinds(logger_cfg):  # the CSV files are written either way: the run's record
+            self.wandb = start_wandb(logger_cfg, run_dir, "train_grpo", run_config)
             self.wandb.define_metric("step")
             self.wandb.define_metric("*", step_metric="step")
 
@@ -142,7 +138,16 @@ class RunLogs:
 
             payload = {"step": row["step"], **{f"val/{k}": v for k, v in row.items() if k != "step"}}
             table = wandb.Table(
-                columns=["pair", "views", "prompt", "critic", "phrase", "repetition", "total"]
+                columns=[
+                    "pair",
+                    "views",
+                    "prompt",
+                    "critic_answer",
+                    "critic",
+                    "phrase",
+                    "repetition",
+                    "total",
+                ]
             )
             for s in samples:
                 path = folder / f"pair_{s['pair']:03d}.png"
@@ -150,6 +155,7 @@ class RunLogs:
                     s["pair"],
                     wandb.Image(str(path)) if path.exists() else None,
                     s["prompt"],
+                    s.get("critic_answer", ""),
                     s["critic"],
                     s["phrase"],
                     s["repetition"],
@@ -157,6 +163,18 @@ class RunLogs:
                 )
             payload["val/samples"] = table
             self.wandb.log(payload)
+
+    def log_rollouts(self, step: int, rollouts: list[dict[str, Any]]) -> None:
+        """A few sampled training completions of the step with the critic's raw answer, their rewards
+        and advantages: what the policy is actually being pushed towards."""
+        for row in rollouts:
+            self.rollouts.append({"step": step, **row})
+        if self.wandb and rollouts:
+            import wandb
+
+            columns = list(ROLLOUT_FIELDS[1:])
+            table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rollouts])
+            self.wandb.log({"step": step, "train/rollouts": table})
 
     def close(self) -> None:
         if self.wandb:

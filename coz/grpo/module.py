@@ -269,6 +269,8 @@ class GRPOModule(L.LightningModule):
             self.logs.log_train(row)
         every = int(self.cfg.val.every_n_steps)
         if (every > 0 and done % every == 0) or done == int(g.steps):
+            if self.logs:
+                self.logs.log_rollouts(done, rollout_rows(r, int(g.generations), int(self.cfg.val.rollouts)))
             self.validate_policy(done)
 
     def rollout(self, pairs: list[Pair], timings: dict[str, float]) -> dict[str, Any]:
@@ -323,6 +325,8 @@ class GRPOModule(L.LightningModule):
             "ref_logps": ref_logps,
             "summary": summary,
             "texts": rollout.texts,
+            "answers": answers,
+            "rewards": rewards,
         }
 
     # ------------------------------------------------------------------ validation (Figures 6 and 7)
@@ -413,3 +417,28 @@ class GRPOModule(L.LightningModule):
             row["pairs"],
         )
         return row
+
+
+def rollout_rows(round_: dict[str, Any], generations: int, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` completions of a generation round (this process's), with the critic's raw
+    answer, the rewards and the advantage: the first pair's group first, as the loss saw them."""
+    rows = []
+    advantages = round_["advantages"].tolist()
+    for i, (text, answer, reward) in enumerate(
+        zip(round_["texts"], round_["answers"], round_["rewards"], strict=True)
+    ):
+        if i >= count:
+            break
+        rows.append(
+            {
+                "pair": i // generations,
+                "completion": text,
+                "critic_answer": answer if isinstance(answer, str) else str(answer),
+                "critic": reward.critic,
+                "phrase": reward.phrase,
+                "repetition": reward.repetition,
+                "total": reward.total,
+                "advantage": advantages[i],
+            }
+        )
+    return rows

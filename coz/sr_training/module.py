@@ -263,6 +263,11 @@ class SRTrainingModule(L.LightningModule):
         # total, counting on from the checkpoint after a resume, with the latest losses
         shown = self.trainer.is_global_zero and bool(self.cfg.log.progress_bar)
         self.bar = Progress(self.stages.total, "train_sr", "steps", initial=self.step, enabled=shown)
+        self.validation = None
+        if self.trainer.is_global_zero and int(self.cfg.val.every_n_steps or 0) > 0:
+            from coz.sr_training.validation import Validation
+
+            self.validation = Validation(self.cfg, self.device)
 
     def on_train_end(self) -> None:
         if getattr(self, "bar", None):
@@ -329,6 +334,8 @@ class SRTrainingModule(L.LightningModule):
         every = int(self.cfg.log.images_every or 0)
         if every and (self.step % every == 0 or self.step == 1):
             self._log_images(x, sr, hr)
+        if getattr(self, "validation", None) and self.step % int(self.cfg.val.every_n_steps) == 0:
+            self.validation.run(self.gen, self.prompts, self.step, self.run_dir, self.loggers)
 
     def _optimiser_step(self) -> None:
         optimisers = self.optimizers()
