@@ -328,14 +328,15 @@ class SRTrainingModule(L.LightningModule):
         self._optimiser_step()
         self.step += 1
         self.stepped_now = True
-        self._log(terms, generator_loss, stage_index)
+        scores = {}
+        if getattr(self, "validation", None) and self.step % int(self.cfg.val.every_n_steps) == 0:
+            scores = self.validation.run(self.gen, self.prompts, self.step, self.run_dir, self.loggers)
+        self._log(terms, generator_loss, stage_index, scores)
         if getattr(self, "bar", None):
             self.bar.update()
         every = int(self.cfg.log.images_every or 0)
         if every and (self.step % every == 0 or self.step == 1):
             self._log_images(x, sr, hr)
-        if getattr(self, "validation", None) and self.step % int(self.cfg.val.every_n_steps) == 0:
-            self.validation.run(self.gen, self.prompts, self.step, self.run_dir, self.loggers)
 
     def _optimiser_step(self) -> None:
         optimisers = self.optimizers()
@@ -356,9 +357,13 @@ class SRTrainingModule(L.LightningModule):
         for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
             sched.step()
 
-    def _log(self, terms: dict[str, torch.Tensor], generator_loss: torch.Tensor, stage_index: int) -> None:
+    def _log(
+        self, terms: dict[str, torch.Tensor], generator_loss: torch.Tensor, stage_index: int, scores: dict
+    ) -> None:
+        """The step's row (every ``log.every_n_steps``, and whenever validation ``scores`` come with it:
+        one row per step, never two)."""
         every = max(1, int(self.cfg.log.every_n_steps))
-        if self.step % every and self.step != 1:
+        if self.step % every and self.step != 1 and not scores:
             return
         now = time.perf_counter()
         elapsed = now - (self._clock or now)
@@ -368,6 +373,7 @@ class SRTrainingModule(L.LightningModule):
         optimisers = optimisers if isinstance(optimisers, list) else [optimisers]
         for name, opt in zip(self.optimiser_names(), optimisers, strict=True):
             metrics[f"lr/{name}"] = float(opt.param_groups[0]["lr"])
+        metrics.update(scores)
         metrics["stage"] = float(stage_index)
         metrics["data/skipped_files"] = float(self.skipped_files)
         if elapsed > 0:

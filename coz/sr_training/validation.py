@@ -8,8 +8,8 @@ prompt (the training prompts' tagger, or none) one at a time; ``val.metrics`` (p
 SR against HR (full-reference ones such as psnr and lpips) or SR alone (niqe). A metric that cannot
 be built here (LPIPS needs downloaded weights) is skipped with one warning; the others go on.
 
-Logged on the first process: ``val/<metric>`` (mean over the images) to every logger, and one
-picture per image (LR as the backbone saw it, SR, HR side by side, captioned with its prompt) to
+Logged on the first process: ``val/<metric>`` (mean over the images; returned, for the step's row),
+and one picture per image (LR as the backbone saw it, SR, HR side by side, captioned with its prompt) to
 ``images/val_<step>.png`` and W&B.
 """
 
@@ -101,12 +101,9 @@ class Validation:
             del self.metrics[name]
         sheet = _stack(pictures)
         write_atomic(run_dir / "images" / f"val_{step:07d}.png", lambda p: sheet.save(p, format="PNG"))
-        for logger in loggers:
-            if means:
-                logger.log_metrics(means, step=step)
+        for logger in loggers:  # the scores go into the step's own row (the caller logs them)
             if hasattr(logger, "log_image"):
                 logger.log_image("val/lr_sr_hr", images=pictures, step=step, caption=captions)
-            logger.save()
         return means
 
 
