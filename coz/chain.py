@@ -20,7 +20,7 @@ from PIL import Image
 from coz.backbones.base import Backbone
 from coz.full_image import FullImageOptions, super_resolve_full
 from coz.geometry import center_crop, to_pil, to_tensor
-from coz.prompts.base import PromptExtractor, with_user_prompt
+from coz.prompts.base import PromptExtractor
 from coz.timing import PhaseTimer
 
 # mode -> what a step does (implementation-facts.md, section 1)
@@ -177,7 +177,7 @@ class ZoomChain:
         previous = sources if multiscale else [None] * len(sources)
         with self.timer.phase("prompt"):
             texts = self.prompter.extract(views, previous)
-        prompts = [with_user_prompt(t, self.user_prompt) for t in texts]
+        prompts = [self.backbone.format_prompt(t, self.user_prompt) for t in texts]
         self.check_clip(prompts, [f"{name}, x{scale}" for name in self._names])
 
         # The small crop at the backbone's input size: a CNN magnifies it itself; direct SR first

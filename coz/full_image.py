@@ -39,7 +39,7 @@ from PIL import Image
 
 from coz.backbones.base import Backbone
 from coz.images import ImageInputError
-from coz.prompts.base import PromptExtractor, with_user_prompt
+from coz.prompts.base import PromptExtractor
 from coz.tiling import GAUSSIAN_VARIANCE
 from coz.timing import PhaseTimer
 
@@ -195,7 +195,7 @@ def super_resolve_full(
         raise RuntimeError(
             f"prompt extractor {prompter.name} gave {len(texts)} prompts for {len(tiles)} tiles"
         )
-    prompts = [with_user_prompt(t, user_prompt) for t in texts]
+    prompts = [backbone.format_prompt(t, user_prompt) for t in texts]
     with timer.phase("sr"), torch.inference_mode():
         out = backbone.upscale_full(pil_to_uint8(image), pil_to_uint8(up), prompts, options)
         if tuple(out.shape[-2:]) != (h * f, w * f):
