@@ -44,6 +44,7 @@ from coz.backbones.lora_formats import (
 )
 from coz.backbones.one_step import OneStepDiffusion
 from coz.backbones.sd3_text import SD3TextEncoders
+from coz.backbones.vae_tiling import shared_norm_decode, shared_norm_encode
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
 from coz.tiling import tile_boxes, tiled_apply
@@ -322,14 +323,18 @@ class OSEDiffSD3(OneStepDiffusion):
             x = pixels(tile)
             return self.encode(x * 2 - 1, self.image_generators(x), latent_shift=shift).float().cpu()
 
-        z = tiled_apply(
-            encode_tile,
-            up,
-            options.vae_encoder_tile,
-            options.vae_encoder_overlap,
-            Fraction(1, 8),
-            options.tile_variance,
-        )
+        shared = options.vae_tiling == "shared_norm"
+        if shared:  # the released technique: GroupNorm statistics of all tiles, tiles pasted
+            z = self._shared_norm_encode(up, options, shift)
+        else:
+            z = tiled_apply(
+                encode_tile,
+                up,
+                options.vae_encoder_tile,
+                options.vae_encoder_overlap,
+                Fraction(1, 8),
+                options.tile_variance,
+            )
         n_tiles = len(tile_boxes(z.shape[-2], z.shape[-1], options.latent_tile, options.latent_overlap))
         if len(prompts) != n_tiles:
             raise ValueError(f"{n_tiles} latent tiles but {len(prompts)} prompts")
@@ -356,9 +361,45 @@ class OSEDiffSD3(OneStepDiffusion):
                 y = color_fix(self.color_fix, y, pixels(up[..., t:b, le:r]))
             return y.cpu()
 
+        if shared:
+            cfg = self.vae.config
+            offset = 0.0 if shift == "none" else (cfg.shift_factor or 0.0)
+            with torch.no_grad():
+                y = shared_norm_decode(
+                    self.vae,
+                    (z / cfg.scaling_factor + offset).to(self.dtype),
+                    options.vae_decoder_tile,
+                    options.vae_decoder_pad,
+                    dev,
+                )
+            y = (y.float().clamp_(-1.0, 1.0) + 1) / 2
+            if self.color_fix != "none":
+                y = color_fix(self.color_fix, y.to(dev), pixels(up)).cpu()
+            return y
         return tiled_apply(
             decode_tile, z, options.vae_decoder_tile, options.vae_decoder_overlap, 8, options.tile_variance
         )
+
+    def _shared_norm_encode(self, up: torch.Tensor, options: FullImageOptions, shift: str) -> torch.Tensor:
+        """(1, 3, H, W) uint8 -> z (1, 16, H/8, W/8) float32 on the host: the encoder's moments by
+        the shared-GroupNorm tiled VAE, the posterior sampled with the image's own generator."""
+        x = up.float().div_(255)
+        generator = self.image_generators(x)[0]
+        with torch.no_grad():
+            moments = shared_norm_encode(
+                self.vae,
+                (x * 2 - 1).to(self.dtype),
+                options.vae_encoder_tile,
+                options.vae_encoder_pad,
+                self._device,
+            ).float()
+        mean, logvar = moments.chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        z = mean + std * torch.randn(mean.shape, generator=generator)
+        cfg = self.vae.config
+        if shift == "train":
+            z = z - (cfg.shift_factor or 0.0)
+        return z * cfg.scaling_factor
 
 
 def _weight_files(cfg) -> dict[str, Path]:
