@@ -9,7 +9,8 @@ A step magnifies the *whole* current image 4x instead of its center quarter:
    32 through ``upscale`` for every other backbone, SD2.1 and S3Diff included (each tile its own VAE
    pass; their repos' latent tiling, 96/32, is not implemented): both are 512-px tiles overlapping
    by 128 px of the output.
-3. Every tile gets its own prompt: its view (the tile's crop of ``up``) goes to the prompt
+3. Every tile gets its own prompt: its view (the tile's crop of ``up``; for SD3 the VAE decode of
+   the tile's latent, as released: ``tile_view: decoded``) goes to the prompt
    extractor with, for AR-2 (``multiscale``), a copy of the whole image whose short side is
    ``size`` (512) as the first image: by default the ORIGINAL input, fixed for every step, as the
    released script (``context: input``); ``context: current`` uses the image being magnified. The views go in batches of ``prompt_batch``; the prompt
@@ -40,7 +41,7 @@ from PIL import Image
 
 from coz.backbones.base import Backbone
 from coz.images import ImageInputError
-from coz.prompts.base import PromptExtractor
+from coz.prompts.base import NullPrompt, PromptExtractor
 from coz.tiling import GAUSSIAN_VARIANCE
 from coz.timing import PhaseTimer
 
@@ -70,6 +71,9 @@ class FullImageOptions:
     latent_shift: str | None = "none"  # None: the backbone's own setting
     multiscale: bool = True  # AR-2: the whole-image context goes with each view
     context: str = "input"  # input (x0, fixed for every step, as released) | current (this step's source)
+    tile_view: str = (
+        "decoded"  # decoded (the backbone's own views: SD3's VAE decode of the tile latent) | upsampled
+    )
     prompt_batch: int = 16  # views per prompt-extractor call
     input_size: int | None = None  # None: the input as it is
     max_output_pixels: int = 300_000_000
@@ -92,6 +96,8 @@ class FullImageOptions:
             raise ValueError(
                 "zoom.prompt_batch, zoom.tile_variance and zoom.max_output_pixels must be positive"
             )
+        if self.tile_view not in ("decoded", "upsampled"):
+            raise ValueError(f"zoom.tile_view={self.tile_view!r}: use decoded or upsampled")
         if self.context not in ("input", "current"):
             raise ValueError(f"zoom.context={self.context!r}: use input or current")
         if self.vae_tiling not in VAE_TILINGS:
@@ -201,18 +207,24 @@ def super_resolve_full(
     tiles = backbone.full_image_tiles(h, w, options)
     whole = original if options.context == "input" and original is not None else image
     context = context_copy(whole, size) if options.multiscale else None
+    up_pixels = pil_to_uint8(up)
     texts: list[str] = []
     with timer.phase("prompt"):
+        views = None
+        if options.tile_view == "decoded" and not isinstance(prompter, NullPrompt):
+            with torch.inference_mode():
+                views = backbone.full_image_views(up_pixels, tiles, options)
+        views = views or tile_views(up, tiles)
         for start in range(0, len(tiles), options.prompt_batch):
-            chunk = tiles[start : start + options.prompt_batch]
-            texts += prompter.extract(tile_views(up, chunk), [context] * len(chunk))
+            chunk = views[start : start + options.prompt_batch]
+            texts += prompter.extract(chunk, [context] * len(chunk))
     if len(texts) != len(tiles):
         raise RuntimeError(
             f"prompt extractor {prompter.name} gave {len(texts)} prompts for {len(tiles)} tiles"
         )
     prompts = [backbone.format_prompt(t, user_prompt) for t in texts]
     with timer.phase("sr"), torch.inference_mode():
-        out = backbone.upscale_full(pil_to_uint8(image), pil_to_uint8(up), prompts, options)
+        out = backbone.upscale_full(pil_to_uint8(image), up_pixels, prompts, options)
         if tuple(out.shape[-2:]) != (h * f, w * f):
             raise RuntimeError(
                 f"backbone {backbone.name} returned {out.shape[-1]}x{out.shape[-2]} for full-image SR, "

@@ -91,3 +91,38 @@ def test_full_image_vlm_context_is_the_original_input_at_every_step():
         assert {p.size for p in prompter.previous} == {(53, 32)}  # short side zoom.size
         same = [np.array_equal(np.asarray(p), np.asarray(context_copy(x0, 32))) for p in prompter.previous]
         assert all(same) if context == "input" else not all(same)  # step 2 sees the 4x image's copy
+
+
+def test_sd3_tile_views_are_the_vae_decode_of_the_tile_latent_and_the_latents_are_reused():
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from coz.backbones.sd3 import OSEDiffSD3
+    from coz.full_image import FullImageOptions, super_resolve_full
+    from coz.prompts.base import PromptExtractor
+
+    class Recorder(PromptExtractor):
+        def __init__(self):
+            self.views = []
+
+        def extract(self, views, previous):
+            self.views += views
+            return [""] * len(views)
+
+    backbone = OSEDiffSD3.tiny()
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    decoded, upsampled = Recorder(), Recorder()
+    options = FullImageOptions(latent_tile=16, latent_overlap=4)  # 4x: 256x192 px, 32x24 latents
+    a = super_resolve_full(backbone, decoded, image, options, size=32)
+    assert backbone._encoded_full is None  # the cached latents were used once and dropped
+    b = super_resolve_full(
+        backbone, upsampled, image, dataclasses.replace(options, tile_view="upsampled"), size=32
+    )
+    assert len(decoded.views) == len(a.tiles) > 1
+    for (top, left, bottom, right), view, crop in zip(a.tiles, decoded.views, upsampled.views, strict=True):
+        assert view.size == crop.size == (right - left, bottom - top)
+        assert np.array_equal(np.asarray(crop), np.asarray(a.view.crop((left, top, right, bottom))))
+        assert not np.array_equal(np.asarray(view), np.asarray(crop))  # the VAE's reconstruction instead
+    assert np.array_equal(np.asarray(a.state), np.asarray(b.state))  # same latents, same result

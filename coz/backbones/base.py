@@ -71,6 +71,11 @@ class Backbone(ABC):
         boxes = tile_boxes(height, width, options.pixel_tile, options.pixel_overlap)
         return [(t * f, le * f, b * f, r * f) for t, le, b, r in boxes]
 
+    def full_image_views(self, up: torch.Tensor, tiles: list, options: FullImageOptions) -> list | None:
+        """Each tile's view for its prompt, if this backbone makes its own (SD3: the VAE decode of
+        the tile's latent, as released); None: the tiles' crops of the upsampled image."""
+        return None
+
     def upscale_full(
         self, lr: torch.Tensor, up: torch.Tensor, prompts: list[str], options: FullImageOptions
     ) -> torch.Tensor:
