@@ -80,6 +80,9 @@ def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x
     adaln = [n for n, m in backbone.transformer.named_modules() if isinstance(m, LoRALinear)]
     assert reg.fake.names == adaln and all(".norm1" in n for n in adaln)
     assert (reg.timesteps, reg.loss_space, reg.dmd_t_range) == ("batch", "x0", (0, 1000))
+    sigma = reg.family.sigma(torch.arange(1000))
+    assert torch.equal(sigma, sigma.half().float()) and reg.family.sigma_fp16  # rounded to fp16, as released
+    assert 0.002 < float(sigma.min()) < 0.004 and float(sigma.max()) == 1.0  # the whole shifted schedule
 
 
 def test_prob_size_draws_sources_in_proportion_to_their_length(tmp_path):

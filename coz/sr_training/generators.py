@@ -135,7 +135,9 @@ class SD3Generator(Generator):
         # the released SD3 port: rank-4 LoRA on the 47 AdaLayerNormZero linears (where the generator's is)
         adaln = tuple(n for n, m in transformer.named_modules() if isinstance(m, LoRALinear))
         return Regulariser(
-            FlowScore(transformer, shift=float(cfg.get("shift", 3.0))),
+            FlowScore(
+                transformer, float(cfg.get("shift", 3.0)), sigma_fp16=bool(cfg.get("sigma_fp16", True))
+            ),
             tuple(cfg.get("targets") or adaln),
             rank=int(cfg.rank),
             alpha=cfg.get("alpha"),

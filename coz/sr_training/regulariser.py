@@ -222,13 +222,15 @@ class FlowScore(ScoreFamily):
     """SD3 (rectified flow): ``z_t = (1 - s) z0 + s n``, the transformer predicts ``v = n - z0``,
     ``x0 = z_t - s v``; ``s`` from t/1000 with SD3's timestep shift (3.0)."""
 
-    def __init__(self, denoiser: nn.Module, shift: float = 3.0) -> None:
+    def __init__(self, denoiser: nn.Module, shift: float = 3.0, sigma_fp16: bool = False) -> None:
         super().__init__(denoiser)
-        self.shift = float(shift)
+        self.shift, self.sigma_fp16 = float(shift), bool(sigma_fp16)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Shifted sigma of integer t; ``sigma_fp16`` rounds it to float16 as the released SD3 port."""
         s = (t.float() + 1) / 1000.0  # FlowMatchEulerDiscreteScheduler: t in 0..999 -> sigma in (0, 1]
-        return (self.shift * s / (1 + (self.shift - 1) * s)).view(-1, 1, 1, 1)
+        sigma = (self.shift * s / (1 + (self.shift - 1) * s)).view(-1, 1, 1, 1)
+        return sigma.half().float() if self.sigma_fp16 else sigma
 
     def add_noise(self, z0, noise, t):
         s = self.sigma(t).to(z0.dtype)
