@@ -20,7 +20,7 @@ from PIL import Image
 from coz.backbones.base import Backbone
 from coz.full_image import FullImageOptions, super_resolve_full
 from coz.geometry import center_crop, to_pil, to_tensor
-from coz.prompts.base import PromptExtractor, with_user_prompt
+from coz.prompts.base import PromptExtractor
 from coz.timing import PhaseTimer
 
 # mode -> what a step does (implementation-facts.md, section 1)
@@ -115,7 +115,8 @@ class ZoomChain:
             scale = self.factor**i
             if self.mode == "full":  # images of any size: one at a time, tile by tile
                 new_steps = [
-                    self._super_resolve_full(z.states[-1], scale, self._names[j]) for j, z in enumerate(zooms)
+                    self._super_resolve_full(z.states[-1], scale, self._names[j], z.x0)
+                    for j, z in enumerate(zooms)
                 ]
             elif self.mode in INTERPOLATION_MODES:
                 new_steps = [self._interpolate(z.x0, scale) for z in zooms]
@@ -145,7 +146,9 @@ class ZoomChain:
             if prompt:
                 warn_if_clip_truncates(prompt, label)
 
-    def _super_resolve_full(self, source: Image.Image, scale: int, name: str = "image") -> Step:
+    def _super_resolve_full(
+        self, source: Image.Image, scale: int, name: str = "image", x0: Image.Image | None = None
+    ) -> Step:
         """Magnify the whole of ``source``: tiles, one prompt per tile (see :mod:`coz.full_image`)."""
         result = super_resolve_full(
             self.backbone,
@@ -155,6 +158,7 @@ class ZoomChain:
             size=self.size,
             user_prompt=self.user_prompt,
             timer=self.timer,
+            original=x0,
         )
         self.check_clip(
             result.prompts, [f"{name}, x{scale}, tile {j + 1}" for j in range(len(result.prompts))]
@@ -177,7 +181,7 @@ class ZoomChain:
         previous = sources if multiscale else [None] * len(sources)
         with self.timer.phase("prompt"):
             texts = self.prompter.extract(views, previous)
-        prompts = [with_user_prompt(t, self.user_prompt) for t in texts]
+        prompts = [self.backbone.format_prompt(t, self.user_prompt) for t in texts]
         self.check_clip(prompts, [f"{name}, x{scale}" for name in self._names])
 
         # The small crop at the backbone's input size: a CNN magnifies it itself; direct SR first

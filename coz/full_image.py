@@ -9,9 +9,11 @@ A step magnifies the *whole* current image 4x instead of its center quarter:
    32 through ``upscale`` for every other backbone, SD2.1 and S3Diff included (each tile its own VAE
    pass; their repos' latent tiling, 96/32, is not implemented): both are 512-px tiles overlapping
    by 128 px of the output.
-3. Every tile gets its own prompt: its view (the tile's crop of ``up``) goes to the prompt
-   extractor with, for AR-2 (``multiscale``), a copy of the whole current image whose short side
-   is ``size`` (512) as the first image. The views go in batches of ``prompt_batch``; the prompt
+3. Every tile gets its own prompt: its view (the tile's crop of ``up``; for SD3 the VAE decode of
+   the tile's latent, as released: ``tile_view: decoded``) goes to the prompt
+   extractor with, for AR-2 (``multiscale``), a copy of the whole image whose short side is
+   ``size`` (512) as the first image: by default the ORIGINAL input, fixed for every step, as the
+   released script (``context: input``); ``context: current`` uses the image being magnified. The views go in batches of ``prompt_batch``; the prompt
    count equals the tile count.
 4. :meth:`Backbone.upscale_full` super-resolves tile by tile and blends with Gaussian weights
    (tiled VAE encode and decode around the latent tiles for the diffusion backbones).
@@ -41,7 +43,7 @@ from PIL import Image
 from coz.backbones.base import Backbone
 from coz.images import ImageInputError
 from coz.progress import Progress
-from coz.prompts.base import PromptExtractor, with_user_prompt
+from coz.prompts.base import NullPrompt, PromptExtractor
 from coz.tiling import GAUSSIAN_VARIANCE
 from coz.timing import PhaseTimer
 
@@ -51,6 +53,7 @@ Box = tuple[int, int, int, int]  # (top, left, bottom, right)
 
 #: x0's sides are trimmed to multiples of this: 4x then gives whole 2x2 patches of 8x latents.
 SIDE_MULTIPLE = 4
+VAE_TILINGS = ("shared_norm", "blended")
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,16 @@ class FullImageOptions:
     vae_encoder_overlap: int = 64
     vae_decoder_tile: int = 128  # latents (1024 px)
     vae_decoder_overlap: int = 16
+    vae_tiling: str = "shared_norm"  # shared_norm (the released VAEHook technique) | blended
+    vae_encoder_pad: int = 32  # shared_norm: context pixels around each encoder tile
+    vae_decoder_pad: int = 11  # shared_norm: context latents around each decoder tile
     tile_variance: float = GAUSSIAN_VARIANCE
     latent_shift: str | None = "none"  # None: the backbone's own setting
     multiscale: bool = True  # AR-2: the whole-image context goes with each view
+    context: str = "input"  # input (x0, fixed for every step, as released) | current (this step's source)
+    tile_view: str = (
+        "decoded"  # decoded (the backbone's own views: SD3's VAE decode of the tile latent) | upsampled
+    )
     prompt_batch: int = 16  # views per prompt-extractor call
     input_size: int | None = None  # None: the input as it is
     max_output_pixels: int = 300_000_000
@@ -90,6 +100,14 @@ class FullImageOptions:
             raise ValueError(
                 "zoom.prompt_batch, zoom.tile_variance and zoom.max_output_pixels must be positive"
             )
+        if self.tile_view not in ("decoded", "upsampled"):
+            raise ValueError(f"zoom.tile_view={self.tile_view!r}: use decoded or upsampled")
+        if self.context not in ("input", "current"):
+            raise ValueError(f"zoom.context={self.context!r}: use input or current")
+        if self.vae_tiling not in VAE_TILINGS:
+            raise ValueError(f"zoom.vae_tiling={self.vae_tiling!r}: use one of {', '.join(VAE_TILINGS)}")
+        if self.vae_encoder_pad < 0 or self.vae_encoder_pad % 8 or self.vae_decoder_pad < 0:
+            raise ValueError("zoom.vae_encoder_pad must be a multiple of 8 and zoom.vae_decoder_pad >= 0")
         if self.latent_shift not in (None, "none", "test", "train"):
             raise ValueError(f"zoom.latent_shift={self.latent_shift!r}: use none, test, train or backbone")
         if self.input_size is not None and self.input_size < SIDE_MULTIPLE:
@@ -182,8 +200,10 @@ def super_resolve_full(
     size: int = 512,
     user_prompt: str = "",
     timer: PhaseTimer | None = None,
+    original: Image.Image | None = None,
 ) -> FullStepResult:
-    """One full-image step: ``image`` (w x h) -> its ``backbone.scale``-times magnification."""
+    """One full-image step: ``image`` (w x h) -> its ``backbone.scale``-times magnification.
+    ``original``: the zoom's x0, the VLM's fixed first image under ``options.context == "input"``."""
     timer = timer or PhaseTimer()
     w, h = image.size
     f = backbone.scale
@@ -198,25 +218,32 @@ def super_resolve_full(
         w * f * h * f / 1e6,
         len(tiles),
     )
-    context = context_copy(image, size) if options.multiscale else None
+    whole = original if options.context == "input" and original is not None else image
+    context = context_copy(whole, size) if options.multiscale else None
+    up_pixels = pil_to_uint8(up)
     texts: list[str] = []
     batches = range(0, len(tiles), options.prompt_batch)
-    shown = prompter.name != "null"  # the null prompt takes no time: no bar
+    shown = not isinstance(prompter, NullPrompt)  # the null prompt takes no time: no bar
     with (
         timer.phase("prompt"),
         Progress(len(batches), "prompts", "batches", leave=False, enabled=shown) as bar,
     ):
+        views = None
+        if options.tile_view == "decoded" and not isinstance(prompter, NullPrompt):
+            with torch.inference_mode():
+                views = backbone.full_image_views(up_pixels, tiles, options)
+        views = views or tile_views(up, tiles)
         for start in batches:
-            chunk = tiles[start : start + options.prompt_batch]
-            texts += prompter.extract(tile_views(up, chunk), [context] * len(chunk))
+            chunk = views[start : start + options.prompt_batch]
+            texts += prompter.extract(chunk, [context] * len(chunk))
             bar.update()
     if len(texts) != len(tiles):
         raise RuntimeError(
             f"prompt extractor {prompter.name} gave {len(texts)} prompts for {len(tiles)} tiles"
         )
-    prompts = [with_user_prompt(t, user_prompt) for t in texts]
+    prompts = [backbone.format_prompt(t, user_prompt) for t in texts]
     with timer.phase("sr"), torch.inference_mode():
-        out = backbone.upscale_full(pil_to_uint8(image), pil_to_uint8(up), prompts, options)
+        out = backbone.upscale_full(pil_to_uint8(image), up_pixels, prompts, options)
         if tuple(out.shape[-2:]) != (h * f, w * f):
             raise RuntimeError(
                 f"backbone {backbone.name} returned {out.shape[-1]}x{out.shape[-2]} for full-image SR, "

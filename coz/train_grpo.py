@@ -83,8 +83,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 def check_config(cfg: DictConfig) -> None:
     """Refuse options that cannot work before any model loads."""
     from coz.grpo.loss import AGGREGATIONS, SCALES
+    from coz.grpo.rewards import WORD_MODES
 
     g = cfg.grpo
+    words = str(cfg.rewards.get("repetition_words", "letters"))
     updates = int(g.updates_per_generation)
     checks = [
         (int(g.steps) >= 1, f"grpo.steps={g.steps}: must be at least 1"),
@@ -96,6 +98,7 @@ def check_config(cfg: DictConfig) -> None:
         (int(g.top_k) >= 0, f"grpo.top_k={g.top_k}: must be >= 0 (0: no top-k truncation)"),
         (int(g.max_new_tokens) >= 1, f"grpo.max_new_tokens={g.max_new_tokens}: must be at least 1"),
         (int(cfg.lora.r) >= 1, f"lora.r={cfg.lora.r}: the LoRA rank must be at least 1"),
+        (words in WORD_MODES, f"rewards.repetition_words={words}: use {', '.join(WORD_MODES)}"),
         (0 <= float(cfg.lora.dropout) < 1, f"lora.dropout={cfg.lora.dropout}: must be in [0, 1)"),
         (int(cfg.val.batch_size) >= 1, f"val.batch_size={cfg.val.batch_size}: must be at least 1"),
         (int(cfg.val.get("pairs_per_image", 1)) >= 1, "val.pairs_per_image: must be at least 1"),
@@ -104,8 +107,8 @@ def check_config(cfg: DictConfig) -> None:
             f"checkpoint.every_n_steps={cfg.checkpoint.every_n_steps}: >= 1",
         ),
         (
-            str(g.advantage.scale) in SCALES,
-            f"grpo.advantage.scale={g.advantage.scale}: use {', '.join(SCALES)}",
+            str(g.scale_rewards) in SCALES,
+            f"grpo.scale_rewards={g.scale_rewards}: use {', '.join(SCALES)}",
         ),
         (
             str(g.loss_aggregation) in AGGREGATIONS,

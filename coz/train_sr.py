@@ -118,6 +118,9 @@ def check_config(cfg: DictConfig) -> None:
     resize = cfg.get("degradation", {}).get("resize_back")
     if resize is not None and str(resize) not in ("random", "bicubic"):
         raise CozError(f"degradation.resize_back={resize}: use random or bicubic")
+    back = cfg.get("degradation", {}).get("bicubic_back")
+    if back is not None and str(back) not in ("pil_bicubic", "bicubic"):
+        raise CozError(f"degradation.bicubic_back={back}: use pil_bicubic or bicubic")
 
 
 def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
@@ -135,7 +138,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = str(t.precision)
     if precision == "auto":
-        precision = "16-mixed" if on_gpu else "32-true"  # the authors trained in fp16
+        precision = "16-mixed" if on_gpu else "32-true"  # fp16 on GPUs for speed (the release: fp32)
     devices = t.devices if str(t.devices) == "auto" else int(t.devices)
     trainer = L.Trainer(
         accelerator=accelerator,

@@ -60,7 +60,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             backbone, prompter = None, NullPrompt()
         else:
             backbone = build_backbone(cfg.backbone, device)
-            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
+            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device), tiles=mode == "full")
     chain = ZoomChain(
         mode,
         backbone,

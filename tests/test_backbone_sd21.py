@@ -297,7 +297,8 @@ def sd21_cfg(**kw):
 def test_configs_compose_with_the_documented_defaults(compose_zoom):
     for name in ("sd21", "tiny_sd21"):
         cfg = compose_zoom([f"backbone={name}", "input=x.png"]).backbone
-        assert cfg.name == name and cfg.color_fix == "adain" and cfg.dtype == "float32"
+        assert cfg.name == name and cfg.color_fix == "adain" and cfg.prompt_format == "osediff"
+        assert cfg.dtype == ("auto" if name == "sd21" else "float32")  # auto: fp16 on GPUs, as OSEDiff's test
         assert cfg.seed == 42 and cfg.osediff_pkl is None and cfg.weights is None
 
 

@@ -103,7 +103,7 @@ def test_the_papers_defaults():
         cfg.prompt.model == "Qwen/Qwen2.5-VL-3B-Instruct" and cfg.critic.model == "OpenGVLab/InternVL2_5-8B"
     )
     assert dict(cfg.rewards.weights) == {"critic": 1.0, "phrase": 0.5, "repetition": 0.5}
-    assert cfg.data.val_fraction == 0.01 and cfg.grpo.steps == 10000 and cfg.grpo.advantage.scale == "none"
+    assert cfg.data.val_fraction == 0.01 and cfg.grpo.steps == 10000 and cfg.grpo.scale_rewards == "group"
     assert compose_grpo(["experiment=figure7"]).critic.model == "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
@@ -136,7 +136,7 @@ def test_bad_options_are_refused_before_loading(photos, tmp_path):
 
     for bad in (
         "grpo.generations=1",
-        "grpo.advantage.scale=rank",
+        "grpo.scale_rewards=rank",
         "checkpoint.every_n_steps=3",
         "grpo.steps=5",  # the run would end inside a generation round of 2 updates
         "grpo.top_p=0",

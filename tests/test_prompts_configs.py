@@ -16,10 +16,11 @@ def test_every_prompt_option_composes(compose_zoom, prompt):
     cfg = compose_zoom([f"prompt={prompt}", "input=x.png"])
     assert cfg.prompt.name == prompt
     if prompt in ("vlm", "vlm_ar1"):
-        assert cfg.prompt.model == "Qwen/Qwen2.5-VL-3B-Instruct" and cfg.prompt.max_new_tokens == 32
+        assert cfg.prompt.model == "Qwen/Qwen2.5-VL-3B-Instruct" and cfg.prompt.max_new_tokens == "auto"
+        assert cfg.prompt.clean is False and cfg.prompt.merge_adapter is True  # verbatim, merged: as released
         assert cfg.prompt.multiscale == (prompt == "vlm")
     if prompt == "dape":
-        assert cfg.prompt.threshold == 0.68 and cfg.prompt.image_size == 384
+        assert cfg.prompt.thresholds is None and cfg.prompt.image_size == 384  # RAM's file beside the tags
 
 
 def test_prompt_null_never_imports_transformers():

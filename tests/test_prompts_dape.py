@@ -39,15 +39,15 @@ def test_merged_qkv_lora_updates_q_and_v_only():
     torch.testing.assert_close(delta[12:], layer.lora_B[6:] @ layer.lora_A[2:] / 2)
 
 
-def test_thresholds_are_per_class_with_068_default(tmp_path):
-    (tmp_path / "t.txt").write_text("0.9\n0.5\n")
+def test_thresholds_are_per_class(tmp_path):
+    (tmp_path / "t.txt").write_text("0.9\n0.5\n0.68\n0.68\n")
     thresholds = load_thresholds(tmp_path / "t.txt", 4)
     assert thresholds.tolist() == pytest.approx([0.9, 0.5, 0.68, 0.68])
     prompts = DAPEPrompts(tiny_tagger(num_tags=4), ["sky", "tree", "fur", "rock"], thresholds, image_size=64)
     scores = torch.tensor([[0.95, 0.5, 0.69, 0.1], [0.85, 0.51, 0.68, 0.99]])
     assert prompts.select(torch.logit(scores)) == ["sky, fur", "tree, rock"]  # strictly above
     with pytest.raises(CozError, match="3 thresholds for 2 tags"):
-        (tmp_path / "u.txt").write_text("0.1 0.2 0.3")
+        (tmp_path / "u.txt").write_text("0.1\n0.2\n0.3\n")
         load_thresholds(tmp_path / "u.txt", 2)
 
 
@@ -89,8 +89,10 @@ def test_ram_and_dape_key_layout_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(target(x), source(x))
 
-    torch.save({**dape, "visual_encoder.head.lora_A": torch.zeros(1)}, tmp_path / "bad.pth")
-    with pytest.raises(CozError, match=r"bad.pth: 1 key\(s\) match no parameter.*visual_encoder.head.lora_A"):
+    torch.save({"visual_encoder.head.lora_A": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(
+        CozError, match=r"bad.pth: none of its 1 key\(s\) matches.*visual_encoder.head.lora_A"
+    ):
         load_ram_state(target, None, tmp_path / "bad.pth")
     torch.save({k: v for k, v in ram.items() if k != "fc.weight"}, tmp_path / "partial.pth")
     with pytest.raises(CozError, match="missing, e.g. fc.weight"):
@@ -347,7 +349,7 @@ def test_prompt_dape_builds_from_files(compose_zoom, tmp_path, monkeypatch):
     )
     torch.save({k: v for k, v in source.state_dict().items() if "lora_" in k}, tmp_path / "d.pth")
     (tmp_path / "tags.txt").write_text("\n".join(tags) + "\n")
-    (tmp_path / "th.txt").write_text("0.2\n0.2\n")
+    (tmp_path / "th.txt").write_text("0.2\n0.2\n0.68\n0.68\n0.68\n0.68\n")
     monkeypatch.setattr(dape_module, "ram_swin_tagger", lambda n: tiny_swin_tagger(seed=5, num_tags=n))
     cfg = compose_zoom(["prompt=dape", "input=x.png"]).prompt
     cfg.ram_weights, cfg.dape_weights = str(tmp_path / "r.pth"), str(tmp_path / "d.pth")

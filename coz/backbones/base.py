@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from coz.prompts.base import with_user_prompt
 from coz.tiling import tile_boxes, tiled_apply
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ class Backbone(ABC):
     # estimator) sets this; the chain then passes ``low_res=`` (B, 3, size/4, size/4) to ``upscale``.
     wants_low_res: bool = False
     name: str = "backbone"
+
+    def format_prompt(self, extracted: str, user_prompt: str) -> str:
+        """The text this backbone's encoders get from an extracted prompt and the user's: the
+        Chain-of-Zoom script's "{extracted}, {user}," (the user's text only when given)."""
+        return with_user_prompt(extracted, user_prompt)
 
     @abstractmethod
     def upscale(self, images: torch.Tensor, prompts: list[str], **kwargs) -> torch.Tensor:
@@ -64,6 +70,11 @@ class Backbone(ABC):
         f = self.scale
         boxes = tile_boxes(height, width, options.pixel_tile, options.pixel_overlap)
         return [(t * f, le * f, b * f, r * f) for t, le, b, r in boxes]
+
+    def full_image_views(self, up: torch.Tensor, tiles: list, options: FullImageOptions) -> list | None:
+        """Each tile's view for its prompt, if this backbone makes its own (SD3: the VAE decode of
+        the tile's latent, as released); None: the tiles' crops of the upsampled image."""
+        return None
 
     def upscale_full(
         self, lr: torch.Tensor, up: torch.Tensor, prompts: list[str], options: FullImageOptions

@@ -40,11 +40,13 @@ from coz.backbones.osediff_pkl import (
 )
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
+from coz.prompts.base import with_user_prompt
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 TIMESTEP = 999  # the one DDPM step, from the noise end
 CLIP_TOKENS = 77  # SD2.1's tokenizer.model_max_length
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PROMPT_FORMATS = ("osediff", "coz")
 
 
 class OSEDiffSD21(OneStepDiffusion):
@@ -69,6 +71,7 @@ class OSEDiffSD21(OneStepDiffusion):
         dtype: str | torch.dtype = "float32",
         text_dtype: str | torch.dtype | None = None,
         color_fix: str = "adain",
+        prompt_format: str = "osediff",
         seed: int = 42,
         lora_rank: int = 4,
         vae_lora_rank: int = 4,
@@ -78,6 +81,9 @@ class OSEDiffSD21(OneStepDiffusion):
     ) -> None:
         if color_fix not in COLOR_FIXES:
             raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
+        if prompt_format not in PROMPT_FORMATS:
+            raise CozError(f"prompt_format={prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}")
+        self.prompt_format = prompt_format
         prediction = str(scheduler.config.prediction_type)
         if prediction not in PREDICTION_TYPES:
             raise CozError(f"{base_model}: scheduler prediction_type={prediction!r} is not supported")
@@ -102,6 +108,13 @@ class OSEDiffSD21(OneStepDiffusion):
         self.generator = torch.Generator("cpu")
         self.reseed(seed)
         self._device = torch.device("cpu")
+
+    def format_prompt(self, extracted: str, user_prompt: str) -> str:
+        """``prompt_format=osediff``: OSEDiff's test script always writes "{tags}, {user}," (so
+        "tags, ," without a user prompt); an empty extracted prompt keeps the coz rule (no text)."""
+        if self.prompt_format == "osediff" and extracted:
+            return f"{extracted}, {user_prompt},"
+        return with_user_prompt(extracted, user_prompt)
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
@@ -148,6 +161,7 @@ class OSEDiffSD21(OneStepDiffusion):
             dtype=resolve_dtype(str(get("dtype", "float32")), device, gpu_default=torch.float16),
             text_dtype=None if text_dtype in (None, "null", "") else str(text_dtype),
             color_fix=str(get("color_fix", "adain")),
+            prompt_format=str(get("prompt_format", "osediff")),
             seed=int(get("seed", 42)),
             # a release brings its own ranks (the model must be built with them)
             lora_rank=release.rank_unet if release else int(get("lora_rank", 4)),

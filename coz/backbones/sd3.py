@@ -44,6 +44,7 @@ from coz.backbones.lora_formats import (
 )
 from coz.backbones.one_step import OneStepDiffusion
 from coz.backbones.sd3_text import SD3TextEncoders
+from coz.backbones.vae_tiling import shared_norm_decode, shared_norm_encode
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
 from coz.tiling import tile_boxes, tiled_apply
@@ -292,45 +293,33 @@ class OSEDiffSD3(OneStepDiffusion):
         )
         return [(t * 8, le * 8, b * 8, r * 8) for t, le, b, r in boxes]
 
+    _encoded_full: tuple[torch.Tensor, torch.Tensor] | None = None  # (up, z) of full_image_views
+
     def upscale_full(
         self, lr: torch.Tensor, up: torch.Tensor, prompts: list[str], options: FullImageOptions
     ) -> torch.Tensor:
         """The authors' full-image path, one tile on the device at a time (see
         :meth:`Backbone.upscale_full` for the arguments):
 
-        1. tiled VAE encode of ``up`` (pixel tiles of ``vae_encoder_tile``), posterior noise drawn
-           per tile from (seed, the tile's pixels);
+        1. tiled VAE encode of ``up`` (``options.vae_tiling``: shared GroupNorm statistics, the
+           posterior noise from (seed, the image); or blended tiles, the noise per tile from (seed,
+           the tile's pixels)), reused from :meth:`full_image_views` when it just encoded ``up``;
         2. the one-step update on latent tiles of ``latent_tile``, each with its own prompt;
         3. tiled VAE decode (latent tiles of ``vae_decoder_tile``), the colour fix per decoded
            tile against its crop of ``up``;
 
-        each stage blended with Gaussian weights into a host-side accumulator. ``latent_shift``
+        the latent stage blended with Gaussian weights into a host-side accumulator. ``latent_shift``
         comes from ``options`` (the authors' full-image script: ``none``) unless that is None.
         """
-        height, width = up.shape[-2:]
-        if height % 16 or width % 16:
-            raise ValueError(f"full-image SR needs sides that are multiples of 16, got {height}x{width}")
-        shift = options.latent_shift or self.latent_shift
-        if shift not in LATENT_SHIFTS:
-            raise CozError(f"zoom.latent_shift={shift!r}: use one of {', '.join(LATENT_SHIFTS)} or backbone")
+        shift = self._full_shift(up, options)
         dev = self._device
+        shared = options.vae_tiling == "shared_norm"
 
         def pixels(tile: torch.Tensor) -> torch.Tensor:  # uint8 -> float [0, 1] on the device
             return tile.to(dev).float().div_(255)
 
-        def encode_tile(tile: torch.Tensor, _: int) -> torch.Tensor:
-            x = pixels(tile)
-            return self.encode(x * 2 - 1, self.image_generators(x), latent_shift=shift).float().cpu()
-
-        z = tiled_apply(
-            encode_tile,
-            up,
-            options.vae_encoder_tile,
-            options.vae_encoder_overlap,
-            Fraction(1, 8),
-            options.tile_variance,
-            "VAE encode tiles",
-        )
+        cached, self._encoded_full = self._encoded_full, None
+        z = cached[1] if cached is not None and torch.equal(cached[0], up) else self._encode_full(up, options)
         n_tiles = len(tile_boxes(z.shape[-2], z.shape[-1], options.latent_tile, options.latent_overlap))
         if len(prompts) != n_tiles:
             raise ValueError(f"{n_tiles} latent tiles but {len(prompts)} prompts")
@@ -359,6 +348,21 @@ class OSEDiffSD3(OneStepDiffusion):
                 y = color_fix(self.color_fix, y, pixels(up[..., t:b, le:r]))
             return y.cpu()
 
+        if shared:
+            cfg = self.vae.config
+            offset = 0.0 if shift == "none" else (cfg.shift_factor or 0.0)
+            with torch.no_grad():
+                y = shared_norm_decode(
+                    self.vae,
+                    (z / cfg.scaling_factor + offset).to(self.dtype),
+                    options.vae_decoder_tile,
+                    options.vae_decoder_pad,
+                    dev,
+                )
+            y = (y.float().clamp_(-1.0, 1.0) + 1) / 2
+            if self.color_fix != "none":
+                y = color_fix(self.color_fix, y.to(dev), pixels(up)).cpu()
+            return y
         return tiled_apply(
             decode_tile,
             z,
@@ -368,6 +372,75 @@ class OSEDiffSD3(OneStepDiffusion):
             options.tile_variance,
             "VAE decode tiles",
         )
+
+    def _full_shift(self, up: torch.Tensor, options: FullImageOptions) -> str:
+        height, width = up.shape[-2:]
+        if height % 16 or width % 16:
+            raise ValueError(f"full-image SR needs sides that are multiples of 16, got {height}x{width}")
+        shift = options.latent_shift or self.latent_shift
+        if shift not in LATENT_SHIFTS:
+            raise CozError(f"zoom.latent_shift={shift!r}: use one of {', '.join(LATENT_SHIFTS)} or backbone")
+        return shift
+
+    def _encode_full(self, up: torch.Tensor, options: FullImageOptions) -> torch.Tensor:
+        """(1, 3, H, W) uint8 -> z (1, 16, H/8, W/8) float32 on the host, by the tiled VAE of
+        ``options.vae_tiling``."""
+        shift = self._full_shift(up, options)
+        if options.vae_tiling == "shared_norm":  # the released technique: shared GroupNorm statistics
+            return self._shared_norm_encode(up, options, shift)
+        dev = self._device
+
+        def encode_tile(tile: torch.Tensor, _: int) -> torch.Tensor:
+            x = tile.to(dev).float().div_(255)
+            return self.encode(x * 2 - 1, self.image_generators(x), latent_shift=shift).float().cpu()
+
+        return tiled_apply(
+            encode_tile,
+            up,
+            options.vae_encoder_tile,
+            options.vae_encoder_overlap,
+            Fraction(1, 8),
+            options.tile_variance,
+            "VAE encode tiles",
+        )
+
+    def full_image_views(self, up: torch.Tensor, tiles: list, options: FullImageOptions) -> list:
+        """Each tile's VLM view as the released full-image script makes it: the VAE decode of the
+        tile's input latent. The latents are kept for the :meth:`upscale_full` that follows."""
+        from PIL import Image
+
+        shift = self._full_shift(up, options)
+        z = self._encode_full(up, options)
+        self._encoded_full = (up, z)
+        views = []
+        with torch.no_grad():
+            for top, left, bottom, right in tiles:
+                zt = z[..., top // 8 : bottom // 8, left // 8 : right // 8].to(self._device, self.dtype)
+                y = (self.decode(zt, latent_shift=shift).float().clamp(-1.0, 1.0) + 1) / 2
+                pixels = y[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                views.append(Image.fromarray(pixels))
+        return views
+
+    def _shared_norm_encode(self, up: torch.Tensor, options: FullImageOptions, shift: str) -> torch.Tensor:
+        """(1, 3, H, W) uint8 -> z (1, 16, H/8, W/8) float32 on the host: the encoder's moments by
+        the shared-GroupNorm tiled VAE, the posterior sampled with the image's own generator."""
+        x = up.float().div_(255)
+        generator = self.image_generators(x)[0]
+        with torch.no_grad():
+            moments = shared_norm_encode(
+                self.vae,
+                (x * 2 - 1).to(self.dtype),
+                options.vae_encoder_tile,
+                options.vae_encoder_pad,
+                self._device,
+            ).float()
+        mean, logvar = moments.chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        z = mean + std * torch.randn(mean.shape, generator=generator)
+        cfg = self.vae.config
+        if shift == "train":
+            z = z - (cfg.shift_factor or 0.0)
+        return z * cfg.scaling_factor
 
 
 def _weight_files(cfg) -> dict[str, Path]:

@@ -51,6 +51,7 @@ def build_rewards(cfg: DictConfig) -> Rewards:
         ngram=int(r.ngram),
         max_penalty=float(r.max_penalty),
         score_range=tuple(r.score_range),
+        repetition_words=str(r.get("repetition_words", "letters")),
     )
 
 
@@ -295,7 +296,7 @@ class GRPOModule(L.LightningModule):
             device=self.device,
         )  # (N, 5)
         everyone = self.all_gather(local).reshape(-1, N_REWARD_COLUMNS)  # (world * N, 5)
-        advantages = group_advantages(everyone[:, 3], G, str(g.advantage.scale), float(g.advantage.eps))
+        advantages = group_advantages(everyone[:, 3], G, str(g.scale_rewards), float(g.advantage_eps))
         n = len(rewards)
         advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]
 

@@ -9,7 +9,9 @@
   (Appendix J.2: "The second image shows a close-up view ...").
 - ``R_rep``: minus the fraction of repeated word n-grams, in [-1, 0] (Yeo et al. [54]; Appendix J.1:
   "texture orange fur texture orange fur ..."). Words are lower-cased runs of letters and digits,
-  so "fur, texture" and "fur texture" are the same bigram.
+  so "fur, texture" and "fur texture" are the same bigram (``words="letters"``); ``"whitespace"``
+  is SWIFT's repetition reward, ``text.lower().split()`` with punctuation kept
+  (implementation-facts.md section 7).
 
 Rewards are computed on the raw completion: the text hygiene of :mod:`coz.prompts.hygiene` is for
 inference, the rewards are what teach the VLM not to need it.
@@ -54,27 +56,35 @@ def phrase_reward(text: str, pattern: re.Pattern[str] | None) -> float:
     return 0.0 if pattern is not None and pattern.search(text) else 1.0
 
 
-def words(text: str) -> list[str]:
+WORD_MODES = ("letters", "whitespace")
+
+
+def words(text: str, mode: str = "letters") -> list[str]:
+    """Lower-cased words: runs of letters and digits (``letters``) or whitespace-split (``whitespace``)."""
+    if mode == "whitespace":
+        return text.lower().split()
+    if mode != "letters":
+        raise ValueError(f"rewards.repetition_words={mode!r}: use one of {', '.join(WORD_MODES)}")
     return [w.lower() for w in _WORD.findall(text)]
 
 
-def repetition_fraction(text: str, n: int = 3) -> float:
+def repetition_fraction(text: str, n: int = 3, mode: str = "letters") -> float:
     """The fraction of the word n-grams of ``text`` that repeat an earlier one: 1 - unique / total.
 
     Texts shorter than ``n`` words have no n-gram and no repetition (0).
     """
     if n < 1:
         raise ValueError(f"n-gram size must be >= 1, got {n}")
-    tokens = words(text)
+    tokens = words(text, mode)
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     if not grams:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)
 
 
-def repetition_reward(text: str, n: int = 3, max_penalty: float = -1.0) -> float:
+def repetition_reward(text: str, n: int = 3, max_penalty: float = -1.0, mode: str = "letters") -> float:
     """R_rep (Algorithm 2, line 14): ``max_penalty`` times the repeated fraction, in [max_penalty, 0]."""
-    return max_penalty * repetition_fraction(text, n) + 0.0  # + 0.0: no -0.0 in the logs
+    return max_penalty * repetition_fraction(text, n, mode) + 0.0  # + 0.0: no -0.0 in the logs
 
 
 def parse_score(answer: str, low: float = 0.0, high: float = 100.0) -> float | None:
@@ -121,7 +131,13 @@ class Rewards:
         ngram: int = 3,
         max_penalty: float = -1.0,
         score_range: tuple[float, float] = (0.0, 100.0),
+        repetition_words: str = "letters",
     ) -> None:
+        if repetition_words not in WORD_MODES:
+            raise ValueError(
+                f"rewards.repetition_words={repetition_words!r}: use one of {', '.join(WORD_MODES)}"
+            )
+        self.repetition_words = repetition_words
         if max_penalty > 0:
             raise ValueError(f"rewards.max_penalty={max_penalty}: the repetition penalty must be <= 0")
         low, high = map(float, score_range)
@@ -136,7 +152,7 @@ class Rewards:
         score = parse_score(critic_answer, self.low, self.high)
         critic = 0.0 if score is None else (score - self.low) / (self.high - self.low)
         phrase = phrase_reward(text, self.pattern)
-        repetition = repetition_reward(text, self.ngram, self.max_penalty)
+        repetition = repetition_reward(text, self.ngram, self.max_penalty, self.repetition_words)
         w = self.weights
         total = w.critic * critic + w.phrase * phrase + w.repetition * repetition
         return Reward(critic, phrase, repetition, total, score is None, critic_answer)

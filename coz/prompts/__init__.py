@@ -25,12 +25,16 @@ PROMPTS = ("null", *VLM_NAMES, *DAPE_NAMES)
 _NOT_IDENTITY = ("clean", "check_clip", "cache", "cache_dir", "merge_adapter")
 
 
-def build_prompt_extractor(cfg: DictConfig | None, device: str = "cpu") -> PromptExtractor:
+def build_prompt_extractor(
+    cfg: DictConfig | None, device: str = "cpu", tiles: bool = False
+) -> PromptExtractor:
+    """The extractor ``cfg`` (a ``prompt=`` node) names; ``tiles``: it will describe the tiles of
+    full-image SR (``zoom=full``), where ``max_new_tokens=auto`` means the full-image script's 16."""
     name = "null" if cfg is None else str(cfg.name)
     if name == "null":
         return NullPrompt()
     if name in VLM_NAMES:
-        extractor, resolved = _build_vlm(cfg, device)
+        extractor, resolved = _build_vlm(cfg, device, tiles)
     elif name in DAPE_NAMES:
         extractor, resolved = _build_dape(cfg, device)
     else:
@@ -38,7 +42,16 @@ def build_prompt_extractor(cfg: DictConfig | None, device: str = "cpu") -> Promp
     return _wrap(extractor, cfg, {**resolved, "device_type": str(device).split(":")[0]})
 
 
-def _build_vlm(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
+def max_new_tokens(value, adapter: bool, tiles: bool) -> int:
+    """``prompt.max_new_tokens``; ``auto`` follows the authors' release of the setting
+    (implementation-facts.md section 2): 16 per full-image tile, 32 with the GRPO adapter (the
+    later release, the only one that loads it), 128 without (the first release)."""
+    if str(value) != "auto":
+        return int(value)
+    return 16 if tiles else 32 if adapter else 128
+
+
+def _build_vlm(cfg: DictConfig, device: str, tiles: bool = False) -> tuple[PromptExtractor, dict]:
     import torch
 
     from coz.dtypes import resolve_dtype
@@ -62,19 +75,23 @@ def _build_vlm(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
 
         fingerprint = _file_fingerprint(str(cfg.adapter))
         model = load_adapter(model, str(cfg.adapter), merge=bool(cfg.get("merge_adapter", False)))
+    tokens = max_new_tokens(cfg.max_new_tokens, bool(cfg.get("adapter")), tiles)
     extractor = VLMPrompts(
-        model, processor, max_new_tokens=int(cfg.max_new_tokens), multiscale=bool(cfg.get("multiscale", True))
+        model, processor, max_new_tokens=tokens, multiscale=bool(cfg.get("multiscale", True))
     )
     extractor.name = str(cfg.name)
-    return extractor, {"dtype": str(dtype), "adapter_files": fingerprint}
+    return extractor, {"dtype": str(dtype), "adapter_files": fingerprint, "max_new_tokens": tokens}
 
 
 def _build_dape(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
+    import hashlib
+
     from coz.prompts.dape import build_dape
 
     extractor = build_dape(cfg, device)
     return extractor, {
-        "dtype": "float32",
+        "dtype": str(extractor.dtype),
+        "thresholds": hashlib.sha1(extractor.thresholds.cpu().numpy().tobytes()).hexdigest(),
         "files": {
             k: _file_fingerprint(str(cfg[k])) for k in ("ram_weights", "dape_weights", "tags") if cfg.get(k)
         },

@@ -2,10 +2,14 @@
 
 RAM scores every tag of its list with a Query2Label-style head: each tag's label embedding is a
 query that cross-attends to the image tokens (BERT layers without self-attention), then
-``fc`` gives one logit per tag. Tags whose sigmoid passes their per-class threshold (0.68 where
-the threshold file has none) are joined with ", ". DAPE adds rank-8 LoRA on the Swin ``qkv``
+``fc`` gives one logit per tag. Tags whose sigmoid passes their per-class threshold are joined
+with ", ". The thresholds come from RAM's ``ram_tag_list_threshold.txt`` (one per tag; most 0.65,
+about 1,100 higher, 10 disabled at 1.0), which RAM's tagger always reads: its 0.68 constructor
+default never takes effect. ``uniform:0.68`` is the explicit opt-out. DAPE adds rank-8 LoRA on the Swin ``qkv``
 (q and v; loralib ``MergedLinear``) and on the head's ``query``/``key`` (loralib ``Linear``,
-alpha 1), loaded non-strictly from ``DAPE.pth`` on top of ``ram_swin_large_14m.pth``.
+alpha 1), loaded non-strictly from ``DAPE.pth`` on top of ``ram_swin_large_14m.pth``. As RAM's own loader,
+legacy ``vision_multi.*`` keys are read as ``tagging_head.*`` and keys the tagger does not have are
+ignored (counted in one log line); a file that matches no parameter at all is refused.
 
 Parameter names follow RAM's checkpoints: ``label_embed``, ``wordvec_proj``, ``image_proj``,
 ``fc``, ``tagging_head.encoder.layer.N.crossattention.self.query|key|value``,
@@ -20,6 +24,7 @@ independent Swin). Not yet compared with the released weights' tags (no weights 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -30,7 +35,10 @@ from torch.nn import functional as F
 from coz.errors import CozError
 from coz.prompts.base import PromptExtractor
 
-DEFAULT_THRESHOLD = 0.68
+log = logging.getLogger("coz.prompts")
+
+DEFAULT_THRESHOLD = 0.68  # RAM's constructor default: only used through thresholds=uniform:0.68
+THRESHOLD_FILE = "ram_tag_list_threshold.txt"  # RAM's per-class thresholds, beside ram_tag_list.txt
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 WHERE = {
     "ram_weights": "ram_swin_large_14m.pth from the Recognize Anything release (xinyu1205/recognize-anything)",
@@ -158,39 +166,92 @@ def load_tags(path: str | Path) -> list[str]:
     return tags
 
 
-def load_thresholds(
-    path: str | Path | None, num_tags: int, default: float = DEFAULT_THRESHOLD
+def load_thresholds(path: str | Path, num_tags: int, option: str = "prompt.thresholds") -> torch.Tensor:
+    """RAM's per-class threshold file: one float per line, exactly one per tag of the list."""
+    lines = [(i, s.strip()) for i, s in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1)]
+    values = []
+    for number, text in lines:
+        if not text:
+            continue
+        try:
+            values.append(float(text))
+        except ValueError:
+            raise CozError(f"{option}={path}: line {number} ({text[:20]!r}) is not a number") from None
+    if len(values) != num_tags:
+        raise CozError(f"{option}={path}: {len(values)} thresholds for {num_tags} tags")
+    return torch.tensor(values)
+
+
+def resolve_thresholds(
+    spec: str | None, tags_path: str | Path, num_tags: int, option: str = "prompt.thresholds"
 ) -> torch.Tensor:
-    """Per-class thresholds: one float per line for the first tags, ``default`` for the rest."""
-    thresholds = torch.full((num_tags,), float(default))
-    if path:
-        values = [float(s) for s in Path(path).read_text().split()]
-        if len(values) > num_tags:
-            raise CozError(f"prompt.thresholds={path}: {len(values)} thresholds for {num_tags} tags")
-        thresholds[: len(values)] = torch.tensor(values)
-    return thresholds
+    """The per-class thresholds a ``thresholds`` option names.
+
+    ``null``: RAM's ``ram_tag_list_threshold.txt`` beside the tag list (what RAM always applies);
+    a path: that file; ``uniform:X``: X for every tag (the opt-out; ``uniform:0.68`` is RAM's
+    constructor default). A missing file is one CozError naming it."""
+    spec = "" if spec is None else str(spec).strip()
+    if spec.startswith("uniform:"):
+        try:
+            value = float(spec[len("uniform:") :])
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise CozError(f"{option}={spec}: uniform:X needs a number X in [0, 1], e.g. uniform:0.68")
+        return torch.full((num_tags,), value)
+    path = Path(spec).expanduser() if spec else Path(tags_path).expanduser().parent / THRESHOLD_FILE
+    if not path.is_file():
+        where = "" if spec else " (looked for beside the tag list)"
+        raise CozError(
+            f"{option}={spec or 'null'}: no such file {path}{where}: get {WHERE['thresholds']}, "
+            f"or set {option}=uniform:0.68 for one threshold for every tag"
+        )
+    return load_thresholds(path, num_tags, option)
+
+
+LEGACY_PREFIXES = {"vision_multi": "tagging_head"}  # RAM's loader renames these old checkpoint names
+
+
+def renamed_legacy(state: dict) -> dict:
+    """``vision_multi.*`` -> ``tagging_head.*`` as RAM's ``load_checkpoint_swinlarge`` does."""
+    out = {}
+    for key, value in state.items():
+        for old, new in LEGACY_PREFIXES.items():
+            key = key.replace(old, new)
+        out[key] = value
+    return out
 
 
 def load_ram_state(tagger: RAMTagger, ram_path: str | Path | None, dape_path: str | Path | None) -> None:
-    """RAM's weights strictly (every non-LoRA parameter must be there), then DAPE's non-strictly
-    on top, as SeeSR does. Keys of neither file that match nothing, and wrong shapes, are refused
-    by name."""
+    """RAM's weights (every non-LoRA parameter must be there), then DAPE's on top, as SeeSR does.
+    Keys the tagger lacks are ignored as RAM's non-strict load ignores them (one log line with
+    their count); wrong shapes and a file matching nothing are refused by name."""
     for path, strict in ((ram_path, True), (dape_path, False)):
         if not path:
             continue
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
+        state = renamed_legacy(state.get("model", state))
         tagger.load_state_dict(checked_state(tagger, state, strict, str(path)), strict=False)
 
 
 def checked_state(tagger: nn.Module, state: dict, strict: bool, source: str) -> dict:
-    """The entries of ``state`` the tagger takes; CozError on unknown keys, shape mismatches and
-    (``strict``) missing non-LoRA parameters."""
+    """The entries of ``state`` the tagger takes; CozError on shape mismatches, on a file that
+    matches no parameter and (``strict``) on missing non-LoRA parameters. Other unknown keys are
+    logged once, counted, and skipped (RAM and SeeSR load with ``strict=False``)."""
     own = tagger.state_dict()
+    if not any(k in own for k in state):
+        raise CozError(
+            f"{source}: none of its {len(state)} key(s) matches a parameter of the tagger "
+            f"(e.g. {', '.join(sorted(state)[:3]) or 'no keys at all'}): not a RAM or DAPE checkpoint"
+        )
     unknown = sorted(k for k in state if k not in own and not _ignored(k))
     if unknown:
-        raise CozError(
-            f"{source}: {len(unknown)} key(s) match no parameter of the tagger, e.g. {', '.join(unknown[:3])}"
+        log.info(
+            "%s: %d key(s) match no parameter of the tagger and are ignored, as RAM's non-strict load "
+            "ignores them (e.g. %s)",
+            source,
+            len(unknown),
+            ", ".join(unknown[:3]),
         )
     wrong = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -236,6 +297,7 @@ class DAPEPrompts(PromptExtractor):
             raise CozError(f"tag list has {len(tags)} tags, the tagger {tagger.label_embed.shape[0]}")
         self.tagger, self.tags, self.thresholds = tagger.eval().to(device), tags, thresholds.to(device)
         self.image_size, self.device = image_size, device
+        self.dtype = next(tagger.parameters()).dtype  # float16 on GPUs, as the official scripts run it
 
     def preprocess(self, views) -> torch.Tensor:
         from coz.geometry import to_tensor
@@ -246,11 +308,11 @@ class DAPEPrompts(PromptExtractor):
         )
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return ((x - mean) / std).to(self.dtype)
 
     def select(self, logits: torch.Tensor) -> list[str]:
         """Tags whose score passes their threshold, in tag-list order, joined with ", "."""
-        keep = torch.sigmoid(logits) > self.thresholds
+        keep = torch.sigmoid(logits.float()) > self.thresholds
         return [", ".join(self.tags[i] for i in row.nonzero().flatten().tolist()) for row in keep]
 
     def extract(self, views, previous) -> list[str]:
@@ -269,7 +331,7 @@ def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
     for key in ("ram_weights", "dape_weights", "tags"):  # the tag list ships with RAM's code, not coz
         if not cfg.get(key):
             raise CozError(f"prompt=dape needs prompt.{key}=PATH: {WHERE[key]}")
-    for key in ("ram_weights", "dape_weights", "tags", "thresholds"):
+    for key in ("ram_weights", "dape_weights", "tags"):
         value = cfg.get(key)
         if value and not Path(value).expanduser().is_file():
             raise CozError(f"prompt.{key}={value}: no such file (get {WHERE[key]})")
@@ -288,11 +350,12 @@ def load_dape(cfg, device: str = "cpu") -> DAPEPrompts:
     if int(cfg.get("image_size", 384)) != 384:
         raise CozError(f"prompt.image_size={cfg.image_size}: RAM's Swin-L is built for 384 px")
     tags = load_tags(Path(cfg.tags).expanduser())
+    thresholds = resolve_thresholds(cfg.get("thresholds"), cfg.tags, len(tags))  # before the big build
     tagger = ram_swin_tagger(len(tags))
     load_ram_state(tagger, Path(cfg.ram_weights).expanduser(), Path(cfg.dape_weights).expanduser())
-    thresholds = load_thresholds(
-        Path(cfg.thresholds).expanduser() if cfg.get("thresholds") else None,
-        len(tags),
-        float(cfg.get("threshold", DEFAULT_THRESHOLD)),
+    from coz.dtypes import resolve_dtype
+
+    dtype = resolve_dtype(
+        str(cfg.get("dtype", "float32")), device, gpu_default=torch.float16, option="prompt.dtype"
     )
-    return DAPEPrompts(tagger, tags, thresholds, image_size=384, device=device)
+    return DAPEPrompts(tagger.to(dtype), tags, thresholds, image_size=384, device=device)

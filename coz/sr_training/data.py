@@ -83,6 +83,17 @@ def list_source(path: str | Path, limit: int | None = None) -> list[Path]:
     return files
 
 
+def _weight(source: dict[str, Any], files: list[Path]) -> float:
+    """A source's draw weight: its ``prob``, or its length for ``prob: size``."""
+    prob = source.get("prob", 1.0)
+    if str(prob) == "size":
+        return float(len(files))
+    try:
+        return float(prob)
+    except (TypeError, ValueError):
+        raise CozError(f"data.sources {source['path']}: prob={prob!r}: give a number or size") from None
+
+
 class TrainingImages(Dataset):
     """Map-style dataset over global item indices: ``{"hr": uint8 (3, crop, crop), "skipped": int,
     "index": int, "deg": {...}}``; ``deg`` holds the Real-ESRGAN draws where the item's stage uses them."""
@@ -104,7 +115,9 @@ class TrainingImages(Dataset):
             raise CozError("data.sources is empty: give at least one folder or path list")
         self.names = [str(s["path"]) for s in sources]
         self.files = [list_source(s["path"], s.get("limit")) for s in sources]
-        probs = np.array([float(s.get("prob", 1.0)) for s in sources])
+        # prob: size draws a source in proportion to its length: the released script concatenates
+        # its path lists (LSDIR + FFHQ[:10000] -> about 89:11), which this reproduces.
+        probs = np.array([_weight(s, files) for s, files in zip(sources, self.files, strict=True)])
         if (probs < 0).any() or probs.sum() <= 0:
             raise CozError(f"data.sources: probabilities {probs.tolist()} must be >= 0 and not all 0")
         self.probs = probs / probs.sum()

@@ -130,6 +130,17 @@ def degrade(
     raise ValueError(f"degradation {kind!r}: use one of {', '.join(KINDS)}")
 
 
-def resize_back(lr: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """The LR batch resized to the HR size (what a diffusion backbone restores), clamped to [0, 1]."""
-    return _interpolate(lr, size, mode).clamp(0, 1)
+def resize_back(
+    lr: torch.Tensor, size: tuple[int, int], mode: str = "bicubic", round_8bit: bool = False
+) -> torch.Tensor:
+    """The LR batch resized to the HR size (what a diffusion backbone restores), clamped to [0, 1].
+
+    ``mode="pil_bicubic"``: PIL's bicubic (a = -0.5, torch's antialiased kernel), as the released
+    bicubic dataset class resizes up. ``round_8bit``: rounded to 8 bits afterwards, as the released
+    training script (its LR image is a uint8 picture before the model sees it)."""
+    if mode == "pil_bicubic":
+        out = F.interpolate(lr, size=size, mode="bicubic", antialias=True, align_corners=False)
+    else:
+        out = _interpolate(lr, size, mode)
+    out = out.clamp(0, 1)
+    return torch.round(out * 255.0) / 255.0 if round_8bit else out

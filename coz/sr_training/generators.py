@@ -128,17 +128,25 @@ class SD3Generator(Generator):
         return b.decode(z0), z0, cond
 
     def regulariser(self, cfg):
-        from coz.sr_training.regulariser import SD3_FAKE_TARGETS, FlowScore, Regulariser, sd3_dead_layers
+        from coz.backbones.lora_formats import LoRALinear
+        from coz.sr_training.regulariser import FlowScore, Regulariser, sd3_dead_layers
 
+        transformer = self.backbone.transformer
+        # the released SD3 port: rank-4 LoRA on the 47 AdaLayerNormZero linears (where the generator's is)
+        adaln = tuple(n for n, m in transformer.named_modules() if isinstance(m, LoRALinear))
         return Regulariser(
-            FlowScore(self.backbone.transformer, shift=float(cfg.get("shift", 3.0))),
-            tuple(cfg.get("targets") or SD3_FAKE_TARGETS),
+            FlowScore(
+                transformer, float(cfg.get("shift", 3.0)), sigma_fp16=bool(cfg.get("sigma_fp16", True))
+            ),
+            tuple(cfg.get("targets") or adaln),
             rank=int(cfg.rank),
             alpha=cfg.get("alpha"),
             cfg_scale=float(cfg.get("cfg_scale") or 1.0),
-            dmd_t_range=tuple(cfg.dmd_t_range),
-            diffusion_t_range=tuple(cfg.diffusion_t_range),
-            exclude=sd3_dead_layers(self.backbone.transformer),
+            dmd_t_range=tuple(cfg.get("dmd_t_range") or (0, 1000)),
+            diffusion_t_range=tuple(cfg.get("diffusion_t_range") or (0, 1000)),
+            exclude=sd3_dead_layers(transformer),
+            timesteps=str(cfg.get("timesteps") or "batch"),
+            loss_space=str(cfg.get("loss_space") or "x0"),
         )
 
     def set_gradient_checkpointing(self, on):
@@ -201,18 +209,22 @@ class SD21Generator(Generator):
         return b.decode(z0), z0, cond
 
     def regulariser(self, cfg):
-        from coz.sr_training.regulariser import SD21_FAKE_TARGETS, EpsilonScore, Regulariser
+        from coz.sr_training.regulariser import EpsilonScore, Regulariser
 
         conv_in = {k: v.to(self.backbone.device) for k, v in self.frozen_conv_in.items()}
         family = EpsilonScore(self.backbone.unet, self.backbone.scheduler.alphas_cumprod, conv_in)
+        # OSEDiff's fake UNet: LoRA where the generator's three adapters are (conv, attention, feed-forward)
+        osediff = tuple(n for names in self.backbone.unet_targets.values() for n in names)
         return Regulariser(
             family,
-            tuple(cfg.get("targets") or SD21_FAKE_TARGETS),
+            tuple(cfg.get("targets") or osediff),
             rank=int(cfg.rank),
             alpha=cfg.get("alpha"),
             cfg_scale=float(cfg.get("cfg_scale") or 7.5),
-            dmd_t_range=tuple(cfg.dmd_t_range),
-            diffusion_t_range=tuple(cfg.diffusion_t_range),
+            dmd_t_range=tuple(cfg.get("dmd_t_range") or (20, 980)),
+            diffusion_t_range=tuple(cfg.get("diffusion_t_range") or (0, 1000)),
+            timesteps=str(cfg.get("timesteps") or "sample"),
+            loss_space=str(cfg.get("loss_space") or "target"),
         )
 
     def to(self, device):

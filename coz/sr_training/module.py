@@ -301,10 +301,11 @@ class SRTrainingModule(L.LightningModule):
             lr = degrade(hr, kind, batch.get("deg"), int(self.cfg.degradation.scale))  # (B, 3, S/4, S/4)
             x = lr
             if self.gen.takes_upsampled_input:
-                mode = "bicubic"
-                if kind == "realesrgan" and str(self.cfg.degradation.resize_back) == "random":
+                deg = self.cfg.degradation
+                mode = str(deg.get("bicubic_back", "pil_bicubic")) if kind == "bicubic" else "bicubic"
+                if kind == "realesrgan" and str(deg.resize_back) == "random":
                     mode = RESIZE_MODES[int(batch["deg"]["mode_back"][0])]
-                x = resize_back(lr, hr.shape[-2:], mode)  # (B, 3, S, S)
+                x = resize_back(lr, hr.shape[-2:], mode, bool(deg.get("round_8bit", True)))  # (B, 3, S, S)
             prompts = self.prompts(hr) if self.prompts is not None else [""] * hr.shape[0]
         target = hr * 2 - 1
         sr, z0, cond = self.gen.restore(x, prompts)

@@ -58,7 +58,7 @@ class TrainingPrompts:
 
 
 def _build_tagger(cfg: DictConfig, device: str):
-    from coz.prompts.dape import DAPEPrompts, load_ram_state, load_tags, load_thresholds, ram_swin_tagger
+    from coz.prompts.dape import DAPEPrompts, load_ram_state, load_tags, ram_swin_tagger, resolve_thresholds
 
     if cfg.mode == "tiny_dape":
         from coz.prompts.tiny_dape import build_tiny_dape
@@ -77,12 +77,8 @@ def _build_tagger(cfg: DictConfig, device: str):
         if not Path(value).expanduser().is_file():
             raise CozError(f"prompts.{key}={value}: no such file")
     tags = load_tags(Path(cfg.tags).expanduser())
+    thresholds = resolve_thresholds(cfg.get("thresholds"), cfg.tags, len(tags), option="prompts.thresholds")
     tagger = ram_swin_tagger(len(tags))
     dape = Path(cfg.dape_weights).expanduser() if cfg.mode == "dape" else None
     load_ram_state(tagger, Path(cfg.ram_weights).expanduser(), dape)
-    thresholds = load_thresholds(
-        Path(cfg.thresholds).expanduser() if cfg.get("thresholds") else None,
-        len(tags),
-        float(cfg.get("threshold", 0.68)),
-    )
     return DAPEPrompts(tagger.requires_grad_(False), tags, thresholds, image_size=384, device=device)

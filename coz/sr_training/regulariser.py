@@ -18,8 +18,15 @@ Losses, on the generator's clean latent ``z0`` (B, C, h, w) and its text conditi
   fake and the real model (no grad), ``w = mean|z0 - x0_real|`` per image,
   ``grad = (x0_fake - x0_real) / w``, loss ``= MSE(z0, stopgrad(z0 - grad))``. SD2.1 adds
   classifier-free guidance (7.5, negative prompt) in the real branch; the SD3 port drops it.
-- the fake model's diffusion loss on ``stopgrad(z0)``: epsilon MSE (SD2.1, DDPM) or flow-matching
-  velocity MSE (SD3, ``v = noise - z0``).
+- the fake model's diffusion loss on ``stopgrad(z0)``: in the model's own target space
+  (``loss_space="target"``: epsilon MSE for SD2.1, as OSEDiff) or in x0 space (``"x0"``: MSE between
+  the fake model's x0 prediction ``z_t - sigma v`` and ``z0``, a sigma^2-weighted velocity loss, as
+  the released SD3 port).
+
+Timesteps: ``timesteps="sample"`` draws one t per image (OSEDiff SD2.1), ``"batch"`` one t for the
+whole batch (the released SD3 port). The released SD3 port's fake model is a separate deep copy
+of the base transformer with rank-4 LoRA on the 47 AdaLayerNormZero linears: here the same
+frozen base is shared through hooks, which computes the same function with one copy in memory.
 """
 
 from __future__ import annotations
@@ -42,18 +49,38 @@ SD3_FAKE_TARGETS = (
     "add_v_proj",
     "to_add_out",
 )
+TIMESTEP_DRAWS = ("sample", "batch")
+LOSS_SPACES = ("target", "x0")
 SD21_FAKE_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 
 
-def _features(module: nn.Module) -> tuple[int, int] | None:
-    base = getattr(module, "base_layer", module)  # a PEFT-wrapped Linear keeps its own in a base_layer
-    if isinstance(base, nn.Linear):
-        return base.in_features, base.out_features
+def _base(module: nn.Module) -> nn.Module:
+    """The plain layer inside a generator adapter: PEFT's ``base_layer``, coz's LoRALinear ``linear``."""
+    from coz.backbones.lora_formats import LoRALinear
+
+    if isinstance(module, LoRALinear):
+        return module.linear
+    return getattr(module, "base_layer", module)
+
+
+def _lora_pair(layer: nn.Module, rank: int) -> tuple[nn.Module, nn.Module] | None:
+    """(down, up) for a Linear or a Conv2d (conv LoRA: down with the layer's kernel, up 1x1), or None."""
+    device = layer.weight.device
+    if isinstance(layer, nn.Linear):
+        return (
+            nn.Linear(layer.in_features, rank, bias=False, device=device),
+            nn.Linear(rank, layer.out_features, bias=False, device=device),
+        )
+    if isinstance(layer, nn.Conv2d):
+        down = nn.Conv2d(
+            layer.in_channels, rank, layer.kernel_size, layer.stride, layer.padding, bias=False, device=device
+        )
+        return down, nn.Conv2d(rank, layer.out_channels, 1, bias=False, device=device)
     return None
 
 
 class FakeLoRA(nn.Module):
-    """A LoRA added to ``denoiser``'s Linear layers named by ``targets`` (suffix match) through
+    """A LoRA added to ``denoiser``'s Linear / Conv2d layers named by ``targets`` (suffix match) through
     forward hooks, active only inside :meth:`active`. ``down ~ N(0, 1/r)``, ``up = 0`` (OSEDiff's
     gaussian init), scale ``alpha / rank``."""
 
@@ -74,19 +101,17 @@ class FakeLoRA(nn.Module):
         for name, module in denoiser.named_modules():
             if not any(name == t or name.endswith("." + t) for t in targets) or name in exclude:
                 continue
-            if "lora_" in name or (feats := _features(module)) is None:
+            if "lora_" in name or (pair := _lora_pair(_base(module), self.rank)) is None:
                 continue
             key = name.replace(".", "__")
-            weight = getattr(module, "base_layer", module).weight
-            down = nn.Linear(feats[0], self.rank, bias=False, device=weight.device)
-            up = nn.Linear(self.rank, feats[1], bias=False, device=weight.device)
+            down, up = pair
             nn.init.normal_(down.weight, std=1.0 / self.rank)
             nn.init.zeros_(up.weight)
             self.down[key], self.up[key] = down, up
             self._handles.append(module.register_forward_hook(self._hook(key)))
             self.names.append(name)
         if not self.names:
-            raise ValueError(f"no Linear layer matches the regulariser targets {targets}")
+            raise ValueError(f"no Linear or Conv2d layer matches the regulariser targets {targets}")
 
     def _hook(self, key: str):
         def hook(module, inputs, output):
@@ -171,7 +196,13 @@ class ScoreFamily:
     def __init__(self, denoiser: nn.Module, frozen_conv_in=None) -> None:
         self.denoiser, self.frozen_conv_in = denoiser, frozen_conv_in
 
-    def sample_t(self, n: int, low: int, high: int, generator: torch.Generator, device) -> torch.Tensor:
+    def sample_t(
+        self, n: int, low: int, high: int, generator: torch.Generator, device, per: str = "sample"
+    ) -> torch.Tensor:
+        """(n,) integer timesteps in [low, high): one per image (``per="sample"``) or one shared
+        by the batch (``"batch"``)."""
+        if per == "batch":
+            return torch.randint(low, high, (1,), generator=generator, device=device).expand(n)
         return torch.randint(low, high, (n,), generator=generator, device=device)
 
     def add_noise(self, z0, noise, t):  # -> z_t
@@ -191,13 +222,15 @@ class FlowScore(ScoreFamily):
     """SD3 (rectified flow): ``z_t = (1 - s) z0 + s n``, the transformer predicts ``v = n - z0``,
     ``x0 = z_t - s v``; ``s`` from t/1000 with SD3's timestep shift (3.0)."""
 
-    def __init__(self, denoiser: nn.Module, shift: float = 3.0) -> None:
+    def __init__(self, denoiser: nn.Module, shift: float = 3.0, sigma_fp16: bool = False) -> None:
         super().__init__(denoiser)
-        self.shift = float(shift)
+        self.shift, self.sigma_fp16 = float(shift), bool(sigma_fp16)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Shifted sigma of integer t; ``sigma_fp16`` rounds it to float16 as the released SD3 port."""
         s = (t.float() + 1) / 1000.0  # FlowMatchEulerDiscreteScheduler: t in 0..999 -> sigma in (0, 1]
-        return (self.shift * s / (1 + (self.shift - 1) * s)).view(-1, 1, 1, 1)
+        sigma = (self.shift * s / (1 + (self.shift - 1) * s)).view(-1, 1, 1, 1)
+        return sigma.half().float() if self.sigma_fp16 else sigma
 
     def add_noise(self, z0, noise, t):
         s = self.sigma(t).to(z0.dtype)
@@ -269,12 +302,19 @@ class Regulariser(nn.Module):
         dmd_t_range: tuple[int, int] = (20, 980),
         diffusion_t_range: tuple[int, int] = (0, 1000),
         exclude: tuple[str, ...] = (),
+        timesteps: str = "sample",
+        loss_space: str = "target",
     ) -> None:
         super().__init__()
+        if timesteps not in TIMESTEP_DRAWS:
+            raise ValueError(f"regulariser.timesteps={timesteps!r}: use one of {', '.join(TIMESTEP_DRAWS)}")
+        if loss_space not in LOSS_SPACES:
+            raise ValueError(f"regulariser.loss_space={loss_space!r}: use one of {', '.join(LOSS_SPACES)}")
         self.family = family
         self.fake = FakeLoRA(family.denoiser, tuple(targets), rank, alpha, exclude)
         self.cfg_scale = float(cfg_scale)
         self.dmd_t_range, self.diffusion_t_range = tuple(dmd_t_range), tuple(diffusion_t_range)
+        self.timesteps, self.loss_space = timesteps, loss_space
 
     def parameters_to_train(self) -> list[nn.Parameter]:
         return list(self.fake.parameters())
@@ -290,7 +330,7 @@ class Regulariser(nn.Module):
         """The distribution-matching term on the generator's latent ``z0`` (gradient flows to z0 only)."""
         device = z0.device
         with torch.no_grad():
-            t = self.family.sample_t(z0.shape[0], *self.dmd_t_range, generator, device)
+            t = self.family.sample_t(z0.shape[0], *self.dmd_t_range, generator, device, self.timesteps)
             noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
             z_t = self.family.add_noise(z0.detach(), noise, t)
             with generator_off(self.family.denoiser, self.family.frozen_conv_in):
@@ -307,7 +347,7 @@ class Regulariser(nn.Module):
     ) -> torch.Tensor:
         """The fake model's own denoising loss on ``stopgrad(z0)`` (gradient flows to the fake LoRA only)."""
         z0 = z0.detach()
-        t = self.family.sample_t(z0.shape[0], *self.diffusion_t_range, generator, z0.device)
+        t = self.family.sample_t(z0.shape[0], *self.diffusion_t_range, generator, z0.device, self.timesteps)
         noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         z_t = self.family.add_noise(z0, noise, t)
         denoiser = self.family.denoiser
@@ -317,6 +357,8 @@ class Regulariser(nn.Module):
             self.fake.active(),
         ):
             out = self.family.predict(z_t, t, cond)
+        if self.loss_space == "x0":  # the released SD3 port: MSE(x0 prediction, z0)
+            return F.mse_loss(self.family.x0(z_t, t, out).float(), z0.float())
         return F.mse_loss(out.float(), self.family.diffusion_target(z0, noise).float())
 
 

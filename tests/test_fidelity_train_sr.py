@@ -1,0 +1,128 @@
+"""The released SD3 training recipe (issue 15; implementation-facts.md section 4): the regulariser's
+x0-space loss, one DMD timestep per batch, the fake LoRA on the adaLN-zero linears, proportional
+draws over concatenated lists, 8-bit rounding after the resize back, effective batch 4 in fp32."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+
+from coz.sr_training.degradation import resize_back
+from coz.sr_training.regulariser import FlowScore, Regulariser
+
+
+class ToyFlowDenoiser(nn.Module):
+    """SD3's call signature on a 1x1 channel mix: enough for the regulariser's arithmetic."""
+
+    def __init__(self, channels: int = 4) -> None:
+        super().__init__()
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, hidden_states, timestep, encoder_hidden_states, pooled_projections, return_dict=False):
+        out = self.proj(hidden_states.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return (out + timestep.view(-1, 1, 1, 1) / 1000.0,)
+
+
+def regulariser(**options) -> Regulariser:
+    torch.manual_seed(0)
+    return Regulariser(FlowScore(ToyFlowDenoiser()), ("proj",), rank=2, **options)
+
+
+COND = {"dtype": torch.float32, "prompt_embeds": None, "pooled": None}
+
+
+def test_x0_space_loss_is_the_sigma_squared_weighted_velocity_loss():
+    z0 = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(1))
+    x0_reg = regulariser(timesteps="batch", loss_space="x0")
+    target_reg = regulariser(timesteps="batch", loss_space="target")
+    x0_loss = x0_reg.diffusion_loss(z0, COND, torch.Generator().manual_seed(5)).detach()
+    v_loss = target_reg.diffusion_loss(z0, COND, torch.Generator().manual_seed(5)).detach()
+    t = x0_reg.family.sample_t(3, 0, 1000, torch.Generator().manual_seed(5), "cpu", "batch")
+    sigma = float(x0_reg.family.sigma(t)[0])
+    # x0 - z0 = (1 - s) z0 + s n - s v - z0 = s (n - z0 - v): the x0 loss is s^2 times the velocity loss
+    assert x0_loss.item() == pytest.approx(sigma**2 * v_loss.item(), rel=1e-5)
+    assert sigma < 0.999  # a real weighting, not the trivial s = 1
+
+
+def test_one_dmd_timestep_per_batch_over_the_whole_schedule():
+    family = FlowScore(ToyFlowDenoiser())
+    g = torch.Generator().manual_seed(0)
+    per_batch = torch.stack([family.sample_t(6, 0, 1000, g, "cpu", "batch") for _ in range(50)])
+    assert all(len(set(row.tolist())) == 1 for row in per_batch)  # one t shared by the batch
+    assert per_batch.min() < 50 and per_batch.max() > 950  # the whole schedule
+    per_sample = family.sample_t(6, 0, 1000, g, "cpu", "sample")
+    assert len(set(per_sample.tolist())) > 1
+
+    reg, seen = regulariser(timesteps="batch", loss_space="x0"), []
+    predict = reg.family.predict
+    reg.family.predict = lambda z_t, t, cond, negative=False: seen.append(t.clone()) or predict(z_t, t, cond)
+    reg.dmd_loss(torch.randn(4, 4, 5, 5), COND, torch.Generator().manual_seed(3))
+    assert len(seen) == 2 and all(len(set(t.tolist())) == 1 for t in seen)  # fake and real: one t
+
+
+def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x0_loss():
+    from omegaconf import OmegaConf
+
+    from coz.backbones.lora_formats import LoRALinear
+    from coz.backbones.sd3 import OSEDiffSD3
+    from coz.sr_training.generators import SD3Generator
+
+    backbone = OSEDiffSD3.tiny()
+    cfg = OmegaConf.load("conf/train_sr.yaml").regulariser
+    reg = SD3Generator(backbone).regulariser(cfg)
+    adaln = [n for n, m in backbone.transformer.named_modules() if isinstance(m, LoRALinear)]
+    assert reg.fake.names == adaln and all(".norm1" in n for n in adaln)
+    assert (reg.timesteps, reg.loss_space, reg.dmd_t_range) == ("batch", "x0", (0, 1000))
+    sigma = reg.family.sigma(torch.arange(1000))
+    assert torch.equal(sigma, sigma.half().float()) and reg.family.sigma_fp16  # rounded to fp16, as released
+    assert 0.002 < float(sigma.min()) < 0.004 and float(sigma.max()) == 1.0  # the whole shifted schedule
+
+
+def test_prob_size_draws_sources_in_proportion_to_their_length(tmp_path):
+    from coz.sr_training.data import TrainingImages
+
+    for name, n in (("big", 9), ("small", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            Image.new("RGB", (32, 32), (i * 20, 0, 0)).save(tmp_path / name / f"{i}.png")
+    sources = [
+        {"path": str(tmp_path / "big"), "prob": "size"},
+        {"path": str(tmp_path / "small"), "prob": "size"},
+    ]
+    assert TrainingImages(sources, crop=32).probs.tolist() == pytest.approx([0.9, 0.1])
+    mixed = [{"path": str(tmp_path / "big"), "prob": 1}, {"path": str(tmp_path / "small"), "prob": 1}]
+    assert TrainingImages(mixed, crop=32).probs.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_lr_view_is_rounded_to_8_bits_after_the_pil_like_bicubic_resize_back():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    pil = np.asarray(Image.fromarray(small).resize((64, 64), Image.BICUBIC)).astype(np.float64)
+    x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+    back = resize_back(x, (64, 64), "pil_bicubic", round_8bit=True)
+    pixels = back[0].permute(1, 2, 0).numpy() * 255
+    assert np.allclose(pixels, np.round(pixels), atol=1e-3)  # 8-bit values
+    torch_bicubic = resize_back(x, (64, 64), "bicubic", round_8bit=True)[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(pixels - pil).mean() < 1.0 < np.abs(torch_bicubic - pil).mean()  # PIL's kernel, not torch's
+
+
+def test_paper_preset_composes_to_effective_batch_4_in_fp32_with_the_two_stage_schedule():
+    out = subprocess.run(
+        [sys.executable, "-m", "coz.train_sr", "backbone=sd3", "experiment=paper", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cfg = yaml.safe_load(out.stdout)
+    effective = cfg["data"]["batch_size"] * cfg["optim"]["accumulate"] * cfg["trainer"]["devices"]
+    assert effective == 4 and cfg["trainer"]["precision"] == "32-true"
+    assert [s["prob"] for s in cfg["data"]["sources"]] == ["size", "size"]
+    assert [s["steps"] for s in cfg["stages"]] == [25000, 20000]  # the paper's schedule stays the default
+    assert cfg["degradation"]["round_8bit"] is True
