@@ -188,7 +188,12 @@ def test_wandb_logs_tables_charts_and_images_offline(niqe_params, photos, tmp_pa
     media = {
         str(p.relative_to(runs[0] / "files" / "media")) for p in (runs[0] / "files" / "media").rglob("*.*")
     }
-    prefixes = ("table/rows_", "table/sweep/table_", "images/sweep/plots/niqe_", "images/strips/00000-astronaut_")
+    prefixes = (
+        "table/rows_",
+        "table/sweep/table_",
+        "images/sweep/plots/niqe_",
+        "images/strips/00000-astronaut_",
+    )
     for prefix in prefixes:
         assert any(m.startswith(prefix) for m in media), (prefix, media)
 
