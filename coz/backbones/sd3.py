@@ -358,6 +358,7 @@ class OSEDiffSD3(OneStepDiffusion):
                     options.vae_decoder_tile,
                     options.vae_decoder_pad,
                     dev,
+                    "VAE decode",
                 )
             y = (y.float().clamp_(-1.0, 1.0) + 1) / 2
             if self.color_fix != "none":
@@ -433,6 +434,7 @@ class OSEDiffSD3(OneStepDiffusion):
                 options.vae_encoder_tile,
                 options.vae_encoder_pad,
                 self._device,
+                "VAE encode",
             ).float()
         mean, logvar = moments.chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))

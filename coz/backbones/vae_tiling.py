@@ -202,11 +202,21 @@ def _shared_group_norm(norm: nn.GroupNorm, tiles: list[_Tile], device) -> None:
 
 
 def run_tiled(
-    steps: list, x: torch.Tensor, tile: int, pad: int, scale: float, multiple: int, device=None
+    steps: list,
+    x: torch.Tensor,
+    tile: int,
+    pad: int,
+    scale: float,
+    multiple: int,
+    device=None,
+    label: str | None = None,
 ) -> torch.Tensor:
     """Run ``steps`` on (1, C, H, W) ``x`` as padded tiles with shared GroupNorm statistics; the
     output is (1, C', H * scale, W * scale) where ``x`` lives. ``tile``/``pad`` in input units; core
-    sides are multiples of ``multiple`` (8 for the encoder, so latents line up; 1 for the decoder)."""
+    sides are multiples of ``multiple`` (8 for the encoder, so latents line up; 1 for the decoder).
+    ``label`` names a progress bar over the layers (all tiles go through a layer together)."""
+    from coz.progress import Progress
+
     if x.shape[0] != 1:
         raise ValueError(f"tiled VAE takes one image at a time, got a batch of {x.shape[0]}")
     device = device or x.device
@@ -217,16 +227,20 @@ def run_tiled(
         padded = (max(0, ct - pad), max(0, cl - pad), min(height, cb + pad), min(width, cr + pad))
         tiles.append(_Tile(x[..., padded[0] : padded[2], padded[1] : padded[3]], padded, core))
     home = x.device
-    for kind, what in steps:
-        if kind == "norm":
-            _shared_group_norm(what, tiles, device)
-            continue
-        for t in tiles:
-            t.x = t.x.to(device)
-            t.residual = [r.to(device) for r in t.residual]
-            what(t)
-            t.x = t.x.to(home)
-            t.residual = [r.to(home) for r in t.residual]
+    with Progress(
+        len(steps), f"{label} ({len(tiles)} tiles)", "layers", leave=False, enabled=bool(label)
+    ) as bar:
+        for kind, what in steps:
+            bar.update()
+            if kind == "norm":
+                _shared_group_norm(what, tiles, device)
+                continue
+            for t in tiles:
+                t.x = t.x.to(device)
+                t.residual = [r.to(device) for r in t.residual]
+                what(t)
+                t.x = t.x.to(home)
+                t.residual = [r.to(home) for r in t.residual]
     out = None
     for t in tiles:
         rows, cols = _core_region(t)
@@ -238,18 +252,22 @@ def run_tiled(
     return out
 
 
-def shared_norm_encode(vae, x: torch.Tensor, tile: int = 1024, pad: int = 32, device=None) -> torch.Tensor:
+def shared_norm_encode(
+    vae, x: torch.Tensor, tile: int = 1024, pad: int = 32, device=None, label: str | None = None
+) -> torch.Tensor:
     """(1, 3, H, W) in [-1, 1] -> the posterior's moments (1, 2c, H/8, W/8) (before ``quant_conv``
     only if the VAE has none), encoder tiles of ``tile`` px with ``pad`` px of context."""
-    h = run_tiled(encoder_steps(vae.encoder), x, tile, pad, 1 / 8, 8, device)
+    h = run_tiled(encoder_steps(vae.encoder), x, tile, pad, 1 / 8, 8, device, label)
     if getattr(vae, "quant_conv", None) is not None:
         h = vae.quant_conv(h.to(device or h.device)).to(h.device)  # 1x1: pointwise, safe whole
     return h
 
 
-def shared_norm_decode(vae, z: torch.Tensor, tile: int = 128, pad: int = 11, device=None) -> torch.Tensor:
+def shared_norm_decode(
+    vae, z: torch.Tensor, tile: int = 128, pad: int = 11, device=None, label: str | None = None
+) -> torch.Tensor:
     """Latents (1, c, h, w), already unscaled -> (1, 3, 8h, 8w), decoder tiles of ``tile`` latents
     with ``pad`` latents of context."""
     if getattr(vae, "post_quant_conv", None) is not None:
         z = vae.post_quant_conv(z.to(device or z.device)).to(z.device)
-    return run_tiled(decoder_steps(vae.decoder), z, tile, pad, 8, 1, device)
+    return run_tiled(decoder_steps(vae.decoder), z, tile, pad, 8, 1, device, label)
