@@ -198,12 +198,18 @@ def test_bad_values_fail_clearly(compose_zoom, samples, tmp_path):
 
 
 def test_same_seed_same_files(compose_zoom, samples, tmp_path):
-    cfg = compose_zoom(["zoom=recursive", "backbone=bicubic", f"input={samples[0]}", "save.gif_size=64"])
-    run(cfg, run_dir=tmp_path / "a")
-    run(cfg, run_dir=tmp_path / "b")
+    """With a backbone that draws noise (tiny OSEDiff-SD2.1): the same seed gives the same files,
+    another seed other pictures (so the seed really reaches the noise)."""
+    base = ["zoom=recursive", "backbone=tiny_sd21", "zoom.steps=1", "zoom.size=128", f"input={samples[0]}"]
+    base += ["save.gif_size=64"]
+    run(compose_zoom([*base, "seed=5"]), run_dir=tmp_path / "a")
+    run(compose_zoom([*base, "seed=5"]), run_dir=tmp_path / "b")
+    run(compose_zoom([*base, "seed=6"]), run_dir=tmp_path / "c")
     for f in sorted((tmp_path / "a" / "images").rglob("*.*")):
         if f.suffix in (".png", ".gif", ".txt"):
             assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
+    state = Path("images") / samples[0].stem / "state_1.png"
+    assert (tmp_path / "a" / state).read_bytes() != (tmp_path / "c" / state).read_bytes()
 
 
 def test_wandb_logger_offline(compose_zoom, samples, tmp_path, monkeypatch):
