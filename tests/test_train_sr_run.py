@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -285,8 +286,35 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
     assert torch.allclose(build_backbone(zoom.backbone).upscale(x), expected, atol=1e-5)
 
 
+# Put on PYTHONPATH of the spawned DDP workers: every training item a rank loads is appended to
+# <COZ_TEST_ITEMS>/rank<r>.txt, so the test can compare what each rank trained on.
+RECORD_ITEMS = """
+import os
+if os.environ.get("COZ_TEST_ITEMS"):
+    import coz.sr_training.data as data
+
+    def _recording(getitem):
+        def __getitem__(self, index):
+            import torch.distributed as dist
+
+            rank = dist.get_rank() if dist.is_initialized() else -1
+            with open(os.path.join(os.environ["COZ_TEST_ITEMS"], f"rank{rank}.txt"), "a") as f:
+                f.write(f"{index}\\n")
+            return getitem(self, index)
+
+        return __getitem__
+
+    data.TrainingImages.__getitem__ = _recording(data.TrainingImages.__getitem__)
+"""
+
+
 @pytest.mark.slow
-def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path):
+def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
+    hook, items = tmp_path / "hook", tmp_path / "items"
+    hook.mkdir(), items.mkdir()
+    (hook / "sitecustomize.py").write_text(RECORD_ITEMS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("COZ_TEST_ITEMS", str(items))
     cfg = compose_train(
         [
             "trainer.devices=2",
@@ -297,10 +325,16 @@ def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path):
     )
     run_dir = tmp_path / "run"
     run(cfg, run_dir)
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hook", "items", "run"]
     assert (run_dir / "checkpoints" / "step_0000002.safetensors").is_file()
     assert (run_dir / "export" / "lora.safetensors").is_file()
     assert [r["step"] for r in metrics(run_dir)] == ["1", "2"]
+    # each rank trained on its own items, and together on every item of the 2 steps exactly once
+    seen = {p.name: [int(x) for x in p.read_text().split()] for p in items.iterdir()}
+    assert sorted(seen) == ["rank0.txt", "rank1.txt"]
+    assert not set(seen["rank0.txt"]) & set(seen["rank1.txt"])
+    every = seen["rank0.txt"] + seen["rank1.txt"]
+    assert sorted(every) == list(range(len(every))) and len(every) >= 4
 
 
 @pytest.mark.slow

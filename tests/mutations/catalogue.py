@@ -276,6 +276,14 @@ MUTATIONS: list[Mutation] = [
         "tests/test_train_sr_data.py",
     ),
     m(
+        "ddp-rank0-batches",
+        "coz/sr_training/module.py",
+        "        sampler = StepSampler(layout, int(self.trainer.global_rank), start, stop)",
+        "        sampler = StepSampler(layout, 0, start, stop)",
+        "trainer.devices=N trains with DDP: every rank on its own batches",
+        "tests/test_train_sr_run.py::test_ddp_spawn_two_cpu_processes_one_run_folder",
+    ),
+    m(
         "fresh-run-over-checkpoints",
         "coz/train_sr.py",
         '    if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):',
