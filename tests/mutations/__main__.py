@@ -2,7 +2,8 @@
 
 The tree is copied once (tracked and untracked, not ignored, files) to a temporary folder; each
 mutation is applied there, its tests run with that copy first on ``PYTHONPATH``, and the file is put
-back. A mutation is *caught* when its tests fail, *survived* when they pass, *stale* when its snippet
+back. Results go to ``experiments/mutations.json`` (the last result of each mutation, so ``--only``
+updates some rows) and the table ``experiments/mutations.md``. A mutation is *caught* when its tests fail, *survived* when they pass, *stale* when its snippet
 is no longer in the file (the code moved on: refresh the catalogue), *error* when pytest could not
 run the tests at all. Before the mutations, every test selection runs once on the unmutated copy:
 a selection that fails there would "catch" anything, so its mutations are reported as *error*.
@@ -11,6 +12,7 @@ a selection that fails there would "catch" anything, so its mutations are report
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +25,7 @@ from pathlib import Path
 from tests.mutations.catalogue import MUTATIONS, Mutation
 
 REPO = Path(__file__).resolve().parents[2]
+STATUSES = ("caught", "survived", "stale", "error")
 
 
 @dataclass
@@ -105,47 +108,68 @@ def main(argv: list[str] | None = None) -> int:
                     outcomes.append(Outcome(m, status, time.perf_counter() - start, last))
             o = outcomes[-1]
             print(f"{o.status:8s} {m.id:32s} {o.seconds:6.1f} s  {o.detail}", flush=True)
-    write_report(Path(args.out), outcomes, time.perf_counter() - started, partial=bool(args.only))
+    results = merge_results(Path(args.out).with_suffix(".json"), outcomes)
+    write_report(Path(args.out), results)
+    print(f"{len(outcomes)} mutations in {(time.perf_counter() - started) / 60:.1f} min")
     caught = sum(o.status == "caught" for o in outcomes)
     judged = sum(o.status in ("caught", "survived") for o in outcomes)
     print(f"{caught}/{judged} caught ({len(outcomes) - judged} stale or error); report: {args.out}")
     return 0 if judged and caught == judged else 1
 
 
-def write_report(path: Path, outcomes: list[Outcome], seconds: float, partial: bool) -> None:
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("caught", "survived", "stale", "error")}
+def merge_results(path: Path, outcomes: list[Outcome]) -> dict[str, dict]:
+    """The last result of every mutation in the catalogue: earlier runs' (``path``), updated by this
+    run's; a mutation that has left the catalogue is dropped."""
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for o in outcomes:
+        results[o.mutation.id] = {
+            "status": o.status,
+            "seconds": round(o.seconds, 1),
+            "detail": o.detail,
+            "run": stamp,
+        }
+    ids = [m.id for m in MUTATIONS]
+    return {i: results[i] for i in ids if i in results}
+
+
+def write_report(path: Path, results: dict[str, dict]) -> None:
+    counts = {s: sum(r["status"] == s for r in results.values()) for s in STATUSES}
     judged = counts["caught"] + counts["survived"]
     share = f"{100 * counts['caught'] / judged:.0f}%" if judged else "n/a"
+    runs = sorted({r["run"] for r in results.values()})
+    never = [m.id for m in MUTATIONS if m.id not in results]
     lines = [
         "# Mutation check (`make mutate`)",
         "",
-        f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {len(outcomes)} mutations"
-        + (" (a subset: --only)" if partial else "")
-        + f", {seconds / 60:.1f} min. Caught {counts['caught']} of {judged} ({share}); "
-        + f"survived {counts['survived']}, stale {counts['stale']}, error {counts['error']}.",
+        f"{len(MUTATIONS)} mutations in `tests/mutations/catalogue.py`, each breaking one promise of the "
+        "README; the runner (`python -m tests.mutations`, `--only ID ...` for some) applies each to a copy "
+        "of the tree and runs only the tests listed for it. Each row is the mutation's last result "
+        f"(runs: {', '.join(runs) or 'none'}).",
         "",
-        "Each mutation breaks one promise of the README in `tests/mutations/catalogue.py`; the runner "
-        "(`python -m tests.mutations`) applies it to a copy of the tree and runs only the tests listed "
-        "for it. A mutation that survives is either killed by a new test or explained below.",
+        f"**Caught {counts['caught']} of {judged} ({share})**; survived {counts['survived']}, "
+        f"stale {counts['stale']}, error {counts['error']}, not run {len(never)}.",
         "",
         "| id | file | promise broken | tests | result | s |",
         "|---|---|---|---|---|---|",
     ]
-    for o in outcomes:
-        m = o.mutation
+    for m in MUTATIONS:
+        r = results.get(m.id, {"status": "not run", "seconds": 0})
         tests = "<br>".join(f"`{t}`" for t in m.tests)
-        result = o.status if o.status == "caught" else f"**{o.status}**"
-        lines.append(f"| {m.id} | `{m.file}` | {m.promise} | {tests} | {result} | {o.seconds:.0f} |")
-    notes = [o for o in outcomes if o.status != "caught"]
+        result = r["status"] if r["status"] == "caught" else f"**{r['status']}**"
+        lines.append(f"| {m.id} | `{m.file}` | {m.promise} | {tests} | {result} | {r['seconds']:.0f} |")
+    notes = [(m, results[m.id]) for m in MUTATIONS if m.id in results and results[m.id]["status"] != "caught"]
     if notes:
         lines += ["", "## Not caught", ""]
-        for o in notes:
-            why = o.mutation.survivor_note or o.detail
-            lines.append(f"- `{o.mutation.id}` ({o.status}): {why}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+        lines += [f"- `{m.id}` ({r['status']}): {m.survivor_note or r['detail']}" for m, r in notes]
+    for target, text in (
+        (path, "\n".join(lines) + "\n"),
+        (path.with_suffix(".json"), json.dumps(results, indent=1)),
+    ):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
 
 
 if __name__ == "__main__":
