@@ -171,14 +171,25 @@ def test_sweep_syntax_with_prompt_null(samples, tmp_path):
         (["foo=1"], "foo"),  # unknown key
         (["zoom=zigzag"], "zigzag"),  # unknown option, Hydra lists the available ones
         (["backbone=sd9"], "sd9"),
-        ([], "input"),  # mandatory value
     ],
 )
-def test_config_errors_fail_before_any_model_loads(args, expected, tmp_path, samples):
-    extra = [] if args == [] else [f"input={samples[0]}"]
-    result = coz_zoom([*args, *extra, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+def test_config_errors_fail_before_any_model_loads(args, expected, tmp_path, samples, monkeypatch, capsys):
+    """The command line's own entry point, in this process (a fresh Python costs seconds each)."""
+    from coz.zoom import main
+
+    argv = ["coz.zoom", *args, f"input={samples[0]}", f"hydra.run.dir={tmp_path / 'r'}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code != 0
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_mandatory_value_fails_before_any_model_loads(tmp_path):
+    result = coz_zoom([f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
     assert result.returncode != 0
-    assert expected in result.stderr
+    assert "input" in result.stderr
     assert not (tmp_path / "r" / "images").exists()
 
 
