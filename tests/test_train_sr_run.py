@@ -59,7 +59,8 @@ def frozen_and_trained(module) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def two_steps(tmp_path_factory):
-    """Two steps of tiny SD3, one per stage (Real-ESRGAN, then bicubic)."""
+    """Two steps of tiny SD3, one per stage (Real-ESRGAN, then bicubic): a few seconds, shared by
+    three tests that make test-fast keeps."""
     run_dir = tmp_path_factory.mktemp("two_steps")
     cfg = compose_train(
         [
@@ -74,7 +75,6 @@ def two_steps(tmp_path_factory):
     return run_dir, module, before
 
 
-@pytest.mark.slow
 def test_two_steps_train_every_lora_tensor_and_nothing_else(two_steps):
     run_dir, module, (frozen, trained) = two_steps
     frozen_after, trained_after = frozen_and_trained(module)
@@ -87,7 +87,6 @@ def test_two_steps_train_every_lora_tensor_and_nothing_else(two_steps):
         assert not torch.equal(value, trained_after[name]), f"trainable tensor did not change: {name}"
 
 
-@pytest.mark.slow
 def test_two_steps_log_every_term_and_switch_stage(two_steps):
     run_dir, *_ = two_steps
     rows = metrics(run_dir)
@@ -105,7 +104,6 @@ def test_two_steps_log_every_term_and_switch_stage(two_steps):
     assert "samples" not in str(list((run_dir / "checkpoints").iterdir()))
 
 
-@pytest.mark.slow
 def test_exported_release_format_loads_in_coz_zoom(two_steps, compose_zoom, photo):
     from coz.backbones import build_backbone
     from coz.geometry import to_tensor
