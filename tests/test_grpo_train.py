@@ -277,7 +277,7 @@ def test_the_saved_adapter_loads_in_coz_zoom(trained, photos, compose_zoom, tmp_
 def test_kill_and_resume_continues_exactly(photos, tmp_path):
     """SIGKILL a run after its first checkpoint; rerunning into its folder resumes and ends with the
     adapter of an uninterrupted run."""
-    args = ["grpo.steps=6", "checkpoint.every_n_steps=2", "val.every_n_steps=3", "trainer.progress_bar=false"]
+    args = ["grpo.steps=4", "checkpoint.every_n_steps=2", "val.every_n_steps=3", "trainer.progress_bar=false"]
     overrides = tiny_overrides(photos, *args)
     folder = tmp_path / "killed"
     command = [sys.executable, "-m", "coz.train_grpo", *overrides, f"hydra.run.dir={folder}"]
