@@ -300,6 +300,14 @@ MUTATIONS: list[Mutation] = [
         "tests/test_promises_grpo_ranks.py",
     ),
     m(
+        "ddp-rank0-advantages",
+        "coz/grpo/module.py",
+        "        advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]",
+        "        advantages = advantages[:n]",
+        "DDP GRPO (2 real processes): each rank uses the advantages of its own completions",
+        "tests/test_grpo_train.py::test_ddp_spawn_two_cpu_processes_train_into_one_folder",
+    ),
+    m(
         "advantage-global-mean",
         "coz/grpo/loss.py",
         "    advantages = rewards - mean\n",
