@@ -361,7 +361,8 @@ def test_the_tiny_policy_learns_a_rule_reward(photos, tmp_path):
 # Put on PYTHONPATH of the DDP workers: each rollout appends, per rank, every rank's gathered rewards,
 # the advantages computed from them and the ones this rank trains with, to <COZ_TEST_ADVANTAGES>.
 # The smoke critic gives every completion the same reward (all advantages 0, so any mix-up would pass):
-# the totals are made distinct per rank, step and completion (what is checked is their plumbing).
+# the totals are made distinct per rank, step and completion, with a spread that differs per rank so
+# the advantages differ too (what is checked is their plumbing, not the rewards).
 RECORD_ADVANTAGES = """
 import os
 if os.environ.get("COZ_TEST_ADVANTAGES"):
@@ -380,7 +381,7 @@ if os.environ.get("COZ_TEST_ADVANTAGES"):
         calls[0] += 1
         rank = dist.get_rank() if dist.is_initialized() else 0
         return [
-            dataclasses.replace(r, total=float(100 * rank + 10 * calls[0] + i * i))
+            dataclasses.replace(r, total=float((rank + 1) * (i * i + 1) + 10 * calls[0]))
             for i, r in enumerate(_real(self, texts, answers))
         ]
 
@@ -449,7 +450,7 @@ def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
         assert len(totals) == 2 * n
         for r, record in enumerate((first, second)):
             torch.testing.assert_close(torch.tensor(record["mine"]), expected[r * n : (r + 1) * n])
-        assert first["totals"][:n] != first["totals"][n:]  # the two ranks' rewards differ
+        assert expected[:n].tolist() != expected[n:].tolist()  # the ranks' advantages differ: a mix-up shows
 
 
 def test_the_reward_plot_shows_validation_and_the_trailing_training_mean(tmp_path):
