@@ -366,7 +366,17 @@ MUTATIONS: list[Mutation] = [
         '    "state_embeddings",\n    "w",\n)',
         "s3diff.pkl's keys as the authors save them",
         "tests/test_released_formats.py",
-        note="",
+        note="equivalent mutant, kept as a reminder: RELEASE_KEYS' order only drives the reader's checks; "
+        "the file's key order comes from the writer, which the test pins (list(sd) == the literal keys). "
+        "s3diff-embedding-renamed below breaks the same promise observably.",
+    ),
+    m(
+        "s3diff-embedding-renamed",
+        "coz/backbones/s3diff_lora.py",
+        '    "state_dict_unet_block": "unet_block_embeddings",',
+        '    "state_dict_unet_blocks": "unet_block_embeddings",',
+        "s3diff.pkl's keys as the authors save them (state_embeddings)",
+        "tests/test_released_formats.py",
     ),
     # -------------------------------------------------------------------------------- evaluation
     m(
