@@ -444,6 +444,7 @@ MUTATIONS: list[Mutation] = [
         "",
         'prompts are cleaned ("based on this knowledge", view phrases dropped)',
         "tests/test_prompts_hygiene.py",
+        "tests/test_promises_hygiene.py",
     ),
     m(
         "clip-limit",
@@ -452,5 +453,6 @@ MUTATIONS: list[Mutation] = [
         "CLIP_MAX_TOKENS = 80",
         "a warning says when CLIP's 77 tokens truncate a prompt",
         "tests/test_prompts_hygiene.py",
+        "tests/test_promises_hygiene.py",
     ),
 ]
