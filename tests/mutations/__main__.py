@@ -162,6 +162,9 @@ def write_report(path: Path, results: dict[str, dict]) -> None:
     if notes:
         lines += ["", "## Not caught", ""]
         lines += [f"- `{m.id}` ({r['status']}): {m.survivor_note or r['detail']}" for m, r in notes]
+    notes_file = Path(__file__).with_name("NOTES.md")  # hand-written history, kept across runs
+    if notes_file.is_file():
+        lines += ["", notes_file.read_text().strip()]
     for target, text in (
         (path, "\n".join(lines) + "\n"),
         (path.with_suffix(".json"), json.dumps(results, indent=1)),
