@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_IMAGE := outputs/samples/astronaut.png
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast bench lint format clean
+.PHONY: help install demo test test-fast bench lint format clean mutate
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: $(STAMP)  ## run the test suite (offline, CPU)
 
 test-fast: $(STAMP)  ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
+
+mutate: $(STAMP)  ## break the code in curated ways, check the tests notice -> experiments/mutations.md
+	$(PY) -m tests.mutations
 
 bench: $(STAMP)  ## speed and memory benchmarks, results in experiments/bench/
 	$(PY) -m coz.bench

@@ -67,3 +67,20 @@ def niqe_params(monkeypatch) -> Path:
     assert path.is_file(), f"{path} is missing: run `make install` (python -m coz.evaluation.niqe_params)"
     monkeypatch.setenv("COZ_NIQE_PARAMS", str(path))
     return path
+
+
+@pytest.fixture()
+def no_network(monkeypatch) -> list:
+    """Every attempt to open a network connection, refused and recorded: a loader that should fail
+    at once offline must leave this list empty (a check that does not depend on the machine's speed)."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"no network in tests (tried {address})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -302,7 +301,7 @@ def test_configs_compose_with_the_documented_defaults(compose_zoom):
         assert cfg.seed == 42 and cfg.osediff_pkl is None and cfg.weights is None
 
 
-def test_missing_model_or_weights_fail_fast_with_one_clear_message(tmp_path, monkeypatch):
+def test_missing_model_or_weights_fail_fast_with_one_clear_message(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(CozError, match=r"needs OSEDiff weights.*backbone\.osediff_pkl=.*osediff\.pkl"):
@@ -311,10 +310,9 @@ def test_missing_model_or_weights_fail_fast_with_one_clear_message(tmp_path, mon
         OSEDiffSD21.from_config(sd21_cfg(osediff_pkl="/no/such.pkl"))
     pkl = tmp_path / "osediff.pkl"
     OSEDiffSD21.tiny().save_released(pkl)
-    start = time.perf_counter()
     with pytest.raises(CozError) as err:
         OSEDiffSD21.from_config(sd21_cfg(osediff_pkl=str(pkl)))
-    assert time.perf_counter() - start < 5
+    assert no_network == []  # failed at once, offline: no connection tried
     message = str(err.value)
     assert "stabilityai/stable-diffusion-2-1-base" in message and "HF_HUB_OFFLINE" in message
     assert "hf download" in message and "backbone.model=" in message

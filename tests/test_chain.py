@@ -62,9 +62,11 @@ def test_recursive_modes_feed_center_crop_of_previous_state(mode, x0s):
         assert torch.equal(backbone.inputs[i], expected_lr)  # the 128 crop itself, batched
         views, previous = prompts.calls[i]
         for view, src in zip(views, sources, strict=True):
-            assert arr(view).tolist() == arr(center_crop(src, 4).resize((512, 512), Image.BICUBIC)).tolist()
+            np.testing.assert_array_equal(
+                arr(view), arr(center_crop(src, 4).resize((512, 512), Image.BICUBIC))
+            )
         if mode == "recursive_multiscale":  # AR-2: the previous state goes with the view
-            assert all(arr(p).tolist() == arr(s).tolist() for p, s in zip(previous, sources, strict=True))
+            assert all(np.array_equal(arr(p), arr(s)) for p, s in zip(previous, sources, strict=True))
         else:  # AR-1: the view alone
             assert previous == [None, None]
         assert backbone.prompts[i] == ["view 0", "view 1"]

@@ -3,8 +3,6 @@ critic, and one-line errors for missing models."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -102,14 +100,15 @@ def test_keyword_critic():
 @pytest.mark.parametrize(
     "critic, model", [("internvl", "OpenGVLab/InternVL2_5-8B"), ("qwen7b", "Qwen/Qwen2.5-VL-7B-Instruct")]
 )
-def test_a_missing_critic_is_one_clear_error_without_network(critic, model, monkeypatch, tmp_path):
+def test_a_missing_critic_is_one_clear_error_without_network(
+    critic, model, monkeypatch, tmp_path, no_network
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     cfg = compose_grpo([f"critic={critic}"]).critic
-    start = time.perf_counter()
     with pytest.raises(CozError) as err:
         build_critic(cfg, "cpu")
-    assert time.perf_counter() - start < 20
+    assert no_network == []  # failed at once, offline: no connection tried
     message = str(err.value)
     assert (
         model in message and "hf download" in message and "critic.model=" in message and "\n" not in message

@@ -281,7 +281,7 @@ def test_the_saved_adapter_loads_in_coz_zoom(trained, photos, compose_zoom, tmp_
 def test_kill_and_resume_continues_exactly(photos, tmp_path):
     """SIGKILL a run after its first checkpoint; rerunning into its folder resumes and ends with the
     adapter of an uninterrupted run."""
-    args = ["grpo.steps=6", "checkpoint.every_n_steps=2", "val.every_n_steps=3", "trainer.progress_bar=false"]
+    args = ["grpo.steps=4", "checkpoint.every_n_steps=2", "val.every_n_steps=3", "trainer.progress_bar=false"]
     overrides = tiny_overrides(photos, *args)
     folder = tmp_path / "killed"
     command = [sys.executable, "-m", "coz.train_grpo", *overrides, f"hydra.run.dir={folder}"]
@@ -362,9 +362,61 @@ def test_the_tiny_policy_learns_a_rule_reward(photos, tmp_path):
     assert float(last["total"]) > float(first["total"]) + 0.3
 
 
+# Put on PYTHONPATH of the DDP workers: each rollout appends, per rank, every rank's gathered rewards,
+# the advantages computed from them and the ones this rank trains with, to <COZ_TEST_ADVANTAGES>.
+# The smoke critic gives every completion the same reward (all advantages 0, so any mix-up would pass):
+# the totals are made distinct per rank, step and completion, with a spread that differs per rank so
+# the advantages differ too (what is checked is their plumbing, not the rewards).
+RECORD_ADVANTAGES = """
+import os
+if os.environ.get("COZ_TEST_ADVANTAGES"):
+    import dataclasses
+    import json
+
+    import torch.distributed as dist
+
+    import coz.grpo.module as grpo
+    import coz.grpo.rewards as rewards
+
+    seen = {}
+    calls = [0]
+
+    def _score(self, texts, answers, _real=rewards.Rewards.score):
+        calls[0] += 1
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return [
+            dataclasses.replace(r, total=float((rank + 1) * (i * i + 1) + 10 * calls[0]))
+            for i, r in enumerate(_real(self, texts, answers))
+        ]
+
+    rewards.Rewards.score = _score
+
+    def _group_advantages(rewards, *args, _real=grpo.group_advantages):
+        out = _real(rewards, *args)
+        seen.update(totals=rewards.tolist(), advantages=out.tolist())
+        return out
+
+    def _rollout(self, pairs, timings, _real=grpo.GRPOModule.rollout):
+        out = _real(self, pairs, timings)
+        record = {**seen, "mine": out["advantages"].tolist(), "rank": int(self.global_rank)}
+        with open(os.path.join(os.environ["COZ_TEST_ADVANTAGES"], f"rank{self.global_rank}.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\\n")
+        return out
+
+    grpo.group_advantages = _group_advantages
+    grpo.GRPOModule.rollout = _rollout
+"""
+
+
 @pytest.mark.slow
 def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
-    """trainer.devices=2 on the CPU: two spawned workers gather their rewards and write one run folder."""
+    """trainer.devices=2 on the CPU: two spawned workers gather their rewards and write one run folder;
+    each rank trains with the advantages of its own completions, computed from everyone's rewards."""
+    import json
+
+    hook, recorded = tmp_path / "hook", tmp_path / "advantages"
+    hook.mkdir(), recorded.mkdir()
+    (hook / "sitecustomize.py").write_text(RECORD_ADVANTAGES)
     folder = tmp_path / "ddp"
     command = [
         sys.executable,
@@ -381,13 +433,28 @@ def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
         "grpo.steps=2",
         f"hydra.run.dir={folder}",
     ]
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "COZ_TEST_ADVANTAGES": str(recorded)}
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "coz.train_grpo: 2 step(s)" in result.stdout
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
     assert [int(r["step"]) for r in read_csv(folder / "train.csv")] == [1, 2]
-    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # no second run folder from the workers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["advantages", "ddp", "hook"]  # one run folder
+
+    ranks = [[json.loads(x) for x in (recorded / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2  # one rollout per step on each rank
+    G = int(compose_grpo(["experiment=smoke"]).grpo.generations)
+    for step in range(2):
+        first, second = ranks[0][step], ranks[1][step]
+        assert first["totals"] == second["totals"]  # both gathered the same rewards, from both ranks
+        totals = torch.tensor(first["totals"])
+        expected = totals - totals.view(-1, G).mean(dim=1).repeat_interleave(G)  # Alg. 2, line 17
+        n = len(first["mine"])
+        assert len(totals) == 2 * n
+        for r, record in enumerate((first, second)):
+            torch.testing.assert_close(torch.tensor(record["mine"]), expected[r * n : (r + 1) * n])
+        assert expected[:n].tolist() != expected[n:].tolist()  # the ranks' advantages differ: a mix-up shows
 
 
 def test_the_reward_plot_shows_validation_and_the_trailing_training_mean(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -217,16 +216,15 @@ def test_unmatched_adapter_keys_fail_clearly(tiny, saved_adapter, tmp_path):
         load_adapter(copy.deepcopy(model), tmp_path)
 
 
-def test_missing_model_is_one_clear_error_without_network(compose_zoom, monkeypatch, tmp_path):
+def test_missing_model_is_one_clear_error_without_network(compose_zoom, monkeypatch, tmp_path, no_network):
     from coz.prompts import build_prompt_extractor
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     cfg = compose_zoom(["prompt=vlm", "input=x.png"]).prompt
-    start = time.perf_counter()
     with pytest.raises(CozError) as err:
         build_prompt_extractor(cfg, device="cpu")
-    assert time.perf_counter() - start < 20
+    assert no_network == []  # failed at once, offline: no connection tried
     assert "Qwen/Qwen2.5-VL-3B-Instruct" in str(err.value) and "hf download" in str(err.value)
     assert "\n" not in str(err.value)
     cfg.model = str(tmp_path / "no-such-folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,8 @@ def frozen_and_trained(module) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def two_steps(tmp_path_factory):
-    """Two steps of tiny SD3, one per stage (Real-ESRGAN, then bicubic)."""
+    """Two steps of tiny SD3, one per stage (Real-ESRGAN, then bicubic): a few seconds, shared by
+    three tests that make test-fast keeps."""
     run_dir = tmp_path_factory.mktemp("two_steps")
     cfg = compose_train(
         [
@@ -73,7 +75,6 @@ def two_steps(tmp_path_factory):
     return run_dir, module, before
 
 
-@pytest.mark.slow
 def test_two_steps_train_every_lora_tensor_and_nothing_else(two_steps):
     run_dir, module, (frozen, trained) = two_steps
     frozen_after, trained_after = frozen_and_trained(module)
@@ -86,7 +87,6 @@ def test_two_steps_train_every_lora_tensor_and_nothing_else(two_steps):
         assert not torch.equal(value, trained_after[name]), f"trainable tensor did not change: {name}"
 
 
-@pytest.mark.slow
 def test_two_steps_log_every_term_and_switch_stage(two_steps):
     run_dir, *_ = two_steps
     rows = metrics(run_dir)
@@ -104,7 +104,6 @@ def test_two_steps_log_every_term_and_switch_stage(two_steps):
     assert "samples" not in str(list((run_dir / "checkpoints").iterdir()))
 
 
-@pytest.mark.slow
 def test_exported_release_format_loads_in_coz_zoom(two_steps, compose_zoom, photo):
     from coz.backbones import build_backbone
     from coz.geometry import to_tensor
@@ -289,8 +288,35 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
     assert torch.allclose(build_backbone(zoom.backbone).upscale(x), expected, atol=1e-5)
 
 
+# Put on PYTHONPATH of the spawned DDP workers: every training item a rank loads is appended to
+# <COZ_TEST_ITEMS>/rank<r>.txt, so the test can compare what each rank trained on.
+RECORD_ITEMS = """
+import os
+if os.environ.get("COZ_TEST_ITEMS"):
+    import coz.sr_training.data as data
+
+    def _recording(getitem):
+        def __getitem__(self, index):
+            import torch.distributed as dist
+
+            rank = dist.get_rank() if dist.is_initialized() else -1
+            with open(os.path.join(os.environ["COZ_TEST_ITEMS"], f"rank{rank}.txt"), "a") as f:
+                f.write(f"{index}\\n")
+            return getitem(self, index)
+
+        return __getitem__
+
+    data.TrainingImages.__getitem__ = _recording(data.TrainingImages.__getitem__)
+"""
+
+
 @pytest.mark.slow
-def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path):
+def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
+    hook, items = tmp_path / "hook", tmp_path / "items"
+    hook.mkdir(), items.mkdir()
+    (hook / "sitecustomize.py").write_text(RECORD_ITEMS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("COZ_TEST_ITEMS", str(items))
     cfg = compose_train(
         [
             "trainer.devices=2",
@@ -301,10 +327,16 @@ def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path):
     )
     run_dir = tmp_path / "run"
     run(cfg, run_dir)
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hook", "items", "run"]
     assert (run_dir / "checkpoints" / "step_0000002.safetensors").is_file()
     assert (run_dir / "export" / "lora.safetensors").is_file()
     assert [r["step"] for r in metrics(run_dir)] == ["1", "2"]
+    # each rank trained on its own items, and together on every item of the 2 steps exactly once
+    seen = {p.name: [int(x) for x in p.read_text().split()] for p in items.iterdir()}
+    assert sorted(seen) == ["rank0.txt", "rank1.txt"]
+    assert not set(seen["rank0.txt"]) & set(seen["rank1.txt"])
+    every = seen["rank0.txt"] + seen["rank1.txt"]
+    assert sorted(every) == list(range(len(every))) and len(every) >= 4
 
 
 @pytest.mark.slow
@@ -333,8 +365,9 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
 
     overrides = [
         *TINY,
-        "stages=[{name: a, degradation: realesrgan, steps: 3}, {name: b, degradation: bicubic, steps: 3}]",
+        "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: 2}]",
     ]
+    # killed after step 2, resumed across the stage boundary
     overrides += ["checkpoint.every_n_steps=2", "log.progress_bar=false"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
@@ -361,9 +394,9 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     straight = tmp_path / "straight"
     result = subprocess.run(command(straight), cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    a = load_checkpoint_file(straight / "checkpoints" / "step_0000006.safetensors")
-    b = load_checkpoint_file(killed / "checkpoints" / "step_0000006.safetensors")
-    assert a["coz"]["step"] == b["coz"]["step"] == 6 and a["coz"]["stage"] == b["coz"]["stage"] == 1
+    a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
+    b = load_checkpoint_file(killed / "checkpoints" / "step_0000004.safetensors")
+    assert a["coz"]["step"] == b["coz"]["step"] == 4 and a["coz"]["stage"] == b["coz"]["stage"] == 1
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     for sa, sb in zip(a["optimizer_states"], b["optimizer_states"], strict=True):

@@ -171,14 +171,25 @@ def test_sweep_syntax_with_prompt_null(samples, tmp_path):
         (["foo=1"], "foo"),  # unknown key
         (["zoom=zigzag"], "zigzag"),  # unknown option, Hydra lists the available ones
         (["backbone=sd9"], "sd9"),
-        ([], "input"),  # mandatory value
     ],
 )
-def test_config_errors_fail_before_any_model_loads(args, expected, tmp_path, samples):
-    extra = [] if args == [] else [f"input={samples[0]}"]
-    result = coz_zoom([*args, *extra, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+def test_config_errors_fail_before_any_model_loads(args, expected, tmp_path, samples, monkeypatch, capsys):
+    """The command line's own entry point, in this process (a fresh Python costs seconds each)."""
+    from coz.zoom import main
+
+    argv = ["coz.zoom", *args, f"input={samples[0]}", f"hydra.run.dir={tmp_path / 'r'}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code != 0
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_mandatory_value_fails_before_any_model_loads(tmp_path):
+    result = coz_zoom([f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
     assert result.returncode != 0
-    assert expected in result.stderr
+    assert "input" in result.stderr
     assert not (tmp_path / "r" / "images").exists()
 
 
@@ -198,12 +209,18 @@ def test_bad_values_fail_clearly(compose_zoom, samples, tmp_path):
 
 
 def test_same_seed_same_files(compose_zoom, samples, tmp_path):
-    cfg = compose_zoom(["zoom=recursive", "backbone=bicubic", f"input={samples[0]}", "save.gif_size=64"])
-    run(cfg, run_dir=tmp_path / "a")
-    run(cfg, run_dir=tmp_path / "b")
+    """With a backbone that draws noise (tiny OSEDiff-SD2.1): the same seed gives the same files,
+    another seed other pictures (so the seed really reaches the noise)."""
+    base = ["zoom=recursive", "backbone=tiny_sd21", "zoom.steps=1", "zoom.size=128", f"input={samples[0]}"]
+    base += ["save.gif_size=64"]
+    run(compose_zoom([*base, "seed=5"]), run_dir=tmp_path / "a")
+    run(compose_zoom([*base, "seed=5"]), run_dir=tmp_path / "b")
+    run(compose_zoom([*base, "seed=6"]), run_dir=tmp_path / "c")
     for f in sorted((tmp_path / "a" / "images").rglob("*.*")):
         if f.suffix in (".png", ".gif", ".txt"):
             assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
+    state = Path("images") / samples[0].stem / "state_1.png"
+    assert (tmp_path / "a" / state).read_bytes() != (tmp_path / "c" / state).read_bytes()
 
 
 def test_wandb_logger_offline(compose_zoom, samples, tmp_path, monkeypatch):

@@ -1,0 +1,458 @@
+"""The curated mutations of ``make mutate``: each breaks one promise of the README in one small way.
+
+``edits``: (exact original snippet, replacement) pairs applied to ``file`` in order; each snippet must
+occur exactly once (otherwise the mutation is reported as stale). ``tests``: the pytest arguments
+that should notice (files or node ids; kept narrow: each run pays the imports). ``survivor_note``:
+why a mutation that survives is acceptable, when one does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str
+    edits: tuple[tuple[str, str], ...]
+    promise: str
+    tests: tuple[str, ...]
+    survivor_note: str = ""
+
+
+def m(id, file, old, new, promise, *tests, more=(), note=""):  # noqa: A002
+    return Mutation(id, file, ((old, new), *more), promise, tuple(tests), note)
+
+
+OUT = "tests/test_promises_outputs.py"
+IMG = "tests/test_promises_images.py"
+
+MUTATIONS: list[Mutation] = [
+    # ---------------------------------------------------------------- run folders: atomic, resumable
+    m(
+        "zoom-json-first",
+        "coz/outputs.py",
+        '    labels = [f"x{scale}" for scale in zoom.scales]\n',
+        '    write_text_atomic(folder / "zoom.json", "{}")\n    labels = [f"x{scale}" for scale in zoom.scales]\n',
+        "an image counts as done only once zoom.json exists (written last)",
+        OUT,
+    ),
+    m(
+        "done-by-folder",
+        "coz/outputs.py",
+        '    return (image_dir(run_dir, name) / "zoom.json").exists()',
+        "    return image_dir(run_dir, name).exists()",
+        "an image counts as done only once zoom.json exists",
+        OUT,
+    ),
+    m(
+        "zoom-json-in-place",
+        "coz/outputs.py",
+        '    write_text_atomic(folder / "zoom.json", json.dumps(record, indent=2))',
+        '    (folder / "zoom.json").write_text(json.dumps(record, indent=2))',
+        "files are written atomically (zoom.json)",
+        OUT,
+    ),
+    m(
+        "prompt-in-place",
+        "coz/outputs.py",
+        '            files[f"prompt_{i}"] = write_text_atomic(folder / f"prompt_{i}.txt", step.prompt)',
+        '            (folder / f"prompt_{i}.txt").write_text(step.prompt)\n'
+        '            files[f"prompt_{i}"] = folder / f"prompt_{i}.txt"',
+        "files are written atomically (prompt_i.txt)",
+        OUT,
+    ),
+    m(
+        "text-in-place",
+        "coz/atomic.py",
+        '    return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))',
+        "    Path(path).parent.mkdir(parents=True, exist_ok=True)\n"
+        '    Path(path).write_text(text, encoding="utf-8")\n    return Path(path)',
+        "files are written atomically (every text file)",
+        OUT,
+    ),
+    m(
+        "run-json-in-place",
+        "coz/runinfo.py",
+        '    return write_text_atomic(run_dir / "run.json", json.dumps(record, indent=2, default=str))',
+        '    (run_dir / "run.json").write_text(json.dumps(record, indent=2, default=str))\n'
+        '    return run_dir / "run.json"',
+        "files are written atomically (run.json)",
+        OUT,
+    ),
+    m(
+        "png-in-place",
+        "coz/viz.py",
+        '    with atomic_path(path) as tmp:\n        img.save(tmp, format="PNG", compress_level=1)',
+        '    Path(path).parent.mkdir(parents=True, exist_ok=True)\n    img.save(path, format="PNG", compress_level=1)',
+        "files are written atomically (PNGs)",
+        OUT,
+    ),
+    m(
+        "temp-left-behind",
+        "coz/atomic.py",
+        "        tmp.unlink(missing_ok=True)\n        raise",
+        "        raise",
+        "a failed write leaves the folder as it was (no temporary files)",
+        OUT,
+    ),
+    m(
+        "resume-redoes-all",
+        "coz/zoom.py",
+        "if not is_finished(run_dir, name)]",
+        "if True]",
+        "rerunning into the same folder resumes (finished images are not redone)",
+        f"{OUT}::test_an_interrupted_image_is_redone_on_resume",
+    ),
+    m(
+        "mixed-configs",
+        "coz/zoom.py",
+        "        if earlier != config:",
+        "        if False:",
+        "a different config into the same folder is refused",
+        "tests/test_zoom_cli.py::test_rerun_into_the_same_folder_resumes_and_never_mixes_configs",
+    ),
+    m(
+        "bad-input-exit-0",
+        "coz/zoom.py",
+        "        sys.exit(1)  # every good result",
+        "        sys.exit(0)  # every good result",
+        "a folder run with unreadable files exits with status 1",
+        "tests/test_zoom_cli.py::test_folder_with_bad_files_keeps_good_results_and_exits_nonzero",
+    ),
+    m(
+        "error-traceback",
+        "coz/cli.py",
+        '            print(f"error: {err}", file=sys.stderr)\n            sys.exit(2)',
+        "            raise",
+        "bad input is one line, never a traceback",
+        "tests/test_zoom_cli.py::test_missing_input_is_one_clear_line",
+    ),
+    # ---------------------------------------------------------------------------------- bad input
+    m(
+        "exif-wrong-way",
+        "coz/images.py",
+        "        img = ImageOps.exif_transpose(img)\n",
+        "        img = ImageOps.exif_transpose(img)\n"
+        "        if orientation in (6, 8):\n"
+        "            img = img.transpose(Image.Transpose.ROTATE_180)\n",
+        "EXIF rotation is applied (the right way round)",
+        "tests/test_images.py",
+        IMG,
+    ),
+    m(
+        "exif-some-ignored",
+        "coz/images.py",
+        "    if orientation in (2, 3, 4, 5, 6, 7, 8):",
+        "    if orientation in (3, 6, 8):",
+        "EXIF rotation is applied (mirrored orientations too)",
+        "tests/test_images.py",
+        IMG,
+    ),
+    m(
+        "alpha-on-black",
+        "coz/images.py",
+        'white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))',
+        'white = Image.new("RGBA", rgba.size, (0, 0, 0, 255))',
+        "transparency is composited on white",
+        "tests/test_images.py",
+    ),
+    m(
+        "bomb-limit-loose",
+        "coz/images.py",
+        "    if max_pixels is not None and w * h > max_pixels:",
+        "    if max_pixels is not None and w * h > 4 * max_pixels:",
+        "decompression bombs (over max_pixels) are refused",
+        "tests/test_images.py",
+    ),
+    m(
+        "last-frame",
+        "coz/images.py",
+        "            img.seek(0)",
+        "            img.seek(n_frames - 1)",
+        "multi-frame files use their first frame",
+        "tests/test_images.py",
+    ),
+    m(
+        "x0-size-check-gone",
+        "coz/images.py",
+        '    if size <= 0:\n        raise ValueError(f"size must be positive, got {size}")\n    label',
+        "    label",
+        "prepare_x0 refuses a non-positive size itself, in its own words",
+        "tests/test_images.py",
+        IMG,
+    ),
+    m(
+        "x0-top-left-crop",
+        "coz/images.py",
+        "        out = resized.crop((left, top, left + size, top + size))",
+        "        out = resized.crop((0, 0, size, size))",
+        "x0 is the input resized to 512 on its short side and center-cropped",
+        "tests/test_images.py",
+    ),
+    # ---------------------------------------------------------------------------------- the chain
+    m(
+        "crop-not-centred",
+        "coz/geometry.py",
+        "    return ((size - side) // 2, (size - side) // 2, (size + side) // 2, (size + side) // 2)",
+        "    return (0, 0, side, side)",
+        "each step crops the center 128x128 (box 192..320)",
+        "tests/test_geometry.py",
+        "tests/test_chain.py",
+    ),
+    m(
+        "ar2-without-previous",
+        "coz/chain.py",
+        "        previous = sources if multiscale else [None] * len(sources)",
+        "        previous = [None] * len(sources)",
+        "recursive_multiscale gives the prompt extractor the previous state and the view",
+        "tests/test_chain.py",
+    ),
+    m(
+        "user-prompt-order",
+        "coz/prompts/base.py",
+        '    return f"{extracted}, {user_prompt},"',
+        '    return f"{user_prompt}, {extracted},"',
+        'user_prompt is appended as "{prompt}, {user_prompt},"',
+        "tests/test_chain.py",
+    ),
+    # ---------------------------------------------------------------------------- full-image SR
+    m(
+        "full-keeps-every-tile",
+        "coz/tiling.py",
+        "    out = weight_sum = None\n",
+        "    out = weight_sum = None\n    kept = []\n",
+        "full-image peak memory follows the tile, not the image",
+        "tests/test_full_image_memory.py",
+        more=(
+            (
+                "        out[..., t:b, le:r] += y * w\n",
+                "        out[..., t:b, le:r] += y * w\n        kept.append(y)\n",
+            ),
+        ),
+    ),
+    m(
+        "flat-blending",
+        "coz/tiling.py",
+        "        out[..., t:b, le:r] += y * w\n        weight_sum[t:b, le:r] += w",
+        "        out[..., t:b, le:r] += y\n        weight_sum[t:b, le:r] += 1",
+        "tiles are blended with Gaussian weights",
+        "tests/test_tiling.py",
+    ),
+    m(
+        "no-output-limit",
+        "coz/full_image.py",
+        "    if out_pixels > options.max_output_pixels:",
+        "    if False:",
+        "an image whose result would pass zoom.max_output_pixels is refused at once",
+        "tests/test_full_image.py::test_x0_is_the_input_trimmed_to_multiples_of_4_and_huge_outputs_are_refused",
+    ),
+    # ----------------------------------------------------------------------------------- training
+    m(
+        "never-hflip",
+        "coz/sr_training/data.py",
+        "        if self.hflip and rng.uniform() < 0.5:\n            hr = hr[:, ::-1]",
+        "        if self.hflip and rng.uniform() < 0.5:\n            hr = hr[:, :]",
+        "random crops and flips (horizontal) in the training data",
+        "tests/test_train_sr_data.py",
+        IMG,
+    ),
+    m(
+        "vflip-by-default",
+        "coz/sr_training/data.py",
+        "        vflip: bool = False,",
+        "        vflip: bool = True,",
+        "the OSEDiff recipe flips horizontally only",
+        "tests/test_train_sr_data.py",
+        IMG,
+    ),
+    m(
+        "every-rank-rank0-items",
+        "coz/sr_training/data.py",
+        "            first = (m * world + self.rank) * b",
+        "            first = (m * world) * b",
+        "DDP: each rank trains on its own items, every item once",
+        "tests/test_train_sr_data.py",
+    ),
+    m(
+        "ddp-rank0-batches",
+        "coz/sr_training/module.py",
+        "        sampler = StepSampler(layout, int(self.trainer.global_rank), start, stop)",
+        "        sampler = StepSampler(layout, 0, start, stop)",
+        "trainer.devices=N trains with DDP: every rank on its own batches",
+        "tests/test_train_sr_run.py::test_ddp_spawn_two_cpu_processes_one_run_folder",
+    ),
+    m(
+        "fresh-run-over-checkpoints",
+        "coz/train_sr.py",
+        '    if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):',
+        "    if False:",
+        "a fresh run into a folder that already holds checkpoints is refused",
+        "tests/test_train_sr_run.py::test_a_finished_run_continues_with_more_steps_and_checkpoints_follow",
+    ),
+    m(
+        "rank0-advantages",
+        "coz/grpo/module.py",
+        "        advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]",
+        "        advantages = advantages[:n]",
+        "DDP GRPO: each rank uses the advantages of its own completions",
+        "tests/test_promises_grpo_ranks.py",
+    ),
+    m(
+        "ddp-rank0-advantages",
+        "coz/grpo/module.py",
+        "        advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]",
+        "        advantages = advantages[:n]",
+        "DDP GRPO (2 real processes): each rank uses the advantages of its own completions",
+        "tests/test_grpo_train.py::test_ddp_spawn_two_cpu_processes_train_into_one_folder",
+    ),
+    m(
+        "advantage-global-mean",
+        "coz/grpo/loss.py",
+        "    advantages = rewards - mean\n",
+        "    advantages = rewards - rewards.mean()\n",
+        "GRPO advantages are each reward minus its group's mean (Algorithm 2, line 17)",
+        "tests/test_grpo_loss.py",
+    ),
+    # ------------------------------------------------------------------------- released formats
+    m(
+        "osediff-list-key-renamed",
+        "coz/backbones/osediff_pkl.py",
+        '    "default_others": "unet_lora_others_modules",',
+        '    "default_others": "unet_lora_other_modules",',
+        "sd21 loads the released osediff.pkl (its key names)",
+        "tests/test_backbone_sd21.py::test_released_osediff_pkl_round_trip_is_exact",
+        "tests/test_released_formats.py",
+    ),
+    m(
+        "osediff-lists-sorted",
+        "coz/backbones/osediff_pkl.py",
+        "    return targets\n\n\ndef osediff_vae_targets",
+        "    return {a: sorted(n) for a, n in targets.items()}\n\n\ndef osediff_vae_targets",
+        "osediff.pkl module lists in the authors' order",
+        "tests/test_backbone_sd21.py::test_released_osediff_pkl_round_trip_is_exact",
+        "tests/test_released_formats.py",
+    ),
+    m(
+        "osediff-vae-deduplicated",
+        "coz/backbones/osediff_pkl.py",
+        "    return targets\n\n\ndef _unique",
+        "    return _unique(targets)\n\n\ndef _unique",
+        "osediff.pkl's VAE list repeats names as the authors' loop does",
+        "tests/test_released_formats.py",
+    ),
+    m(
+        "osediff-alpha",
+        "coz/backbones/osediff_pkl.py",
+        "LORA_ALPHA = 8",
+        "LORA_ALPHA = 4",
+        "OSEDiff LoRA scale alpha / r = 8 / 4 as released",
+        "tests/test_backbone_sd21.py::test_lora_layout_follows_the_authors_rules",
+    ),
+    m(
+        "s3diff-targets-reordered",
+        "coz/backbones/s3diff_lora.py",
+        '    "proj_in",\n    "proj_out",\n    "ff.net.2",',
+        '    "proj_out",\n    "proj_in",\n    "ff.net.2",',
+        "s3diff.pkl's target list as the authors wrote it",
+        "tests/test_backbone_s3diff.py::test_release_files_have_the_authors_layout_and_round_trip_exactly",
+        "tests/test_released_formats.py",
+    ),
+    m(
+        "s3diff-key-order",
+        "coz/backbones/s3diff_lora.py",
+        '    "w",\n    "state_embeddings",\n)',
+        '    "state_embeddings",\n    "w",\n)',
+        "s3diff.pkl's keys as the authors save them",
+        "tests/test_released_formats.py",
+        note="equivalent mutant, kept as a reminder: RELEASE_KEYS' order only drives the reader's checks; "
+        "the file's key order comes from the writer, which the test pins (list(sd) == the literal keys). "
+        "s3diff-embedding-renamed below breaks the same promise observably.",
+    ),
+    m(
+        "s3diff-embedding-renamed",
+        "coz/backbones/s3diff_lora.py",
+        '    "state_dict_unet_block": "unet_block_embeddings",',
+        '    "state_dict_unet_blocks": "unet_block_embeddings",',
+        "s3diff.pkl's keys as the authors save them (state_embeddings)",
+        "tests/test_released_formats.py",
+    ),
+    # -------------------------------------------------------------------------------- evaluation
+    m(
+        "niqe-wrong-names",
+        "coz/evaluation/niqe_params.py",
+        '    mat = {"mu_prisparam": params["mu_pris_param"], "cov_prisparam": params["cov_pris_param"]}',
+        '    mat = {"mu_pris_param": params["mu_pris_param"], "cov_pris_param": params["cov_pris_param"]}',
+        "make install converts NIQE's parameters to the file pyiqa reads",
+        "tests/test_niqe_params.py",
+    ),
+    m(
+        "niqe-wrong-values",
+        "coz/evaluation/niqe_params.py",
+        '    mat = {"mu_prisparam": params["mu_pris_param"], "cov_prisparam": params["cov_pris_param"]}',
+        '    mat = {"mu_prisparam": params["mu_pris_param"] * 0.9, "cov_prisparam": params["cov_pris_param"]}',
+        "make install converts NIQE's parameters unchanged",
+        "tests/test_niqe_params.py",
+    ),
+    m(
+        "niqe-no-checksum",
+        "coz/evaluation/niqe_params.py",
+        "        if digest != SDIST_SHA256:",
+        "        if False:",
+        "NIQE's parameters come from basicsr 1.4.2 exactly (checksum)",
+        "tests/test_niqe_params.py",
+    ),
+    m(
+        "failed-image-scores-0",
+        "coz/evaluation/metrics.py",
+        "worst.get(c, 100.0 if low else 0.0)",
+        "worst.get(c, 0.0)",
+        "a failed image scores the worst value (NIQE 100, others 0)",
+        "tests/test_evaluation_metrics.py::test_a_failing_metric_scores_its_worst_value_and_is_counted",
+    ),
+    m(
+        "metrics-unseeded",
+        "coz/evaluation/metrics.py",
+        "                torch.manual_seed(self.seed)",
+        "                pass",
+        "random-crop metrics are seeded",
+        "tests/test_evaluation_metrics.py::test_random_crop_metrics_are_seeded",
+    ),
+    # ----------------------------------------------------------------------------------- prompts
+    m(
+        "adapter-ignored",
+        "coz/prompts/__init__.py",
+        '        model = load_adapter(model, str(cfg.adapter), merge=bool(cfg.get("merge_adapter", False)))\n',
+        "",
+        "prompt.adapter= loads a PEFT LoRA into the prompt extractor",
+        "tests/test_promises_prompts.py",
+        more=(("        from coz.prompts.lora import load_adapter\n\n", ""),),
+    ),
+    m(
+        "cache-ignores-previous",
+        "coz/prompts/cache.py",
+        "    image_digest(previous, h)\n",
+        "",
+        "the prompt cache is keyed by the views' pixels (previous state included)",
+        "tests/test_prompts_cache.py",
+    ),
+    m(
+        "view-phrases-kept",
+        "coz/prompts/hygiene.py",
+        '        r"\\bbased on this knowledge\\b",\n',
+        "",
+        'prompts are cleaned ("based on this knowledge", view phrases dropped)',
+        "tests/test_prompts_hygiene.py",
+        "tests/test_promises_hygiene.py",
+    ),
+    m(
+        "clip-limit",
+        "coz/prompts/hygiene.py",
+        "CLIP_MAX_TOKENS = 77",
+        "CLIP_MAX_TOKENS = 80",
+        "a warning says when CLIP's 77 tokens truncate a prompt",
+        "tests/test_prompts_hygiene.py",
+        "tests/test_promises_hygiene.py",
+    ),
+]
