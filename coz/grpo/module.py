@@ -189,6 +189,11 @@ class GRPOModule(L.LightningModule):
         tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
         shutil.rmtree(tmp, ignore_errors=True)
         self.policy.save_pretrained(str(tmp))
+        from coz.atomic import usual_mode
+
+        for file in tmp.rglob("*"):  # safetensors writes 0600 files; outputs get the usual mode
+            if file.is_file():
+                usual_mode(file)
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():  # moved aside, not deleted, until the new one is in place
             folder.rename(old)
