@@ -127,3 +127,88 @@ def test_two_runs_started_together_never_mix_in_one_folder(tiny_photos, tmp_path
     table = rows(out)
     assert len(table) == 1 + 8 * steps  # every image's rows exactly once, from one config
     assert {r[1] for r in table[1:]} == {str(i) for i in range(1, steps + 1)}
+
+
+# ---------------------------------------------------------------------------- 3: one unit per image
+
+
+def _holds(run_dir: Path, pid: int) -> bool:
+    try:
+        return (run_dir / ".coz.lock").read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_photos, tmp_path_factory) -> Path:
+    """The reference: one uninterrupted CLI run over the tiny photos."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = coz("zoom", [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"], cwd=out.parent)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    assert result_files(run_dir) == result_files(reference)  # file by file, byte by byte
+    assert rows(run_dir) == rows(reference)  # row by row
+    mine, theirs = (json.loads((d / "run.json").read_text()) for d in (run_dir, reference))
+    assert mine["images"] == theirs["images"] and mine["finished"] == theirs["finished"]
+    assert not [p for p in run_dir.rglob(".*.tmp*") if p.is_file()]  # no leftovers of killed writes
+
+
+def test_a_row_lost_between_an_images_files_and_its_row_comes_back(
+    compose_zoom, tiny_photos, uninterrupted, tmp_path, monkeypatch
+):
+    import coz.loggers
+
+    real = coz.loggers.CsvLogger.log_zoom
+    seen = []
+
+    def killed_after_two(self, name, zoom, files):
+        if len(seen) == 2:  # the third image's files and zoom.json are written, its rows not
+            with self.path.open("a") as f:
+                f.write("p2,1,4,")  # and a row cut short
+            raise KeyboardInterrupt
+        seen.append(name)
+        real(self, name, zoom, files)
+
+    monkeypatch.setattr(coz.loggers.CsvLogger, "log_zoom", killed_after_two)
+    cfg = compose_zoom([*TINY, f"input={tiny_photos}", "batch_size=1"])
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir=tmp_path)
+    assert (tmp_path / "images" / "p2" / "zoom.json").exists()
+    leftover = tmp_path / "images" / "p3" / ".state_1.k1ll3d_x.tmp.png"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a png")
+    monkeypatch.setattr(coz.loggers.CsvLogger, "log_zoom", real)
+    run(cfg, run_dir=tmp_path)
+    assert not leftover.exists()
+    assert_same_run(tmp_path, uninterrupted)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_photos, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"]
+    rng = random.Random(13)
+    kills = 0
+    for _ in range(3):
+        proc = start("zoom", args, tmp_path)
+        # wait for this process to claim the folder (imports take seconds), then kill at a random moment
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not _holds(out, proc.pid):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.8))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1
+    result = coz("zoom", args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(out, uninterrupted)
+    # every attempt's Hydra config is kept
+    attempts = sorted(p.name for p in out.glob(".hydra*"))
+    assert attempts == [".hydra", *(f".hydra-resumed-{n}" for n in range(1, len(attempts)))]
+    assert len(attempts) >= 2
+    assert all((out / a / "overrides.yaml").is_file() for a in attempts)
