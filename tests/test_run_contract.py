@@ -212,3 +212,34 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_p
     assert attempts == [".hydra", *(f".hydra-resumed-{n}" for n in range(1, len(attempts)))]
     assert len(attempts) >= 2
     assert all((out / a / "overrides.yaml").is_file() for a in attempts)
+
+
+# ---------------------------------------------------------------------------- 2, 4, 5: names and limits
+
+
+def test_output_names_never_collide():
+    from coz.run.names import MAX_NAME_BYTES, output_names
+
+    paths = [Path(n) for n in ("a.png", "a.PNG", "a_png.png", "A.jpg", "b.png", "b_png.png")]
+    names = output_names(paths)
+    assert len({n.lower() for n in names}) == len(paths)  # distinct, even on case-blind disks
+    assert names[4] == "b" and names[5] == "b_png"  # a stem without a clash stays as it is
+    long = [Path("x" * 250 + ".png"), Path("x" * 250 + ".jpg")]
+    assert all(len(n.encode()) <= MAX_NAME_BYTES for n in output_names(long))
+    assert len(set(output_names(long))) == 2
+    assert output_names(paths) == names  # the same inputs, the same names: resumes find their work
+
+
+def test_clashing_names_and_a_240_character_name_each_get_their_own_result(compose_zoom, tiny_photos, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pixels = (tiny_photos / "p0.png").read_bytes()
+    for name in ("a.png", "a.PNG", "a_png.png", "y" * 236 + ".png"):
+        (folder / name).write_bytes(pixels)
+    out = tmp_path / "run"
+    record = run(compose_zoom([*TINY, f"input={folder}", "max_pixels=null"]), run_dir=out)
+    assert record["failed"] == {} and len(record["finished"]) == 4
+    assert len(list((out / "images").iterdir())) == 4
+    sources = sorted(Path(entry["source"]).name for entry in record["images"].values())
+    assert sources == sorted(p.name for p in folder.iterdir())
+    assert len(rows(out)) == 1 + 4 * 2
