@@ -108,7 +108,7 @@ class GRPOModule(L.LightningModule):
             int(cfg.seed),
             rank=self.global_rank,
             updates=int(cfg.grpo.updates_per_generation),
-            max_pixels=float(cfg.data.max_pixels),
+            max_pixels=None if cfg.data.max_pixels is None else float(cfg.data.max_pixels),
         )
         limit = cfg.val.get("limit")
         per_image = int(cfg.val.get("pairs_per_image", 1))
@@ -343,7 +343,12 @@ class GRPOModule(L.LightningModule):
         v = self.cfg.val
         mine = self.val_specs[self.global_rank :: self.trainer.world_size]
         loader = DataLoader(
-            ValPairs(self.val_paths, mine, self.geometry, float(self.cfg.data.max_pixels)),
+            ValPairs(
+                self.val_paths,
+                mine,
+                self.geometry,
+                None if self.cfg.data.max_pixels is None else float(self.cfg.data.max_pixels),
+            ),
             batch_size=int(v.batch_size),
             collate_fn=_identity,
             num_workers=int(self.cfg.data.num_workers),
