@@ -80,7 +80,9 @@ def result_files(run_dir: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------------------- 1: one process per folder
 
 
-def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_dies(compose_zoom, tiny_photos, tmp_path):
+def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_dies(
+    compose_zoom, tiny_photos, tmp_path
+):
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -143,7 +145,9 @@ def _holds(run_dir: Path, pid: int) -> bool:
 def uninterrupted(tiny_photos, tmp_path_factory) -> Path:
     """The reference: one uninterrupted CLI run over the tiny photos."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    result = coz("zoom", [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"], cwd=out.parent)
+    result = coz(
+        "zoom", [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"], cwd=out.parent
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -187,7 +191,9 @@ def test_a_row_lost_between_an_images_files_and_its_row_comes_back(
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_photos, uninterrupted, tmp_path):
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(
+    tiny_photos, uninterrupted, tmp_path
+):
     out = tmp_path / "run"
     args = [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"]
     rng = random.Random(13)
@@ -230,7 +236,9 @@ def test_output_names_never_collide():
     assert output_names(paths) == names  # the same inputs, the same names: resumes find their work
 
 
-def test_clashing_names_and_a_240_character_name_each_get_their_own_result(compose_zoom, tiny_photos, tmp_path):
+def test_clashing_names_and_a_240_character_name_each_get_their_own_result(
+    compose_zoom, tiny_photos, tmp_path
+):
     folder = tmp_path / "in"
     folder.mkdir()
     pixels = (tiny_photos / "p0.png").read_bytes()
@@ -243,3 +251,120 @@ def test_clashing_names_and_a_240_character_name_each_get_their_own_result(compo
     sources = sorted(Path(entry["source"]).name for entry in record["images"].values())
     assert sources == sorted(p.name for p in folder.iterdir())
     assert len(rows(out)) == 1 + 4 * 2
+
+
+# ---------------------------------------------------------------------------- 7: values checked first
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("zoom.steps=-1", "zoom.steps=-1: must be a whole number >= 1"),
+        ("zoom.steps=abc", "zoom.steps=abc: must be a whole number >= 1"),
+        ("zoom.factor=3", "zoom.factor=3: must divide zoom.size=64"),
+        ("zoom.size=0", "zoom.size=0: must be a whole number >= 1"),
+        ("alpha=foo", "alpha=foo: use one of white, drop"),
+        ("save.gif_size=0", "save.gif_size=0: must be a whole number >= 16"),
+        ("device=foo", "device=foo: use auto, cpu, cuda or cuda:N"),
+        ("seed=abc", "seed=abc: must be a whole number >= 0"),
+        ("max_pixels=0", "max_pixels=0: must be a whole number >= 1 (or null)"),
+        ("batch_size=two", "batch_size=two: must be a whole number >= 1"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_it_before_anything_runs(
+    compose_zoom, tiny_photos, tmp_path, override, message
+):
+    cfg = compose_zoom([*TINY, f"input={tiny_photos}", override])
+    with pytest.raises(CozError) as caught:
+        run(cfg, run_dir=tmp_path / "run")
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not (tmp_path / "run").exists()  # refused before the folder is made
+
+
+def test_a_diffusion_backbones_size_is_checked_before_it_loads(compose_zoom, tiny_photos, tmp_path):
+    cfg = compose_zoom(["backbone=sd3", "zoom.size=100", f"input={tiny_photos}"])
+    with pytest.raises(CozError, match="zoom.size=100: must be a multiple of 64 with backbone=sd3"):
+        run(cfg, run_dir=tmp_path / "run")
+
+
+def test_a_missing_input_is_exit_2_and_leaves_no_folder(tmp_path):
+    result = coz("zoom", [f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert errors(result) == [
+        "error: input is missing: give input=IMAGE_OR_FOLDER (a file or a folder of images)"
+    ]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------- 6: sweeps
+
+
+def test_a_sweep_runs_every_job_it_can_and_lists_the_failed_ones(tiny_photos, tmp_path):
+    one = tiny_photos / "p0.png"
+    sweep = tmp_path / "sweep"
+    result = coz(
+        "zoom", ["-m", *TINY, "zoom.steps=1,-1,2", f"input={one}", f"hydra.sweep.dir={sweep}"], cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "coz.zoom: 1 of 3 jobs failed:" in result.stderr
+    assert "zoom.steps=-1: must be a whole number >= 1" in result.stderr
+    assert len(list(sweep.glob("*/images/p0/zoom.json"))) == 2  # jobs 0 and 2 ran
+
+
+# ---------------------------------------------------------------------------- 10: the environment
+
+
+def test_environment_errors_are_exit_3_naming_the_path(tiny_photos, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    result = coz("zoom", [*TINY, f"input={tiny_photos}", f"hydra.run.dir={blocked}"], cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert len(errors(result)) == 1 and str(blocked) in errors(result)[0]
+    assert "Traceback" not in result.stderr
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "run.json").write_text('{"config": {"inp')
+    result = coz("zoom", [*TINY, f"input={tiny_photos}", f"hydra.run.dir={corrupt}"], cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert errors(result)[0].startswith(f"error: {corrupt / 'run.json'}: corrupt run file")
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EACCES"])
+def test_a_full_disk_or_read_only_folder_is_exit_3_naming_the_path(
+    compose_zoom, tiny_photos, tmp_path, monkeypatch, capsys, code
+):
+    import errno
+
+    import coz.outputs
+    from coz.run.entry import Jobs, run_job
+
+    def fails(run_dir, name, *args, **kwargs):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(run_dir / "images" / name))
+
+    monkeypatch.setattr(coz.outputs, "write_zoom", fails)
+    jobs = Jobs("zoom")
+    run_job(lambda cfg: run(cfg, run_dir=tmp_path), compose_zoom([*TINY, f"input={tiny_photos}"]), jobs)
+    assert jobs.exit_code() == 3
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert line == f"error: {tmp_path / 'images' / 'p0'}: {os.strerror(getattr(errno, code))}"
+
+
+# ---------------------------------------------------------------------------- 12: quoting
+
+
+def test_a_path_hydra_cannot_parse_is_named_with_how_to_quote_it(tiny_photos, tmp_path):
+    odd = tmp_path / "a=b it's"
+    odd.mkdir()
+    (odd / "p.png").write_bytes((tiny_photos / "p0.png").read_bytes())
+    result = coz("zoom", [*TINY, f"input={odd}", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = errors(result)
+    assert (
+        f"cannot read the argument 'input={odd}'" in line or f'cannot read the argument "input={odd}"' in line
+    )
+    assert "quoted" in line
+    result = coz("zoom", [*TINY, f'input="{odd}"', f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # quoted for Hydra, it works
+    assert (tmp_path / "r" / "images" / "p" / "zoom.json").exists()

@@ -36,7 +36,10 @@ def classify(err: BaseException) -> tuple[int, str] | None:
         return err.exit_code, one_line(str(err))
     if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
         where = err.filename if err.filename is not None else "(unknown path)"
-        return ENVIRONMENT, one_line(f"{where}: {err.strerror or err}")
+        problem = err.strerror or str(err)
+        if err.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir of a run folder where a file is
+            problem = "a file is in the way of a folder (a run folder must be a folder)"
+        return ENVIRONMENT, one_line(f"{where}: {problem}")
     if isinstance(err, MemoryError):
         return ENVIRONMENT, "out of memory (try a smaller batch_size, max_pixels or zoom.size)"
     return None
