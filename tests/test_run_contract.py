@@ -368,3 +368,39 @@ def test_a_path_hydra_cannot_parse_is_named_with_how_to_quote_it(tiny_photos, tm
     result = coz("zoom", [*TINY, f'input="{odd}"', f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr  # quoted for Hydra, it works
     assert (tmp_path / "r" / "images" / "p" / "zoom.json").exists()
+
+
+# ---------------------------------------------------------------------------- 8: what a resume may change
+
+
+def test_a_resume_may_change_what_cannot_change_results(compose_zoom, tiny_photos, tmp_path, monkeypatch):
+    first = run(compose_zoom([*TINY, f"input={tiny_photos}", "batch_size=4"]), run_dir=tmp_path / "run")
+    monkeypatch.chdir(tiny_photos.parent)
+    relative = f"input=./{tiny_photos.name}/"  # the same folder, spelt otherwise
+    again = run(
+        compose_zoom([*TINY, relative, "batch_size=1", "threads=1", "device=cpu", "logger=none"]),
+        run_dir=tmp_path / "run",
+    )
+    assert again["images"] == first["images"]
+
+
+def test_a_refused_resume_names_every_differing_key_with_both_values(compose_zoom, tiny_photos, tmp_path):
+    run(compose_zoom([*TINY, f"input={tiny_photos}"]), run_dir=tmp_path)
+    with pytest.raises(CozError) as caught:
+        run(compose_zoom([*TINY, f"input={tiny_photos}", "zoom.steps=1", "alpha=drop"]), run_dir=tmp_path)
+    message = str(caught.value)
+    assert "alpha: 'white' before, 'drop' now" in message and "zoom.steps: 2 before, 1 now" in message
+
+
+def test_every_attempt_keeps_its_hydra_config_and_a_refused_one_changes_nothing(tiny_photos, tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, f"input={tiny_photos / 'p0.png'}", f"hydra.run.dir={out}"]
+    assert coz("zoom", args, cwd=tmp_path).returncode == 0
+    overrides = (out / ".hydra" / "overrides.yaml").read_text()
+    refused = coz("zoom", [*args, "zoom.steps=1"], cwd=tmp_path)
+    assert refused.returncode == 2 and "zoom.steps: 2 before, 1 now" in refused.stderr
+    assert (out / ".hydra" / "overrides.yaml").read_text() == overrides
+    assert not list(out.glob(".hydra-resumed-*"))
+    assert coz("zoom", [*args, "batch_size=1"], cwd=tmp_path).returncode == 0
+    assert "batch_size=1" in (out / ".hydra-resumed-1" / "overrides.yaml").read_text()
+    assert (out / ".hydra" / "overrides.yaml").read_text() == overrides
