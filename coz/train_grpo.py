@@ -198,9 +198,11 @@ def newest_checkpoint(folder: Path) -> Path | None:
 
 
 def checkpoint_step(path: Path) -> int:
-    import torch
+    from coz.run.weights import torch_file
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = torch_file("resume", path)
+    if not isinstance(checkpoint, dict):
+        raise CozError(f"resume={path}: not a Lightning checkpoint")
     return int(checkpoint.get("global_step", 0))
 
 

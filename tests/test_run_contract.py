@@ -242,7 +242,7 @@ def test_clashing_names_and_a_240_character_name_each_get_their_own_result(
     folder = tmp_path / "in"
     folder.mkdir()
     pixels = (tiny_photos / "p0.png").read_bytes()
-    for name in ("a.png", "a.PNG", "a_png.png", "y" * 236 + ".png"):
+    for name in ("a.png", "a.PNG", "a_png.png", "y" * 240 + ".png"):
         (folder / name).write_bytes(pixels)
     out = tmp_path / "run"
     record = run(compose_zoom([*TINY, f"input={folder}", "max_pixels=null"]), run_dir=out)
@@ -404,3 +404,61 @@ def test_every_attempt_keeps_its_hydra_config_and_a_refused_one_changes_nothing(
     assert coz("zoom", [*args, "batch_size=1"], cwd=tmp_path).returncode == 0
     assert "batch_size=1" in (out / ".hydra-resumed-1" / "overrides.yaml").read_text()
     assert (out / ".hydra" / "overrides.yaml").read_text() == overrides
+
+
+# ---------------------------------------------------------------------------- 9: weight files
+
+
+@pytest.fixture(scope="module")
+def bad_weights(tmp_path_factory) -> dict[str, Path]:
+    """Files that are not what they claim: garbage, and a pickle that would run code if unpickled."""
+    folder = tmp_path_factory.mktemp("weights")
+    garbage = folder / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01not weights at all" * 10)
+    pth = folder / "evil.pth"
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    pth.write_bytes(pickle.dumps({"params": Evil()}))
+    adapter = folder / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{not json")
+    return {"garbage": garbage, "pth": pth, "adapter": adapter}
+
+
+def _one_clean_line(err: CozError, option: str) -> None:
+    text = str(err)
+    assert text.startswith(option) and "\n" not in text and "weights_only=False" not in text, text
+
+
+def test_weight_files_that_fail_to_load_are_one_line(bad_weights):
+    from coz.backbones.realesrgan import RealESRGAN
+    from coz.prompts.dape import load_ram_state
+    from coz.prompts.lora import load_adapter
+    from coz.train_grpo import checkpoint_step
+
+    for path in (bad_weights["garbage"], bad_weights["pth"]):
+        with pytest.raises(CozError) as caught:
+            RealESRGAN.from_config(weights=str(path))
+        _one_clean_line(caught.value, f"backbone.weights={path}: cannot load it")
+    with pytest.raises(CozError) as caught:
+        load_adapter(None, bad_weights["adapter"])
+    _one_clean_line(caught.value, f"prompt.adapter={bad_weights['adapter']}: cannot load it")
+    with pytest.raises(CozError) as caught:
+        load_ram_state(None, bad_weights["pth"], None)
+    _one_clean_line(caught.value, f"RAM={bad_weights['pth']}: cannot load it")
+    with pytest.raises(CozError) as caught:
+        checkpoint_step(bad_weights["garbage"])
+    _one_clean_line(caught.value, f"resume={bad_weights['garbage']}: cannot load it")
+
+
+def test_bad_backbone_weights_on_the_command_line_are_exit_2(bad_weights, tiny_photos, tmp_path):
+    args = ["zoom.steps=1", f"backbone.weights={bad_weights['pth']}", f"input={tiny_photos / 'p0.png'}"]
+    result = coz("zoom", [*args, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = errors(result)
+    assert line.startswith(f"error: backbone.weights={bad_weights['pth']}: cannot load it")
+    assert "pwned" not in result.stdout
