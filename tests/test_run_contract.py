@@ -462,3 +462,24 @@ def test_bad_backbone_weights_on_the_command_line_are_exit_2(bad_weights, tiny_p
     (line,) = errors(result)
     assert line.startswith(f"error: backbone.weights={bad_weights['pth']}: cannot load it")
     assert "pwned" not in result.stdout
+
+
+# ---------------------------------------------------------------------------- 11: 16-bit memory
+
+
+def test_a_16_bit_scan_converts_in_blocks_without_float64_copies_of_the_whole():
+    import tracemalloc
+
+    from coz.images import _scale_to_8bit
+
+    rng = np.random.default_rng(1)
+    scan = rng.integers(0, 65536, (3000, 4000), dtype=np.uint16)  # 12 MP
+    tracemalloc.start()
+    image = _scale_to_8bit(scan, "scan.png", "int", [])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2 * scan.size  # the 8-bit result and one block; whole float64 copies are 8 B/px each
+    expected = np.clip(np.rint(scan[:50].astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(image)[:50], expected)
+    stretched = _scale_to_8bit(np.array([[np.nan, 2.0], [4.0, np.inf]], dtype=np.float32), "f", "float", [])
+    assert np.asarray(stretched).tolist() == [[0, 128], [255, 0]]  # NaN and inf as 0, 0..4 stretched
