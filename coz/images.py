@@ -9,6 +9,7 @@ image plus human-readable notes about what was converted, or an
 
 from __future__ import annotations
 
+import errno
 import warnings
 from pathlib import Path
 
@@ -79,7 +80,15 @@ def find_images(path: str | Path) -> list[Path]:
             entries = list(p.iterdir())
         except OSError as e:
             raise ImageInputError(path, f"cannot list folder ({e.strerror or e})") from e
-        images = sorted((e for e in entries if _is_image_name(e) and e.is_file()), key=lambda e: e.name)
+        # a link that leads nowhere (broken, or a loop) is listed as a failed input when loaded, not dropped
+        images = sorted(
+            (
+                e
+                for e in entries
+                if _is_image_name(e) and (e.is_file() or (e.is_symlink() and not e.exists()))
+            ),
+            key=lambda e: e.name,
+        )
         if not images:
             exts = ", ".join(sorted(x.lstrip(".") for x in IMAGE_EXTENSIONS))
             raise ImageInputError(path, f"folder contains no image files (looked for {exts})")
@@ -111,11 +120,16 @@ def _open(path: Path, max_pixels: float | None) -> Image.Image:
     except ImageInputError:
         raise
     except FileNotFoundError as e:
-        raise ImageInputError(name, "no such file or folder") from e
+        problem = "broken symbolic link" if path.is_symlink() else "no such file or folder"
+        raise ImageInputError(name, problem) from e
     except PermissionError as e:
         raise ImageInputError(name, "cannot read file (permission denied)") from e
     except UnidentifiedImageError as e:
         raise ImageInputError(name, "not an image file (cannot identify format)") from e
+    except OSError as e:  # after its subclasses above
+        if e.errno == errno.ELOOP:
+            raise ImageInputError(name, "symbolic link loop (the link leads back to itself)") from e
+        raise ImageInputError(name, f"cannot read image header ({type(e).__name__}: {e})") from e
     except Image.DecompressionBombError as e:
         raise ImageInputError(
             name,

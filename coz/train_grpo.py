@@ -290,6 +290,12 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
         validation=rewards,
     )
     plot = plot_rewards(rewards, run_dir / "rewards.png", trained)
+    if record["images"]["val"] and not rewards:  # every validation image unreadable: not a success
+        record["failed"] = {
+            "validation": f"no validation reward: none of the {record['images']['val']} validation "
+            f"image(s) in {run_dir / 'split.json'} was readable (see the warnings above)"
+        }
+        print(f"coz.train_grpo: 1 input skipped:\n  {record['failed']['validation']}")
     _write_record(run_dir, record)
     if rewards:
         first, last = rewards[0], rewards[-1]

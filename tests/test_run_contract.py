@@ -483,3 +483,52 @@ def test_a_16_bit_scan_converts_in_blocks_without_float64_copies_of_the_whole():
     assert np.array_equal(np.asarray(image)[:50], expected)
     stretched = _scale_to_8bit(np.array([[np.nan, 2.0], [4.0, np.inf]], dtype=np.float32), "f", "float", [])
     assert np.asarray(stretched).tolist() == [[0, 128], [255, 0]]  # NaN and inf as 0, 0..4 stretched
+
+
+# ---------------------------------------------------------------------------- 13: the small ones
+
+
+def test_a_symlink_loop_is_listed_as_a_skipped_input(compose_zoom, tiny_photos, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.png").write_bytes((tiny_photos / "p0.png").read_bytes())
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "gone.png").symlink_to(folder / "missing.png")
+    record = run(compose_zoom([*TINY, f"input={folder}"]), run_dir=tmp_path / "run")
+    assert record["finished"] == ["good"]
+    assert record["failed"] == {
+        str(folder / "gone.png"): f"{folder / 'gone.png'}: broken symbolic link",
+        str(
+            folder / "loop.png"
+        ): f"{folder / 'loop.png'}: symbolic link loop (the link leads back to itself)",
+    }
+
+
+def test_safetensors_outputs_get_the_usual_file_mode(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from coz.atomic import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_atomic(
+            tmp_path / "w.safetensors", lambda tmp: save_file({"a": torch.zeros(2)}, str(tmp))
+        )
+        text = write_atomic(tmp_path / "t.txt", lambda tmp: tmp.write_text("x"))
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(text.stat().st_mode & 0o777) == "0o644"
+
+
+def test_train_grpo_without_a_readable_validation_image_is_not_a_success(tmp_path):
+    from coz.run.exit_codes import status_of
+    from coz.train_grpo import _finish
+
+    record = {"images": {"root": str(tmp_path), "train": 3, "val": 1}}
+    _finish(tmp_path, record, time.perf_counter(), 0)
+    assert "validation" in record["failed"] and status_of(record) == 1
+    assert (
+        "none of the 1 validation image(s)"
+        in json.loads((tmp_path / "run.json").read_text())["failed"]["validation"]
+    )
