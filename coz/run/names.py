@@ -2,8 +2,8 @@
 
 A name is the file stem (``photo.jpg`` -> ``photo``). Where stems clash, ignoring case as macOS and
 Windows file systems do (``a.png``, ``a.PNG``, ``A.jpg``), the extension is added as typed
-(``a_png``, ``a_PNG``, ``A_jpg``); a name still taken (by another input's stem, e.g. ``a_png.png``,
-or case-insensitively) gets ``~2``, ``~3``... Names are cut so that ``<name>.png`` fits the usual
+(``a_png``, ``a_PNG``, ``A_jpg``); a name still taken, case-insensitively (by another input's stem,
+e.g. ``a_png.png``, or by an earlier name), gets ``~2``, ``~3``... Names are cut so that ``<name>.png`` fits the usual
 255-byte file-name limit. The same input list always gives the same names, so resumes find their work.
 """
 
@@ -19,20 +19,18 @@ MAX_NAME_BYTES = 240
 def output_names(paths: list[Path]) -> list[str]:
     """One distinct output name per path, in the order given."""
     stems = [_fit(p.stem) for p in paths]
-    clashing = _counts(s.lower() for s in stems)
-    preferred = [
-        stem if clashing[stem.lower()] == 1 else _fit(f"{stem}_{p.suffix.lstrip('.')}")
-        for stem, p in zip(stems, paths, strict=True)
-    ]
-    wanted = _counts(n.lower() for n in preferred)
-    used: set[str] = set()
+    counts = _counts(s.lower() for s in stems)
+    used = {s.lower() for s in stems if counts[s.lower()] == 1}  # a stem of its own stays as it is
     names = []
-    for name in preferred:
-        candidate, k = name, 1
-        # a name wanted by two inputs, or by another input as its preferred name, takes a suffix
-        while candidate.lower() in used or (candidate != name and candidate.lower() in wanted):
+    for stem, path in zip(stems, paths, strict=True):
+        if counts[stem.lower()] == 1:
+            names.append(stem)
+            continue
+        base = _fit(f"{stem}_{path.suffix.lstrip('.')}")
+        candidate, k = base, 1
+        while candidate.lower() in used:
             k += 1
-            candidate = _fit(name, suffix=f"~{k}")
+            candidate = _fit(base, suffix=f"~{k}")
         used.add(candidate.lower())
         names.append(candidate)
     return names
