@@ -80,22 +80,28 @@ def result_files(run_dir: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------------------- 1: one process per folder
 
 
-def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_dies(
-    compose_zoom, tiny_photos, tmp_path
-):
+def hold(folder: Path) -> subprocess.Popen:
+    """Another process that holds ``folder``'s lock until it is killed."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; from coz.run import lock; "
-            "lock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)",
-            str(tmp_path),
+            "lock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)",
+            str(folder),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_dies(
+    compose_zoom, tiny_photos, tmp_path
+):
+    holder = hold(tmp_path)
     try:
-        assert holder.stdout.readline().strip() == "held"
         cfg = compose_zoom([*TINY, f"input={tiny_photos}"])
         with pytest.raises(CozError, match=f"in use by another coz run \\(pid {holder.pid}\\)"):
             run(cfg, run_dir=tmp_path)
@@ -532,3 +538,34 @@ def test_train_grpo_without_a_readable_validation_image_is_not_a_success(tmp_pat
         "none of the 1 validation image(s)"
         in json.loads((tmp_path / "run.json").read_text())["failed"]["validation"]
     )
+
+
+@pytest.fixture()
+def held_folder(tmp_path):
+    """A run folder locked by another live process (killed at the end)."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    holder = hold(folder)
+    yield folder
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "train_sr", "train_grpo"])
+def test_every_tool_refuses_a_folder_another_process_holds(tool, held_folder, tiny_photos):
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from coz.cli import CONFIG_DIR, rewrite_overrides
+
+    extra = {
+        "evaluate": ["method=nn", f"input={tiny_photos}", "zoom.steps=1"],
+        "train_sr": [f"data.sources=[{{path: {tiny_photos}, prob: 1}}]"],
+        "train_grpo": [f"input={tiny_photos}"],
+    }[tool]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", *extra], tool))
+    with pytest.raises(CozError, match="in use by another coz run"):
+        importlib.import_module(f"coz.{tool}").run(cfg, run_dir=held_folder)
+    assert sorted(p.name for p in held_folder.iterdir()) == [".coz.lock"]  # nothing written
