@@ -89,7 +89,10 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
 def check_config(cfg: DictConfig) -> None:
     """Refuse options that cannot work before any model loads."""
     from coz.grpo.loss import AGGREGATIONS, SCALES
+    from coz.run.validate import threads, whole
 
+    whole(cfg, "seed", minimum=0)
+    threads(cfg)
     g = cfg.grpo
     updates = int(g.updates_per_generation)
     checks = [

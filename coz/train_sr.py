@@ -89,9 +89,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def check_config(cfg: DictConfig) -> None:
     """Fail in one line, before any model loads."""
+    from coz.run.validate import threads, whole
     from coz.sr_training.generators import GENERATORS
     from coz.sr_training.stages import Stages
 
+    whole(cfg, "seed", minimum=0)
+    threads(cfg)
     name = str(cfg.backbone.name)
     if name not in GENERATORS:
         raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")

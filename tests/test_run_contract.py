@@ -569,3 +569,21 @@ def test_every_tool_refuses_a_folder_another_process_holds(tool, held_folder, ti
     with pytest.raises(CozError, match="in use by another coz run"):
         importlib.import_module(f"coz.{tool}").run(cfg, run_dir=held_folder)
     assert sorted(p.name for p in held_folder.iterdir()) == [".coz.lock"]  # nothing written
+
+
+@pytest.mark.parametrize("tool", ["train_sr", "train_grpo"])
+def test_the_training_tools_check_the_shared_keys_the_same_way(tool, tmp_path):
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from coz.cli import CONFIG_DIR, rewrite_overrides
+
+    for override, message in (
+        ("seed=abc", "seed=abc: must be a whole number >= 0"),
+        ("threads=0", "threads=0"),
+    ):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", override], tool))
+        with pytest.raises(CozError, match=message):
+            importlib.import_module(f"coz.{tool}").check_config(cfg)

@@ -2,8 +2,9 @@
 
 Each check reads one key and fails with one line naming the key, the value and what is allowed
 (``zoom.steps=-1: must be a whole number >= 1``). :func:`check_zoom` covers coz.zoom;
-:func:`check_chain` is shared with coz.evaluate; the training tools add their own checks
-(``coz.train_sr.check_config``, ``coz.train_grpo.check_config``) built from the same helpers.
+:func:`check_chain` is shared with coz.evaluate; the training tools check their own keys
+(``coz.train_sr.check_config``, ``coz.train_grpo.check_config``) and the shared ones (seed, threads)
+with these helpers.
 """
 
 from __future__ import annotations
