@@ -20,12 +20,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    # a short prefix: the temporary name must fit the file-name limit wherever ``path``'s name does
+    # (coz.run.folder removes these names when a killed run is resumed)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem[:32]}.", suffix=f".tmp{path.suffix[:16]}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield tmp
+        # again: writers such as safetensors replace the file with a new 0600 one
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -52,6 +58,11 @@ def link_or_copy_atomic(source: str | os.PathLike, path: str | os.PathLike) -> P
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def usual_mode(path: str | os.PathLike) -> None:
+    """The mode a plain ``open()`` would give (0644 under the usual umask)."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -11,6 +11,7 @@ that have a ``null`` option. Nothing else on the command line is touched.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import sys
@@ -18,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-
-from coz.errors import CozError
+from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -85,21 +86,35 @@ if not OmegaConf.has_resolver("coz_uid"):
 
 
 def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
-    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml``.
+    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml``,
+    with the run contract's errors, sweep and exit codes (``coz.run.entry``).
 
     Tests call ``run(cfg)`` directly with a composed config; users go through this wrapper.
     """
+    from coz.run import entry
+
+    jobs = entry.Jobs(config_name)
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        try:
-            run(cfg)
-        except CozError as err:  # the message says it all: no traceback
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+        entry.run_job(run, cfg, jobs)
 
     def main() -> None:
-        sys.argv = [sys.argv[0], *rewrite_overrides(sys.argv[1:], config_name)]
-        _main()
+        args = rewrite_overrides(sys.argv[1:], config_name)
+        if problem := entry.unparsable_argument(args):
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)
+        sys.argv = [sys.argv[0], *args]
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach us: one line each, below
+        try:
+            _main()
+        except (HydraException, OmegaConfBaseException) as err:  # unknown key or option, bad override
+            print(f"error: {entry.one_line(str(err))}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:  # Hydra could not make the run folder
+            code, message = entry.classify(err) or (3, str(err))
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(code)
+        sys.exit(entry.report(jobs))
 
     return main

@@ -24,6 +24,9 @@ from coz.errors import CozError
 from coz.evaluation.dataset import dataset_items, dataset_name, split
 from coz.evaluation.methods import method_label
 from coz.evaluation.rows import finished_images, read_rows
+from coz.run.folder import claim, record_attempt
+from coz.run.resume import check_resume, read_record
+from coz.run.validate import check_chain
 from coz.runtime import hydra_choices, hydra_run_dir
 
 log = logging.getLogger("coz.evaluate")
@@ -37,9 +40,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None 
     (the sweep folder in a multirun, else ``run_dir``). Returns the job record."""
     run_dir = Path(run_dir or hydra_run_dir())
     root = Path(results_root or _sweep_dir() or run_dir)
+    check_chain(cfg)  # every value, before any image is read or model loads
     job = describe_job(cfg)
     items = split(dataset_items(cfg), int(cfg.shard.index), int(cfg.shard.count))
-    _check_resumable(run_dir, cfg, job)
+    with claim(run_dir):  # one process per folder, from before the first write
+        _check_resumable(run_dir, cfg, job)
+        record_attempt(run_dir, cfg)
+        return _evaluate(cfg, run_dir, root, job, items)
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path, root: Path, job: dict[str, Any], items: list) -> dict[str, Any]:
 
     scales = [int(cfg.zoom.factor) ** k for k in range(1, int(cfg.zoom.steps) + 1)]
     done = finished_images(read_rows(run_dir), job["dataset"], job["method"], scales)
@@ -190,11 +200,12 @@ def _check_resumable(run_dir: Path, cfg: DictConfig, job: dict[str, Any]) -> Non
         config.pop(key, None)
     record = {"job": job, "config": config}
     path = run_dir / "job.json"
-    if path.exists():
-        earlier = json.loads(path.read_text())
-        if {k: earlier.get(k) for k in record} != record:
+    earlier = read_record(path)
+    if earlier is not None:
+        check_resume(earlier.get("config"), config, "evaluate", run_dir)
+        if earlier.get("job") != job:
             raise CozError(
-                f"{run_dir} already holds an evaluation with a different config; "
+                f"{run_dir} holds the evaluation of {earlier.get('job')}, not of {job}; "
                 "choose another hydra.run.dir / hydra.sweep.dir (or omit it for a new folder)"
             )
         return

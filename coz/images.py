@@ -9,6 +9,7 @@ image plus human-readable notes about what was converted, or an
 
 from __future__ import annotations
 
+import errno
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,9 @@ IMAGE_EXTENSIONS = frozenset(
 #: ~12k x 12k. Above Pillow's own warning threshold (~89 MP) because large photos
 #: are legitimate input, but low enough that decoding cannot exhaust memory.
 DEFAULT_MAX_PIXELS = 150_000_000
+
+#: High-bit-depth pixels converted to 8 bits at a time (_scale_to_8bit).
+_BLOCK_PIXELS = 1 << 18
 
 #: Above this many pixels, prepare_x0 resizes only the crop window (see there).
 _MAX_INTERMEDIATE_PIXELS = 4096 * 4096
@@ -76,7 +80,15 @@ def find_images(path: str | Path) -> list[Path]:
             entries = list(p.iterdir())
         except OSError as e:
             raise ImageInputError(path, f"cannot list folder ({e.strerror or e})") from e
-        images = sorted((e for e in entries if _is_image_name(e) and e.is_file()), key=lambda e: e.name)
+        # a link that leads nowhere (broken, or a loop) is listed as a failed input when loaded, not dropped
+        images = sorted(
+            (
+                e
+                for e in entries
+                if _is_image_name(e) and (e.is_file() or (e.is_symlink() and not e.exists()))
+            ),
+            key=lambda e: e.name,
+        )
         if not images:
             exts = ", ".join(sorted(x.lstrip(".") for x in IMAGE_EXTENSIONS))
             raise ImageInputError(path, f"folder contains no image files (looked for {exts})")
@@ -108,11 +120,16 @@ def _open(path: Path, max_pixels: float | None) -> Image.Image:
     except ImageInputError:
         raise
     except FileNotFoundError as e:
-        raise ImageInputError(name, "no such file or folder") from e
+        problem = "broken symbolic link" if path.is_symlink() else "no such file or folder"
+        raise ImageInputError(name, problem) from e
     except PermissionError as e:
         raise ImageInputError(name, "cannot read file (permission denied)") from e
     except UnidentifiedImageError as e:
         raise ImageInputError(name, "not an image file (cannot identify format)") from e
+    except OSError as e:  # after its subclasses above
+        if e.errno == errno.ELOOP:
+            raise ImageInputError(name, "symbolic link loop (the link leads back to itself)") from e
+        raise ImageInputError(name, f"cannot read image header ({type(e).__name__}: {e})") from e
     except Image.DecompressionBombError as e:
         raise ImageInputError(
             name,
@@ -179,20 +196,40 @@ def _scale_to_8bit(a: np.ndarray, name: str, kind: str, notes: list[str]) -> Ima
     Pillow's own ``convert("L")`` clips I/I;16 values at 255, which turns a normal
     16-bit scan almost white; so scale explicitly: integers in 0..65535 as 16-bit
     (x/257, so 65535 -> 255 and 32768 -> 128), floats in 0..1 as x*255, and anything
-    else stretched from its min..max.
+    else stretched from its min..max. Row blocks of ``_BLOCK_PIXELS`` at a time: a
+    12000x12000 scan needs its 8-bit result and one block of float64, not several
+    float64 copies of the whole (gigabytes).
     """
-    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    rows = max(1, _BLOCK_PIXELS // max(1, a.shape[-1]))  # (H, W)
+    blocks = [a[r : r + rows] for r in range(0, a.shape[0], rows)]
+    lo, hi = np.inf, -np.inf
+    for block in blocks:
+        finite = _finite(block)
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    lo, hi = (lo, hi) if lo <= hi else (0.0, 0.0)
     if kind == "int" and lo >= 0 and hi <= 65535:
-        out = a / 257.0
+        scale, offset = 1 / 257.0, 0.0
         notes.append(f"{name}: 16-bit converted to 8-bit")
     elif kind == "float" and lo >= 0 and hi <= 1:
-        out = a * 255.0
+        scale, offset = 255.0, 0.0
         notes.append(f"{name}: floating-point 0..1 converted to 8-bit")
     else:
-        out = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        scale, offset = (255.0 / (hi - lo), lo) if hi > lo else (0.0, 0.0)
         notes.append(f"{name}: {kind} values {lo:g}..{hi:g} stretched to 8-bit 0..255")
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "L")
+    out = np.empty(a.shape, dtype=np.uint8)
+    row = 0
+    for block in blocks:
+        values = _finite(block)
+        scaled = values / 257.0 if kind == "int" and scale == 1 / 257.0 else (values - offset) * scale
+        out[row : row + len(block)] = np.clip(np.rint(scaled), 0, 255)
+        row += len(block)
+    return Image.fromarray(out, "L")
+
+
+def _finite(block: np.ndarray) -> np.ndarray:
+    """The block as float64 with NaN and infinities as 0 (as an 8-bit image shows them)."""
+    return np.nan_to_num(block.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _flatten_alpha(img: Image.Image, name: str, alpha: str, notes: list[str]) -> Image.Image:

@@ -4,12 +4,16 @@ both, none."""
 from __future__ import annotations
 
 import csv
+import io
+import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from coz.atomic import write_text_atomic
 from coz.chain import Zoom
+from coz.outputs import image_dir
 
 
 class RunLogger:
@@ -26,15 +30,33 @@ class RunLogger:
 
 
 class CsvLogger(RunLogger):
-    """One row per image and step in ``<run>/metrics.csv``, appended as zooms finish."""
+    """One row per image and step in ``<run>/metrics.csv``, appended as zooms finish.
+
+    An image's rows belong to its result: on start the file is rewritten from the ``zoom.json`` of
+    every finished image of ``names`` (in their order), so rows that a kill cut short or never wrote
+    are restored and rows of unfinished images dropped; a resumed run ends with the rows of an
+    uninterrupted one.
+    """
 
     FIELDS = ("image", "step", "scale", "prompt", "state")
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, names: list[str] | None = None) -> None:
         self.path = run_dir / "metrics.csv"
-        if not self.path.exists():
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(self.FIELDS)
+        rows = [self.FIELDS]
+        for name in names or ():
+            unit = image_dir(run_dir, name) / "zoom.json"
+            if unit.exists():
+                rows.extend(self._rows(name, json.loads(unit.read_text(encoding="utf-8"))))
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)
+        write_text_atomic(self.path, buffer.getvalue())
+
+    @staticmethod
+    def _rows(name: str, unit: dict[str, Any]) -> list[tuple]:
+        return [
+            (name, i, unit["scales"][i], prompt or "", Path(unit["files"][f"state_{i}"]).name)
+            for i, prompt in enumerate(unit["prompts"], start=1)
+        ]
 
     def log_zoom(self, name: str, zoom: Zoom, files: dict[str, Path]) -> None:
         with self.path.open("a", newline="") as f:
@@ -134,13 +156,14 @@ class MultiLogger(RunLogger):
             logger.close()
 
 
-def build_logger(cfg: DictConfig, run_dir: Path) -> RunLogger:
+def build_logger(cfg: DictConfig, run_dir: Path, names: list[str] | None = None) -> RunLogger:
+    """The ``logger=`` of a zoom run; ``names``: the run's images (csv restores their rows)."""
     from coz.wandb_run import logger_kinds
 
     kinds = logger_kinds(cfg.logger)
     loggers: list[RunLogger] = []
     if "csv" in kinds:
-        loggers.append(CsvLogger(run_dir))
+        loggers.append(CsvLogger(run_dir, names))
     if "wandb" in kinds:
         loggers.append(WandbLogger(cfg, run_dir, OmegaConf.to_container(cfg, resolve=True)))
     if not loggers:

@@ -39,8 +39,30 @@ def is_finished(run_dir: Path, name: str) -> bool:
     return (image_dir(run_dir, name) / "zoom.json").exists()
 
 
+def finished_images(run_dir: Path, names: list[str]) -> dict[str, dict]:
+    """``run.json``'s entry of every finished image of ``names``, in that order, read from its
+    ``zoom.json``: what a run did survives any number of interruptions and resumes."""
+    images = {}
+    for name in names:
+        if not is_finished(run_dir, name):
+            continue
+        unit = json.loads((image_dir(run_dir, name) / "zoom.json").read_text(encoding="utf-8"))
+        entry = {"source": unit.get("source"), "prompts": unit["prompts"], "notes": unit["notes"]}
+        if unit.get("full"):
+            entry["size"] = unit["sizes"]
+            entry["tiles"] = [len(boxes) for boxes in unit["tiles"]]
+        images[name] = entry
+    return images
+
+
 def write_zoom(
-    run_dir: Path, name: str, zoom: Zoom, save: DictConfig, factor: int, notes: list[str]
+    run_dir: Path,
+    name: str,
+    zoom: Zoom,
+    save: DictConfig,
+    factor: int,
+    notes: list[str],
+    source: str | None = None,
 ) -> dict[str, Path]:
     """Write every file of one zoom; return them by role (state_0, input_1, prompt_1, strip, gif...)."""
     folder = image_dir(run_dir, name)
@@ -69,6 +91,7 @@ def write_zoom(
         files["gif"] = save_gif(frames, folder / "zoom.gif")
     record = {
         "name": name,
+        "source": source,
         "scales": zoom.scales,
         "prompts": [s.prompt for s in zoom.steps],
         "notes": notes,
@@ -101,9 +124,11 @@ class BackgroundWriter:
         self.pending: list = []
         self.busy_s = 0.0  # the worker's own time, for run.json
 
-    def submit(self, name: str, zoom: Zoom, notes: list[str]) -> list[tuple[str, Zoom, dict[str, Path]]]:
+    def submit(
+        self, name: str, zoom: Zoom, notes: list[str], source: str | None = None
+    ) -> list[tuple[str, Zoom, dict[str, Path]]]:
         done = self.drain(wait=len(self.pending) >= self.max_pending)
-        self.pending.append((name, zoom, self.pool.submit(self._write, name, zoom, notes)))
+        self.pending.append((name, zoom, self.pool.submit(self._write, name, zoom, notes, source)))
         return done
 
     def drain(self, wait: bool = False) -> list[tuple[str, Zoom, dict[str, Path]]]:
@@ -119,10 +144,10 @@ class BackgroundWriter:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def _write(self, name: str, zoom: Zoom, notes: list[str]) -> dict[str, Path]:
+    def _write(self, name: str, zoom: Zoom, notes: list[str], source: str | None) -> dict[str, Path]:
         import time
 
         start = time.perf_counter()
-        files = write_zoom(self.run_dir, name, zoom, self.save, self.factor, notes)
+        files = write_zoom(self.run_dir, name, zoom, self.save, self.factor, notes, source)
         self.busy_s += time.perf_counter() - start
         return files

@@ -23,12 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.cli import hydra_entry
 from coz.errors import CozError
+from coz.run.folder import claim, record_attempt
+from coz.run.resume import check_resume, read_record
 from coz.runtime import hydra_choices, hydra_run_dir
 
 log = logging.getLogger("coz.train_grpo")
-
-# Options that may change between an interrupted run and its resumption: how long, where, how shown.
-RESUMABLE_CHANGES = ("grpo.steps", "trainer", "logger", "resume", "data.num_workers", "threads")
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
@@ -37,10 +36,17 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(run_dir or hydra_run_dir())
     check_config(cfg)
+    with claim(run_dir):  # one process per folder, from before the first write
+        return _train(cfg, run_dir, started)
+
+
+def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     ckpt = find_checkpoint(cfg, run_dir)
     resume_step = checkpoint_step(ckpt) if ckpt else None
     config = OmegaConf.to_container(cfg, resolve=True)
-    check_resumable(run_dir, config, resumed=ckpt is not None)
+    earlier = read_record(run_dir / "run.json")
+    check_resume(earlier and earlier.get("config"), config, "train_grpo", run_dir)
+    record_attempt(run_dir, cfg)
 
     from coz.grpo.data import list_images, split_images
 
@@ -84,7 +90,10 @@ def check_config(cfg: DictConfig) -> None:
     """Refuse options that cannot work before any model loads."""
     from coz.grpo.loss import AGGREGATIONS, SCALES
     from coz.grpo.rewards import WORD_MODES
+    from coz.run.validate import threads, whole
 
+    whole(cfg, "seed", minimum=0)
+    threads(cfg)
     g = cfg.grpo
     words = str(cfg.rewards.get("repetition_words", "letters"))
     updates = int(g.updates_per_generation)
@@ -195,36 +204,12 @@ def newest_checkpoint(folder: Path) -> Path | None:
 
 
 def checkpoint_step(path: Path) -> int:
-    import torch
+    from coz.run.weights import torch_file
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = torch_file("resume", path)
+    if not isinstance(checkpoint, dict):
+        raise CozError(f"resume={path}: not a Lightning checkpoint")
     return int(checkpoint.get("global_step", 0))
-
-
-def check_resumable(run_dir: Path, config: dict[str, Any], resumed: bool) -> None:
-    """A folder holds one run: continuing it needs the same config (except how long and how shown)."""
-    path = run_dir / "run.json"
-    if path.exists():
-        earlier = json.loads(path.read_text()).get("config", {})
-        if _comparable(earlier) != _comparable(config):
-            raise CozError(
-                f"{run_dir} already holds a run with a different config; "
-                "choose another hydra.run.dir (or omit it for a new folder)"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
-    config = copy.deepcopy(config)
-    for key in RESUMABLE_CHANGES:
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    return config
 
 
 def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_step: int | None):
@@ -311,6 +296,12 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
         validation=rewards,
     )
     plot = plot_rewards(rewards, run_dir / "rewards.png", trained)
+    if record["images"]["val"] and not rewards:  # every validation image unreadable: not a success
+        record["failed"] = {
+            "validation": f"no validation reward: none of the {record['images']['val']} validation "
+            f"image(s) in {run_dir / 'split.json'} was readable (see the warnings above)"
+        }
+        print(f"coz.train_grpo: 1 input skipped:\n  {record['failed']['validation']}")
     _write_record(run_dir, record)
     if rewards:
         first, last = rewards[0], rewards[-1]

@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.cli import hydra_entry
 from coz.errors import CozError
+from coz.run.folder import claim, is_main_process, record_attempt
+from coz.run.resume import check_resume, read_record
 from coz.runtime import fixed_threads, hydra_choices, hydra_run_dir
 
 log = logging.getLogger("coz.train_sr")
@@ -33,6 +35,11 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     """Train into ``run_dir`` (the Hydra run folder by default); returns what was written."""
     run_dir = Path(run_dir or hydra_run_dir())
     check_config(cfg)
+    with claim(run_dir):  # one process per folder, from before the first write
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from coz.sr_training.checkpoints import resolve_ckpt_path
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
@@ -42,6 +49,11 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
             f"hydra.run.dir={run_dir} already holds checkpoints; resume with ckpt_path=last "
             "or use another hydra.run.dir"
         )
+    if ckpt_path is not None and is_main_process():
+        earlier = read_record(run_dir / "run.json")
+        config = OmegaConf.to_container(cfg, resolve=True)
+        check_resume(earlier and earlier.get("config"), config, "train_sr", run_dir)
+    record_attempt(run_dir, cfg)
     from coz.runtime import seed_everything
 
     seed_everything(int(cfg.seed))
@@ -90,9 +102,12 @@ def _finish_wandb(trainer) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Fail in one line, before any model loads."""
+    from coz.run.validate import threads, whole
     from coz.sr_training.generators import GENERATORS
     from coz.sr_training.stages import Stages
 
+    whole(cfg, "seed", minimum=0)
+    threads(cfg)
     name = str(cfg.backbone.name)
     if name not in GENERATORS:
         raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")

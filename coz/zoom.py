@@ -7,9 +7,7 @@ default) | recursive | onestep | nearest | bicubic | full (full-image SR, ``coz.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,13 @@ from coz.errors import CozError
 from coz.full_image import FullImageOptions, prepare_full_x0
 from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
 from coz.loggers import build_logger
-from coz.outputs import BackgroundWriter, is_finished
+from coz.outputs import BackgroundWriter, finished_images, is_finished
 from coz.progress import Progress
 from coz.prompts import NullPrompt, build_prompt_extractor
+from coz.run.folder import claim, record_attempt
+from coz.run.names import output_names
+from coz.run.resume import check_resume, read_record
+from coz.run.validate import check_zoom
 from coz.runinfo import machine, versions, write_run_json
 from coz.runtime import fixed_threads, hydra_choices, hydra_run_dir, resolve_device, seed_everything
 from coz.timing import PhaseTimer
@@ -37,19 +39,32 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Zoom every image of ``cfg.input``; write results to ``run_dir`` (Hydra's run folder by
     default). Returns the run record (also written to ``run.json``)."""
     run_dir = Path(run_dir or hydra_run_dir())
-    timer = PhaseTimer()
-    batch_size = int(cfg.batch_size)
-    if batch_size < 1:
-        raise CozError(f"batch_size={batch_size}: must be at least 1")
-    images = find_images(cfg.input)  # fails on a missing input before any model loads
-    names = _unique_names(images)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    try:  # full-image settings are checked before any model loads
+    check_zoom(cfg)  # every value, before any image is read or model loads
+    try:
         full = FullImageOptions.from_config(cfg.zoom) if str(cfg.zoom.mode) == "full" else None
     except ValueError as err:
         raise CozError(str(err)) from None
-    _check_resumable(run_dir, config)
+    images = find_images(cfg.input)
+    names = output_names(images)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with claim(run_dir):  # one process per folder, from before the first write
+        earlier = read_record(run_dir / "run.json")
+        check_resume(earlier and earlier.get("config"), config, "zoom", run_dir)
+        record_attempt(run_dir, cfg)
+        return _zoom(cfg, run_dir, images, names, config, full)
 
+
+def _zoom(
+    cfg: DictConfig,
+    run_dir: Path,
+    images: list[Path],
+    names: list[str],
+    config: dict[str, Any],
+    full: FullImageOptions | None,
+) -> dict[str, Any]:
+    timer = PhaseTimer()
+    batch_size = int(cfg.batch_size)
+    max_pixels = None if cfg.max_pixels is None else int(cfg.max_pixels)
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
@@ -72,7 +87,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         timer=timer,
         full=full,
     )
-    logger = build_logger(cfg, run_dir)
+    logger = build_logger(cfg, run_dir, names)
 
     record: dict[str, Any] = {
         "config": config,
@@ -82,9 +97,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         "threads": threads,
         "versions": versions(),
         "machine": machine(),
-        "images": {},
+        "images": finished_images(run_dir, names),  # an earlier attempt's, kept
         "failed": {},
     }
+    write_run_json(run_dir, record)  # from the start: a rerun compares its config with this one
     todo = [(path, name) for path, name in zip(images, names, strict=True) if not is_finished(run_dir, name)]
     if len(todo) < len(images):
         log.info(
@@ -108,7 +124,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             batch = []
             for path, name in todo[start : start + batch_size]:
                 try:
-                    image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=int(cfg.max_pixels))
+                    image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=max_pixels)
                     if full is not None:
                         x0, resize_notes = prepare_full_x0(image, full, chain.steps, chain.factor, path.name)
                     else:
@@ -139,7 +155,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                     record["images"][name]["size"] = [list(s.size) for s in zoom.states]
                     record["images"][name]["tiles"] = [len(s.tiles or ()) for s in zoom.steps]
                 with timer.phase("write"):  # only the time spent waiting for the writer
-                    written = writer.submit(name, zoom, notes)
+                    written = writer.submit(name, zoom, notes, str(path))
                 for done in written:
                     logger.log_zoom(*done)
             record["timings"] = timer.summary()
@@ -154,7 +170,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         cpu_share.close()
 
     record["timings"] = {**timer.summary(), "writer_busy_s": round(writer.busy_s, 4)}
-    record["finished"] = sorted(n for n in names if is_finished(run_dir, n))
+    record["images"] = finished_images(run_dir, names)  # every attempt's, in input order
+    record["finished"] = sorted(record["images"])
     write_run_json(run_dir, record)
     logger.log_summary(
         {"images": len(record["finished"]), "failed": len(record["failed"]), **record["timings"]}
@@ -182,33 +199,7 @@ def _report(run_dir: Path, record: dict[str, Any]) -> None:
         print(f"coz.zoom: e.g. {run_dir / 'images' / first / 'strip.png'} and zoom.gif beside it")
 
 
-def _check_resumable(run_dir: Path, config: dict[str, Any]) -> None:
-    """A run folder that already holds a run is resumed only with the same config: nothing an
-    earlier run wrote is overwritten with something different."""
-    previous = run_dir / "run.json"
-    if previous.exists():
-        earlier = json.loads(previous.read_text()).get("config")
-        if earlier != config:
-            raise CozError(
-                f"{run_dir} already holds a run with a different config; "
-                "choose another hydra.run.dir (or omit it for a new folder)"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _unique_names(paths: list[Path]) -> list[str]:
-    """Output names: the file stem, plus the extension where two inputs share a stem."""
-    stems = [p.stem for p in paths]
-    return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
-
-
-def _cli(cfg: DictConfig) -> None:
-    record = run(cfg)
-    if record["failed"]:
-        sys.exit(1)  # every good result is kept; the status tells scripts that some inputs failed
-
-
-main = hydra_entry(_cli, config_name="zoom")
+main = hydra_entry(run, config_name="zoom")  # exit 1 when inputs were skipped: every good result is kept
 
 if __name__ == "__main__":
     main()

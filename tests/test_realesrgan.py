@@ -21,6 +21,7 @@ from coz.backbones.ncnn_weights import (
 )
 from coz.backbones.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
 from coz.backbones.rrdbnet import RRDBNet
+from coz.errors import CozError
 
 TOL = 1e-4
 
@@ -232,7 +233,7 @@ def test_cache_converts_once(tmp_path, monkeypatch, caplog, state_dict):
 
 def test_missing_weights_path(tmp_path):
     missing = tmp_path / "nope.safetensors"
-    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+    with pytest.raises(CozError, match="nope.safetensors: no such file"):
         RealESRGAN.from_config(weights=str(missing))
 
 

@@ -113,8 +113,9 @@ def test_rerun_into_the_same_folder_resumes_and_never_mixes_configs(compose_zoom
     (tmp_path / "images" / samples[1].stem / "zoom.json").unlink()  # as if interrupted mid-image
     record = run(cfg, run_dir=tmp_path)
     assert state.stat().st_mtime_ns == before  # finished images are not redone
-    assert len(record["images"]) == 1 and len(record["finished"]) == len(samples)
-    with pytest.raises(CozError, match="different config"):
+    # run.json keeps every image, not only those this attempt zoomed
+    assert len(record["images"]) == len(samples) and len(record["finished"]) == len(samples)
+    with pytest.raises(CozError, match="zoom.steps: 4 before, 2 now"):
         run(compose_zoom([*FAST, f"input={samples[0].parent}", "zoom.steps=2"]), run_dir=tmp_path)
 
 
@@ -204,7 +205,7 @@ def test_missing_input_is_one_clear_line(tmp_path):
 def test_bad_values_fail_clearly(compose_zoom, samples, tmp_path):
     with pytest.raises(CozError, match="batch_size"):
         run(compose_zoom([*FAST, f"input={samples[0]}", "batch_size=0"]), run_dir=tmp_path / "a")
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(CozError, match="zoom.steps=0: must be a whole number >= 1"):
         run(compose_zoom([*FAST, f"input={samples[0]}", "zoom.steps=0"]), run_dir=tmp_path / "b")
 
 

@@ -23,7 +23,9 @@ from coz.backbones.ncnn_runtime import NcnnRRDBNet, ncnn_available
 from coz.backbones.ncnn_weights import DEFAULT_MODEL, convert_ncnn_to_state_dict, find_model_files
 from coz.backbones.rrdbnet import RRDBNet
 from coz.dtypes import resolve_dtype
+from coz.errors import CozError
 from coz.paths import cache_dir
+from coz.run.weights import read_weights, torch_file
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,9 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"Real-ESRGAN weights not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path), device="cpu")
+        return read_weights("backbone.weights", path, lambda: load_file(str(path), device="cpu"))
     if path.suffix in (".pth", ".pt", ".ckpt"):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch_file("backbone.weights", path)
         if isinstance(ckpt, Mapping):
             for key in ("params_ema", "params"):
                 if isinstance(ckpt.get(key), Mapping):
@@ -120,9 +122,16 @@ class RealESRGAN(Backbone):
         runtime: str = "auto",
     ) -> RealESRGAN:
         """Build from ``weights``: ``"auto"`` (cached conversion of the ncnn package), or a path."""
-        path = ensure_cached_weights() if str(weights) == "auto" else Path(weights)
-        return cls(
-            load_weights(path), device=device, dtype=dtype, channels_last=channels_last, runtime=runtime
+        path = ensure_cached_weights() if str(weights) == "auto" else Path(weights).expanduser()
+        if not path.is_file():
+            raise CozError(f"backbone.weights={weights}: no such file")
+        # a file of other weights (wrong keys or shapes) fails here, in one line
+        return read_weights(
+            "backbone.weights",
+            path,
+            lambda: cls(
+                load_weights(path), device=device, dtype=dtype, channels_last=channels_last, runtime=runtime
+            ),
         )
 
     def to(self, device: torch.device | str) -> RealESRGAN:

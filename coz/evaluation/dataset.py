@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from coz.errors import CozError
 from coz.images import find_images
+from coz.run.names import output_names
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def dataset_items(cfg: DictConfig) -> list[Item]:
         if int(limit) < 1:
             raise CozError(f"dataset.limit={limit}: must be at least 1 (or null for all)")
         paths = paths[: int(limit)]
-    return [Item(i, p, name) for i, (p, name) in enumerate(zip(paths, _unique_names(paths), strict=True))]
+    return [Item(i, p, name) for i, (p, name) in enumerate(zip(paths, output_names(paths), strict=True))]
 
 
 def split(items: list[Item], index: int, count: int) -> list[Item]:
@@ -56,9 +57,3 @@ def split(items: list[Item], index: int, count: int) -> list[Item]:
     if count < 1 or not 0 <= index < count:
         raise CozError(f"shard.index={index}, shard.count={count}: need 0 <= index < count")
     return items[index::count]
-
-
-def _unique_names(paths: list[Path]) -> list[str]:
-    """The file stem; the stem plus extension where two images share a stem."""
-    stems = [p.stem for p in paths]
-    return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]

@@ -115,7 +115,9 @@ class EvaluationModule(L.LightningModule):
         loaded = []
         for item in batch:
             try:
-                image, _ = load_rgb(item.path, alpha=str(self.cfg.alpha), max_pixels=int(self.cfg.max_pixels))
+                image, _ = load_rgb(
+                    item.path, alpha=str(self.cfg.alpha), max_pixels=_limit(self.cfg.max_pixels)
+                )
                 x0, _ = prepare_x0(image, size=self.chain.size, name=item.path.name)
                 loaded.append((item, image, x0))
             except ImageInputError as err:
@@ -234,3 +236,8 @@ class EvaluationModule(L.LightningModule):
         strip = zoom_strip(zoom.states, self.chain.factor, labels=labels, tile=256)
         path = self.run_dir / "strips" / f"{item.index:05d}-{item.name}.jpg"
         write_atomic(path, lambda p: strip.save(p, format="JPEG", quality=88))
+
+
+def _limit(max_pixels) -> int | None:
+    """``max_pixels=null``: no limit of ours."""
+    return None if max_pixels is None else int(max_pixels)

@@ -109,7 +109,7 @@ class GRPOModule(L.LightningModule):
             int(cfg.seed),
             rank=self.global_rank,
             updates=int(cfg.grpo.updates_per_generation),
-            max_pixels=float(cfg.data.max_pixels),
+            max_pixels=None if cfg.data.max_pixels is None else float(cfg.data.max_pixels),
         )
         limit = cfg.val.get("limit")
         per_image = int(cfg.val.get("pairs_per_image", 1))
@@ -190,6 +190,11 @@ class GRPOModule(L.LightningModule):
         tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
         shutil.rmtree(tmp, ignore_errors=True)
         self.policy.save_pretrained(str(tmp))
+        from coz.atomic import usual_mode
+
+        for file in tmp.rglob("*"):  # safetensors writes 0600 files; outputs get the usual mode
+            if file.is_file():
+                usual_mode(file)
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():  # moved aside, not deleted, until the new one is in place
             folder.rename(old)
@@ -343,7 +348,12 @@ class GRPOModule(L.LightningModule):
         v = self.cfg.val
         mine = self.val_specs[self.global_rank :: self.trainer.world_size]
         loader = DataLoader(
-            ValPairs(self.val_paths, mine, self.geometry, float(self.cfg.data.max_pixels)),
+            ValPairs(
+                self.val_paths,
+                mine,
+                self.geometry,
+                None if self.cfg.data.max_pixels is None else float(self.cfg.data.max_pixels),
+            ),
             batch_size=int(v.batch_size),
             collate_fn=_identity,
             num_workers=int(self.cfg.data.num_workers),

@@ -229,7 +229,11 @@ def load_ram_state(tagger: RAMTagger, ram_path: str | Path | None, dape_path: st
     for path, strict in ((ram_path, True), (dape_path, False)):
         if not path:
             continue
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from coz.run.weights import torch_file
+
+        state = torch_file("RAM" if strict else "DAPE", path)
+        if not isinstance(state, dict):
+            raise CozError(f"{path}: not a state dict of RAM/DAPE weights")
         state = renamed_legacy(state.get("model", state))
         tagger.load_state_dict(checked_state(tagger, state, strict, str(path)), strict=False)
 

@@ -86,9 +86,11 @@ def load_adapter(model, path: str | Path, merge: bool = False, adapter_name: str
             f"adapter {path}: no adapter_config.json there (expected a PEFT adapter folder, "
             f"e.g. the released checkpoint-10000 or a coz.train_grpo output)"
         )
-    config = LoraConfig.from_pretrained(str(path))
+    from coz.run.weights import read_weights
+
+    config = read_weights("prompt.adapter", path, lambda: LoraConfig.from_pretrained(str(path)))
     config.inference_mode = True
-    weights = load_peft_weights(str(path), device="cpu")
+    weights = read_weights("prompt.adapter", path, lambda: load_peft_weights(str(path), device="cpu"))
     if is_old_layout(list(weights)):
         weights = {
             PEFT_PREFIX + old_to_new(k[len(PEFT_PREFIX) :]) if k.startswith(PEFT_PREFIX) else k: v

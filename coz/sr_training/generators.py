@@ -275,10 +275,13 @@ class CNNGenerator(Generator):
     def export(self, folder):
         from safetensors.torch import save_file
 
+        from coz.atomic import write_atomic
+
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "realesrgan.safetensors"
         state = {k: v.detach().cpu().float().contiguous() for k, v in self.net.state_dict().items()}
-        save_file(state, str(path), metadata={"source": f"coz.train_sr ({self.name})"})
+        metadata = {"source": f"coz.train_sr ({self.name})"}
+        write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))  # and mode 0644
         return {"weights": path}
 
 

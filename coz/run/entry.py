@@ -1,0 +1,104 @@
+"""The command-line side of the run contract, used by :func:`coz.cli.hydra_entry`.
+
+Every job's error becomes one line and an exit code (:mod:`coz.run.exit_codes`); a ``-m`` sweep
+runs every job it can, then lists the failed ones and exits with the worst code; command-line
+arguments that Hydra cannot parse are named, with how to quote them.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from coz.run.exit_codes import DONE, SKIPPED, USAGE, classify, one_line, status_of
+
+
+@dataclass
+class Jobs:
+    """What the jobs of one command did: how many ran, and (folder, code, message) per failure."""
+
+    tool: str
+    count: int = 0
+    failed: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def exit_code(self) -> int:
+        return max((code for _, code, _ in self.failed), default=DONE)
+
+
+def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) -> None:
+    """Run one Hydra job; never raise for a user or environment error, so a sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
+    jobs.count += 1
+    try:
+        code, message = status_of(run(cfg)), "some inputs were skipped (listed above)"
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 - sorted below: user errors are one line, bugs a traceback
+        known = classify(err)
+        if known is None:
+            if not multirun:
+                raise
+            traceback.print_exc()
+            known = (SKIPPED, f"crashed: {type(err).__name__}: {one_line(str(err))}")
+        code, message = known
+        print(f"error: {message}", file=sys.stderr)
+        if code == USAGE:
+            remove_if_unused(run_dir)
+    if code != DONE:
+        jobs.failed.append((str(run_dir), code, message))
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """A run refused before it claimed its folder leaves no folder behind: Hydra made it (with an
+    empty log file) before the config could be checked."""
+    try:
+        entries = list(run_dir.iterdir())
+        if all(e.is_file() and e.suffix == ".log" and e.stat().st_size == 0 for e in entries):
+            for e in entries:
+                e.unlink()
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
+def report(jobs: Jobs) -> int:
+    """List a sweep's failed jobs; the command's exit code."""
+    if jobs.count > 1 and jobs.failed:
+        print(f"coz.{jobs.tool}: {len(jobs.failed)} of {jobs.count} jobs failed:", file=sys.stderr)
+        for folder, code, message in jobs.failed:
+            print(f"  {folder} (exit {code}): {message}", file=sys.stderr)
+    return jobs.exit_code()
+
+
+def unparsable_argument(args: list[str]) -> str | None:
+    """One line naming the first override Hydra's parser rejects, with the quoted form to use."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # flags (-m, --cfg job) and their values
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            key, _, value = arg.partition("=")
+            reason = one_line(str(err)).split(" See https")[0]
+            if "'" not in value:  # Hydra's quotes inside the shell's
+                shell = f"'{key}=\"{value}\"'"
+            else:
+                shell = f'"{key}=\\"{value}\\""'
+            return (
+                f"cannot read the argument {arg!r} ({reason}): a value with = , ' ~ [ ] {{ }} must be "
+                f"quoted for Hydra, e.g. {shell} in a shell (README: Runs, resume and exit codes)"
+            )
+    return None
