@@ -135,7 +135,9 @@ def check_zoom(cfg: DictConfig) -> None:
     for key in ("save.strip", "save.gif", "save.per_scale"):
         flag(cfg, key)
     whole(cfg, "save.gif_size", minimum=16)
-    choice(cfg, "logger.name", ("csv", "wandb", "none"))
+    from coz.wandb_run import LOGGERS
+
+    choice(cfg, "logger.name", tuple(LOGGERS))
 
 
 def _max_steps(size: int, factor: int) -> int:
