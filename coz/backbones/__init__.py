@@ -13,6 +13,7 @@ __all__ = ["Backbone", "build_backbone", "BACKBONES"]
 BACKBONES = (
     "realesrgan",
     "span",
+    "spandrel",
     "nearest",
     "bicubic",
     "sd3",
@@ -48,6 +49,12 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
             device=device,
             dtype=str(cfg.dtype),
             runtime=str(cfg.runtime),
+        )
+    if name == "spandrel":
+        from coz.backbones.spandrel_model import SpandrelBackbone
+
+        return SpandrelBackbone.from_config(
+            weights=cfg.weights, scale=int(cfg.scale), device=device, dtype=str(cfg.dtype)
         )
     if name in ("sd3", "tiny_sd3"):
         from coz.backbones.sd3 import OSEDiffSD3

@@ -95,6 +95,10 @@ class CnnBackbone(Backbone):
             return None
         return self._ncnn_net()
 
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The PyTorch forward, (B, 3, h, w) -> (B, 3, sh, sw), not clamped."""
+        return self.model(x)
+
     @property
     def config_name(self) -> str:
         """The ``backbone=`` value, for messages."""
@@ -117,7 +121,7 @@ class CnnBackbone(Backbone):
                 out = self.ncnn(images).clamp_(0.0, 1.0)  # (B, 3, sh, sw) float32 on the CPU
             else:
                 x = images.to(device=self._device, dtype=self.dtype, memory_format=fmt)  # (B, 3, h, w)
-                out = self.model(x).clamp_(0.0, 1.0)  # (B, 3, sh, sw)
+                out = self._forward(x).clamp_(0.0, 1.0)  # (B, 3, sh, sw)
         # Outside inference mode, so the caller gets a normal tensor it may modify in place.
         return out.to(
             device=images.device, dtype=images.dtype, memory_format=torch.contiguous_format, copy=True
