@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)  ## zoom 4x, 16x, 64x, 256x into a sample photo (offline, CPU)
 	$(PY) -m coz.samples outputs/samples
-	$(PY) -m coz.zoom input=$(DEMO_IMAGE)
+	$(PY) -m coz.zoom input=$(DEMO_IMAGE) backbone=span
 
 test: $(STAMP)  ## run the test suite (offline, CPU)
 	$(PY) -m pytest

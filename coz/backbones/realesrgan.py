@@ -18,18 +18,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from coz.atomic import atomic_path
-from coz.backbones.base import Backbone
+from coz.backbones.cnn import CnnBackbone
 from coz.backbones.ncnn_runtime import NcnnRRDBNet, ncnn_available
 from coz.backbones.ncnn_weights import DEFAULT_MODEL, convert_ncnn_to_state_dict, find_model_files
 from coz.backbones.rrdbnet import RRDBNet
-from coz.dtypes import resolve_dtype
 from coz.errors import CozError
 from coz.paths import cache_dir
 from coz.run.weights import read_weights, torch_file
 
 log = logging.getLogger(__name__)
-
-RUNTIMES = ("auto", "ncnn", "torch")
 
 
 def cached_weights_path() -> Path:
@@ -74,20 +71,18 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     )
 
 
-class RealESRGAN(Backbone):
+class RealESRGAN(CnnBackbone):
     """Real-ESRGAN x4plus (RRDBNet) behind the :class:`Backbone` interface; prompts are ignored.
 
-    ``runtime``: on the CPU in float32, ``auto`` runs the weights through the ncnn runtime
-    (:mod:`coz.backbones.ncnn_runtime`, about 1.4x faster than PyTorch here) and falls back to
-    PyTorch, with a one-line warning, where ncnn cannot run; ``torch`` forces PyTorch; ``ncnn``
-    requires ncnn. GPUs always run PyTorch. ``dtype="auto"`` is float16 on a GPU, float32 on the
-    CPU (bfloat16 halves CPU time but is 5e-2 off the float32 output; float16 is slow on CPU).
-    ``channels_last=None`` picks NHWC for PyTorch on the CPU (10-15% faster than NCHW there).
+    Runtimes and dtypes as :class:`~coz.backbones.cnn.CnnBackbone`: on the CPU in float32 the
+    weights run through the ncnn runtime (:mod:`coz.backbones.ncnn_runtime`, about 1.4x faster
+    than PyTorch here); GPUs run PyTorch (bfloat16 halves CPU time but is 5e-2 off the float32
+    output; float16 is slow on CPU).
     """
 
     scale = 4
-    takes_upsampled_input = False
     name = "realesrgan-x4plus"
+    config_name = "realesrgan"
 
     def __init__(
         self,
@@ -98,19 +93,12 @@ class RealESRGAN(Backbone):
         channels_last: bool | None = None,
         runtime: str = "auto",
     ) -> None:
-        if runtime not in RUNTIMES:
-            raise ValueError(f"backbone.runtime={runtime!r}: use one of {', '.join(RUNTIMES)}")
         with torch.device("meta"):  # no random init: every parameter comes from state_dict
             model = RRDBNet()
         model.load_state_dict(dict(state_dict), strict=True, assign=True)
-        self.model = model.eval().requires_grad_(False)
-        self._dtype_option = dtype
-        self._channels_last_option = channels_last
-        self.runtime_option = runtime
-        self._device = torch.device("cpu")
-        self.channels_last = False
-        self.ncnn: NcnnRRDBNet | None = None
-        self.to(device)
+        super().__init__(
+            model, scale=4, device=device, dtype=dtype, channels_last=channels_last, runtime=runtime
+        )
 
     @classmethod
     def from_config(
@@ -134,54 +122,8 @@ class RealESRGAN(Backbone):
             ),
         )
 
-    def to(self, device: torch.device | str) -> RealESRGAN:
-        self._device = torch.device(device)
-        on_cpu = self._device.type == "cpu"
-        self.dtype = resolve_dtype(self._dtype_option, self._device, option="backbone.dtype")
-        option = self._channels_last_option
-        self.channels_last = on_cpu if option is None else option
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model.to(device=self._device, dtype=self.dtype, memory_format=fmt)
-        self.ncnn = self._ncnn_runtime() if on_cpu and self.dtype == torch.float32 else None
-        if self.runtime_option == "ncnn" and self.ncnn is None:
-            raise ValueError("backbone.runtime=ncnn runs only on the CPU in float32")
-        return self
+    def _ncnn_unavailable(self) -> str | None:
+        return ncnn_available()
 
-    @property
-    def runtime(self) -> str:
-        return "ncnn" if self.ncnn is not None else "torch"
-
-    def _ncnn_runtime(self) -> NcnnRRDBNet | None:
-        if self.runtime_option == "torch":
-            return None
-        if reason := ncnn_available():
-            if self.runtime_option == "ncnn":
-                raise ValueError(f"backbone.runtime=ncnn: {reason}")
-            log.warning(
-                "realesrgan: ncnn CPU runtime unavailable (%s); using PyTorch (about 1.4x slower)", reason
-            )
-            return None
+    def _ncnn_net(self) -> NcnnRRDBNet:
         return NcnnRRDBNet(self.model.state_dict())
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    def upscale(self, images: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
-        """(B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w) in [0, 1], same dtype and device as ``images``.
-
-        The result is an ordinary (not inference-mode) contiguous tensor.
-        """
-        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise ValueError(f"expected a float (B, 3, h, w) batch, got {tuple(images.shape)} {images.dtype}")
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        with torch.inference_mode():
-            if self.ncnn is not None:
-                out = self.ncnn(images).clamp_(0.0, 1.0)  # (B, 3, 4h, 4w) float32 on the CPU
-            else:
-                x = images.to(device=self._device, dtype=self.dtype, memory_format=fmt)  # (B, 3, h, w)
-                out = self.model(x).clamp_(0.0, 1.0)  # (B, 3, 4h, 4w)
-        # Outside inference mode, so the caller gets a normal tensor it may modify in place.
-        return out.to(
-            device=images.device, dtype=images.dtype, memory_format=torch.contiguous_format, copy=True
-        )

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from coz.errors import CozError
 
 # backbones without a diffusion model: any size their scale divides
-_CNN_OR_INTERPOLATION = ("realesrgan", "nearest", "bicubic")
+_CNN_OR_INTERPOLATION = ("realesrgan", "span", "spandrel", "nearest", "bicubic")
 DIFFUSION_SIZE_MULTIPLE = 64  # the VAE's 8x and the transformer's 2x patches, with the 4x LR crop
 
 

@@ -11,6 +11,8 @@ Lightning must own (so DDP syncs their gradients) and writes its weights in the 
   three LoRA adapters plus the fully trained ``conv_in``, and the VAE LoRA; regulariser: DDPM
   epsilon with CFG 7.5 and a negative prompt in the real branch (OSEDiff's defaults).
 - ``realesrgan`` / ``tiny_realesrgan``: RRDBNet trained in full (the CPU recipe); no regulariser.
+- ``span`` / ``tiny_span``: SPAN (spandrel's, training-time branches of every re-parameterisable
+  conv) trained in full, the same recipe; exported with its input normalisation for ``backbone=span``.
 
 Images are in [-1, 1] on both sides, as OSEDiff computes its losses.
 """
@@ -27,7 +29,7 @@ from torch import nn
 from coz.errors import CozError
 
 DIFFUSION = ("sd3", "tiny_sd3", "sd21", "tiny_sd21")
-CNN = ("realesrgan", "tiny_realesrgan")
+CNN = ("realesrgan", "tiny_realesrgan", "span", "tiny_span")
 GENERATORS = (*DIFFUSION, *CNN)
 
 
@@ -248,12 +250,22 @@ class SD21Generator(Generator):
 
 
 class CNNGenerator(Generator):
-    """RRDBNet (Real-ESRGAN x4plus) trained in full on the LR batch itself (no resize back)."""
+    """A CNN (RRDBNet, SPAN) trained in full on the LR batch itself (no resize back).
+
+    ``export_file`` / ``metadata``: the exported safetensors' name and metadata (SPAN's input
+    normalisation, which its state dict does not hold)."""
 
     takes_upsampled_input = False
 
-    def __init__(self, net: nn.Module, name: str) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        name: str,
+        export_file: str = "realesrgan.safetensors",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self.net, self.name = net.train().requires_grad_(True), name
+        self.export_file, self.metadata = export_file, dict(metadata or {})
         self._device = torch.device("cpu")
 
     def modules(self):
@@ -266,6 +278,10 @@ class CNNGenerator(Generator):
         return {"net": list(self.net.parameters())}
 
     def restore(self, x, prompts):
+        # Every weight trains, so the net runs in train mode even though the LightningModule puts
+        # its models in eval mode (for the diffusion recipes' frozen bases): SPAN's eval forward
+        # fuses its convs from detached copies, and would not train at all.
+        self.net.train()
         return self.net(x) * 2 - 1, None, {}
 
     def to(self, device):
@@ -278,9 +294,9 @@ class CNNGenerator(Generator):
         from coz.atomic import write_atomic
 
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "realesrgan.safetensors"
+        path = folder / self.export_file
         state = {k: v.detach().cpu().float().contiguous() for k, v in self.net.state_dict().items()}
-        metadata = {"source": f"coz.train_sr ({self.name})"}
+        metadata = {"source": f"coz.train_sr ({self.name})", **self.metadata}
         write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))  # and mode 0644
         return {"weights": path}
 
@@ -337,6 +353,8 @@ def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
         gen = SD21Generator(backbone, negative_prompt=str(train.get("negative_prompt") or ""))
         gen.name = name
         return gen
+    if name in ("span", "tiny_span"):
+        return _span_generator(cfg, name)
     if name in CNN:
         from coz.backbones.rrdbnet import RRDBNet
 
@@ -355,6 +373,27 @@ def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
             net.load_state_dict(load_weights(path), strict=True)
         return CNNGenerator(net, name)
     raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
+
+
+def _span_generator(cfg: DictConfig, name: str) -> CNNGenerator:
+    """SPAN from the config's model or weights (``tiny_span``: random, ``num_feat`` channels)."""
+    from coz.backbones.span import build_span, ensure_cached_weights, load_weights
+    from coz.backbones.span_weights import SPANDREL_MEAN, norm_to_metadata
+
+    if name == "tiny_span":
+        from spandrel.architectures.SPAN import SPAN
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.get("model_seed", 0)))
+            net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=int(cfg.get("num_feat", 8)))
+        norm = {"rgb_mean": SPANDREL_MEAN, "img_range": 255.0}
+    else:
+        weights = str(cfg.get("weights", "auto"))
+        model = str(cfg.get("model", "ClearReality4x"))
+        path = ensure_cached_weights(model) if weights == "auto" else _file(weights, "backbone.weights")
+        state, norm = load_weights(path)
+        net = build_span(state, norm)
+    return CNNGenerator(net, name, export_file="span.safetensors", metadata=norm_to_metadata(norm))
 
 
 def _init_sd3(backbone, cfg) -> None:
