@@ -212,11 +212,21 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
         if not isinstance(item, str) or "=" not in item:
             raise CozError(f"{item!r}: options are keywords or 'key=value' strings")
     args = rewrite_overrides([_none_prompt(o) for o in overrides], "zoom")
+    from hydra.core.global_hydra import GlobalHydra
+
+    # Inside a Hydra app (python -m coz.app) Hydra is initialized with that app's config: set it
+    # aside while composing zoom's, and put it back after.
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             return compose(config_name="zoom", overrides=args)
     except (HydraException, OmegaConfBaseException) as err:
         raise CozError(" ".join(str(err).split())) from None
+    finally:
+        if outer is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(outer)
 
 
 def _none_prompt(override: str) -> str:

@@ -9,9 +9,12 @@ live in a temporary folder that goes with the server. Options: ``conf/app.yaml``
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import uuid
 import zipfile
@@ -200,6 +203,9 @@ def launch(cfg: DictConfig, block: bool = True):
         work_dir / "gradio"
     )  # uploads and served copies: gone with the server
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if block:  # stopped with Ctrl-C or a TERM signal: results and uploads go too
+        atexit.register(shutil.rmtree, work_dir, True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     service = ZoomService(cfg, work_dir)
     demo = build_demo(service)
     log.info("backbones %s, prompt modes %s", service.backbones, service.prompts)

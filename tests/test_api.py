@@ -55,6 +55,18 @@ def test_keywords_and_strings_compose_alike():
     assert by_keyword.config.user_prompt == "a, b"  # a comma in a keyword value is text, not a sweep
 
 
+def test_composes_inside_a_hydra_app():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from coz.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # as python -m coz.app runs
+        outer = GlobalHydra.instance().hydra
+        assert compose_zoom_config(["backbone=bicubic"]).backbone.name == "bicubic"
+        assert GlobalHydra.instance().hydra is outer
+
+
 @pytest.mark.parametrize("text", ["it's", "a\\b", "ends with \\", "\\'", "${x}", "a=b, c", ""])
 def test_quote_round_trips(text):
     from hydra.core.override_parser.overrides_parser import OverridesParser
