@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_IMAGE := outputs/samples/astronaut.png
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast bench lint format clean mutate
+.PHONY: help install demo app test test-fast bench lint format clean mutate
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)  ## zoom 4x, 16x, 64x, 256x into a sample photo (offline, CPU)
 	$(PY) -m coz.samples outputs/samples
 	$(PY) -m coz.zoom input=$(DEMO_IMAGE) backbone=span
+
+app: $(STAMP)  ## the web demo on http://127.0.0.1:7860 (python -m coz.app port=... host=...)
+	$(PY) -m coz.app
 
 test: $(STAMP)  ## run the test suite (offline, CPU)
 	$(PY) -m pytest

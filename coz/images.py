@@ -25,6 +25,7 @@ __all__ = [
     "find_images",
     "load_rgb",
     "prepare_x0",
+    "to_rgb",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -156,7 +157,8 @@ def _open(path: Path, max_pixels: float | None) -> Image.Image:
 def _source_is_16bit_rgb(img: Image.Image) -> bool:
     """Pillow silently reduces 16-bit-per-channel RGB(A) PNGs/TIFFs to 8 bits on load;
     the only trace is the decoder's raw mode (e.g. ``RGB;16B``), visible before ``load()``."""
-    return img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in img.tile)
+    tiles = getattr(img, "tile", None) or ()  # an image made in memory has no decoder tiles
+    return img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in tiles)
 
 
 def _decode(img: Image.Image, name: str, notes: list[str]) -> Image.Image:
@@ -290,6 +292,17 @@ def load_rgb(
         img = _apply_exif_orientation(img, name, notes)
         rgb = _to_rgb(img, name, alpha, notes)
     return rgb, notes
+
+
+def to_rgb(img: Image.Image, *, name: str = "image", alpha: str = "white") -> tuple[Image.Image, list[str]]:
+    """An image already opened (the Python API's input) as 8-bit RGB, converted as :func:`load_rgb`
+    converts files (a new image), plus the notes."""
+    if alpha not in ("white", "drop"):
+        raise ValueError(f"alpha must be 'white' or 'drop', not {alpha!r}")
+    notes: list[str] = []
+    img = _decode(img, name, notes)
+    img = _apply_exif_orientation(img, name, notes)
+    return _to_rgb(img, name, alpha, notes), notes
 
 
 # --------------------------------------------------------------------------- x0

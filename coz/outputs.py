@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from omegaconf import DictConfig
+from PIL import Image
 
 from coz.atomic import link_or_copy_atomic, write_text_atomic
 from coz.chain import Zoom
@@ -55,6 +56,21 @@ def finished_images(run_dir: Path, names: list[str]) -> dict[str, dict]:
     return images
 
 
+def strip_picture(zoom: Zoom, factor: int) -> Image.Image:
+    """The states side by side, labelled x1, x4, ... (a full-image zoom: its whole and details)."""
+    labels = [f"x{scale}" for scale in zoom.scales]
+    if zoom.full:
+        return full_strip(zoom.states, labels=labels)
+    return zoom_strip(zoom.states, factor=factor, labels=labels)
+
+
+def animation_frames(zoom: Zoom, factor: int, size: int) -> list[Image.Image]:
+    """The frames of the animated zoom, ``size`` px square."""
+    if zoom.full:
+        return full_animation(zoom.states, factor=factor, size=size)
+    return zoom_animation(zoom.states, factor=factor, size=size)
+
+
 def write_zoom(
     run_dir: Path,
     name: str,
@@ -76,19 +92,10 @@ def write_zoom(
             files[f"input_{i}"] = save_png(step.view, folder / f"input_{i}.png")
         if step.prompt is not None:
             files[f"prompt_{i}"] = write_text_atomic(folder / f"prompt_{i}.txt", step.prompt)
-    labels = [f"x{scale}" for scale in zoom.scales]
     if save.strip:
-        if zoom.full:
-            strip = full_strip(zoom.states, labels=labels)
-        else:
-            strip = zoom_strip(zoom.states, factor=factor, labels=labels)
-        files["strip"] = save_png(strip, folder / "strip.png")
+        files["strip"] = save_png(strip_picture(zoom, factor), folder / "strip.png")
     if save.gif:
-        if zoom.full:
-            frames = full_animation(zoom.states, factor=factor, size=int(save.gif_size))
-        else:
-            frames = zoom_animation(zoom.states, factor=factor, size=int(save.gif_size))
-        files["gif"] = save_gif(frames, folder / "zoom.gif")
+        files["gif"] = save_gif(animation_frames(zoom, factor, int(save.gif_size)), folder / "zoom.gif")
     record = {
         "name": name,
         "source": source,

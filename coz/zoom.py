@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from coz.backbones import build_backbone
 from coz.chain import INTERPOLATION_MODES, ZoomChain
@@ -40,10 +42,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     default). Returns the run record (also written to ``run.json``)."""
     run_dir = Path(run_dir or hydra_run_dir())
     check_zoom(cfg)  # every value, before any image is read or model loads
-    try:
-        full = FullImageOptions.from_config(cfg.zoom) if str(cfg.zoom.mode) == "full" else None
-    except ValueError as err:
-        raise CozError(str(err)) from None
+    full = full_options(cfg)
     images = find_images(cfg.input)
     names = output_names(images)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -70,23 +69,8 @@ def _zoom(
     cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
     threads = cpu_share.refresh()
     mode = str(cfg.zoom.mode)
-    with timer.phase("load"):
-        if mode in INTERPOLATION_MODES:  # no model, no prompts
-            backbone, prompter = None, NullPrompt()
-        else:
-            backbone = build_backbone(cfg.backbone, device)
-            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device), tiles=mode == "full")
-    chain = ZoomChain(
-        mode,
-        backbone,
-        prompter,
-        steps=int(cfg.zoom.steps),
-        factor=int(cfg.zoom.factor),
-        size=int(cfg.zoom.size),
-        user_prompt=str(cfg.user_prompt),
-        timer=timer,
-        full=full,
-    )
+    chain = build_chain(cfg, device, timer, full)
+    backbone, prompter = chain.backbone, chain.prompter
     logger = build_logger(cfg, run_dir, names)
 
     record: dict[str, Any] = {
@@ -125,10 +109,7 @@ def _zoom(
             for path, name in todo[start : start + batch_size]:
                 try:
                     image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=max_pixels)
-                    if full is not None:
-                        x0, resize_notes = prepare_full_x0(image, full, chain.steps, chain.factor, path.name)
-                    else:
-                        x0, resize_notes = prepare_x0(image, size=chain.size, name=path.name)
+                    x0, resize_notes = make_x0(image, chain, full, path.name)
                 except ImageInputError as err:
                     log.error("%s", err)
                     record["failed"][str(path)] = str(err)
@@ -179,6 +160,50 @@ def _zoom(
     logger.close()
     _report(run_dir, record)
     return record
+
+
+def full_options(cfg: DictConfig) -> FullImageOptions | None:
+    """``zoom=full``'s settings, checked (None for the other modes)."""
+    if str(cfg.zoom.mode) != "full":
+        return None
+    try:
+        return FullImageOptions.from_config(cfg.zoom)
+    except ValueError as err:
+        raise CozError(str(err)) from None
+
+
+def make_x0(
+    image: Image.Image, chain: ZoomChain, full: FullImageOptions | None, name: str
+) -> tuple[Image.Image, list[str]]:
+    """The chain's x0 of an RGB image, plus notes on resizing (ImageInputError if it cannot be)."""
+    if full is not None:
+        return prepare_full_x0(image, full, chain.steps, chain.factor, name)
+    return prepare_x0(image, size=chain.size, name=name)
+
+
+def build_chain(
+    cfg: DictConfig, device: torch.device, timer: PhaseTimer, full: FullImageOptions | None = None
+) -> ZoomChain:
+    """Load ``cfg``'s backbone and prompt extractor (none for the interpolation modes) into a
+    chain; the Python API (:mod:`coz.api`) builds its chain here too."""
+    mode = str(cfg.zoom.mode)
+    with timer.phase("load"):
+        if mode in INTERPOLATION_MODES:  # no model, no prompts
+            backbone, prompter = None, NullPrompt()
+        else:
+            backbone = build_backbone(cfg.backbone, device)
+            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device), tiles=mode == "full")
+    return ZoomChain(
+        mode,
+        backbone,
+        prompter,
+        steps=int(cfg.zoom.steps),
+        factor=int(cfg.zoom.factor),
+        size=int(cfg.zoom.size),
+        user_prompt=str(cfg.user_prompt),
+        timer=timer,
+        full=full,
+    )
 
 
 def _report(run_dir: Path, record: dict[str, Any]) -> None:
