@@ -232,9 +232,10 @@ def super_resolve_full(
         if options.tile_view == "decoded" and not isinstance(prompter, NullPrompt):
             with torch.inference_mode():
                 views = backbone.full_image_views(up_pixels, tiles, options)
-        views = views or tile_views(up, tiles)
         for start in batches:
-            chunk = views[start : start + options.prompt_batch]
+            stop = start + options.prompt_batch
+            # crops of ``up`` are cut per batch: all of them at once would be image-sized memory
+            chunk = views[start:stop] if views is not None else tile_views(up, tiles[start:stop])
             texts += prompter.extract(chunk, [context] * len(chunk))
             bar.update()
     if len(texts) != len(tiles):

@@ -431,6 +431,7 @@ def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
         "trainer.accelerator=cpu",
         "logger=csv",
         "grpo.steps=2",
+        "grpo.scale_rewards=none",  # the mean baseline, which the expected advantages below spell out
         f"hydra.run.dir={folder}",
     ]
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "COZ_TEST_ADVANTAGES": str(recorded)}

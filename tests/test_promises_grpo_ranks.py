@@ -16,7 +16,7 @@ from coz.grpo.module import GRPOModule
 
 G = 2
 TOTALS = {0: [1.0, 3.0, 10.0, 20.0], 1: [5.0, 9.0, 0.0, 4.0]}  # two pairs x G completions per rank
-# each reward minus the mean of its group of G (the paper's baseline, advantage.scale=none)
+# each reward minus the mean of its group of G (the paper's baseline, scale_rewards=none)
 EXPECTED = {0: [-1.0, 1.0, -5.0, 5.0], 1: [-2.0, 2.0, -2.0, 2.0]}
 
 
@@ -30,7 +30,8 @@ def stand_in(rank: int) -> SimpleNamespace:
                 "top_p": 1.0,
                 "repetition_penalty": 1.0,
                 "max_new_tokens": 4,
-                "advantage": {"scale": "none", "eps": 1e-4},
+                "scale_rewards": "none",
+                "advantage_eps": 1e-4,
                 "updates_per_generation": 1,
                 "beta": 0.0,
             }

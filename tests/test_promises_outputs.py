@@ -214,7 +214,14 @@ def test_an_interrupted_image_is_redone_on_resume(compose_zoom, samples, tmp_pat
     done = [n for n in names if is_finished(tmp_path, n)]
     assert done == [seen[0]] and not is_finished(tmp_path, seen[1])
 
-    monkeypatch.setattr(coz.outputs, "save_gif", real_save_gif)
+    redone: list[str] = []
+
+    def counting_save_gif(frames, path, *args, **kwargs):
+        redone.append(pathlib.Path(path).parent.name)
+        return real_save_gif(frames, path, *args, **kwargs)
+
+    monkeypatch.setattr(coz.outputs, "save_gif", counting_save_gif)
     record = run(cfg, run_dir=tmp_path)
     assert record["finished"] == names
-    assert set(record["images"]) == set(names) - {seen[0]}  # the finished image was not redone
+    assert sorted(redone) == sorted(set(names) - {seen[0]})  # the finished image was not redone
+    assert set(record["images"]) == set(names)  # run.json keeps the earlier attempt's image too
