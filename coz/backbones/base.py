@@ -16,7 +16,7 @@ import torch
 from coz.tiling import tile_boxes, tiled_apply
 
 if TYPE_CHECKING:
-    from coz.full_image import FullImageOptions
+    from coz.full_image_options import FullImageOptions
 
 
 class Backbone(ABC):

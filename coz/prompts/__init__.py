@@ -70,9 +70,14 @@ def _build_vlm(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
 
 
 def _build_dape(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
-    from coz.prompts.dape import build_dape
+    if cfg.name == "tiny_dape":  # random weights, offline
+        from coz.prompts.tiny_dape import build_tiny_dape
 
-    extractor = build_dape(cfg, device)
+        extractor = build_tiny_dape(seed=int(cfg.seed), threshold=float(cfg.threshold), device=device)
+    else:
+        from coz.prompts.dape import build_dape
+
+        extractor = build_dape(cfg, device)
     return extractor, {
         "dtype": "float32",
         "files": {
