@@ -22,7 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.errors import CozError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def config_dir() -> Path:
+    """The Hydra configs: ``coz/conf`` inside an installed package (the wheel ships the top-level
+    ``conf/`` there), else ``conf/`` beside the package in a checkout or an editable install."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if installed.is_dir() else package.parent / "conf"
+
+
+CONFIG_DIR = str(config_dir())
 
 # Config groups whose option files include null.yaml.
 GROUPS_WITH_NULL_OPTION = ("prompt",)
