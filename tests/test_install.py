@@ -63,7 +63,18 @@ def test_the_installed_package_zooms_from_another_folder(wheel_install, tmp_path
     args = ["input=tiny.png", "backbone=bicubic", "zoom=bicubic", "zoom.steps=1", "logger=none"]
     args += ["save.gif=false", "hydra.run.dir=run"]
     result = subprocess.run(
-        [sys.executable, "-m", "coz.zoom", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        [site / "bin" / "coz-zoom", *args], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "images" / "tiny" / "state_1.png").is_file()
+
+
+def test_console_scripts_and_their_shell_completion(wheel_install):
+    _, site = wheel_install
+    for tool in ("zoom", "evaluate", "train-sr", "train-grpo"):
+        assert (site / "bin" / f"coz-{tool}").is_file()
+    env = {**os.environ, "PYTHONPATH": str(site), "COMP_LINE": "coz-train-sr backbone=tiny_sd"}
+    result = subprocess.run(
+        [site / "bin" / "coz-train-sr", "-sc", "query=bash"], env=env, capture_output=True, text=True
+    )
+    assert result.stdout.split() == ["backbone=tiny_sd21", "backbone=tiny_sd3"], result.stdout + result.stderr
