@@ -1,12 +1,17 @@
-"""What every ``python -m coz.<tool>`` entry point shares: the config folder, the run-folder
-name, and one fix to Hydra's override parsing.
+"""What every coz command-line tool shares: the config folder, the run-folder name, the help
+text, and one fix to Hydra's override parsing.
 
-Two rewrites. Presets: ``experiment=NAME`` selects ``conf/<tool>/experiment/NAME.yaml`` (each tool
-has its own presets). The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
+Configs: ``conf/`` is the root of every tool, holding the shared groups (backbone, prompt, logger,
+...); each tool adds its own folder ``conf/<tool>/`` to Hydra's search path (``hydra.searchpath``
+in ``conf/<tool>.yaml``), so its presets are the real group ``experiment``. ``--help`` lists only
+the groups the tool composes (``conf/hydra/help/coz.yaml``).
+
+The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
 sweep ``-m prompt=null,dape,vlm``) would deselect the prompt group instead of choosing the
 option ``conf/prompt/null.yaml``. The paper calls that mode "null", and users type it, so
 before Hydra parses the command line we quote a bare ``null`` in overrides of the config groups
-that have a ``null`` option. Nothing else on the command line is touched.
+that have a ``null`` option. Nothing else on the command line is touched. In YAML and
+``compose`` the same option is also named ``none``.
 """
 
 from __future__ import annotations
@@ -56,22 +61,10 @@ def quote_null_choices(args: list[str]) -> list[str]:
     return fixed
 
 
-def alias_experiment(args: list[str], tool: str) -> list[str]:
-    """``experiment=smoke`` -> ``<tool>/experiment=smoke``: every tool has presets of its own (all
-    three have a ``smoke``), kept in ``conf/<tool>/experiment/``, and users type ``experiment=``."""
-    fixed = []
-    for arg in args:
-        match = _OVERRIDE.match(arg)
-        if match and match["group"] == "experiment":
-            prefix = match["key"][: len(match["key"]) - len("experiment")]
-            arg = f"{prefix}{tool}/experiment={match['value']}"
-        fixed.append(arg)
-    return fixed
-
-
-def rewrite_overrides(args: list[str], tool: str) -> list[str]:
-    """Everything coz changes on a command line before Hydra reads it."""
-    return alias_experiment(quote_null_choices(args), tool)
+def rewrite_overrides(args: list[str], tool: str | None = None) -> list[str]:
+    """Everything coz changes on a command line before Hydra reads it. (``tool`` is no longer
+    needed: ``experiment=`` is a real group of each tool; kept for existing callers.)"""
+    return quote_null_choices(args)
 
 
 def _unique_run_suffix() -> str:
@@ -88,13 +81,36 @@ def slug(text: str, limit: int = 120) -> str:
 if not OmegaConf.has_resolver("coz_slug"):
     OmegaConf.register_new_resolver("coz_slug", slug)
 
+
+def tool_config_dir(tool: str) -> str:
+    """``conf/<tool>``: the folder of one tool's own groups, added to Hydra's search path."""
+    return str(Path(CONFIG_DIR) / tool)
+
+
+def tool_groups_help(tool: str, choices: DictConfig) -> str:
+    """``group: option, option, ...`` for each group the tool composes (its ``--help``)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(g for g in choices if not g.startswith("hydra")):
+        options = loader.get_group_options(group, config_name=tool)
+        lines.append(f"{group}: {', '.join(sorted(options))}")
+    return "\n".join(lines)
+
+
+for _name, _resolver in (("coz_conf", tool_config_dir), ("coz_groups", tool_groups_help)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
+
 # use_cache: the run folder name must resolve to the same value every time Hydra reads it.
 if not OmegaConf.has_resolver("coz_uid"):
     OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)
 
 
 def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
-    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml``.
+    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml``
+    (a console script ``coz-<tool>`` and ``python -m coz.<tool>``).
 
     Tests call ``run(cfg)`` directly with a composed config; users go through this wrapper.
     """
@@ -108,7 +124,7 @@ def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callab
             sys.exit(2)
 
     def main() -> None:
-        sys.argv = [sys.argv[0], *rewrite_overrides(sys.argv[1:], config_name)]
+        sys.argv = [sys.argv[0], *rewrite_overrides(sys.argv[1:])]
         _main()
 
     return main
