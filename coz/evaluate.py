@@ -106,6 +106,7 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any]) ->
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
     from coz.evaluation.module import EvaluationModule
+    from coz.trainer_args import trainer_kwargs
 
     t = cfg.trainer
     devices = _device_count(str(t.accelerator)) if str(t.devices) == "auto" else int(t.devices)
@@ -115,15 +116,18 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any]) ->
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
         trainer = L.Trainer(
-            accelerator=str(t.accelerator),
-            devices=devices,
-            num_nodes=int(t.num_nodes),
-            strategy=strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,  # the module shards itself: no padded repeats
-            default_root_dir=str(run_dir),
+            **trainer_kwargs(
+                t,
+                accelerator=str(t.accelerator),
+                devices=devices,
+                num_nodes=int(t.num_nodes),
+                strategy=strategy,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                use_distributed_sampler=False,  # the module shards itself: no padded repeats
+                default_root_dir=str(run_dir),
+            )
         )
         trainer.predict(EvaluationModule(cfg, run_dir, todo, job), return_predictions=False)
 

@@ -85,6 +85,12 @@ class WandbLogger(RunLogger):
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> RunLogger:
+    """A built-in logger by ``logger.name``, or the user's with ``logger._target_`` (called with
+    ``run_dir=``; a :class:`RunLogger`)."""
+    from coz.targets import has_target, instantiate_target
+
+    if has_target(cfg.logger):
+        return instantiate_target(cfg.logger, "logger", run_dir=run_dir)
     name = str(cfg.logger.name)
     if name == "csv":
         return CsvLogger(run_dir)

@@ -26,10 +26,16 @@ _NOT_IDENTITY = ("clean", "check_clip", "cache", "cache_dir", "merge_adapter")
 
 
 def build_prompt_extractor(cfg: DictConfig | None, device: str = "cpu") -> PromptExtractor:
-    name = "null" if cfg is None else str(cfg.name)
+    """A built-in extractor by ``name``, or the user's with ``_target_`` (called with ``device=``;
+    wrapped in the cache and the text hygiene as the built-in ones)."""
+    from coz.targets import has_target, instantiate_target
+
+    name = "null" if cfg is None else str(cfg.get("name", cfg.get("_target_")))
     if name == "null":
         return NullPrompt()
-    if name in VLM_NAMES:
+    if has_target(cfg):
+        extractor, resolved = instantiate_target(cfg, "prompt", device=device), {}
+    elif name in VLM_NAMES:
         extractor, resolved = _build_vlm(cfg, device)
     elif name in DAPE_NAMES:
         extractor, resolved = _build_dape(cfg, device)
