@@ -117,6 +117,12 @@ def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callab
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.get().verbose:  # hydra.verbose=true shows third-party notes too
+            from coz.quiet import quiet_third_party
+
+            quiet_third_party()
         try:
             run(cfg)
         except CozError as err:  # the message says it all: no traceback
