@@ -21,6 +21,13 @@ def composed(tool: str, overrides: list[str]):
         return cfg, tool_groups_help(tool, cfg.hydra.runtime.choices)
 
 
+def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", f"coz.{tool}", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 def groups_of(help_text: str) -> set[str]:
     return {line.split(":")[0] for line in help_text.splitlines()}
 
@@ -61,14 +68,7 @@ def test_prompt_none_works_in_compose_and_null_on_the_command_line():
 
 
 def test_help_shows_the_description_and_only_the_tools_groups():
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.train_grpo", "--help"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_tool("train_grpo", "--help")
     assert result.returncode == 0, result.stderr
     head = result.stdout.split("== Config ==")[0]
     assert head.startswith("coz-train-grpo: align the prompt VLM")
@@ -92,13 +92,6 @@ def test_the_readme_slurm_command_composes():
     args = line.split()[3:]
     assert args[0] == "-m"
     one_job = [a.split("=")[0] + "=" + a.split("=")[1].split(",")[0] for a in args[1:]]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.evaluate", *one_job, "--cfg", "hydra"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_tool("evaluate", *one_job, "--cfg", "hydra")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
