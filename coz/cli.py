@@ -1,12 +1,17 @@
-"""What every ``python -m coz.<tool>`` entry point shares: the config folder, the run-folder
-name, and one fix to Hydra's override parsing.
+"""What every coz command-line tool shares: the config folder, the run-folder name, the help
+text, and one fix to Hydra's override parsing.
 
-Two rewrites. Presets: ``experiment=NAME`` selects ``conf/<tool>/experiment/NAME.yaml`` (each tool
-has its own presets). The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
+Configs: ``conf/`` is the root of every tool, holding the shared groups (backbone, prompt, logger,
+...); each tool adds its own folder ``conf/<tool>/`` to Hydra's search path (``hydra.searchpath``
+in ``conf/<tool>.yaml``), so its presets are the real group ``experiment``. ``--help`` lists only
+the groups the tool composes (``conf/hydra/help/coz.yaml``).
+
+The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
 sweep ``-m prompt=null,dape,vlm``) would deselect the prompt group instead of choosing the
 option ``conf/prompt/null.yaml``. The paper calls that mode "null", and users type it, so
 before Hydra parses the command line we quote a bare ``null`` in overrides of the config groups
-that have a ``null`` option. Nothing else on the command line is touched.
+that have a ``null`` option. Nothing else on the command line is touched. In YAML and
+``compose`` the same option is also named ``none``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def config_dir() -> Path:
+    """The Hydra configs: ``coz/conf`` inside an installed package (the wheel ships the top-level
+    ``conf/`` there), else ``conf/`` beside the package in a checkout or an editable install."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if installed.is_dir() else package.parent / "conf"
+
+
+CONFIG_DIR = str(config_dir())
 
 # Config groups whose option files include null.yaml.
 GROUPS_WITH_NULL_OPTION = ("prompt",)
@@ -48,22 +62,10 @@ def quote_null_choices(args: list[str]) -> list[str]:
     return fixed
 
 
-def alias_experiment(args: list[str], tool: str) -> list[str]:
-    """``experiment=smoke`` -> ``<tool>/experiment=smoke``: every tool has presets of its own (all
-    three have a ``smoke``), kept in ``conf/<tool>/experiment/``, and users type ``experiment=``."""
-    fixed = []
-    for arg in args:
-        match = _OVERRIDE.match(arg)
-        if match and match["group"] == "experiment":
-            prefix = match["key"][: len(match["key"]) - len("experiment")]
-            arg = f"{prefix}{tool}/experiment={match['value']}"
-        fixed.append(arg)
-    return fixed
-
-
-def rewrite_overrides(args: list[str], tool: str) -> list[str]:
-    """Everything coz changes on a command line before Hydra reads it."""
-    return alias_experiment(quote_null_choices(args), tool)
+def rewrite_overrides(args: list[str], tool: str | None = None) -> list[str]:
+    """Everything coz changes on a command line before Hydra reads it. (``tool`` is no longer
+    needed: ``experiment=`` is a real group of each tool; kept for existing callers.)"""
+    return quote_null_choices(args)
 
 
 def _unique_run_suffix() -> str:
@@ -80,14 +82,37 @@ def slug(text: str, limit: int = 120) -> str:
 if not OmegaConf.has_resolver("coz_slug"):
     OmegaConf.register_new_resolver("coz_slug", slug)
 
+
+def tool_config_dir(tool: str) -> str:
+    """``conf/<tool>``: the folder of one tool's own groups, added to Hydra's search path."""
+    return str(Path(CONFIG_DIR) / tool)
+
+
+def tool_groups_help(tool: str, choices: DictConfig) -> str:
+    """``group: option, option, ...`` for each group the tool composes (its ``--help``)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(g for g in choices if not g.startswith("hydra")):
+        options = loader.get_group_options(group, config_name=tool)
+        lines.append(f"{group}: {', '.join(sorted(options))}")
+    return "\n".join(lines)
+
+
+for _name, _resolver in (("coz_conf", tool_config_dir), ("coz_groups", tool_groups_help)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
+
 # use_cache: the run folder name must resolve to the same value every time Hydra reads it.
 if not OmegaConf.has_resolver("coz_uid"):
     OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)
 
 
 def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
-    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml``,
-    with the run contract's errors, sweep and exit codes (``coz.run.entry``).
+    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml`` (a
+    console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the run contract's errors, sweep
+    and exit codes (``coz.run.entry``).
 
     Tests call ``run(cfg)`` directly with a composed config; users go through this wrapper.
     """
@@ -97,6 +122,12 @@ def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callab
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.get().verbose:  # hydra.verbose=true shows third-party notes too
+            from coz.quiet import quiet_third_party
+
+            quiet_third_party()
         entry.run_job(run, cfg, jobs)
 
     def main() -> None:

@@ -161,6 +161,7 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], la
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
     from coz.evaluation.module import EvaluationModule
+    from coz.trainer_args import trainer_kwargs
 
     t = cfg.trainer
     devices = _device_count(str(t.accelerator)) if str(t.devices) == "auto" else int(t.devices)
@@ -170,16 +171,19 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], la
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
         trainer = L.Trainer(
-            accelerator=str(t.accelerator),
-            devices=devices,
-            num_nodes=int(t.num_nodes),
-            strategy=strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,  # the module counts images x scales (coz.progress)
-            use_distributed_sampler=False,  # the module shards itself: no padded repeats
-            default_root_dir=str(run_dir),
+            **trainer_kwargs(
+                t,
+                accelerator=str(t.accelerator),
+                devices=devices,
+                num_nodes=int(t.num_nodes),
+                strategy=strategy,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=False,  # the module counts images x scales (coz.progress)
+                use_distributed_sampler=False,  # the module shards itself: no padded repeats
+                default_root_dir=str(run_dir),
+            )
         )
         trainer.predict(EvaluationModule(cfg, run_dir, todo, job, label), return_predictions=False)
 

@@ -157,9 +157,13 @@ class MultiLogger(RunLogger):
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, names: list[str] | None = None) -> RunLogger:
-    """The ``logger=`` of a zoom run; ``names``: the run's images (csv restores their rows)."""
+    """The ``logger=`` of a zoom run (``names``: the run's images; csv restores their rows), or the
+    user's with ``logger._target_`` (called with ``run_dir=``; a :class:`RunLogger`)."""
+    from coz.targets import has_target, instantiate_target
     from coz.wandb_run import logger_kinds
 
+    if has_target(cfg.logger):
+        return instantiate_target(cfg.logger, "logger", run_dir=run_dir)
     kinds = logger_kinds(cfg.logger)
     loggers: list[RunLogger] = []
     if "csv" in kinds:

@@ -217,6 +217,7 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from coz.grpo.module import GRPOModule, SaveAtEnd
+    from coz.trainer_args import trainer_kwargs
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
     t = cfg.trainer
@@ -243,19 +244,22 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
             message=".*(does not have many workers|num_workers|IterableDataset|pre-optimization state).*",
         )
         trainer = L.Trainer(
-            accelerator=str(t.accelerator),
-            devices=devices,
-            num_nodes=int(t.num_nodes),
-            strategy=strategy,
-            max_steps=int(cfg.grpo.steps),
-            logger=False,
-            callbacks=[checkpoints, SaveAtEnd()],
-            enable_model_summary=False,
-            enable_progress_bar=False,  # the module draws its own (trainer.progress_bar)
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            use_distributed_sampler=False,
-            default_root_dir=str(run_dir),
+            **trainer_kwargs(
+                t,
+                accelerator=str(t.accelerator),
+                devices=devices,
+                num_nodes=int(t.num_nodes),
+                strategy=strategy,
+                max_steps=int(cfg.grpo.steps),
+                logger=False,
+                callbacks=[checkpoints, SaveAtEnd()],
+                enable_model_summary=False,
+                enable_progress_bar=False,  # the module draws its own (trainer.progress_bar)
+                num_sanity_val_steps=0,
+                limit_val_batches=0,
+                use_distributed_sampler=False,
+                default_root_dir=str(run_dir),
+            )
         )
         trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     return trainer, module

@@ -146,6 +146,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
     from coz.sr_training.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
     from coz.sr_training.export import FinalExport
     from coz.sr_training.module import SRTrainingModule
+    from coz.trainer_args import trainer_kwargs
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
     t = cfg.trainer
@@ -156,29 +157,32 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
         precision = "16-mixed" if on_gpu else "32-true"  # fp16 on GPUs for speed (the release: fp32)
     devices = t.devices if str(t.devices) == "auto" else int(t.devices)
     trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=int(t.num_nodes),
-        strategy=_strategy(str(t.strategy), devices, int(t.num_nodes)),
-        precision=precision,
-        max_epochs=1,
-        max_steps=-1,
-        logger=_logger(cfg, run_dir, resumed),
-        callbacks=[
-            StepCheckpoint(
-                run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
-            ),
-            FinalExport(),
-        ],
-        plugins=[SafetensorsCheckpointIO()],
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,  # the module draws its own (log.progress_bar): steps, not epochs
-        log_every_n_steps=1,
-        num_sanity_val_steps=0,
-        default_root_dir=str(run_dir),
-        use_distributed_sampler=False,  # the sampler shards by itself (coz/sr_training/data.py)
-        deterministic=bool(cfg.get("deterministic", False)),
+        **trainer_kwargs(
+            t,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=int(t.num_nodes),
+            strategy=_strategy(str(t.strategy), devices, int(t.num_nodes)),
+            precision=precision,
+            max_epochs=1,
+            max_steps=-1,
+            logger=_logger(cfg, run_dir, resumed),
+            callbacks=[
+                StepCheckpoint(
+                    run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
+                ),
+                FinalExport(),
+            ],
+            plugins=[SafetensorsCheckpointIO()],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,  # the module draws its own (log.progress_bar): steps, not epochs
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+            default_root_dir=str(run_dir),
+            use_distributed_sampler=False,  # the sampler shards by itself (coz/sr_training/data.py)
+            deterministic=bool(cfg.get("deterministic", False)),
+        )
     )
     return trainer, SRTrainingModule(cfg, run_dir)
 

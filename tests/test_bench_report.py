@@ -2,7 +2,7 @@
 
 import json
 
-import coz.bench as bench
+import coz.bench.report as bench
 
 
 def test_write_report_merges_sections(tmp_path, monkeypatch):
@@ -22,7 +22,7 @@ def test_the_real_size_grpo_benchmark_runs_a_valid_command_line(tmp_path):
     compose into the train_grpo config (a renamed key would only fail on a GPU machine)."""
     from hydra import compose, initialize_config_dir
 
-    from coz.bench_grpo import SETTINGS, step_loop_overrides
+    from coz.bench.grpo import SETTINGS, step_loop_overrides
     from coz.cli import CONFIG_DIR, rewrite_overrides
 
     for device, settings in SETTINGS.items():

@@ -272,9 +272,7 @@ def test_every_preset_and_every_job_of_its_sweep_composes(preset):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="evaluate", overrides=[f"evaluate/experiment={preset}"], return_hydra_config=True
-        )
+        cfg = compose(config_name="evaluate", overrides=[f"experiment={preset}"], return_hydra_config=True)
     params = dict(cfg.hydra.sweeper.params or {})
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     choices = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] for o in parsed]

@@ -42,20 +42,6 @@ def test_quote_null_choices():
     assert quote_null_choices(["prompt=choice(null,dape)"]) == ["prompt=choice(null,dape)"]
 
 
-def test_experiment_presets_are_per_tool():
-    from coz.cli import rewrite_overrides
-
-    assert rewrite_overrides(["experiment=smoke", "prompt=null"], "evaluate") == [
-        "evaluate/experiment=smoke",
-        "prompt='null'",
-    ]
-    assert rewrite_overrides(["+experiment=a,b"], "train_sr") == ["+train_sr/experiment=a,b"]
-    assert rewrite_overrides(["experiments=x", "input=experiment=1"], "evaluate") == [
-        "experiments=x",
-        "input=experiment=1",
-    ]
-
-
 def test_prompt_null_is_the_default_and_selectable(compose_zoom):
     assert compose_zoom([]).prompt.name == "null"
     assert compose_zoom(["prompt=null"]).prompt.name == "null"

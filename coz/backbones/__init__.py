@@ -26,6 +26,11 @@ BACKBONES = (
 
 
 def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backbone:
+    """A built-in backbone by ``name``, or the user's with ``_target_`` (called with ``device=``)."""
+    from coz.targets import has_target, instantiate_target
+
+    if has_target(cfg):
+        return instantiate_target(cfg, "backbone", device=device)
     name = str(cfg.name)
     if name in ("nearest", "bicubic"):
         from coz.backbones.interp import Interpolation

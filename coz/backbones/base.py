@@ -17,7 +17,7 @@ from coz.prompts.base import with_user_prompt
 from coz.tiling import tile_boxes, tiled_apply
 
 if TYPE_CHECKING:
-    from coz.full_image import FullImageOptions
+    from coz.full_image_options import FullImageOptions
 
 
 class Backbone(ABC):

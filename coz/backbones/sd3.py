@@ -50,7 +50,7 @@ from coz.errors import CozError
 from coz.tiling import tile_boxes, tiled_apply
 
 if TYPE_CHECKING:
-    from coz.full_image import FullImageOptions
+    from coz.full_image_options import FullImageOptions
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,18 @@ _NOT_IDENTITY = ("clean", "check_clip", "cache", "cache_dir", "merge_adapter")
 def build_prompt_extractor(
     cfg: DictConfig | None, device: str = "cpu", tiles: bool = False
 ) -> PromptExtractor:
-    """The extractor ``cfg`` (a ``prompt=`` node) names; ``tiles``: it will describe the tiles of
-    full-image SR (``zoom=full``), where ``max_new_tokens=auto`` means the full-image script's 16."""
-    name = "null" if cfg is None else str(cfg.name)
+    """A built-in extractor by ``name``, or the user's with ``_target_`` (called with ``device=``;
+    wrapped in the cache and the text hygiene as the built-in ones). ``tiles``: it will describe the
+    tiles of full-image SR (``zoom=full``), where ``max_new_tokens=auto`` means the full-image
+    script's 16."""
+    from coz.targets import has_target, instantiate_target
+
+    name = "null" if cfg is None else str(cfg.get("name", cfg.get("_target_")))
     if name == "null":
         return NullPrompt()
-    if name in VLM_NAMES:
+    if has_target(cfg):
+        extractor, resolved = instantiate_target(cfg, "prompt", device=device), {}
+    elif name in VLM_NAMES:
         extractor, resolved = _build_vlm(cfg, device, tiles)
     elif name in DAPE_NAMES:
         extractor, resolved = _build_dape(cfg, device)
@@ -86,9 +92,14 @@ def _build_vlm(cfg: DictConfig, device: str, tiles: bool = False) -> tuple[Promp
 def _build_dape(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
     import hashlib
 
-    from coz.prompts.dape import build_dape
+    if cfg.name == "tiny_dape":  # random weights, offline
+        from coz.prompts.tiny_dape import build_tiny_dape
 
-    extractor = build_dape(cfg, device)
+        extractor = build_tiny_dape(seed=int(cfg.seed), threshold=float(cfg.threshold), device=device)
+    else:
+        from coz.prompts.dape import build_dape
+
+        extractor = build_dape(cfg, device)
     return extractor, {
         "dtype": str(extractor.dtype),
         "thresholds": hashlib.sha1(extractor.thresholds.cpu().numpy().tobytes()).hexdigest(),

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from coz.prompts.dape import LoRALinear
+from coz.prompts.lora_linear import LoRALinear
 
 # RAM's config_swinL_384.json
 SWIN_L_384 = dict(

@@ -1,4 +1,4 @@
-"""``python -m coz.bench_full`` (``make bench``, section ``full``): peak memory of full-image SR.
+"""``python -m coz.bench.full`` (``make bench``, section ``full``): peak memory of full-image SR.
 
 Claim under test: peak memory is bounded by the tile size, not the image size, apart from the
 buffers that must hold the image itself. Each measurement is one fresh process per backbone and
@@ -162,7 +162,7 @@ def bench_backbone(backbone: str, sizes: list[int], warm: int, sample: Path, dev
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from coz.bench import write_report
+    from coz.bench.report import write_report
     from coz.samples import write_samples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         "full_tiny_sd3": bench_backbone("tiny_sd3", args.sd3_sizes, 256, sample, args.device),
         "full_realesrgan": bench_backbone("realesrgan", args.realesrgan_sizes, 128, sample, args.device),
     }
-    path = write_report("full", results, command="python -m coz.bench_full")
+    path = write_report("full", results, command="python -m coz.bench.full")
     print(path.read_text())
     print(f"written: {path} and {path.with_suffix('.json')}")
     return results

@@ -3,49 +3,32 @@
 Writes ``experiments/bench/zoom.json`` and a readable ``experiments/bench/zoom.md``. Every number is
 a median over several runs, taken after a warm-up, with the thread count and CPU recorded.
 
-- backbones (coz.bench_backbones): span vs realesrgan, per forward and per 256x chain.
-- forward (coz.bench_forward), prompts (coz.bench_prompts) and full (coz.bench_full: peak memory
+- backbones (coz.bench.backbones): span vs realesrgan, per forward and per 256x chain.
+- forward (coz.bench.forward), prompts (coz.bench.prompts) and full (coz.bench.full: peak memory
   of full-image SR at two image sizes): see those modules.
 - overhead: a full ``coz.zoom`` run (realesrgan, 4 steps) split into phases; the chain's share is
   everything but model loading and the backbone forward.
 - batching: the backbone on 4 crops at once versus one at a time.
 - peak memory: the maximum resident set of a whole ``python -m coz.zoom`` process (256x, one image).
-- train (coz.bench_train): steps/s and peak memory of the tiny coz.train_sr recipes, and seconds per
+- train (coz.bench.train): steps/s and peak memory of the tiny coz.train_sr recipes, and seconds per
   coz.train_grpo step (generation, scoring, update)
   (``experiments/bench/train.md``).
-- evaluate (coz.bench_evaluate): images per second of ``coz.evaluate experiment=offline``, 1 vs 2
+- evaluate (coz.bench.evaluate): images per second of ``coz.evaluate experiment=offline``, 1 vs 2
   processes, and the share of zoom vs metrics (``experiments/bench/evaluate.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from coz.atomic import write_text_atomic
-from coz.runinfo import machine, versions
-
-OUT_DIR = Path("experiments/bench")
-
-
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), [round(t, 4) for t in times]
+from coz.bench.report import median_time, write_report
 
 
 def bench_overhead(sample: Path, repeats: int, runtime: str = "auto", batch_size: int = 4) -> dict:
@@ -131,44 +114,6 @@ def bench_peak_memory(sample: Path) -> dict:
     }
 
 
-def write_report(name: str, sections: dict[str, dict], command: str = "make bench") -> Path:
-    """Write ``<name>.json`` and ``<name>.md`` with the machine and versions; sections measured
-    earlier and not rerun (``--only``) are kept, each with the date it was measured."""
-    results = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
-        "versions": versions(),
-        "command": command,
-        "results": sections,
-    }
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for data in results["results"].values():
-        data.setdefault("measured", results["date"])
-    previous = OUT_DIR / f"{name}.json"
-    if previous.exists():
-        earlier = json.loads(previous.read_text())
-        for data in earlier.get("results", {}).values():
-            data.setdefault("measured", earlier.get("date"))
-        results["results"] = {**earlier.get("results", {}), **results["results"]}
-    write_text_atomic(OUT_DIR / f"{name}.json", json.dumps(results, indent=2))
-    lines = [
-        f"# Benchmark: {name}",
-        "",
-        f"Machine: {results['machine']['cpu']}, "
-        f"{results['machine']['torch_threads']} torch threads, torch {results['versions'].get('torch')}.",
-        f"Written {results['date']} by `{command}`; each section says when it was measured "
-        "(medians after a warm-up).",
-        "",
-    ]
-    for section, data in results["results"].items():
-        lines += [f"## {section}", "", data.get("what", ""), ""]
-        lines += [f"- `{k}`: {v}" for k, v in data.items() if k != "what" and not k.startswith("runs")]
-        lines.append("")
-    path = OUT_DIR / f"{name}.md"
-    write_text_atomic(path, "\n".join(lines))
-    return path
-
-
 # what `make bench` runs (grpo_3b too where CUDA is present: the real-size GRPO step needs a GPU)
 SECTIONS = ("forward", "backbones", "prompts", "full", "overhead", "batching", "memory", "evaluate", "train")
 
@@ -192,21 +137,21 @@ def main(argv: list[str] | None = None) -> None:
     if not args.only and torch_cuda_available():  # the real-size GRPO step needs a GPU to be quick
         chosen.append("grpo_3b")
     if "forward" in chosen:  # issue 8: coz vs the ncnn runtime vs eager PyTorch, one forward
-        from coz import bench_forward
+        from coz.bench import forward
 
-        bench_forward.main([])
+        forward.main([])
     if "backbones" in chosen:  # issue 16: span vs realesrgan, coz vs ncnn's own runtime, forward + 256x chain
-        from coz import bench_backbones
+        from coz.bench import backbones
 
-        bench_backbones.main([])
+        backbones.main([])
     if "prompts" in chosen:  # batched vs one-by-one prompt extraction (tiny VLM)
-        from coz import bench_prompts
+        from coz.bench import prompts
 
-        bench_prompts.main([])
+        prompts.main([])
     if "full" in chosen:  # full-image SR: peak memory at two image sizes (experiments/bench/full.md)
-        from coz import bench_full
+        from coz.bench import full
 
-        bench_full.main([])
+        full.main([])
     results = {}
     if "overhead" in chosen:
         results["overhead"] = bench_overhead(sample, args.repeats)
@@ -225,16 +170,16 @@ def main(argv: list[str] | None = None) -> None:
         print(path.read_text())
         print(f"written: {path} and {path.with_suffix('.json')}")
     if "train" in chosen:  # the tiny training recipes: steps/s and peak memory
-        from coz.bench_train import bench_grpo, bench_train
+        from coz.bench.train import bench_grpo, bench_train
 
         path = write_report("train", {**bench_train(args.repeats), **bench_grpo(args.repeats)})
         print(path.read_text())
     if "grpo_3b" in chosen:  # a Qwen2.5-VL-3B-sized policy: time and memory per GRPO step, G = 2, 4, 8
-        from coz import bench_grpo
+        from coz.bench import grpo
 
-        bench_grpo.main([])
+        grpo.main([])
     if "evaluate" in chosen:  # images/s of experiment=offline, 1 vs 2 processes
-        from coz.bench_evaluate import bench_evaluate
+        from coz.bench.evaluate import bench_evaluate
 
         photos = write_samples(Path(tempfile.gettempdir()) / "coz-bench-eval", names=("astronaut", "chelsea"))
         path = write_report("evaluate", {"offline": bench_evaluate(photos[0].parent, args.repeats)})

@@ -10,7 +10,7 @@ every number is a median after a warm-up.
 - chain: ``ZoomChain`` (recursive_multiscale, 4 steps to 256x, null prompts) on the astronaut
   photo's x0; SR seconds (the chain's ``sr`` phase) and the whole chain's seconds.
 
-Run by ``make bench``; alone: ``python -m coz.bench_backbones [--rounds 7]``. Writes
+Run by ``make bench``; alone: ``python -m coz.bench.backbones [--rounds 7]``. Writes
 ``experiments/bench/backbones.json`` and ``.md`` (``backbones_gpu`` on a GPU).
 """
 
@@ -157,7 +157,7 @@ def bench(rounds: int, chain_rounds: int, device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from coz.bench import write_report
+    from coz.bench.report import write_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)

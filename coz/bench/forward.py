@@ -2,7 +2,7 @@
 inference of the shipped model files and against eager PyTorch, on the same input, alternating
 A B C A B C ... so that drifts in machine load hit every method alike. Medians after a warm-up.
 
-Run by ``make bench``; alone: ``python -m coz.bench_forward [--rounds 7]``. Writes
+Run by ``make bench``; alone: ``python -m coz.bench.forward [--rounds 7]``. Writes
 ``experiments/bench/realesrgan_cpu.json`` and ``.md``.
 """
 
@@ -113,7 +113,7 @@ def _quartiles(values: list[float]) -> dict[str, float]:
 def _peak_rss(method: str) -> float:
     """Peak RSS (VmHWM) of a fresh process that builds ``method`` and runs one forward."""
     code = (
-        "import torch; from coz.bench_forward import make_methods; "
+        "import torch; from coz.bench.forward import make_methods; "
         f"f = make_methods({method!r})[{method!r}]; f(torch.rand(1, 3, {SIZE}, {SIZE})); "
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
@@ -122,7 +122,7 @@ def _peak_rss(method: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from coz.bench import write_report
+    from coz.bench.report import write_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=11)

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None)
     parser.add_argument("--generations", type=int, nargs="+", default=None)
     args = parser.parse_args(argv)
-    from coz.bench import write_report
+    from coz.bench.report import write_report
 
     results = bench_grpo_3b(args.device, args.generations)
     path = write_report("grpo_3b", results, command="python -m coz.bench --only grpo_3b")

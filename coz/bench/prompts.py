@@ -1,4 +1,4 @@
-"""``python -m coz.bench_prompts``: batched versus one-by-one prompt extraction on this machine.
+"""``python -m coz.bench.prompts``: batched versus one-by-one prompt extraction on this machine.
 
 ``prompt=tiny_vlm`` (the random-weight Qwen2.5-VL twin: real tokenizer, chat template, image
 processing and batched greedy generation) on AR-2 pairs made from the real sample photos: the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from coz.bench import OUT_DIR, median_time, write_report
+from coz.bench.report import OUT_DIR, median_time, write_report
 
 SIZE = 512  # the scale-state size of the chain
 ZOOM = 4  # the zoom factor of one step
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
             **bench_views(extractor, n, args.repeats),
             "prompt": f"tiny_vlm (max_new_tokens {cfg.max_new_tokens}, max_pixels {cfg.max_pixels}, cache none)",
         }
-    path = write_report("prompts", results, command="python -m coz.bench_prompts")
+    path = write_report("prompts", results, command="python -m coz.bench.prompts")
     print(path.read_text())
     print(f"written: {path} and {OUT_DIR / 'prompts.json'}")
     bad = [k for k, r in results.items() if not r["batched_equals_one_by_one"]]

@@ -1,0 +1,2 @@
+"""Speed and memory benchmarks (``python -m coz.bench``, ``make bench``): one module per section,
+the shared report writer in ``report.py``."""

@@ -1,0 +1,97 @@
+"""Users' own components: ``_target_`` configs built by hydra.utils.instantiate; trainer.* keys
+reach lightning.Trainer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from coz.backbones import build_backbone
+from coz.errors import CozError
+from coz.loggers import CsvLogger, build_logger
+from coz.prompts import build_prompt_extractor
+from coz.trainer_args import trainer_kwargs
+
+USER_MODULE = textwrap.dedent(
+    """
+    import torch
+    from coz.backbones.base import Backbone
+    from coz.prompts.base import PromptExtractor
+
+    class Flat(Backbone):  # a 4x "model" that paints everything one grey: its output is recognisable
+        name = "flat"
+
+        def __init__(self, level, device="cpu"):
+            self.level = level
+
+        def upscale(self, images, prompts):
+            n, c, h, w = images.shape
+            return torch.full((n, c, 4 * h, 4 * w), self.level)
+
+    class Fixed(PromptExtractor):
+        name = "fixed"
+
+        def __init__(self, text, device="cpu"):
+            self.text = text
+
+        def extract(self, views, previous):
+            return [self.text] * len(views)
+    """
+)
+
+
+@pytest.fixture()
+def user_code(tmp_path, monkeypatch):
+    (tmp_path / "user_parts.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_a_users_backbone_from_config_dir_runs_the_zoom(user_code, tmp_path):
+    conf = tmp_path / "myconf" / "backbone"
+    conf.mkdir(parents=True)
+    (conf / "flat.yaml").write_text("_target_: user_parts.Flat\nname: flat\nlevel: 0.25\n")
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "in.png")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(user_code), *sys.path]),
+        "PYTHONWARNINGS": "ignore",
+    }
+    args = ["--config-dir", str(tmp_path / "myconf"), "backbone=flat", "input=in.png", "zoom.steps=1"]
+    args += ["logger=none", "save.gif=false", "save.strip=false", "hydra.run.dir=run"]
+    result = subprocess.run(
+        [sys.executable, "-m", "coz.zoom", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = np.asarray(Image.open(tmp_path / "run" / "images" / "in" / "state_1.png"))
+    assert np.all(np.abs(state.astype(int) - 64) <= 1)  # 0.25 grey: the user's backbone made it
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["choices"]["backbone"] == "flat"
+
+
+def test_prompt_extractor_and_logger_targets(user_code, tmp_path):
+    prompt = build_prompt_extractor(OmegaConf.create({"_target_": "user_parts.Fixed", "text": "moss"}))
+    assert prompt.extract([Image.new("RGB", (8, 8))], [None]) == ["moss"]
+    cfg = OmegaConf.create({"logger": {"_target_": "coz.loggers.CsvLogger", "name": "mine"}})
+    assert isinstance(build_logger(cfg, tmp_path), CsvLogger) and (tmp_path / "metrics.csv").is_file()
+
+
+def test_a_bad_target_is_one_line():
+    with pytest.raises(CozError, match=r"^backbone\._target_=user_parts_missing\.Nope: ") as err:
+        build_backbone(OmegaConf.create({"_target_": "user_parts_missing.Nope", "name": "x"}))
+    assert "\n" not in str(err.value)
+
+
+def test_every_trainer_key_reaches_lightning():
+    cfg = OmegaConf.create({"accelerator": "cpu", "devices": 1, "max_time": "00:00:01:00", "logger": True})
+    kwargs = trainer_kwargs(cfg, accelerator="cpu", devices=1, logger=False)
+    assert kwargs == {"accelerator": "cpu", "devices": 1, "logger": True, "max_time": "00:00:01:00"}
+    with pytest.raises(CozError, match=r"^trainer\.max_tme: not an argument of lightning\.Trainer$"):
+        trainer_kwargs(OmegaConf.create({"max_tme": 1}))

@@ -1,0 +1,97 @@
+"""One config root per tool: conf/ holds the shared groups, conf/<tool>/ each tool's own
+(``experiment`` is a real group), ``--help`` lists only the tool's groups, ``prompt=none``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from coz.cli import CONFIG_DIR, rewrite_overrides, tool_groups_help
+
+TOOLS = ("zoom", "evaluate", "train_sr", "train_grpo")
+
+
+def composed(tool: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=tool, overrides=overrides, return_hydra_config=True)
+        return cfg, tool_groups_help(tool, cfg.hydra.runtime.choices)
+
+
+def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", f"coz.{tool}", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def groups_of(help_text: str) -> set[str]:
+    return {line.split(":")[0] for line in help_text.splitlines()}
+
+
+def test_each_tool_lists_only_its_own_groups():
+    expected = {
+        "zoom": {"zoom", "backbone", "prompt", "logger"},
+        "evaluate": {"zoom", "backbone", "prompt", "method", "dataset", "metrics", "logger", "experiment"},
+        "train_sr": {"backbone", "degradation", "logger", "experiment"},
+        "train_grpo": {"prompt", "critic", "logger", "experiment"},
+    }
+    for tool in TOOLS:
+        _, text = composed(tool, ["input=x"] if tool == "zoom" else [])
+        assert groups_of(text) == expected[tool], tool
+    assert "experiment: cnn, none, paper, slurm, smoke, tiny_sd21" in composed("train_sr", [])[1]
+
+
+def test_experiment_is_a_real_group_of_each_tool():
+    """The same name picks each tool's own preset, and Hydra records it as a group choice."""
+    sr, _ = composed("train_sr", ["experiment=smoke"])
+    grpo, _ = composed("train_grpo", ["experiment=smoke"])
+    evaluate, _ = composed("evaluate", ["experiment=smoke"])
+    assert sr.backbone.name == "tiny_sd3" and sr.hydra.runtime.choices.experiment == "smoke"
+    assert grpo.critic.name == "tiny" and grpo.prompt.name == "tiny_vlm"
+    assert evaluate.metrics.names and evaluate.hydra.runtime.choices.experiment == "smoke"
+    assert composed("train_sr", [])[0].hydra.runtime.choices.experiment == "none"
+    assert rewrite_overrides(["experiment=smoke", "prompt=null"], "evaluate") == [
+        "experiment=smoke",
+        "prompt='null'",
+    ]
+
+
+def test_prompt_none_works_in_compose_and_null_on_the_command_line():
+    assert composed("zoom", ["input=x"])[0].hydra.runtime.choices.prompt == "none"  # the YAML default
+    for overrides in (["prompt=none"], ["prompt='null'"], rewrite_overrides(["prompt=null"])):
+        cfg, _ = composed("evaluate", overrides)
+        assert cfg.prompt.name == "null", overrides
+
+
+def test_help_shows_the_description_and_only_the_tools_groups():
+    result = run_tool("train_grpo", "--help")
+    assert result.returncode == 0, result.stderr
+    head = result.stdout.split("== Config ==")[0]
+    assert head.startswith("coz-train-grpo: align the prompt VLM")
+    assert "critic: internvl, keyword, qwen7b, tiny" in head and "experiment: figure6" in head
+    assert "backbone:" not in head and "method:" not in head and "evaluate/" not in head
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "train_sr"])
+def test_unknown_preset_is_refused_with_the_choices(tool):
+    with pytest.raises(Exception, match="experiment"):
+        composed(tool, ["experiment=nope"])
+
+
+def test_the_readme_slurm_command_composes():
+    """The README's SLURM line as typed: ``-m`` first (after an override, argparse refuses the rest),
+    and its config composes with the submitit launcher (``--cfg hydra``, one shard of the sweep)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if x.startswith("python -m coz.evaluate -m hydra/launcher=")]
+    args = line.split()[3:]
+    assert args[0] == "-m"
+    one_job = [a.split("=")[0] + "=" + a.split("=")[1].split(",")[0] for a in args[1:]]
+    result = run_tool("evaluate", *one_job, "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
