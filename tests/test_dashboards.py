@@ -73,7 +73,7 @@ def test_zoom_logs_one_gallery_row_per_image_and_a_resume_keeps_the_run(photos, 
     assert runs[0].id == runs[1].id == (run_dir / "wandb_id.txt").read_text().strip()
     for run in runs:
         assert (run.job_type, run.group) == ("zoom", "zoom")
-        assert {"backbone:bicubic", "zoom:recursive_multiscale", "prompt:null"} <= set(run.tags)
+        assert {"backbone:bicubic", "zoom:recursive_multiscale", "prompt:none"} <= set(run.tags)
         assert run.config["backbone"]["name"] == "bicubic"
         (gallery,) = [row for row in run.history if "gallery/_type" in row]
         assert gallery["gallery/_type"] == "table-file"
