@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from coz.chain import INTERPOLATION_MODES, ZoomChain
+from coz.chain import ZoomChain
 from coz.evaluation.dataset import Item
 from coz.evaluation.metrics import Metrics, ground_truth
 from coz.evaluation.overlap import overlap_rows
@@ -45,33 +45,17 @@ class EvaluationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ set-up, in each process
     def setup(self, stage: str) -> None:
-        from coz.backbones import build_backbone
         from coz.cpu_share import CpuShare
-        from coz.prompts import NullPrompt, build_prompt_extractor
         from coz.runtime import fixed_threads, seed_everything
+        from coz.zoom import build_chain
 
         cfg = self.cfg
         seed_everything(int(cfg.seed))
         device = self.trainer.strategy.root_device
         self.cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
         self.cpu_share.refresh()
-        mode = str(cfg.zoom.mode)
-        if mode in INTERPOLATION_MODES:
-            backbone, prompter = None, NullPrompt()
-        else:
-            backbone = build_backbone(cfg.backbone, device)
-            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device))
         self.timer = PhaseTimer()
-        self.chain = ZoomChain(
-            mode,
-            backbone,
-            prompter,
-            steps=int(cfg.zoom.steps),
-            factor=int(cfg.zoom.factor),
-            size=int(cfg.zoom.size),
-            user_prompt=str(cfg.user_prompt),
-            timer=self.timer,
-        )
+        self.chain = build_chain(cfg, device, self.timer)  # the same models and chain as coz.zoom
         m = cfg.metrics
         self.metrics = Metrics(
             list(m.names),
