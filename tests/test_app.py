@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -181,7 +183,9 @@ def test_page_in_headless_chromium(server, samples):
         [_chromium(), *flags, f"--user-data-dir={profile}", "--window-size=1280,1500", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its renderer processes too are stopped at the end, as one group
     )
+    tab = None
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -210,6 +214,13 @@ def test_page_in_headless_chromium(server, samples):
         tmp.replace(SCREENSHOT)  # atomically: a failed run leaves the last good screenshot
         assert Image.open(SCREENSHOT).size[0] >= 1000
     finally:
-        browser.terminate()
-        browser.wait(timeout=30)
+        # the websocket's reader is a non-daemon thread: left open, it keeps pytest from exiting
+        if tab is not None:
+            tab.ws.close()
+        os.killpg(browser.pid, signal.SIGTERM)
+        try:
+            browser.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(browser.pid, signal.SIGKILL)
+            browser.wait(timeout=30)
         shutil.rmtree(profile, ignore_errors=True)
