@@ -94,6 +94,7 @@ def check_config(cfg: DictConfig) -> None:
 
     whole(cfg, "seed", minimum=0)
     threads(cfg)
+    whole(cfg, "val.rollouts", minimum=0)
     g = cfg.grpo
     words = str(cfg.rewards.get("repetition_words", "letters"))
     updates = int(g.updates_per_generation)

@@ -108,6 +108,12 @@ def check_config(cfg: DictConfig) -> None:
 
     whole(cfg, "seed", minimum=0)
     threads(cfg)
+    whole(cfg, "val.every_n_steps", minimum=0)
+    whole(cfg, "val.images", minimum=1)
+    if cfg.val.get("source"):
+        from coz.sr_training.data import list_source
+
+        list_source(cfg.val.source)  # a missing or empty source is one line now, not after loading
     name = str(cfg.backbone.name)
     if name not in GENERATORS:
         raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")

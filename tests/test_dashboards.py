@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -155,3 +156,19 @@ def test_train_grpo_logs_the_critics_answer_and_training_rollouts(tmp_path, samp
     with (tmp_path / "run" / "rollouts.csv").open(newline="") as f:
         rollouts = list(csv.DictReader(f))  # completions may hold line breaks: read as CSV
     assert [r["step"] for r in rollouts] == ["2"] * 3 and all("critic_answer" in r for r in rollouts)
+
+
+@pytest.mark.parametrize(
+    ("tool", "override", "message"),
+    [
+        ("train_sr", "val.every_n_steps=abc", "val.every_n_steps=abc: must be a whole number >= 0"),
+        ("train_sr", "val.source=/no/such/folder", "data source /no/such/folder: no such folder or file"),
+        ("train_grpo", "val.rollouts=-2", "val.rollouts=-2: must be a whole number >= 0"),
+    ],
+)
+def test_bad_validation_options_are_refused_before_loading(tool, override, message):
+    from coz.errors import CozError
+
+    check_config = __import__(f"coz.{tool}", fromlist=["check_config"]).check_config
+    with pytest.raises(CozError, match=re.escape(message)):
+        check_config(compose_tool(tool, ["experiment=smoke", override]))
