@@ -13,7 +13,7 @@ coz.zoom_image("photo.jpg", steps=2)  # the same in one call
 Options are the overrides of ``python -m coz.zoom``: as keywords (``backbone="bicubic"``,
 ``user_prompt="a cat"``, ``**{"zoom.size": 256}``) or as the strings a command line takes
 (``"zoom=recursive"``, ``"save.gif_size=128"``); ``steps`` is short for ``zoom.steps``. The config is
-composed from ``conf/zoom.yaml`` exactly as the command line composes it, and nothing is written
+composed from ``conf/zoom/zoom.yaml`` exactly as the command line composes it, and nothing is written
 unless asked (``result.save(folder)`` writes the command line's files for one image).
 """
 
@@ -204,13 +204,13 @@ def zoom_image(
 
 
 def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
-    """``conf/zoom.yaml`` with ``overrides``, composed as ``python -m coz.zoom`` composes it
+    """``conf/zoom/zoom.yaml`` with ``overrides``, composed as ``python -m coz.zoom`` composes it
     (``prompt=none`` means the null prompt also where no ``none`` option exists)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from coz.cli import CONFIG_DIR, rewrite_overrides
+    from coz.cli import rewrite_overrides, tool_config_dir
 
     for item in overrides:
         if not isinstance(item, str) or "=" not in item:
@@ -223,7 +223,7 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
             return compose(config_name="zoom", overrides=args)
     except (HydraException, OmegaConfBaseException) as err:
         raise CozError(" ".join(str(err).split())) from None
@@ -237,9 +237,9 @@ def _none_prompt(override: str) -> str:
     """``prompt=none`` -> ``prompt=null`` where the config has no ``none`` option of its own."""
     key, _, value = override.partition("=")
     if key == "prompt" and value.strip("'\"") == "none":
-        from coz.cli import CONFIG_DIR
+        from coz.cli import shared_group_dir
 
-        if not (Path(CONFIG_DIR) / "prompt" / "none.yaml").exists():
+        if not (shared_group_dir("prompt") / "none.yaml").exists():
             return "prompt=null"
     return override
 

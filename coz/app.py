@@ -4,7 +4,7 @@ Upload a photo or pick a sample, choose the backbone, prompt mode and steps, pre
 shows x1..x256 with each step's prompt, the strip, the animated zoom and a zip of every file. Jobs
 wait in one queue and run one at a time (one device; the page shows the queue position). A bad
 upload gets a one-line message on the page; uploads are deleted when their job ends, and results
-live in a temporary folder that goes with the server. Options: ``conf/app.yaml``.
+live in a temporary folder that goes with the server. Options: ``conf/app/app.yaml``.
 """
 
 from __future__ import annotations

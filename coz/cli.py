@@ -1,14 +1,18 @@
 """What every coz command-line tool shares: the config folder, the run-folder name, the help
 text, and one fix to Hydra's override parsing.
 
-Configs: ``conf/`` is the root of every tool, holding the shared groups (backbone, prompt, logger,
-...); each tool adds its own folder ``conf/<tool>/`` to Hydra's search path (``hydra.searchpath``
-in ``conf/<tool>.yaml``), so its presets are the real group ``experiment``. ``--help`` lists only
-the groups the tool composes (``conf/hydra/help/coz.yaml``).
+Configs: each tool has its own config root ``conf/<tool>/`` (``tool_config_dir``), holding its
+primary config ``<tool>.yaml`` and the groups only it composes (``experiment``, its presets, and e.g.
+evaluate's ``method``). The groups several tools compose live once in ``conf/shared/`` (backbone,
+prompt, logger, zoom, hydra/help); a tool's ``hydra.searchpath`` names the ones it composes, one
+``coz://GROUP`` entry each (``coz.shared_configs``). So shell completion, ``--help``
+(``conf/shared/hydra/help/coz.yaml``) and overrides offer exactly the tool's own groups. User
+configs: ``--config-dir DIR`` adds a folder whose groups extend the tool's (``DIR/backbone/mine.yaml``
+is ``backbone=mine``).
 
 The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
 sweep ``-m prompt=null,dape,vlm``) would deselect the prompt group instead of choosing the
-option ``conf/prompt/null.yaml``. The paper calls that mode "null", and users type it, so
+option ``conf/shared/prompt/null.yaml``. The paper calls that mode "null", and users type it, so
 before Hydra parses the command line we quote a bare ``null`` in overrides of the config groups
 that have a ``null`` option. Nothing else on the command line is touched. In YAML and
 ``compose`` the same option is also named ``none``.
@@ -28,6 +32,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from coz import shared_configs
+
 
 def config_dir() -> Path:
     """The Hydra configs: ``coz/conf`` inside an installed package (the wheel ships the top-level
@@ -37,7 +43,7 @@ def config_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "conf"
 
 
-CONFIG_DIR = str(config_dir())
+CONFIG_DIR = str(config_dir())  # conf/: the tools' roots conf/<tool>/ and conf/shared/
 
 # Config groups whose option files include null.yaml.
 GROUPS_WITH_NULL_OPTION = ("prompt",)
@@ -84,8 +90,18 @@ if not OmegaConf.has_resolver("coz_slug"):
 
 
 def tool_config_dir(tool: str) -> str:
-    """``conf/<tool>``: the folder of one tool's own groups, added to Hydra's search path."""
+    """``conf/<tool>``: the config root of one tool (``zoom``, ``evaluate``, ``train_sr``,
+    ``train_grpo``, ``app``), for ``hydra.main`` and ``initialize_config_dir``; its primary config
+    brings in the shared groups it composes."""
     return str(Path(CONFIG_DIR) / tool)
+
+
+def shared_group_dir(group: str) -> Path:
+    """``conf/shared/<group>``: the options of a group several tools compose."""
+    return Path(CONFIG_DIR) / "shared" / group
+
+
+shared_configs.register()  # the coz://GROUP entries of the tools' hydra.searchpath
 
 
 def tool_groups_help(tool: str, choices: DictConfig) -> str:
@@ -97,12 +113,11 @@ def tool_groups_help(tool: str, choices: DictConfig) -> str:
     for group in sorted(g for g in choices if not g.startswith("hydra")):
         options = loader.get_group_options(group, config_name=tool)
         lines.append(f"{group}: {', '.join(sorted(options))}")
-    return "\n".join(lines)
+    return "\n".join(lines) or "(none)"
 
 
-for _name, _resolver in (("coz_conf", tool_config_dir), ("coz_groups", tool_groups_help)):
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _resolver)
+if not OmegaConf.has_resolver("coz_groups"):
+    OmegaConf.register_new_resolver("coz_groups", tool_groups_help)
 
 # use_cache: the run folder name must resolve to the same value every time Hydra reads it.
 if not OmegaConf.has_resolver("coz_uid"):
@@ -110,7 +125,7 @@ if not OmegaConf.has_resolver("coz_uid"):
 
 
 def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
-    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>.yaml`` (a
+    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>/<config_name>.yaml`` (a
     console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the run contract's errors, sweep
     and exit codes (``coz.run.entry``).
 
@@ -120,7 +135,7 @@ def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callab
 
     jobs = entry.Jobs(config_name)
 
-    @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
+    @hydra.main(config_path=tool_config_dir(config_name), config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
 

@@ -1,7 +1,7 @@
 """``python -m coz.evaluate``: zoom a dataset with one method, score every scale, and rebuild the
 report of the run (or of the whole sweep) with the paper's numbers beside ours.
 
-One job = one method on one dataset (``conf/evaluate.yaml``). Tables come from sweeps:
+One job = one method on one dataset (``conf/evaluate/evaluate.yaml``). Tables come from sweeps:
 ``-m prompt=null,dape,vlm``, or a preset such as ``experiment=table1`` that sets the sweep itself.
 Rows are appended per image as they are scored, so a rerun into the same folder
 (``hydra.run.dir=...`` / ``hydra.sweep.dir=...``) skips finished images and loses nothing.

@@ -1,4 +1,4 @@
-"""The ``zoom=full`` settings (conf/zoom/full.yaml), apart from the full-image code so that
+"""The ``zoom=full`` settings (conf/shared/zoom/full.yaml), apart from the full-image code so that
 backbones can name them without importing it (``coz.full_image`` imports the backbones' base)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ VAE_TILINGS = ("shared_norm", "blended")
 
 @dataclass(frozen=True)
 class FullImageOptions:
-    """The ``zoom=full`` settings (conf/zoom/full.yaml); tile sizes in the units named."""
+    """The ``zoom=full`` settings (conf/shared/zoom/full.yaml); tile sizes in the units named."""
 
     latent_tile: int = 64  # diffusion backbones: latent tiles (64 latents = 512 px)
     latent_overlap: int = 16

@@ -3,7 +3,7 @@ Algorithm 2; README "Training the prompt VLM").
 
 The policy is the ``prompt=`` VLM (Qwen2.5-VL-3B-Instruct) with a LoRA adapter; the critic is
 ``critic=internvl`` (InternVL2.5-8B, the paper's Fig. 6) or ``qwen7b`` (Fig. 7); view pairs come from
-``data.root`` (LSDIR in the paper). Every hyper-parameter is in ``conf/train_grpo.yaml``. The run
+``data.root`` (LSDIR in the paper). Every hyper-parameter is in ``conf/train_grpo/train_grpo.yaml``. The run
 folder holds the adapters (``adapter/`` at the end, ``adapters/step-N/`` at every checkpoint), the
 validation rewards (``rewards.csv``, ``rewards.png``), per-step metrics (``train.csv``), sample
 prompts, the Lightning checkpoint (``checkpoints/last.ckpt``: the adapter and optimizer state only)

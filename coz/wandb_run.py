@@ -1,6 +1,6 @@
 """The one Weights & Biases layer of the four tools.
 
-``logger=csv|wandb|both|none`` (``conf/logger/``) chooses where a run's numbers go; every tool asks
+``logger=csv|wandb|both|none`` (``conf/shared/logger/``) chooses where a run's numbers go; every tool asks
 :func:`logger_kinds` and, for W&B, opens its run with :func:`start_wandb`, so all runs look alike:
 
 - ``job_type`` is the tool (``zoom``, ``evaluate``, ``train_sr``, ``train_grpo``);

@@ -1,6 +1,6 @@
 """``python -m coz.zoom input=PATH``: zoom into images with Chain-of-Zoom.
 
-Every option is a Hydra override (``conf/zoom.yaml``): ``zoom=`` recursive_multiscale (CoZ, the
+Every option is a Hydra override (``conf/zoom/zoom.yaml``): ``zoom=`` recursive_multiscale (CoZ, the
 default) | recursive | onestep | nearest | bicubic | full (full-image SR, ``coz.full_image``),
 ``backbone=``, ``prompt=``, ``logger=``, ``zoom.steps=``, ``batch_size=``, ``seed=``, ``device=``...
 """

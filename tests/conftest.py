@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from coz.cli import CONFIG_DIR
+from coz.cli import tool_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # The user's cache as it was before the tests isolate COZ_CACHE: `make install` puts NIQE's
@@ -42,7 +42,7 @@ def compose_zoom():
     def _compose(overrides: list[str]):
         from coz.cli import quote_null_choices
 
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
             return compose(config_name="zoom", overrides=quote_null_choices(overrides))
 
     return _compose

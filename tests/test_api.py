@@ -59,9 +59,9 @@ def test_composes_inside_a_hydra_app():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from coz.cli import CONFIG_DIR
+    from coz.cli import tool_config_dir
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # as python -m coz.app runs
+    with initialize_config_dir(config_dir=tool_config_dir("app"), version_base="1.3"):  # as coz.app runs
         outer = GlobalHydra.instance().hydra
         assert compose_zoom_config(["backbone=bicubic"]).backbone.name == "bicubic"
         assert GlobalHydra.instance().hydra is outer

@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from coz.cli import CONFIG_DIR
+from coz.cli import tool_config_dir
 
 pytest.importorskip("gradio", reason="the web demo needs gradio (make install)")
 
@@ -41,7 +41,7 @@ def _app_config(samples: list[Path], **values):
         "zoom_overrides=['zoom.size=128']",  # small states: a job takes a second
         *(f"{k}={v}" for k, v in values.items()),
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("app"), version_base="1.3"):
         return compose(config_name="app", overrides=overrides)
 
 
@@ -69,7 +69,7 @@ def _zoom(client, upload: Path, steps: int = 2, user_prompt: str = ""):
 
 
 def test_defaults_listen_locally():
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("app"), version_base="1.3"):
         cfg = compose(config_name="app")
     assert cfg.host == "127.0.0.1" and "realesrgan" in cfg.backbones and cfg.prompts == ["null"]
 

@@ -350,13 +350,13 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 
 def s3diff_cfg(**kw):
-    base = OmegaConf.load("conf/backbone/s3diff.yaml")
+    base = OmegaConf.load("conf/shared/backbone/s3diff.yaml")
     base.seed = 0
     return OmegaConf.merge(base, kw)
 
 
 def tiny_cfg(**kw):
-    base = OmegaConf.load("conf/backbone/tiny_s3diff.yaml")
+    base = OmegaConf.load("conf/shared/backbone/tiny_s3diff.yaml")
     base.seed = 0
     return OmegaConf.merge(base, kw)
 

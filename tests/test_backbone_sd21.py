@@ -288,7 +288,7 @@ def test_bad_osediff_pkl_gives_one_clear_error(src, tmp_path):
 
 
 def sd21_cfg(**kw):
-    base = OmegaConf.load("conf/backbone/sd21.yaml")
+    base = OmegaConf.load("conf/shared/backbone/sd21.yaml")
     base.seed = 0
     return OmegaConf.merge(base, kw)
 

@@ -236,7 +236,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 
 def sd3_cfg(**kw):
-    base = OmegaConf.load("conf/backbone/sd3.yaml")
+    base = OmegaConf.load("conf/shared/backbone/sd3.yaml")
     base.seed = 0
     return OmegaConf.merge(base, kw)
 

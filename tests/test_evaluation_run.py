@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.cli import rewrite_overrides, tool_config_dir
 from coz.errors import CozError
 from coz.evaluate import describe_job, run
 from coz.evaluation.rows import read_rows
@@ -32,7 +32,7 @@ FAST = [
 
 
 def compose_evaluate(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
         return compose(config_name="evaluate", overrides=rewrite_overrides(overrides, "evaluate"))
 
 
@@ -271,7 +271,7 @@ def test_every_preset_and_every_job_of_its_sweep_composes(preset):
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=[f"experiment={preset}"], return_hydra_config=True)
     params = dict(cfg.hydra.sweeper.params or {})
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])

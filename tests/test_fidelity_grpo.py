@@ -7,13 +7,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.cli import rewrite_overrides, tool_config_dir
 from coz.grpo.loss import group_advantages
 from coz.grpo.rewards import Rewards, repetition_reward
 
 
 def compose_grpo(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("train_grpo"), version_base="1.3"):
         return compose(config_name="train_grpo", overrides=rewrite_overrides(overrides, "train_grpo"))
 
 

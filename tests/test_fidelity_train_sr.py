@@ -75,7 +75,7 @@ def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x
     from coz.sr_training.generators import SD3Generator
 
     backbone = OSEDiffSD3.tiny()
-    cfg = OmegaConf.load("conf/train_sr.yaml").regulariser
+    cfg = OmegaConf.load("conf/train_sr/train_sr.yaml").regulariser
     reg = SD3Generator(backbone).regulariser(cfg)
     adaln = [n for n, m in backbone.transformer.named_modules() if isinstance(m, LoRALinear)]
     assert reg.fake.names == adaln and all(".norm1" in n for n in adaln)

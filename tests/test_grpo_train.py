@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.cli import rewrite_overrides, tool_config_dir
 from coz.errors import CozError
 from coz.train_grpo import _fit, preflight, run
 
@@ -30,7 +30,7 @@ TARGET = "Illuminate"
 
 
 def compose_grpo(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("train_grpo"), version_base="1.3"):
         return compose(config_name="train_grpo", overrides=rewrite_overrides(overrides, "train_grpo"))
 
 

@@ -120,7 +120,7 @@ def test_sweep_size_counts_preset_params_and_command_line_sweeps():
 def test_evaluate_counts_images_times_scales(niqe_params, samples, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import CONFIG_DIR, rewrite_overrides
+    from coz.cli import rewrite_overrides, tool_config_dir
     from coz.evaluate import run
 
     folder = tmp_path / "photos"
@@ -128,7 +128,7 @@ def test_evaluate_counts_images_times_scales(niqe_params, samples, tmp_path):
     for path in samples[:3]:
         Image.open(path).convert("RGB").resize((96, 96)).save(folder / path.name)
     overrides = [f"input={folder}", "method=nn", "zoom.steps=2", "metrics=none", "report.strips=0"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=rewrite_overrides(overrides, "evaluate"))
     run(cfg, run_dir=tmp_path / "job")
     bars = [c for c in progress.finished if c.unit == "image-scales"]

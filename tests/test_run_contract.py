@@ -557,14 +557,14 @@ def test_every_tool_refuses_a_folder_another_process_holds(tool, held_folder, ti
 
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import CONFIG_DIR, rewrite_overrides
+    from coz.cli import rewrite_overrides, tool_config_dir
 
     extra = {
         "evaluate": ["method=nn", f"input={tiny_photos}", "zoom.steps=1"],
         "train_sr": [f"data.sources=[{{path: {tiny_photos}, prob: 1}}]"],
         "train_grpo": [f"input={tiny_photos}"],
     }[tool]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
         cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", *extra], tool))
     with pytest.raises(CozError, match="in use by another coz run"):
         importlib.import_module(f"coz.{tool}").run(cfg, run_dir=held_folder)
@@ -577,13 +577,13 @@ def test_the_training_tools_check_the_shared_keys_the_same_way(tool, tmp_path):
 
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import CONFIG_DIR, rewrite_overrides
+    from coz.cli import rewrite_overrides, tool_config_dir
 
     for override, message in (
         ("seed=abc", "seed=abc: must be a whole number >= 0"),
         ("threads=0", "threads=0"),
     ):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
             cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", override], tool))
         with pytest.raises(CozError, match=message):
             importlib.import_module(f"coz.{tool}").check_config(cfg)

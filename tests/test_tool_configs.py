@@ -1,5 +1,6 @@
-"""One config root per tool: conf/ holds the shared groups, conf/<tool>/ each tool's own
-(``experiment`` is a real group), ``--help`` lists only the tool's groups, ``prompt=none``."""
+"""One config root per tool: conf/<tool>/ holds the tool's config and its own groups (``experiment``
+is a real group), conf/shared/ the groups several tools compose; ``--help`` and shell completion offer
+exactly the tool's groups; ``prompt=none``."""
 
 from __future__ import annotations
 
@@ -10,39 +11,82 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, rewrite_overrides, tool_groups_help
+from coz.cli import rewrite_overrides, tool_config_dir, tool_groups_help
 
 TOOLS = ("zoom", "evaluate", "train_sr", "train_grpo")
+GROUPS = {  # what each tool composes, and so all that --help and completion may offer
+    "zoom": {"zoom", "backbone", "prompt", "logger"},
+    "evaluate": {"zoom", "backbone", "prompt", "method", "dataset", "metrics", "logger", "experiment"},
+    "train_sr": {"backbone", "degradation", "logger", "experiment"},
+    "train_grpo": {"prompt", "critic", "logger", "experiment"},
+    "app": set(),
+}
 
 
 def composed(tool: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
         cfg = compose(config_name=tool, overrides=overrides, return_hydra_config=True)
         return cfg, tool_groups_help(tool, cfg.hydra.runtime.choices)
 
 
-def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def run_tool(tool: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", f"coz.{tool}", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
 def groups_of(help_text: str) -> set[str]:
-    return {line.split(":")[0] for line in help_text.splitlines()}
+    return {line.split(":")[0] for line in help_text.splitlines()} - {"(none)"}
+
+
+def completion(tool: str):
+    """Hydra's shell completion of ``coz-<tool>``, in-process, on the search path ``hydra.main`` gives
+    the tool."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.bash_completion import BashCompletion
+    from hydra._internal.utils import create_config_search_path
+
+    return BashCompletion(
+        ConfigLoaderImpl(config_search_path=create_config_search_path(tool_config_dir(tool)))
+    )
+
+
+def completed_groups(tool: str) -> set[str]:
+    """The groups completion offers for ``coz-<tool> <TAB>`` (Hydra's own ``hydra/`` aside)."""
+    offered, _ = completion(tool)._query_config_groups("", config_name=tool, words=[])
+    return {name.rstrip("=/") for name in offered} - {"hydra"}
 
 
 def test_each_tool_lists_only_its_own_groups():
-    expected = {
-        "zoom": {"zoom", "backbone", "prompt", "logger"},
-        "evaluate": {"zoom", "backbone", "prompt", "method", "dataset", "metrics", "logger", "experiment"},
-        "train_sr": {"backbone", "degradation", "logger", "experiment"},
-        "train_grpo": {"prompt", "critic", "logger", "experiment"},
-    }
-    for tool in TOOLS:
+    for tool in GROUPS:
         _, text = composed(tool, ["input=x"] if tool == "zoom" else [])
-        assert groups_of(text) == expected[tool], tool
+        assert groups_of(text) == GROUPS[tool], tool
     assert "experiment: cnn, none, paper, slurm, smoke, tiny_sd21" in composed("train_sr", [])[1]
+
+
+@pytest.mark.parametrize("tool", sorted(GROUPS))
+def test_completion_offers_exactly_the_tools_groups(tool):
+    assert completed_groups(tool) == GROUPS[tool]
+
+
+def test_completion_of_the_command_line_tool():
+    """``coz-zoom <TAB>`` as the shell asks it (through ``hydra.main``): zoom's groups and keys and no
+    other tool's groups."""
+    result = run_tool("zoom", "-sc", "query=bash", env={"COMP_LINE": "coz-zoom "})
+    assert result.returncode == 0, result.stderr
+    offered = set(result.stdout.split())
+    assert {"zoom=", "backbone=", "prompt=", "logger=", "input=", "zoom."} <= offered
+    others = set().union(*GROUPS.values()) - GROUPS["zoom"] | {"evaluate", "train_sr", "train_grpo", "shared"}
+    assert not {name for name in offered if name.rstrip("=/.") in others}
+
+
+def test_completion_lists_a_shared_groups_options():
+    assert completion("train_sr")._query("train_sr", "backbone=tiny") == [
+        "backbone=tiny_s3diff",
+        "backbone=tiny_sd21",
+        "backbone=tiny_sd3",
+    ]
 
 
 def test_experiment_is_a_real_group_of_each_tool():

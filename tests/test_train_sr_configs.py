@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
 from coz.errors import CozError
 from coz.train_sr import check_config
 
@@ -15,7 +15,7 @@ PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "train_sr" / "experiment").
 
 
 def compose_train(overrides: list[str], hydra: bool = False):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
         return compose(
             config_name="train_sr",
             overrides=rewrite_overrides(overrides, "train_sr"),

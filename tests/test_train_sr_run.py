@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.cli import rewrite_overrides, tool_config_dir
 from coz.sr_training.checkpoints import load_checkpoint_file
 from coz.train_sr import build, run
 
@@ -29,7 +29,7 @@ TINY = [
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
         return compose(config_name="train_sr", overrides=rewrite_overrides([*TINY, *overrides], "train_sr"))
 
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, rewrite_overrides
+from coz.cli import rewrite_overrides, tool_config_dir
 from coz.train_sr import build
 
 
 def compose_cnn(overrides: list[str]):
     base = ["experiment=cnn", "logger=csv", "data.crop=32", "log.images_every=0", "trainer.accelerator=cpu"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
         return compose(config_name="train_sr", overrides=rewrite_overrides([*base, *overrides], "train_sr"))
 
 

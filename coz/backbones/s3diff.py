@@ -167,7 +167,7 @@ class S3Diff(OneStepDiffusion):
 
     @classmethod
     def from_config(cls, cfg, device: torch.device | str = "cpu") -> S3Diff:
-        """Build from a ``backbone=s3diff`` / ``tiny_s3diff`` config node (see conf/backbone/s3diff.yaml)."""
+        """Build from a ``backbone=s3diff`` / ``tiny_s3diff`` config node (see conf/shared/backbone/s3diff.yaml)."""
         from coz.backbones.hub import resolve_model
 
         get = cfg.get

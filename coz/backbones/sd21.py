@@ -152,7 +152,7 @@ class OSEDiffSD21(OneStepDiffusion):
 
     @classmethod
     def from_config(cls, cfg, device: torch.device | str = "cpu") -> OSEDiffSD21:
-        """Build from a ``backbone=sd21`` / ``tiny_sd21`` config node (see conf/backbone/sd21.yaml)."""
+        """Build from a ``backbone=sd21`` / ``tiny_sd21`` config node (see conf/shared/backbone/sd21.yaml)."""
         get = cfg.get
         weights = _weight_files(cfg)  # checked before the (large) base model loads
         release = read_osediff_pkl(weights["osediff_pkl"]) if "osediff_pkl" in weights else None

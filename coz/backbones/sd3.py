@@ -156,7 +156,7 @@ class OSEDiffSD3(OneStepDiffusion):
 
     @classmethod
     def from_config(cls, cfg, device: torch.device | str = "cpu") -> OSEDiffSD3:
-        """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/backbone/sd3.yaml)."""
+        """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/shared/backbone/sd3.yaml)."""
         get = cfg.get
         weights = _weight_files(cfg)  # checked before the (large) base model loads
         options = dict(

@@ -36,10 +36,10 @@ def bench_overhead(sample: Path, repeats: int, runtime: str = "auto", batch_size
     realesrgan on ``runtime``)."""
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import CONFIG_DIR
+    from coz.cli import tool_config_dir
     from coz.zoom import run
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
         cfg = compose(
             config_name="zoom",
             overrides=[

@@ -16,7 +16,7 @@ from pathlib import Path
 def bench_evaluate(photos: Path, repeats: int = 3, processes: tuple[int, ...] = (1, 2)) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import CONFIG_DIR, rewrite_overrides
+    from coz.cli import rewrite_overrides, tool_config_dir
     from coz.evaluate import run
     from coz.evaluation.rows import read_rows
 
@@ -25,7 +25,7 @@ def bench_evaluate(photos: Path, repeats: int = 3, processes: tuple[int, ...] = 
     shares: dict[int, list[dict]] = {n: [] for n in processes}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"),
+        initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"),
     ):
         for i in range(repeats + 1):  # round 0 warms up (weight conversion, imports)
             for n in processes:

@@ -48,10 +48,10 @@ def ar2_pairs(n: int) -> tuple[list[Image.Image], list[Image.Image]]:
 def build_extractor(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import CONFIG_DIR
+    from coz.cli import tool_config_dir
     from coz.prompts import build_prompt_extractor
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
         cfg = compose(config_name="zoom", overrides=["input=x.png", "prompt=tiny_vlm", *overrides])
     if str(cfg.prompt.cache) != "none":
         raise ValueError("the benchmark must run with prompt.cache=none")

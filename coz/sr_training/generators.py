@@ -302,7 +302,7 @@ class CNNGenerator(Generator):
 
 
 def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
-    """The trainable backbone for ``backbone=<name>`` (conf/backbone/<name>.yaml, or conf/train_sr.yaml's
+    """The trainable backbone for ``backbone=<name>`` (conf/shared/backbone/<name>.yaml, or conf/train_sr/train_sr.yaml's
     ``tiny_realesrgan``), initialised from the weights the config names (none: a fresh LoRA)."""
     name = str(cfg.name)
     if name in ("sd3", "tiny_sd3"):
