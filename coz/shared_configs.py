@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 
-from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from hydra.core.object_type import ObjectType
-from hydra.plugins.config_source import ConfigLoadError, ConfigResult
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from omegaconf import OmegaConf
 
 
 def shared_dir() -> str:
@@ -24,13 +24,13 @@ def shared_dir() -> str:
     return str(config_dir() / "shared")
 
 
-class SharedGroupSource(FileConfigSource):
-    """One group (``backbone``, or a nested one such as ``hydra/help``) of ``conf/shared/``."""
+class SharedGroupSource(ConfigSource):
+    """One group of ``conf/shared/`` (``coz://backbone``, or a nested one: ``coz://hydra/help``)."""
 
     def __init__(self, provider: str, path: str) -> None:
         super().__init__(provider=provider, path=path)
-        self.group = self.path.strip("/")  # what follows coz://
-        self.path = shared_dir()  # the folder FileConfigSource reads
+        self.path = self.path.strip("/")  # the group: what follows coz:// (Hydra's --info shows it)
+        self.root = shared_dir()
 
     @staticmethod
     def scheme() -> str:
@@ -39,32 +39,40 @@ class SharedGroupSource(FileConfigSource):
     def _visible(self, config_path: str) -> bool:
         """``config_path`` lies on the way to the group (``""``, ``hydra``) or inside it."""
         parts = [p for p in config_path.split("/") if p]
-        group = self.group.split("/")
+        group = self.path.split("/")
         common = min(len(parts), len(group))
         return parts[:common] == group[:common]
 
+    def _file(self, config_path: str) -> str:
+        return os.path.join(self.root, self._normalize_file_name(config_path))
+
     def load_config(self, config_path: str) -> ConfigResult:
-        if not self._visible(config_path):
-            raise ConfigLoadError(
-                f"Config not found : {config_path} (coz://{self.group} is {self.group}/ only)"
+        if not self.is_config(config_path):
+            raise ConfigLoadError(f"Config not found : {config_path} (in coz://{self.path})")
+        with open(self._file(config_path), encoding="utf-8") as f:
+            header = ConfigSource._get_header_dict(f.read(512))
+            f.seek(0)
+            return ConfigResult(
+                config=OmegaConf.load(f), path=self.full_path(), provider=self.provider, header=header
             )
-        return super().load_config(config_path)
 
     def available(self) -> bool:
-        return os.path.isdir(os.path.join(self.path, self.group))
+        return os.path.isdir(os.path.join(self.root, self.path))
 
     def is_group(self, config_path: str) -> bool:
-        return self._visible(config_path) and super().is_group(config_path)
+        return self._visible(config_path) and os.path.isdir(os.path.join(self.root, config_path))
 
     def is_config(self, config_path: str) -> bool:
-        return self._visible(config_path) and super().is_config(config_path)
+        return self._visible(config_path) and os.path.isfile(self._file(config_path))
 
     def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
-        # FileConfigSource lists an entry only if is_group or is_config accepts it: the hidden ones drop out
-        return super().list(config_path, results_filter) if self.is_group(config_path) else []
-
-    def __repr__(self) -> str:
-        return f"provider={self.provider}, path=coz://{self.group} ({self.path}/{self.group})"
+        if not self.is_group(config_path):
+            return []
+        files: list[str] = []
+        for name in os.listdir(os.path.join(self.root, config_path)):
+            # adds the name if is_group or is_config accepts it: the other shared groups drop out
+            self._list_add_result(files, os.path.join(config_path, name), name, results_filter)
+        return sorted(set(files))
 
 
 def register() -> None:

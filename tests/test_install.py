@@ -78,3 +78,8 @@ def test_console_scripts_and_their_shell_completion(wheel_install):
         [site / "bin" / "coz-train-sr", "-sc", "query=bash"], env=env, capture_output=True, text=True
     )
     assert result.stdout.split() == ["experiment=smoke"], result.stdout + result.stderr
+    env["COMP_LINE"] = "coz-train-sr backbone=tiny_sd"  # a shared group (conf/shared/), through coz://
+    result = subprocess.run(
+        [site / "bin" / "coz-train-sr", "-sc", "query=bash"], env=env, capture_output=True, text=True
+    )
+    assert result.stdout.split() == ["backbone=tiny_sd21", "backbone=tiny_sd3"], result.stdout + result.stderr

@@ -139,3 +139,22 @@ def test_the_readme_slurm_command_composes():
     result = run_tool("evaluate", *one_job, "--cfg", "hydra")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
+
+
+def test_a_shared_group_entry_shows_that_group_only():
+    from hydra.core.object_type import ObjectType
+    from hydra.plugins.config_source import ConfigLoadError
+
+    from coz.shared_configs import SharedGroupSource
+
+    backbone = SharedGroupSource("test", "coz://backbone")
+    assert backbone.list("", ObjectType.GROUP) == ["backbone"]  # conf/shared/ also holds prompt, logger, ...
+    assert "tiny_sd3" in backbone.list("backbone", ObjectType.CONFIG)
+    assert backbone.load_config("backbone/bicubic").config.name == "bicubic"
+    assert not backbone.is_group("prompt") and not backbone.is_config("prompt/vlm")
+    with pytest.raises(ConfigLoadError, match="coz://backbone"):
+        backbone.load_config("prompt/vlm")
+    help_ = SharedGroupSource("test", "coz://hydra/help")
+    assert help_.list("", None) == ["hydra"] and help_.list("hydra", None) == ["help"]
+    assert help_.list("hydra/help", None) == ["coz"]
+    assert not SharedGroupSource("test", "coz://no_such_group").available()
