@@ -246,7 +246,7 @@ def _remove_empty(folder: Path) -> None:
 
 
 def _model_cached(group: str, option: str) -> bool:
-    """Whether the hub model of ``conf/<group>/<option>.yaml`` is in the local HF cache."""
+    """Whether the hub model of ``conf/shared/<group>/<option>.yaml`` is in the local HF cache."""
     from huggingface_hub import try_to_load_from_cache
 
     from coz.api import compose_zoom_config

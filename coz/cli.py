@@ -125,9 +125,9 @@ if not OmegaConf.has_resolver("coz_uid"):
 
 
 def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
-    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<config_name>/<config_name>.yaml`` (a
-    console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the run contract's errors, sweep
-    and exit codes (``coz.run.entry``).
+    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<tool>/<tool>.yaml`` (``tool``
+    = ``config_name``; a console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the run
+    contract's errors, sweep and exit codes (``coz.run.entry``).
 
     Tests call ``run(cfg)`` directly with a composed config; users go through this wrapper.
     """
