@@ -4,12 +4,9 @@ the estimator's influence, determinism, clear errors and the CLI."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from inprocess_cli import run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -396,27 +393,16 @@ def test_output_depends_on_seed_and_image_not_on_batch(images, low_res):
     assert not torch.allclose(b.upscale(images, PROMPTS, low_res=low_res), together, atol=1e-4)
 
 
-def test_zoom_cli_runs_with_tiny_s3diff(samples, tmp_path):
+def test_zoom_cli_runs_with_tiny_s3diff(samples, tmp_path, monkeypatch, capsys):
+    """``python -m coz.zoom backbone=tiny_s3diff ...``: its command line, through its entry point."""
+    from coz.zoom import main
+
     small = tmp_path / "small.png"
     Image.open(samples[0]).convert("RGB").resize((96, 80)).save(small)
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coz.zoom",
-            "backbone=tiny_s3diff",
-            f"input={small}",
-            "zoom.steps=1",
-            f"hydra.run.dir={run_dir}",
-            "threads=1",
-        ],
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    args = ["backbone=tiny_s3diff", f"input={small}", "zoom.steps=1", "zoom.size=128", "threads=1"]
+    status = run_cli(main, [*args, "save.gif_size=64", f"hydra.run.dir={run_dir}"], monkeypatch)
+    assert status == 0, capsys.readouterr().err[-2000:]
     state = Image.open(run_dir / "images" / "small" / "state_1.png")
-    assert state.size == (512, 512)
+    assert state.size == (128, 128)
     assert (run_dir / "run.json").exists()

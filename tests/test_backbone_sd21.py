@@ -4,12 +4,9 @@ clear errors, and the CLI end to end."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from inprocess_cli import run_cli
 from omegaconf import OmegaConf
 
 from coz.backbones.osediff_pkl import (
@@ -321,27 +318,14 @@ def test_missing_model_or_weights_fail_fast_with_one_clear_message(tmp_path, mon
 
 
 @pytest.mark.slow  # a fresh Python process: ~10 s of imports and model building
-def test_zoom_cli_runs_with_tiny_sd21(samples, tmp_path):
-    """``python -m coz.zoom backbone=tiny_sd21 ...`` as a user runs it (a fresh process)."""
+def test_zoom_cli_runs_with_tiny_sd21(samples, tmp_path, monkeypatch, capsys):
+    """``python -m coz.zoom backbone=tiny_sd21 ...``: its command line, through its entry point."""
+    from coz.zoom import main
+
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coz.zoom",
-            "backbone=tiny_sd21",
-            f"input={samples[0]}",
-            "zoom.steps=1",
-            "save.gif_size=64",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    args = ["backbone=tiny_sd21", f"input={samples[0]}", "zoom.steps=1", "zoom.size=128"]
+    status = run_cli(main, [*args, "save.gif_size=64", f"hydra.run.dir={run_dir}"], monkeypatch)
+    assert status == 0, capsys.readouterr().err[-2000:]
     image_dir = run_dir / "images" / samples[0].stem
     assert (image_dir / "state_1.png").exists() and (image_dir / "zoom.json").exists()
 
