@@ -76,7 +76,8 @@ class SharedGroupSource(ConfigSource):
 
 
 def register() -> None:
-    """Let Hydra resolve ``coz://`` search-path entries (once per process; Hydra keeps the first)."""
-    from hydra._internal.sources_registry import SourcesRegistry
+    """Let Hydra resolve ``coz://`` search-path entries: Hydra's public way to add a plugin by hand
+    (``Plugins.register``; a ConfigSource lands in its source registry). Registering twice is harmless."""
+    from hydra.core.plugins import Plugins
 
-    SourcesRegistry.instance().register(SharedGroupSource)
+    Plugins.instance().register(SharedGroupSource)
