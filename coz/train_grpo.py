@@ -81,6 +81,11 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
         run_dir,
     )
     _write_record(run_dir, record)
+    import lightning as L
+
+    # python, numpy and torch, and each loader worker from (seed, worker, rank); every step reseeds
+    # torch from (seed, rank, step) anyway, so a resumed run stays exact
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     trainer, _ = _fit(cfg, run_dir, train, val, ckpt, resume_step)
     step = int(trainer.global_step)
     return _finish(run_dir, record, started, step)
@@ -92,7 +97,7 @@ def check_config(cfg: DictConfig) -> None:
     from coz.grpo.rewards import WORD_MODES
     from coz.run.validate import threads, whole
 
-    whole(cfg, "seed", minimum=0)
+    whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
     threads(cfg)
     whole(cfg, "val.rollouts", minimum=0)
     g = cfg.grpo

@@ -54,9 +54,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         config = OmegaConf.to_container(cfg, resolve=True)
         check_resume(earlier and earlier.get("config"), config, "train_sr", run_dir)
     record_attempt(run_dir, cfg)
-    from coz.runtime import seed_everything
+    import lightning as L
 
-    seed_everything(int(cfg.seed))
+    # python, numpy and torch, and each loader worker from (seed, worker, rank); the module reseeds
+    # every step from (seed, step, micro-batch, rank) anyway, so a resumed run stays exact
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     threads = fixed_threads(cfg.threads)
     if threads:
         import torch
@@ -106,7 +108,7 @@ def check_config(cfg: DictConfig) -> None:
     from coz.sr_training.generators import GENERATORS
     from coz.sr_training.stages import Stages
 
-    whole(cfg, "seed", minimum=0)
+    whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
     threads(cfg)
     whole(cfg, "val.every_n_steps", minimum=0)
     whole(cfg, "val.images", minimum=1)
