@@ -100,6 +100,7 @@ def check_config(cfg: DictConfig) -> None:
     whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
     threads(cfg)
     whole(cfg, "val.rollouts", minimum=0)
+    whole(cfg, "optim.warmup_steps", minimum=0)
     g = cfg.grpo
     words = str(cfg.rewards.get("repetition_words", "letters"))
     updates = int(g.updates_per_generation)

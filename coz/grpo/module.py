@@ -16,7 +16,6 @@ of a step are a function of the same, so a resumed run continues exactly as the 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -134,17 +133,18 @@ class GRPOModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             params, lr=float(o.lr), betas=tuple(o.betas), eps=float(o.eps), weight_decay=float(o.weight_decay)
         )
-        total, warmup, schedule = int(self.cfg.grpo.steps), int(o.warmup_steps), str(o.schedule)
+        from transformers import get_scheduler
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if schedule == "cosine":
-                progress = (step - warmup) / max(1, total - warmup)
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-            return 1.0
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        # transformers' schedules: a linear warm-up (step s of the first w trains at lr * s / w, 0 at the
+        # first step), then constant or a half cosine to 0 at grpo.steps; w = 0: no warm-up. Stepped once
+        # per optimizer step, in training_step.
+        names = {"constant": "constant_with_warmup", "cosine": "cosine"}  # "constant" would drop the warm-up
+        scheduler = get_scheduler(
+            names[str(o.schedule)],
+            optimizer,
+            num_warmup_steps=int(o.warmup_steps),
+            num_training_steps=int(self.cfg.grpo.steps),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def train_dataloader(self) -> DataLoader:
