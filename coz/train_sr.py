@@ -4,7 +4,7 @@
 ``realesrgan`` (the CNN recipe: full fine-tuning of the embedded Real-ESRGAN, CPU-friendly). Data,
 degradation, stages, losses and optimisers follow implementation-facts.md section 4; see
 ``conf/train_sr.yaml``. A run folder holds ``run.json``, ``train_sr.log``, ``checkpoints/``
-(safetensors, ``last.safetensors``), ``images/`` (LR / SR / HR grids), the logger's files and
+(safetensors, ``last.safetensors``: :mod:`coz.run.checkpoints`), ``images/`` (LR / SR / HR grids), the logger's files and
 ``export/`` (the final weights in coz.zoom's formats). ``ckpt_path=last`` with the run's
 ``hydra.run.dir=`` and its original overrides resumes it exactly (longer ``stages``: trains on).
 """
@@ -40,8 +40,6 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from coz.sr_training.checkpoints import resolve_ckpt_path
-
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):
         # a fresh run here would train from scratch over the old run's logs, run.json and export
@@ -90,6 +88,27 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         print(f"coz.train_sr: use them with: {zoom_command(str(cfg.backbone.name), files)}")
     print(f"coz.train_sr: run folder {run_dir}")
     return record
+
+
+def resolve_ckpt_path(value: Any, run_dir: Path) -> str | None:
+    """``ckpt_path``: null (a fresh run), ``last`` (this run folder's newest checkpoint) or a file."""
+    from coz.run.checkpoints import newest_checkpoint
+
+    if value in (None, "", "null"):
+        return None
+    if str(value) == "last":
+        folder = run_dir / "checkpoints"
+        path = newest_checkpoint(folder) if folder.is_dir() else None
+        if path is None:
+            raise CozError(
+                f"ckpt_path=last: no checkpoint in {folder}; resume a run with "
+                "hydra.run.dir=<its folder> ckpt_path=last, or give ckpt_path=<file>.safetensors"
+            )
+        return str(path)
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise CozError(f"ckpt_path={value}: no such file")
+    return str(path)
 
 
 def _finish_wandb(trainer) -> None:
@@ -151,7 +170,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
     import lightning as L
     import torch
 
-    from coz.sr_training.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
+    from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
     from coz.sr_training.export import FinalExport
     from coz.sr_training.module import SRTrainingModule
     from coz.trainer_args import trainer_kwargs
@@ -182,7 +201,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
                 FinalExport(),
             ],
             plugins=[SafetensorsCheckpointIO()],
-            enable_checkpointing=False,
+            enable_checkpointing=True,  # StepCheckpoint, a ModelCheckpoint (Lightning adds no other)
             enable_model_summary=False,
             enable_progress_bar=False,  # the module draws its own (log.progress_bar): steps, not epochs
             log_every_n_steps=1,

@@ -54,15 +54,6 @@ def build_rewards(cfg: DictConfig) -> Rewards:
     )
 
 
-class SaveAtEnd(L.Callback):
-    """Write the final checkpoint when training stops (steps need not divide by the checkpoint interval)."""
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a full checkpoint (optimizer state included), so that a longer rerun resumes from here
-        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(str(last), weights_only=False)
-
-
 def _identity(batch):
     return batch
 
@@ -163,6 +154,11 @@ class GRPOModule(L.LightningModule):
         return batch  # PIL images: the processor places the tensors
 
     # ------------------------------------------------------------------ checkpoints: the adapter only
+    @property
+    def completed_steps(self) -> int:
+        """Optimizer steps done (what the checkpoints count: coz.run.checkpoints.StepCheckpoint)."""
+        return int(self.global_step)
+
     def trainable_keys(self) -> set[str]:
         return {f"policy.{n}" for n, p in self.policy.named_parameters() if p.requires_grad}
 

@@ -103,6 +103,11 @@ class SRTrainingModule(L.LightningModule):
             self.load_state_dict(self._pending_state)
             self._pending_state = None
 
+    @property
+    def completed_steps(self) -> int:
+        """Optimisation steps done (what the checkpoints count: coz.run.checkpoints.StepCheckpoint)."""
+        return self.step
+
     def export(self) -> dict[str, Path]:
         """The final weights in coz.zoom's formats (rank 0), listed in export/export.json."""
         import json
