@@ -150,3 +150,21 @@ def test_newest_skips_damaged_files_and_foreign_files_are_one_line(tmp_path):
         with pytest.raises(CozError, match=f"resume={path}: ") as err:
             checkpoint_step(path)
         assert "\n" not in str(err.value)
+
+
+def test_tensors_sharing_memory_are_stored(tmp_path):
+    """Tied weights (one tensor under two names, or views of one storage) as in a whole model that
+    ddp_spawn hands back through a checkpoint file: each is stored with its own values."""
+    weight = torch.randn(4, 3)
+    checkpoint = {
+        "embed": weight,
+        "head": weight,
+        "row": weight[1:2],
+        "empty": torch.zeros(0),
+        "e2": torch.zeros(0),
+    }
+    save_checkpoint_file(checkpoint, tmp_path / "tied.safetensors")
+    loaded = load_checkpoint_file(tmp_path / "tied.safetensors")
+    assert loaded.keys() == checkpoint.keys()
+    for key, value in checkpoint.items():
+        assert torch.equal(loaded[key], value), key

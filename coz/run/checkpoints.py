@@ -92,8 +92,14 @@ def save_checkpoint_file(checkpoint: dict[str, Any], path: str | Path) -> None:
 
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(checkpoint, tensors)
-    # safetensors refuses tensors that share memory; checkpoints are small (only what trains)
-    tensors = {k: v.clone() for k, v in tensors.items()}
+    # safetensors refuses tensors that share memory (tied weights): copy all but the first of each
+    # storage, not everything (ddp_spawn hands the whole model back through this file)
+    seen: set[int] = set()
+    for key, value in tensors.items():
+        storage = value.untyped_storage().data_ptr()
+        if storage in seen or storage == 0:
+            tensors[key] = value.clone()
+        seen.add(storage)
     metadata = {"format": FORMAT, "skeleton": json.dumps(skeleton)}
     if checkpoint.get(STEP_KEY) is not None:  # readable without loading the tensors (newest_checkpoint)
         metadata["step"] = str(int(checkpoint[STEP_KEY]))
