@@ -6,8 +6,9 @@ The policy is the ``prompt=`` VLM (Qwen2.5-VL-3B-Instruct) with a LoRA adapter; 
 ``data.root`` (LSDIR in the paper). Every hyper-parameter is in ``conf/train_grpo/train_grpo.yaml``. The run
 folder holds the adapters (``adapter/`` at the end, ``adapters/step-N/`` at every checkpoint), the
 validation rewards (``rewards.csv``, ``rewards.png``), per-step metrics (``train.csv``), sample
-prompts, the Lightning checkpoint (``checkpoints/last.ckpt``: the adapter and optimizer state only)
-and ``run.json``. Rerunning into the same folder (``hydra.run.dir=``) resumes from its last checkpoint.
+prompts, the Lightning checkpoints (``checkpoints/step_N.safetensors`` and ``last.safetensors``: the
+adapter and optimizer state only, :mod:`coz.run.checkpoints`) and ``run.json``. Rerunning into the same
+folder (``hydra.run.dir=``) resumes from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.cli import hydra_entry
 from coz.errors import CozError
+from coz.run.checkpoints import checkpoint_step, newest_checkpoint
 from coz.run.folder import claim, record_attempt
 from coz.run.resume import check_resume, read_record
 from coz.runtime import hydra_choices, hydra_run_dir
@@ -81,6 +83,11 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
         run_dir,
     )
     _write_record(run_dir, record)
+    import lightning as L
+
+    # python, numpy and torch, and each loader worker from (seed, worker, rank); every step reseeds
+    # torch from (seed, rank, step) anyway, so a resumed run stays exact
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     trainer, _ = _fit(cfg, run_dir, train, val, ckpt, resume_step)
     step = int(trainer.global_step)
     return _finish(run_dir, record, started, step)
@@ -92,9 +99,10 @@ def check_config(cfg: DictConfig) -> None:
     from coz.grpo.rewards import WORD_MODES
     from coz.run.validate import threads, whole
 
-    whole(cfg, "seed", minimum=0)
+    whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
     threads(cfg)
     whole(cfg, "val.rollouts", minimum=0)
+    whole(cfg, "optim.warmup_steps", minimum=0)
     g = cfg.grpo
     words = str(cfg.rewards.get("repetition_words", "letters"))
     updates = int(g.updates_per_generation)
@@ -173,8 +181,9 @@ def preflight(cfg: DictConfig) -> dict[str, str | None]:
 
 
 def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """``resume=auto``: the run folder's last checkpoint if any; ``resume=PATH``: that .ckpt or the last
-    checkpoint of that run folder; ``resume=none``: start afresh (refused if the folder has one)."""
+    """``resume=auto``: the run folder's newest checkpoint if any; ``resume=PATH``: that checkpoint file
+    or the newest of that run folder; ``resume=none``: start afresh (refused if the folder has one).
+    An older coz's ``checkpoints/last.ckpt`` still resumes (coz.run.checkpoints reads it)."""
     mode = str(cfg.resume)
     if mode == "auto":
         return newest_checkpoint(run_dir / "checkpoints")
@@ -185,39 +194,17 @@ def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     path = Path(mode).expanduser()
     path = newest_checkpoint(path / "checkpoints") if path.is_dir() else path
     if path is None or not path.is_file():
-        raise CozError(f"resume={mode}: no checkpoint there (give a .ckpt file or a train_grpo run folder)")
+        raise CozError(
+            f"resume={mode}: no checkpoint there (give a .safetensors checkpoint or a train_grpo run folder)"
+        )
     return path
-
-
-def newest_checkpoint(folder: Path) -> Path | None:
-    """The readable checkpoint of ``folder`` with the most steps (``last.ckpt`` on a tie): the periodic
-    ``step-N.ckpt`` of a run killed after it is newer than the ``last.ckpt`` of the run before."""
-    best, best_step = None, -1
-    for path in sorted(folder.glob("*.ckpt"), key=lambda p: p.name != "last.ckpt"):
-        try:
-            step = checkpoint_step(path)
-        except Exception as err:  # noqa: BLE001 - a damaged file is skipped, the others still count
-            log.warning("checkpoint %s is unreadable (%s); skipped", path, str(err).splitlines()[0])
-            continue
-        if step > best_step:
-            best, best_step = path, step
-    return best
-
-
-def checkpoint_step(path: Path) -> int:
-    from coz.run.weights import torch_file
-
-    checkpoint = torch_file("resume", path)
-    if not isinstance(checkpoint, dict):
-        raise CozError(f"resume={path}: not a Lightning checkpoint")
-    return int(checkpoint.get("global_step", 0))
 
 
 def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_step: int | None):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from coz.grpo.module import GRPOModule, SaveAtEnd
+    from coz.grpo.module import GRPOModule
+    from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
     from coz.trainer_args import trainer_kwargs
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
@@ -228,16 +215,8 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
         strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
     module = GRPOModule(cfg, run_dir, train, val)
     module.resume_step = resume_step
-    checkpoints = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        filename="step-{step:06d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=int(cfg.checkpoint.every_n_steps),
-        save_top_k=int(cfg.checkpoint.keep),
-        monitor="step",
-        mode="max",
-        save_last=False,  # last.ckpt is SaveAtEnd's; resuming takes the newest of all (newest_checkpoint)
-        save_on_train_epoch_end=False,
+    checkpoints = StepCheckpoint(
+        run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
     )
     with warnings.catch_warnings():
         warnings.filterwarnings(
@@ -253,7 +232,8 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
                 strategy=strategy,
                 max_steps=int(cfg.grpo.steps),
                 logger=False,
-                callbacks=[checkpoints, SaveAtEnd()],
+                callbacks=[checkpoints],
+                plugins=[SafetensorsCheckpointIO()],
                 enable_model_summary=False,
                 enable_progress_bar=False,  # the module draws its own (trainer.progress_bar)
                 num_sanity_val_steps=0,

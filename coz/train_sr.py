@@ -4,8 +4,8 @@
 ``realesrgan`` (the CNN recipe: full fine-tuning of the embedded Real-ESRGAN, CPU-friendly). Data,
 degradation, stages, losses and optimisers follow implementation-facts.md section 4; see
 ``conf/train_sr/train_sr.yaml``. A run folder holds ``run.json``, ``train_sr.log``, ``checkpoints/``
-(safetensors, ``last.safetensors``), ``images/`` (LR / SR / HR grids), the logger's files and
-``export/`` (the final weights in coz.zoom's formats). ``ckpt_path=last`` with the run's
+(safetensors, ``last.safetensors``: :mod:`coz.run.checkpoints`), ``images/`` (LR / SR / HR grids),
+the logger's files and ``export/`` (the final weights in coz.zoom's formats). ``ckpt_path=last`` with the run's
 ``hydra.run.dir=`` and its original overrides resumes it exactly (longer ``stages``: trains on).
 """
 
@@ -40,8 +40,6 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from coz.sr_training.checkpoints import resolve_ckpt_path
-
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):
         # a fresh run here would train from scratch over the old run's logs, run.json and export
@@ -54,9 +52,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         config = OmegaConf.to_container(cfg, resolve=True)
         check_resume(earlier and earlier.get("config"), config, "train_sr", run_dir)
     record_attempt(run_dir, cfg)
-    from coz.runtime import seed_everything
+    import lightning as L
 
-    seed_everything(int(cfg.seed))
+    # python, numpy and torch, and each loader worker from (seed, worker, rank); the module reseeds
+    # every step from (seed, step, micro-batch, rank) anyway, so a resumed run stays exact
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     threads = fixed_threads(cfg.threads)
     if threads:
         import torch
@@ -90,6 +90,27 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return record
 
 
+def resolve_ckpt_path(value: Any, run_dir: Path) -> str | None:
+    """``ckpt_path``: null (a fresh run), ``last`` (this run folder's newest checkpoint) or a file."""
+    from coz.run.checkpoints import newest_checkpoint
+
+    if value in (None, "", "null"):
+        return None
+    if str(value) == "last":
+        folder = run_dir / "checkpoints"
+        path = newest_checkpoint(folder) if folder.is_dir() else None
+        if path is None:
+            raise CozError(
+                f"ckpt_path=last: no checkpoint in {folder}; resume a run with "
+                "hydra.run.dir=<its folder> ckpt_path=last, or give ckpt_path=<file>.safetensors"
+            )
+        return str(path)
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise CozError(f"ckpt_path={value}: no such file")
+    return str(path)
+
+
 def _finish_wandb(trainer) -> None:
     """Close this run's W&B run (Lightning leaves it open): a later run in the same process, such as a
     resume from Python, must start its own, and an offline run file is complete once it returns."""
@@ -106,7 +127,7 @@ def check_config(cfg: DictConfig) -> None:
     from coz.sr_training.generators import GENERATORS
     from coz.sr_training.stages import Stages
 
-    whole(cfg, "seed", minimum=0)
+    whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
     threads(cfg)
     whole(cfg, "val.every_n_steps", minimum=0)
     whole(cfg, "val.images", minimum=1)
@@ -149,7 +170,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
     import lightning as L
     import torch
 
-    from coz.sr_training.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
+    from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
     from coz.sr_training.export import FinalExport
     from coz.sr_training.module import SRTrainingModule
     from coz.trainer_args import trainer_kwargs
@@ -180,7 +201,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
                 FinalExport(),
             ],
             plugins=[SafetensorsCheckpointIO()],
-            enable_checkpointing=False,
+            enable_checkpointing=True,  # StepCheckpoint, a ModelCheckpoint (Lightning adds no other)
             enable_model_summary=False,
             enable_progress_bar=False,  # the module draws its own (log.progress_bar): steps, not epochs
             log_every_n_steps=1,

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from coz.cli import rewrite_overrides, tool_config_dir
 from coz.errors import CozError
+from coz.run.checkpoints import load_checkpoint_file
 from coz.train_grpo import _fit, preflight, run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -241,7 +242,7 @@ def test_every_adapter_tensor_changes_and_no_base_weight_does(trained):
     state = {k.replace(".default", ""): v for k, v in module.policy.state_dict().items() if "lora_" in k}
     for key, value in saved.items():
         torch.testing.assert_close(value, state[key])
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(run_dir / "checkpoints" / "last.safetensors")
     assert all("lora_" in k for k in checkpoint["state_dict"])  # the adapter only, never the base model
 
 
@@ -290,7 +291,7 @@ def test_kill_and_resume_continues_exactly(photos, tmp_path):
     deadline = time.time() + 400
     # the checkpoint file itself (Lightning writes it atomically), not adapters/step-000002: that one is
     # written while the checkpoint is being made, and a kill in between leaves nothing to resume from
-    first = folder / "checkpoints" / "step-000002.ckpt"
+    first = folder / "checkpoints" / "step_0000002.safetensors"
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -334,7 +335,7 @@ def test_smoke_preset_runs_the_whole_loop(tmp_path):
         "rewards.png",
         "run.json",
         "train_grpo.log",
-        "checkpoints/last.ckpt",
+        "checkpoints/last.safetensors",
     ):
         assert (run_dir / name).exists(), name
     assert any((run_dir / "wandb").glob("offline-run-*"))

@@ -68,7 +68,7 @@ def test_bad_options_fail_in_one_line(overrides, message):
 
 
 def test_ckpt_path_last_without_a_checkpoint(tmp_path):
-    from coz.sr_training.checkpoints import resolve_ckpt_path
+    from coz.train_sr import resolve_ckpt_path
 
     with pytest.raises(CozError, match="hydra.run.dir"):
         resolve_ckpt_path("last", tmp_path)
@@ -88,7 +88,7 @@ def test_checkpoint_format_round_trip(tmp_path):
     import numpy as np
     import torch
 
-    from coz.sr_training.checkpoints import load_checkpoint_file, save_checkpoint_file
+    from coz.run.checkpoints import load_checkpoint_file, save_checkpoint_file
 
     ckpt = {
         "state_dict": {"a.lora_up.weight": torch.randn(3, 2)},

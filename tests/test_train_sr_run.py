@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from coz.cli import rewrite_overrides, tool_config_dir
-from coz.sr_training.checkpoints import load_checkpoint_file
+from coz.run.checkpoints import load_checkpoint_file
 from coz.train_sr import build, run
 
 REPO = Path(__file__).resolve().parent.parent

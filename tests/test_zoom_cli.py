@@ -221,7 +221,11 @@ def test_wandb_logger_offline(compose_zoom, samples, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_realesrgan_zoom_is_deterministic(compose_zoom, samples, tmp_path):
     """Same seed, same device: identical files, with the real pretrained backbone."""
-    small = ["zoom.steps=1", "zoom.size=128", "save.gif=false"]  # 32 -> 128 px: the same code, 16x fewer pixels
+    small = [
+        "zoom.steps=1",
+        "zoom.size=128",
+        "save.gif=false",
+    ]  # 32 -> 128 px: the same code, 16x fewer pixels
     cfg = compose_zoom([f"input={samples[1]}", *small])
     assert cfg.backbone.name == "realesrgan" and cfg.zoom.mode == "recursive_multiscale"
     run(cfg, run_dir=tmp_path / "a")

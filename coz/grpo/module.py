@@ -16,7 +16,6 @@ of a step are a function of the same, so a resumed run continues exactly as the 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -53,15 +52,6 @@ def build_rewards(cfg: DictConfig) -> Rewards:
         score_range=tuple(r.score_range),
         repetition_words=str(r.get("repetition_words", "letters")),
     )
-
-
-class SaveAtEnd(L.Callback):
-    """Write the final checkpoint when training stops (steps need not divide by the checkpoint interval)."""
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a full checkpoint (optimizer state included), so that a longer rerun resumes from here
-        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(str(last), weights_only=False)
 
 
 def _identity(batch):
@@ -134,17 +124,18 @@ class GRPOModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             params, lr=float(o.lr), betas=tuple(o.betas), eps=float(o.eps), weight_decay=float(o.weight_decay)
         )
-        total, warmup, schedule = int(self.cfg.grpo.steps), int(o.warmup_steps), str(o.schedule)
+        from transformers import get_scheduler
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if schedule == "cosine":
-                progress = (step - warmup) / max(1, total - warmup)
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-            return 1.0
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        # transformers' schedules: a linear warm-up (step s of the first w trains at lr * s / w, 0 at the
+        # first step), then constant or a half cosine to 0 at grpo.steps; w = 0: no warm-up. Stepped once
+        # per optimizer step, in training_step.
+        names = {"constant": "constant_with_warmup", "cosine": "cosine"}  # "constant" would drop the warm-up
+        scheduler = get_scheduler(
+            names[str(o.schedule)],
+            optimizer,
+            num_warmup_steps=int(o.warmup_steps),
+            num_training_steps=int(self.cfg.grpo.steps),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def train_dataloader(self) -> DataLoader:
@@ -163,6 +154,11 @@ class GRPOModule(L.LightningModule):
         return batch  # PIL images: the processor places the tensors
 
     # ------------------------------------------------------------------ checkpoints: the adapter only
+    @property
+    def completed_steps(self) -> int:
+        """Optimizer steps done (what the checkpoints count: coz.run.checkpoints.StepCheckpoint)."""
+        return int(self.global_step)
+
     def trainable_keys(self) -> set[str]:
         return {f"policy.{n}" for n, p in self.policy.named_parameters() if p.requires_grad}
 

@@ -11,6 +11,6 @@
 - :mod:`~coz.sr_training.regulariser`: the "fake" score LoRA toggled on the generator's own
   denoiser and the distribution-matching (DMD/VSD) and diffusion losses.
 - :mod:`~coz.sr_training.losses`: L2 and LPIPS.
-- :mod:`~coz.sr_training.module`: the LightningModule; :mod:`~coz.sr_training.checkpoints`:
-  safetensors checkpoints; :mod:`~coz.sr_training.export`: release-format weights.
+- :mod:`~coz.sr_training.module`: the LightningModule (its checkpoints: :mod:`coz.run.checkpoints`,
+  shared with train_grpo); :mod:`~coz.sr_training.export`: release-format weights.
 """

@@ -103,6 +103,11 @@ class SRTrainingModule(L.LightningModule):
             self.load_state_dict(self._pending_state)
             self._pending_state = None
 
+    @property
+    def completed_steps(self) -> int:
+        """Optimisation steps done (what the checkpoints count: coz.run.checkpoints.StepCheckpoint)."""
+        return self.step
+
     def export(self) -> dict[str, Path]:
         """The final weights in coz.zoom's formats (rank 0), listed in export/export.json."""
         import json
@@ -203,11 +208,12 @@ class SRTrainingModule(L.LightningModule):
             )
             for params in groups.values()
         ]
+        from transformers import get_constant_schedule_with_warmup
+
+        # transformers' (and diffusers') linear warm-up: step s of the first w trains at lr * s / w (0 at
+        # the first step), then lr; w = 0 is a constant lr. Stepped once per optimisation step.
         warmup = int(o.get("warmup_steps", 0) or 0)
-        schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lambda s, w=warmup: min(1.0, (s + 1) / w) if w else 1.0)
-            for opt in optimisers
-        ]
+        schedulers = [get_constant_schedule_with_warmup(opt, num_warmup_steps=warmup) for opt in optimisers]
         return optimisers, schedulers
 
     # ---- data -------------------------------------------------------------------------------

@@ -292,6 +292,24 @@ MUTATIONS: list[Mutation] = [
         "tests/test_train_sr_run.py::test_a_finished_run_continues_with_more_steps_and_checkpoints_follow",
     ),
     m(
+        "resume-not-from-newest",
+        "coz/run/checkpoints.py",
+        "        if step > best_step:",
+        "        if best is None:",
+        "a resume takes the run folder's checkpoint with the most steps (a killed run's last periodic one)",
+        "tests/test_run_checkpoints.py",
+    ),
+    m(
+        "checkpoints-count-micro-batches",
+        "coz/run/checkpoints.py",
+        "    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:\n"
+        "        step = int(pl_module.completed_steps)",
+        "    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:\n"
+        "        step = int(batch_idx + 1)",
+        "checkpoints every checkpoint.every_n_steps optimisation steps (not micro-batches)",
+        "tests/test_run_checkpoints.py",
+    ),
+    m(
         "rank0-advantages",
         "coz/grpo/module.py",
         "        advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]",

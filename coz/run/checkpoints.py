@@ -1,0 +1,275 @@
+"""The training checkpoints of coz.train_sr and coz.train_grpo: one mechanism for both.
+
+Lightning builds the checkpoint dict (the module's state -- only the trained tensors --, the
+optimisers, LR schedulers, loop progress, callbacks, and each tool's own record);
+:class:`SafetensorsCheckpointIO` stores it as one ``.safetensors`` file, written atomically: every
+tensor under its path in the dict (``state_dict/transformer.….lora_up.weight``,
+``optimizer_states/0/state/3/exp_avg``) and everything else as JSON in the header's metadata. No
+pickle: a checkpoint loads with ``safetensors`` alone and cannot run code.
+
+:class:`StepCheckpoint` is Lightning's ``ModelCheckpoint`` counting the module's optimisation steps
+(``completed_steps``; Lightning's own global step counts every optimiser of a step): it writes
+``checkpoints/step_XXXXXXX.safetensors`` every N steps and at the end of training, keeps the newest
+``keep`` of them (0: all), and ``last.safetensors``, a hard link to the newest. A resume takes the run
+folder's newest checkpoint (:func:`newest_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from coz.atomic import atomic_path, link_or_copy_atomic
+from coz.errors import CozError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "coz-train-checkpoint"
+SUFFIX = ".safetensors"
+LAST = f"last{SUFFIX}"
+STEP_KEY = "coz_step"  # the module's completed optimisation steps, in the dict and the file's metadata
+
+
+# ---- nested dict <-> (tensors, JSON) ----------------------------------------------------------
+def flatten(obj: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
+    """A JSON-able skeleton of ``obj``; its tensors go to ``tensors`` under their path."""
+    if isinstance(obj, torch.Tensor):
+        key = path or "root"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {"__dict__": {k: flatten(v, tensors, f"{path}/{k}") for k, v in obj.items()}}
+        return {"__items__": [[_key(k), flatten(v, tensors, f"{path}/{k}")] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [flatten(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if type(obj).__name__ == "ndarray":  # numpy's RNG state (uint32): stored as int64
+        return flatten(
+            torch.from_numpy(obj.astype("int64") if obj.dtype.kind in "ui" else obj), tensors, path
+        )
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"checkpoint entry {path or '/'} of type {type(obj).__name__} is not storable")
+
+
+def _key(k: Any) -> Any:
+    if isinstance(k, (int, float, bool, str)) or k is None:
+        return {"__key__": k, "type": type(k).__name__}
+    raise TypeError(f"checkpoint dict key {k!r} of type {type(k).__name__} is not storable")
+
+
+def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [unflatten(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__dict__" in obj:
+        return {k: unflatten(v, tensors) for k, v in obj["__dict__"].items()}
+    if "__tuple__" in obj:
+        return tuple(unflatten(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {k["__key__"]: unflatten(v, tensors) for k, v in obj["__items__"]}
+    raise ValueError(f"unknown checkpoint node {list(obj)[:3]}")
+
+
+def save_checkpoint_file(checkpoint: dict[str, Any], path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = flatten(checkpoint, tensors)
+    # safetensors refuses tensors that share memory (tied weights): copy all but the first of each
+    # storage, not everything (ddp_spawn hands the whole model back through this file)
+    seen: set[int] = set()
+    for key, value in tensors.items():
+        storage = value.untyped_storage().data_ptr()
+        if storage in seen or storage == 0:
+            tensors[key] = value.clone()
+        seen.add(storage)
+    metadata = {"format": FORMAT, "skeleton": json.dumps(skeleton)}
+    if checkpoint.get(STEP_KEY) is not None:  # readable without loading the tensors (newest_checkpoint)
+        metadata["step"] = str(int(checkpoint[STEP_KEY]))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint of :func:`save_checkpoint_file`; a Lightning ``.ckpt`` of an older coz (pickle) is
+    read with ``torch.load(weights_only=True)``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if _is_torch_file(path):
+        return _legacy_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CozError(f"checkpoint {path}: not a readable safetensors file ({e})") from None
+    if metadata.get("format") != FORMAT:
+        raise CozError(
+            f"checkpoint {path}: not a coz training checkpoint (format={metadata.get('format')!r})"
+        )
+    return unflatten(json.loads(metadata["skeleton"]), tensors)
+
+
+class SafetensorsCheckpointIO(CheckpointIO):
+    """Lightning's checkpoint IO, in safetensors (see the module docstring)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        save_checkpoint_file(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return load_checkpoint_file(path, map_location)
+
+    def remove_checkpoint(self, path) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+def _is_torch_file(path: Path) -> bool:
+    """An older coz's ``.ckpt`` (torch.save: a zip archive), by its content: Lightning's ddp_spawn hands
+    results back in a ``.temp.ckpt`` written by this module's IO, a safetensors file."""
+    if path.suffix != ".ckpt":
+        return False
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _legacy_checkpoint(path: Path, option: str = "resume") -> dict[str, Any]:
+    """An older coz's Lightning ``.ckpt`` (train_grpo's ``last.ckpt``), unpickled with weights_only."""
+    from coz.run.weights import torch_file
+
+    checkpoint = torch_file(option, path)
+    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+        raise CozError(f"{option}={path}: not a Lightning checkpoint")
+    checkpoint.setdefault(STEP_KEY, int(checkpoint["global_step"]))
+    return checkpoint
+
+
+def checkpoint_step(path: str | Path, option: str = "resume") -> int:
+    """The optimisation steps a checkpoint file was written after (its metadata; no tensor is read)."""
+    from safetensors import safe_open
+
+    from coz.run.weights import read_weights
+
+    path = Path(path)
+    if _is_torch_file(path):
+        return int(_legacy_checkpoint(path, option)[STEP_KEY])
+
+    def metadata() -> dict[str, str]:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return f.metadata() or {}
+
+    found = read_weights(option, path, metadata)
+    if found.get("format") != FORMAT or "step" not in found:
+        raise CozError(f"{option}={path}: not a coz training checkpoint")
+    return int(found["step"])
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The readable checkpoint of ``folder`` with the most steps (``last`` on a tie): the periodic
+    step file of a run killed after writing it is newer than the ``last`` of the run before. An older
+    coz's ``.ckpt`` files count too."""
+    best, best_step = None, -1
+    files = [*Path(folder).glob(f"*{SUFFIX}"), *Path(folder).glob("*.ckpt")]
+    for path in sorted(files, key=lambda p: (not p.stem == "last", p.suffix != SUFFIX, p.name)):
+        try:
+            step = checkpoint_step(path)
+        except Exception as err:  # noqa: BLE001 - a damaged file is skipped, the others still count
+            log.warning("checkpoint %s is unreadable (%s); skipped", path, str(err).splitlines()[0])
+            continue
+        if step > best_step:
+            best, best_step = path, step
+    return best
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` every ``every`` optimisation steps and at the end of training, keeping the
+    newest ``keep`` (0: all) and ``last.safetensors`` (a hard link to the newest).
+
+    The step is the module's ``completed_steps`` (optimisation steps done; the same on every rank, so
+    every rank takes the same decision: saving is a collective under DDP / FSDP). The files' top-k
+    bookkeeping is ModelCheckpoint's, restored on resume; an existing file of the same step (from
+    before a resume) is overwritten atomically."""
+
+    FILE_EXTENSION = SUFFIX
+
+    def __init__(self, folder: Path, every: int, keep: int = 0) -> None:
+        super().__init__(
+            dirpath=str(folder),
+            filename="step_{step:07d}",
+            auto_insert_metric_name=False,
+            monitor="step",
+            mode="max",  # the newest are the best
+            save_top_k=int(keep) if int(keep) > 0 else -1,
+            save_last="link",
+            every_n_train_steps=int(every),
+            save_on_train_epoch_end=False,
+            enable_version_counter=False,
+        )
+        self.every = int(every)
+        self.saved_step: int | None = None  # the step saved last in this process
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        with warnings.catch_warnings():  # a resumed run's folder holds its checkpoints, of course
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            super().setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.saved_step = int(pl_module.completed_steps)  # resumed: that step is on disk already
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = int(pl_module.completed_steps)
+        if self.every > 0 and step > 0 and step % self.every == 0:
+            self._save_step(trainer, step)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pass  # steps, not epochs: the end of training is on_train_end's
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        pass
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        step = int(pl_module.completed_steps)
+        if step > 0:
+            self._save_step(trainer, step)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[STEP_KEY] = int(pl_module.completed_steps)
+
+    def _save_step(self, trainer, step: int) -> None:
+        if step == self.saved_step:  # the end of training right after a periodic save
+            return
+        self.saved_step = step
+        candidates = self._monitor_candidates(trainer)
+        candidates["step"] = torch.tensor(step)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+        if trainer.is_global_zero:
+            log.info("checkpoint: %s", self._last_checkpoint_saved)
+
+    @staticmethod
+    def _link_checkpoint(trainer, filepath: str, linkpath: str) -> None:
+        # a hard link replaced atomically (Lightning's: remove, then a symbolic link)
+        if trainer.is_global_zero and Path(filepath).resolve() != Path(linkpath).resolve():
+            link_or_copy_atomic(filepath, linkpath)
+        trainer.strategy.barrier()
