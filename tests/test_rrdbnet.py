@@ -121,10 +121,16 @@ def test_basicsr_names_round_trip(tiny):
 
 def test_foreign_or_resized_weights_fail_to_load(tiny):
     _, state = tiny
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match=r"not a 64-feature, 23-block RRDBNet: 630 tensors missing"):
         rrdbnet(state)  # x4plus sizes expected
-    with pytest.raises(RuntimeError, match="Unexpected key.*extra.weight"):
-        rrdbnet({**state, "extra.weight": torch.zeros(1)}, num_feat=16, num_block=2)
+    extra = {**state, "extra.weight": torch.zeros(1)}
+    with pytest.raises(
+        ValueError, match=r"0 tensors missing \(e.g. \[\]\), 1 unexpected \(e.g. \['extra.weight'\]\)"
+    ):
+        rrdbnet(extra, num_feat=16, num_block=2)
+    resized = {**state, "conv_last.bias": torch.zeros(4)}
+    with pytest.raises(ValueError, match=r"conv_last.bias is \(4,\), not \(3,\)"):
+        rrdbnet(resized, num_feat=16, num_block=2)
 
 
 def test_trains_with_gradients_everywhere():

@@ -47,7 +47,7 @@ def rrdbnet(
     """spandrel's ESRGAN at 4x: ``num_feat`` features, ``num_block`` RRDBs (defaults: Real-ESRGAN x4plus).
 
     With ``state_dict`` (BasicSR names), its tensors become the parameters (no random init first);
-    a key or shape that does not fit these sizes fails as ``load_state_dict(strict=True)`` does.
+    a missing, unexpected or misshapen tensor is a one-line ``ValueError`` naming it.
     ``forward`` maps (B, 3, h, w) RGB in [0, 1] to (B, 3, 4h, 4w), not clamped.
     """
     from spandrel.architectures.ESRGAN import ESRGAN
@@ -56,6 +56,18 @@ def rrdbnet(
         return ESRGAN(num_filters=num_feat, num_blocks=num_block, scale=SCALE)
     with torch.device("meta"):  # shapes only: every parameter comes from state_dict
         model = ESRGAN(num_filters=num_feat, num_blocks=num_block, scale=SCALE)
+    expected = {basicsr_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    what = f"a {num_feat}-feature, {num_block}-block RRDBNet"
+    missing = sorted(expected.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(
+            f"not {what}: {len(missing)} tensors missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    for key, value in state_dict.items():
+        if tuple(value.shape) != expected[key]:
+            raise ValueError(f"not {what}: {key} is {tuple(value.shape)}, not {expected[key]}")
     model.load_state_dict(from_basicsr(state_dict, num_block), strict=True, assign=True)
     return model
 
@@ -81,8 +93,7 @@ def to_basicsr(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def from_basicsr(state_dict: Mapping[str, torch.Tensor], num_block: int) -> dict[str, torch.Tensor]:
-    """A BasicSR RRDBNet state dict under spandrel's names; any other key passes through unchanged
-    (so that a strict load names it)."""
+    """A BasicSR RRDBNet state dict under spandrel's names; any other key passes through unchanged."""
     spandrel_prefix = {**_TOP, "conv_body": f"model.1.sub.{num_block}"}
     out = {}
     for key, value in state_dict.items():
