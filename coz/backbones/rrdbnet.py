@@ -36,6 +36,7 @@ _TOP = {
     "conv_hr": "model.8",
     "conv_last": "model.10",
 }
+_BASICSR_TOP = {theirs: ours for ours, theirs in _TOP.items()}
 _SPANDREL_RDB = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)")
 _SPANDREL_TRUNK = re.compile(r"model\.1\.sub\.(\d+)\.(weight|bias)")
 _BASICSR_RDB = re.compile(r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(weight|bias)")
@@ -81,9 +82,8 @@ def basicsr_name(key: str) -> str:
     if m := _SPANDREL_TRUNK.fullmatch(key):  # the trunk's last entry, after the RRDBs
         return f"conv_body.{m.group(2)}"
     prefix, _, part = key.rpartition(".")
-    for name, theirs in _TOP.items():
-        if prefix == theirs:
-            return f"{name}.{part}"
+    if prefix in _BASICSR_TOP:
+        return f"{_BASICSR_TOP[prefix]}.{part}"
     raise ValueError(f"{key!r} is not a parameter of a 4x ESRGAN (RRDBNet)")
 
 
