@@ -3,7 +3,7 @@ the step's peak resident memory grows by the image-sized buffers only, not by an
 
 Measured in a fresh subprocess (Linux: ``/proc/self/clear_refs`` resets the peak mark, ``VmHWM``
 reads it) with the model-free bicubic backbone, whose own working memory is a few tile-sized
-tensors; the bound comes from the sizes alone (``coz.bench_full.image_buffers_mib`` documents the
+tensors; the bound comes from the sizes alone (``coz.bench.full.image_buffers_mib`` documents the
 26.25 bytes per output pixel that grow), plus 32 MiB, far below what keeping every tile costs
 (a float32 copy of each of the 64 tiles of the large image is 192 MiB)."""
 

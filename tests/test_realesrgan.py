@@ -20,7 +20,7 @@ from coz.backbones.ncnn_weights import (
     read_convolutions,
 )
 from coz.backbones.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
-from coz.backbones.rrdbnet import RRDBNet
+from coz.backbones.rrdbnet import to_basicsr
 from coz.errors import CozError
 
 TOL = 1e-4
@@ -228,7 +228,9 @@ def test_cache_converts_once(tmp_path, monkeypatch, caplog, state_dict):
     cached = load_weights(path)
     assert cached.keys() == state_dict.keys()
     assert all(torch.equal(cached[k], state_dict[k]) for k in state_dict)
-    assert torch.equal(model.model.conv_last.weight, state_dict["conv_last.weight"])
+    assert torch.equal(
+        to_basicsr(model.model.state_dict())["conv_last.weight"], state_dict["conv_last.weight"]
+    )
 
 
 def test_missing_weights_path(tmp_path):
@@ -328,19 +330,5 @@ def test_basicsr_checkpoint(tmp_path, state_dict, key):
     assert loaded.keys() == state_dict.keys()
     assert all(torch.equal(loaded[k], state_dict[k]) for k in state_dict)
     model = RealESRGAN.from_config(weights=path)
-    assert torch.equal(model.model.body[22].rdb3.conv5.bias, state_dict["body.22.rdb3.conv5.bias"])
-
-
-def test_inference_and_autograd_forwards_agree():
-    """The buffer-based inference forward equals the concatenating one used under autograd."""
-    torch.manual_seed(0)
-    net = RRDBNet(num_feat=16, num_block=2, num_grow_ch=8)
-    x = torch.rand(2, 3, 10, 12)
-    y_grad = net(x)  # grad enabled: torch.cat path
-    y_grad.sum().backward()
-    assert net.conv_first.weight.grad is not None
-    with torch.inference_mode():
-        for fmt in (torch.contiguous_format, torch.channels_last):
-            y = net.to(memory_format=fmt)(x.to(memory_format=fmt))
-            assert y.shape == (2, 3, 40, 48)
-            torch.testing.assert_close(y, y_grad.detach(), rtol=1e-5, atol=1e-5)
+    loaded = to_basicsr(model.model.state_dict())
+    assert torch.equal(loaded["body.22.rdb3.conv5.bias"], state_dict["body.22.rdb3.conv5.bias"])

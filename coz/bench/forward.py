@@ -24,7 +24,7 @@ SIZE = 128  # a zoom step's low-res crop: 128 -> 512 px
 def make_methods(only: str | None = None) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """name -> forward((1, 3, 128, 128)) -> (1, 3, 512, 512) in [0, 1]; ``only`` builds just one."""
     from coz.backbones.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
-    from coz.backbones.rrdbnet import RRDBNet
+    from coz.backbones.rrdbnet import rrdbnet
 
     state = load_weights(ensure_cached_weights())
 
@@ -41,8 +41,7 @@ def make_methods(only: str | None = None) -> dict[str, Callable[[torch.Tensor], 
         return lambda x: model.upscale(x, [""])
 
     def eager():  # plain PyTorch, NCHW
-        model = RRDBNet().eval().requires_grad_(False)
-        model.load_state_dict(state)
+        model = rrdbnet(state).eval().requires_grad_(False)
         return lambda x: _no_grad(model, x)
 
     factories = {"coz": coz, "ncnn": ncnn, "eager_channels_last": eager_channels_last, "eager": eager}

@@ -10,7 +10,8 @@ Lightning must own (so DDP syncs their gradients) and writes its weights in the 
 - ``sd21`` / ``tiny_sd21``: OSEDiff-SD2.1 (:class:`coz.backbones.sd21.OSEDiffSD21`): the UNet's
   three LoRA adapters plus the fully trained ``conv_in``, and the VAE LoRA; regulariser: DDPM
   epsilon with CFG 7.5 and a negative prompt in the real branch (OSEDiff's defaults).
-- ``realesrgan`` / ``tiny_realesrgan``: RRDBNet trained in full (the CPU recipe); no regulariser.
+- ``realesrgan`` / ``tiny_realesrgan``: RRDBNet (spandrel's ESRGAN) trained in full (the CPU recipe);
+  no regulariser. Checkpoints and exports name its weights as BasicSR does, as ``backbone=realesrgan`` loads them.
 - ``span`` / ``tiny_span``: SPAN (spandrel's, training-time branches of every re-parameterisable
   conv) trained in full, the same recipe; exported with its input normalisation for ``backbone=span``.
 
@@ -19,6 +20,7 @@ Images are in [-1, 1] on both sides, as OSEDiff computes its losses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +255,8 @@ class CNNGenerator(Generator):
     """A CNN (RRDBNet, SPAN) trained in full on the LR batch itself (no resize back).
 
     ``export_file`` / ``metadata``: the exported safetensors' name and metadata (SPAN's input
-    normalisation, which its state dict does not hold)."""
+    normalisation, which its state dict does not hold). ``file_name``: a parameter's name in
+    checkpoints and the export, from its name in ``net`` (RRDBNet: BasicSR's, not spandrel's)."""
 
     takes_upsampled_input = False
 
@@ -263,16 +266,18 @@ class CNNGenerator(Generator):
         name: str,
         export_file: str = "realesrgan.safetensors",
         metadata: dict[str, str] | None = None,
+        file_name: Callable[[str], str] = str,
     ) -> None:
         self.net, self.name = net.train().requires_grad_(True), name
         self.export_file, self.metadata = export_file, dict(metadata or {})
+        self.file_name = file_name
         self._device = torch.device("cpu")
 
     def modules(self):
         return {"net": self.net}
 
     def _named_trainable(self):
-        return dict(self.net.named_parameters())
+        return {self.file_name(k): p for k, p in self.net.named_parameters()}
 
     def optimiser_groups(self):
         return {"net": list(self.net.parameters())}
@@ -295,7 +300,9 @@ class CNNGenerator(Generator):
 
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / self.export_file
-        state = {k: v.detach().cpu().float().contiguous() for k, v in self.net.state_dict().items()}
+        state = {
+            self.file_name(k): v.detach().cpu().float().contiguous() for k, v in self.net.state_dict().items()
+        }
         metadata = {"source": f"coz.train_sr ({self.name})", **self.metadata}
         write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))  # and mode 0644
         return {"weights": path}
@@ -356,22 +363,23 @@ def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
     if name in ("span", "tiny_span"):
         return _span_generator(cfg, name)
     if name in CNN:
-        from coz.backbones.rrdbnet import RRDBNet
+        from coz.backbones.rrdbnet import GROWTH, basicsr_name, rrdbnet
 
         if name == "tiny_realesrgan":
+            if int(cfg.get("num_grow_ch", GROWTH)) != GROWTH:
+                raise CozError(
+                    f"backbone.num_grow_ch={cfg.num_grow_ch}: spandrel's RRDBNet grows by {GROWTH}"
+                )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(cfg.get("model_seed", 0)))
-                net = RRDBNet(
-                    num_feat=int(cfg.num_feat), num_block=int(cfg.num_block), num_grow_ch=int(cfg.num_grow_ch)
-                )
+                net = rrdbnet(num_feat=int(cfg.num_feat), num_block=int(cfg.num_block))
         else:
             from coz.backbones.realesrgan import ensure_cached_weights, load_weights
 
             weights = str(cfg.get("weights", "auto"))
             path = ensure_cached_weights() if weights == "auto" else _file(weights, "backbone.weights")
-            net = RRDBNet()
-            net.load_state_dict(load_weights(path), strict=True)
-        return CNNGenerator(net, name)
+            net = rrdbnet(load_weights(path))
+        return CNNGenerator(net, name, file_name=basicsr_name)
     raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
 
 
