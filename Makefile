@@ -28,8 +28,11 @@ demo: $(STAMP)  ## zoom 4x, 16x, 64x, 256x into a sample photo (offline, CPU)
 app: $(STAMP)  ## the web demo on http://127.0.0.1:7860 (python -m coz.app port=... host=...)
 	$(PY) -m coz.app
 
-test: $(STAMP)  ## run the test suite (offline, CPU)
-	$(PY) -m pytest
+# pytest-xdist workers for make test; the workers share the cores through coz's CPU share (tests/conftest.py)
+TEST_WORKERS ?= 2
+
+test: $(STAMP)  ## run the test suite (offline, CPU; TEST_WORKERS=1 for one process)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)  ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"

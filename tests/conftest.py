@@ -48,11 +48,45 @@ def compose_zoom():
     return _compose
 
 
+def _session_cache(tmp_path_factory) -> Path:
+    """One cache per test session, never the user's. Under pytest-xdist (``make test`` runs two
+    workers) the workers share it: weights are converted once, and coz's CPU share (``cpu-share/``
+    in the cache) counts every worker's processes, so two workers do not both claim every core."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "coz-cache"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Converted weights go to one per-session cache, never the user's."""
-    cache = tmp_path_factory.getbasetemp() / "coz-cache"
-    monkeypatch.setenv("COZ_CACHE", str(cache))
+    monkeypatch.setenv("COZ_CACHE", str(_session_cache(tmp_path_factory)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cpu_share_between_workers(tmp_path_factory):
+    """Under pytest-xdist: register this worker with coz's CPU share and start with its share of the
+    cores (torch's default, every core in every process, oversubscribes them and slows both)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield None
+        return
+    import torch
+
+    from coz.cpu_share import available_cores
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, available_cores() // workers))
+    folder = _session_cache(tmp_path_factory) / "cpu-share"
+    folder.mkdir(parents=True, exist_ok=True)
+    token = folder / str(os.getpid())
+    token.touch()
+    yield token
+    token.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _worker_stays_registered(_cpu_share_between_workers):
+    # a coz run inside this worker registers the same pid and removes the token when it closes
+    if _cpu_share_between_workers is not None:
+        _cpu_share_between_workers.touch()
 
 
 @pytest.fixture()
@@ -84,3 +118,23 @@ def no_network(monkeypatch) -> list:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     return attempts
+
+
+# Under pytest-xdist (``--dist loadfile``) each file goes to one worker, in collection order: the
+# longest files go first, so that the short ones fill the end instead of one long file running alone.
+LONGEST_FILES_FIRST = (
+    "test_grpo_train.py",
+    "test_train_sr_run.py",
+    "test_run_contract.py",
+    "test_evaluation_run.py",
+    "test_zoom_cli.py",
+    "test_dashboards.py",
+    "test_backbone_sd21.py",
+    "test_backbone_s3diff.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
