@@ -176,7 +176,9 @@ class DevTools:
     _chromium() is None,
     reason="needs a headless Chromium (apt-get install chromium-headless-shell; .ci/run installs it)",
 )
-def test_page_in_headless_chromium(server, samples):
+def test_page_in_headless_chromium(server, samples, tmp_path):
+    """Upload, zoom, look: the screenshot goes to tmp_path; COZ_UPDATE_SCREENSHOT=1 also refreshes the
+    README's picture (experiments/app/screenshot.png), so a plain test run changes no tracked file."""
     profile = Path(tempfile.mkdtemp(prefix="coz-chromium-"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0"]
     browser = subprocess.Popen(
@@ -208,11 +210,13 @@ def test_page_in_headless_chromium(server, samples):
         tab.wait_for("!!document.querySelector('#strip img')")
         time.sleep(0.5)  # let the images paint
         shot = tab.call("Page.captureScreenshot", format="png")["data"]
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        tmp = SCREENSHOT.with_suffix(".tmp.png")
-        tmp.write_bytes(base64.b64decode(shot))
-        tmp.replace(SCREENSHOT)  # atomically: a failed run leaves the last good screenshot
-        assert Image.open(SCREENSHOT).size[0] >= 1000
+        picture = tmp_path / "screenshot.png"
+        picture.write_bytes(base64.b64decode(shot))
+        assert Image.open(picture).size[0] >= 1000
+        if os.environ.get("COZ_UPDATE_SCREENSHOT") == "1":
+            tmp = SCREENSHOT.with_suffix(".tmp.png")
+            tmp.write_bytes(picture.read_bytes())
+            tmp.replace(SCREENSHOT)  # atomically: a failed run leaves the last good screenshot
     finally:
         # the websocket's reader is a non-daemon thread: left open, it keeps pytest from exiting
         if tab is not None:
