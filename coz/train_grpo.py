@@ -103,6 +103,7 @@ def check_config(cfg: DictConfig) -> None:
     threads(cfg)
     whole(cfg, "val.rollouts", minimum=0)
     whole(cfg, "optim.warmup_steps", minimum=0)
+    whole(cfg, "checkpoint.keep", minimum=0)
     g = cfg.grpo
     words = str(cfg.rewards.get("repetition_words", "letters"))
     updates = int(g.updates_per_generation)

@@ -130,6 +130,8 @@ def check_config(cfg: DictConfig) -> None:
     whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
     threads(cfg)
     whole(cfg, "val.every_n_steps", minimum=0)
+    whole(cfg, "checkpoint.every_n_steps", minimum=0)  # 0: only at the end
+    whole(cfg, "checkpoint.keep", minimum=0)
     whole(cfg, "val.images", minimum=1)
     if cfg.val.get("source"):
         from coz.sr_training.data import list_source

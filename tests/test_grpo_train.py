@@ -143,6 +143,7 @@ def test_bad_options_are_refused_before_loading(photos, tmp_path):
         "grpo.top_p=0",
         "lora.r=0",
         "val.batch_size=0",
+        "checkpoint.keep=-1",
     ):
         cfg = tiny(photos, "grpo.updates_per_generation=2", "grpo.steps=4", bad)
         with pytest.raises(CozError, match=bad.split("=")[0]):

@@ -47,8 +47,11 @@ def whole(
     raw = value(cfg, key)
     if raw is None and null:
         return None
-    allowed = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
-    allowed += f" <= {maximum}" if maximum is not None else ""
+    if minimum is not None and maximum is not None:
+        allowed = f"a whole number from {minimum} to {maximum}"
+    else:
+        allowed = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+        allowed += f" <= {maximum}" if maximum is not None else ""
     allowed += " (or null)" if null else ""
     try:
         if isinstance(raw, bool) or raw is None:
