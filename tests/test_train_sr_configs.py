@@ -59,7 +59,10 @@ def test_defaults_are_the_papers_recipe():
         (["data.sources=[{path: x}]", "optim.lr=-1e-3"], "optim.lr"),
         (["data.sources=[{path: x}]", "degradation.resize_back=bicubc"], "degradation.resize_back"),
         (["data.sources=[{path: x}]", "stages=[{degradation: blur, steps: 3}]"], "degradation"),
-        (["data.sources=[{path: x}]", "checkpoint.keep=-1"], "checkpoint.keep=-1: must be a whole number >= 0"),
+        (
+            ["data.sources=[{path: x}]", "checkpoint.keep=-1"],
+            "checkpoint.keep=-1: must be a whole number >= 0",
+        ),
         (["data.sources=[{path: x}]", "checkpoint.every_n_steps=1.5"], "checkpoint.every_n_steps"),
         (["data.sources=[{path: x}]", "seed=-1"], "seed=-1: must be a whole number from 0 to 4294967295"),
     ],
