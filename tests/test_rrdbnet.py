@@ -184,3 +184,22 @@ def test_train_sr_names_rrdbnet_weights_as_basicsr(tmp_path, tiny):
     bad = OmegaConf.create({**cfg, "num_grow_ch": 8})
     with pytest.raises(CozError, match="backbone.num_grow_ch=8: spandrel's RRDBNet grows by 32"):
         build_generator(bad, OmegaConf.create({}))
+
+
+def test_train_sr_refuses_another_networks_weights_in_one_line(tmp_path, tiny):
+    """``coz.train_sr backbone=realesrgan backbone.weights=FILE`` with the weights of a smaller RRDBNet:
+    one CozError naming the option and the file (coz.zoom does the same), not a ValueError traceback."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    from coz.sr_training.generators import build_generator
+
+    _, state = tiny
+    path = tmp_path / "small.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    cfg = OmegaConf.create({"name": "realesrgan", "weights": str(path)})
+    with pytest.raises(
+        CozError, match=rf"backbone.weights={path}: cannot load it .*630 tensors missing"
+    ) as err:
+        build_generator(cfg, OmegaConf.create({}))
+    assert "\n" not in str(err.value)

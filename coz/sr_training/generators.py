@@ -375,10 +375,12 @@ def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
                 net = rrdbnet(num_feat=int(cfg.num_feat), num_block=int(cfg.num_block))
         else:
             from coz.backbones.realesrgan import ensure_cached_weights, load_weights
+            from coz.run.weights import read_weights
 
             weights = str(cfg.get("weights", "auto"))
             path = ensure_cached_weights() if weights == "auto" else _file(weights, "backbone.weights")
-            net = rrdbnet(load_weights(path))
+            # another network's weights (wrong keys or shapes) fail here in one line, as in coz.zoom
+            net = read_weights("backbone.weights", path, lambda: rrdbnet(load_weights(path)))
         return CNNGenerator(net, name, file_name=basicsr_name)
     raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
 
