@@ -31,7 +31,7 @@ app: $(STAMP)  ## the web demo on http://127.0.0.1:7860 (python -m coz.app port=
 # pytest-xdist workers for make test; the workers share the cores through coz's CPU share (tests/conftest.py)
 TEST_WORKERS ?= 2
 
-test: $(STAMP)  ## run the test suite (offline, CPU; TEST_WORKERS=1 for one process)
+test: $(STAMP)  ## run the test suite (offline, CPU; TEST_WORKERS=0 runs it in this one process)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)  ## tests without the slow ones
