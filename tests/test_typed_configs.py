@@ -15,12 +15,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from coz.evaluate.schema import EvaluateTool
 from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
 from coz.run.schema import ConfigError, typed
 from coz.zoom.schema import ZoomTool
 
-SCHEMAS: dict[str, type] = {"zoom": ZoomTool}
-REQUIRED = {"zoom": ["input=x"]}  # what a tool needs to compose at all
+SCHEMAS: dict[str, type] = {"zoom": ZoomTool, "evaluate": EvaluateTool}
+REQUIRED = {"zoom": ["input=x"], "evaluate": []}  # what a tool needs to compose at all
 
 
 def options(tool: str) -> list[list[str]]:
@@ -124,10 +125,30 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
             ["backbone=sd3", "+backbone.lora_rnk=8"],
             "error: backbone.lora_rnk: no such key; did you mean",
         ),
+        # a sweep preset: refused once, before the sweep makes its folder (was: every job "crashed")
+        (
+            "evaluate",
+            ["experiment=smoke", "shard.count=abc"],
+            "error: shard.count=abc: must be a whole number",
+        ),
+        (
+            "evaluate",
+            ["experiment=smoke", "shard.index=2"],
+            "error: shard.index=2: must be below shard.count=1",
+        ),
+        # before the VLM loads
+        ("evaluate", ["prompt.cache=foo"], "error: prompt.cache=foo: must be one of none, memory, disk"),
+        (
+            "evaluate",
+            ["trainer.devices=two"],
+            "error: trainer.devices=two: must be a whole number >= 1 or auto",
+        ),
+        ("evaluate", ["task=tables"], "error: task=tables: must be one of metrics, overlap"),
+        ("evaluate", ["zoom=full"], "error: zoom=full: evaluate scores the zoom chain"),
     ],
 )
 def test_bad_values_are_one_line_and_exit_2_with_nothing_written(tool, args, message, tmp_path):
-    folder = tmp_path / "run"
+    folder, sweep = tmp_path / "run", tmp_path / "sweep"
     result = subprocess.run(
         [
             sys.executable,
@@ -137,6 +158,7 @@ def test_bad_values_are_one_line_and_exit_2_with_nothing_written(tool, args, mes
             "input=x",
             *args,
             f"hydra.run.dir={folder}",
+            f"hydra.sweep.dir={sweep}",
         ],
         capture_output=True,
         text=True,
@@ -145,4 +167,4 @@ def test_bad_values_are_one_line_and_exit_2_with_nothing_written(tool, args, mes
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
     assert result.stderr.startswith(message), result.stderr
-    assert not folder.exists()
+    assert not folder.exists() and not sweep.exists()

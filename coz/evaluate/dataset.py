@@ -21,20 +21,20 @@ class Item:
 
 
 def dataset_root(cfg: DictConfig) -> Path:
-    root = cfg.get("input") or cfg.dataset.root
+    root = cfg.input or cfg.dataset.root
     if root is None:
         raise CozError("no images to evaluate: pass input=FOLDER (or choose a dataset= with a root)")
-    return Path(str(root)).expanduser()
+    return Path(root).expanduser()
 
 
 def dataset_name(cfg: DictConfig) -> str:
-    return str(cfg.dataset.name or dataset_root(cfg).resolve().name)
+    return cfg.dataset.name or dataset_root(cfg).resolve().name
 
 
 def dataset_items(cfg: DictConfig) -> list[Item]:
     """Every image of the dataset in name order, cut to ``dataset.limit``."""
     root = dataset_root(cfg)
-    if cfg.dataset.name == "samples" and not cfg.get("input"):
+    if cfg.dataset.name == "samples" and not cfg.input:
         from coz.samples import write_samples
 
         write_samples(root)
@@ -44,16 +44,11 @@ def dataset_items(cfg: DictConfig) -> list[Item]:
             f"pass dataset.root=FOLDER or input=FOLDER (or set COZ_DATA to the folder holding it)"
         )
     paths = find_images(root)  # name order
-    limit = cfg.dataset.get("limit")
-    if limit is not None:
-        if int(limit) < 1:
-            raise CozError(f"dataset.limit={limit}: must be at least 1 (or null for all)")
-        paths = paths[: int(limit)]
+    paths = paths[: cfg.dataset.limit]  # null: all
     return [Item(i, p, name) for i, (p, name) in enumerate(zip(paths, output_names(paths), strict=True))]
 
 
 def split(items: list[Item], index: int, count: int) -> list[Item]:
-    """Part ``index`` of ``count`` interleaved parts (every item in exactly one part)."""
-    if count < 1 or not 0 <= index < count:
-        raise CozError(f"shard.index={index}, shard.count={count}: need 0 <= index < count")
+    """Part ``index`` of ``count`` interleaved parts (every item in exactly one part; the typed
+    config holds 0 <= index < count)."""
     return items[index::count]

@@ -33,7 +33,7 @@ OVERLAP_FIELDS = ("overlap_cos", "nonoverlap_cos")
 
 
 class EvaluationModule(L.LightningModule):
-    """Zoom and score ``items`` with the method of ``cfg``; rows go to ``run_dir/rows/``."""
+    """Zoom and score ``items`` with the method of the typed ``cfg``; rows go to ``run_dir/rows/``."""
 
     def __init__(
         self, cfg: DictConfig, run_dir: str | Path, items: list[Item], job: dict[str, Any], label: str = ""
@@ -50,7 +50,7 @@ class EvaluationModule(L.LightningModule):
         from coz.zoom.tool import build_chain
 
         cfg = self.cfg
-        seed_everything(int(cfg.seed))
+        seed_everything(cfg.seed)
         device = self.trainer.strategy.root_device
         self.cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
         self.cpu_share.refresh()
@@ -61,12 +61,12 @@ class EvaluationModule(L.LightningModule):
             list(m.names),
             list(m.full_reference),
             device=device,
-            seed=int(m.seed),
+            seed=m.seed,
             worst=dict(m.worst),
-            gt_min_ratio=float(m.gt_min_ratio),
+            gt_min_ratio=m.gt_min_ratio,
         )
         extra = OVERLAP_FIELDS if cfg.task == "overlap" else ()
-        part = f"{int(cfg.shard.index)}-{self.global_rank}"
+        part = f"{cfg.shard.index}-{self.global_rank}"
         self.rows = RowWriter(
             self.run_dir / "rows" / f"{part}.csv", [*BASE_FIELDS, *self.metrics.columns, *extra]
         )
@@ -89,7 +89,7 @@ class EvaluationModule(L.LightningModule):
 
     def predict_dataloader(self) -> DataLoader:
         mine = self.items[self.global_rank :: self.trainer.world_size]
-        return DataLoader(mine, batch_size=int(self.cfg.batch_size), collate_fn=list, num_workers=0)
+        return DataLoader(mine, batch_size=self.cfg.batch_size, collate_fn=list, num_workers=0)
 
     def transfer_batch_to_device(self, batch: list[Item], device, dataloader_idx: int) -> list[Item]:
         return batch  # file paths: the images are loaded and placed by the chain
@@ -99,9 +99,7 @@ class EvaluationModule(L.LightningModule):
         loaded = []
         for item in batch:
             try:
-                image, _ = load_rgb(
-                    item.path, alpha=str(self.cfg.alpha), max_pixels=_limit(self.cfg.max_pixels)
-                )
+                image, _ = load_rgb(item.path, alpha=self.cfg.alpha, max_pixels=self.cfg.max_pixels)
                 x0, _ = prepare_x0(image, size=self.chain.size, name=item.path.name)
                 loaded.append((item, image, x0))
             except ImageInputError as err:
@@ -189,9 +187,7 @@ class EvaluationModule(L.LightningModule):
         for step, t, more in zip(zoom.steps, times, extra, strict=True):
             reference = None
             if self.metrics.full_reference:
-                reference = ground_truth(
-                    source, step.scale, self.chain.size, float(self.cfg.metrics.gt_min_ratio)
-                )
+                reference = ground_truth(source, step.scale, self.chain.size, self.cfg.metrics.gt_min_ratio)
             started = time.perf_counter()
             scores, failures = self.metrics.score(step.state, reference)
             metrics_s = time.perf_counter() - started
@@ -203,7 +199,7 @@ class EvaluationModule(L.LightningModule):
             row.update({k: v for k, v in more.items() if k != "scale"})
             rows.append(row)
         self.rows.append(rows)
-        if item.index < int(self.cfg.report.strips):
+        if item.index < self.cfg.report.strips:
             self._save_strip(item, zoom)
         if self.cfg.report.save_states:
             from omegaconf import OmegaConf
@@ -220,8 +216,3 @@ class EvaluationModule(L.LightningModule):
         strip = zoom_strip(zoom.states, self.chain.factor, labels=labels, tile=256)
         path = self.run_dir / "strips" / f"{item.index:05d}-{item.name}.jpg"
         write_atomic(path, lambda p: strip.save(p, format="JPEG", quality=88))
-
-
-def _limit(max_pixels) -> int | None:
-    """``max_pixels=null``: no limit of ours."""
-    return None if max_pixels is None else int(max_pixels)

@@ -34,16 +34,14 @@ def build_report(root: Path, cfg: DictConfig | None = None) -> dict[str, Path]:
     """Write the report files of ``root``; returns them by name."""
     root = Path(root)
     jobs = [json.loads(p.read_text()) for p in sorted(root.rglob("job.json"))]
-    table = str(cfg.table) if cfg is not None else (jobs[0]["job"]["table"] if jobs else "table1")
+    table = cfg.table if cfg is not None else (jobs[0]["job"]["table"] if jobs else "table1")
     options = jobs[0]["config"] if jobs else {}
-    not_implemented = (
-        list(cfg.get("not_implemented") or []) if cfg is not None else options.get("not_implemented", [])
-    )
+    not_implemented = list(cfg.not_implemented) if cfg is not None else options.get("not_implemented", [])
     rows = _distinguish_jobs(read_rows(root), root)
     records = aggregate(rows)
     datasets = {r["dataset"] for r in records}
     paper = paper_numbers(table)
-    reference = cfg.get("paper_dataset") if cfg is not None else options.get("paper_dataset")
+    reference = cfg.paper_dataset if cfg is not None else options.get("paper_dataset")
     if reference:  # our photos against the paper's numbers on one of its datasets, for the trend
         ours = {r["method"] for r in records}
         paper = [

@@ -18,11 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from coz.chain import INTERPOLATION_MODES, MODES
+from coz.chain import INTERPOLATION_MODES
 from coz.errors import CozError
 from coz.evaluate.dataset import dataset_items, dataset_name, split
 from coz.evaluate.methods import method_label
 from coz.evaluate.rows import finished_images, read_rows
+from coz.evaluate.schema import EvaluateTool, typed_config
 from coz.run.cli import hydra_entry
 from coz.run.folder import claim, record_attempt
 from coz.run.resume import check_resume, read_record
@@ -31,7 +32,6 @@ from coz.run.validate import check_chain
 
 log = logging.getLogger("coz.evaluate")
 
-TASKS = ("metrics", "overlap")
 VLM_PROMPTS = ("vlm", "vlm_ar1", "tiny_vlm")
 
 
@@ -40,9 +40,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None 
     (the sweep folder in a multirun, else ``run_dir``). Returns the job record."""
     run_dir = Path(run_dir or hydra_run_dir())
     root = Path(results_root or _sweep_dir() or run_dir)
-    check_chain(cfg)  # every value, before any image is read or model loads
+    cfg = typed_config(cfg)  # every key and value, before any image is read or model loads
+    check_chain(cfg)  # the chain's geometry with this backbone, as coz.zoom
     job = describe_job(cfg)
-    items = split(dataset_items(cfg), int(cfg.shard.index), int(cfg.shard.count))
+    items = split(dataset_items(cfg), cfg.shard.index, cfg.shard.count)
     with claim(run_dir):  # one process per folder, from before the first write
         _check_resumable(run_dir, cfg, job)
         record_attempt(run_dir, cfg)
@@ -51,7 +52,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None 
 
 def _evaluate(cfg: DictConfig, run_dir: Path, root: Path, job: dict[str, Any], items: list) -> dict[str, Any]:
 
-    scales = [int(cfg.zoom.factor) ** k for k in range(1, int(cfg.zoom.steps) + 1)]
+    scales = [cfg.zoom.factor**k for k in range(1, cfg.zoom.steps + 1)]
     done = finished_images(read_rows(run_dir), job["dataset"], job["method"], scales)
     todo = [item for item in items if item.name not in done]
     if done:
@@ -89,28 +90,22 @@ def _evaluate(cfg: DictConfig, run_dir: Path, root: Path, job: dict[str, Any], i
 
 
 def describe_job(cfg: DictConfig) -> dict[str, Any]:
-    """What a job evaluates, as the rows and the report name it; fails early on bad options."""
-    if cfg.task not in TASKS:
-        raise CozError(f"task={cfg.task}: use one of {', '.join(TASKS)}")
-    mode = str(cfg.zoom.mode)
-    if mode not in MODES or mode == "full":  # the tables score 512-px views of the zoom chain
-        raise CozError(
-            f"zoom={mode}: evaluate scores the zoom chain: {', '.join(m for m in MODES if m != 'full')}"
-        )
-    prompt = "null" if mode in INTERPOLATION_MODES or cfg.get("prompt") is None else str(cfg.prompt.name)
-    if cfg.get("needs_adapter") and prompt in VLM_PROMPTS and not cfg.prompt.get("adapter"):
+    """What a job of the typed ``cfg`` evaluates, as the rows and the report name it; refuses a
+    table's VLM prompts without the adapter it reports."""
+    mode = cfg.zoom.mode
+    prompt = "null" if mode in INTERPOLATION_MODES or cfg.prompt is None else cfg.prompt.name
+    if cfg.needs_adapter and prompt in VLM_PROMPTS and not cfg.prompt.adapter:
         raise CozError(
             f"{cfg.table} needs prompt.adapter=PATH: the GRPO adapter it reports "
             "(for table5, one trained with python -m coz.train_grpo critic=qwen7b)"
         )
-    renames = OmegaConf.to_container(cfg.labels) if cfg.get("labels") else {}
     return {
-        "table": str(cfg.table),
-        "task": str(cfg.task),
+        "table": cfg.table,
+        "task": cfg.task,
         "dataset": dataset_name(cfg),
-        "method": method_label(mode, prompt, cfg.method.get("label"), renames),
+        "method": method_label(mode, prompt, cfg.method.label, OmegaConf.to_container(cfg.labels)),
         "zoom_mode": mode,
-        "backbone": "-" if mode in INTERPOLATION_MODES else str(cfg.backbone.name),
+        "backbone": "-" if mode in INTERPOLATION_MODES else cfg.backbone.name,
         "prompt_mode": prompt,
     }
 
@@ -230,4 +225,4 @@ def _sweep_dir() -> Path | None:
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
 
 
-main = hydra_entry(run, config_name="evaluate")
+main = hydra_entry(run, config_name="evaluate", tool_schema=EvaluateTool)
