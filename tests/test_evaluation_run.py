@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from coz.errors import CozError
 from coz.evaluate.rows import read_rows
+from coz.evaluate.schema import typed_config
 from coz.evaluate.tool import describe_job, run
 from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.schema import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ("table1", "table2", "table3", "table4", "table5", "table6", "offline", "smoke")
@@ -301,6 +304,53 @@ def test_the_mission_sweep_names_the_papers_methods():
 def test_table5_refuses_to_run_without_its_adapter():
     with pytest.raises(CozError, match="prompt.adapter"):
         describe_job(compose_evaluate(["experiment=table5", "method=coz_vlm"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["shard.index=2"], "shard.index=2: must be below shard.count=1"),
+        (["shard.count=0"], "shard.count=0: must be a whole number >= 1"),
+        (["dataset.limit=0"], "dataset.limit=0: must be a whole number >= 1 (or null)"),
+        (["task=tables"], "task=tables: must be one of metrics, overlap"),
+        (["zoom=full"], "zoom=full: evaluate scores the zoom chain"),
+        (["+metrics.worst.niqe=bad"], "metrics.worst.niqe=bad: must be a number"),
+        (["trainer.accelerator=fast"], "trainer.accelerator=fast: must be one of auto, cpu, gpu"),
+        (["trainer.devices=two"], "trainer.devices=two: must be a whole number >= 1 or auto"),
+        (["trainer.devices=0"], "trainer.devices=0: must be a whole number >= 1 or auto"),
+        (["trainer.num_nodes=1.5"], "trainer.num_nodes=1.5: must be a whole number >= 1"),
+        (["trainer.strategy=[1,2]"], "trainer.strategy=[1, 2]: must be a Lightning strategy name"),
+        (["~trainer.devices"], "trainer.devices: missing; it must be a whole number >= 1 or auto"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line_before_anything_runs(overrides, message, tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        run(compose_evaluate([*FAST, *overrides]), run_dir=tmp_path / "job")
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+    assert not (tmp_path / "job").exists()
+
+
+def test_trainer_keys_coz_does_not_read_reach_lightning_untyped():
+    cfg = typed_config(
+        compose_evaluate(["+trainer.max_time=00:02:00:00", "+trainer.limit_predict_batches=0.5"])
+    )
+    assert cfg.trainer.max_time == "00:02:00:00" and cfg.trainer.limit_predict_batches == 0.5
+
+
+def test_a_sweep_is_refused_once_before_it_writes_its_folder(tmp_path, capsys):
+    """What Hydra hands the callback: the sweep's config, ``hydra`` node included."""
+    with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
+        cfg = compose(
+            config_name="evaluate",
+            overrides=["experiment=smoke", "shard.count=abc", f"hydra.sweep.dir={tmp_path}/s"],
+            return_hydra_config=True,
+        )
+    (callback,) = [instantiate(c) for c in cfg.hydra.callbacks.values()]
+    with pytest.raises(SystemExit) as stopped:
+        callback.on_multirun_start(config=cfg)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: shard.count=abc: must be a whole number\n"
+    callback.on_multirun_start(config=compose_evaluate(["experiment=smoke"]))  # a good sweep goes on
 
 
 def test_the_mission_command_fails_in_one_line_without_the_dataset(tmp_path):

@@ -5,6 +5,7 @@ every leaf key of every tool, given a value of the wrong type, is refused in one
 from __future__ import annotations
 
 import copy
+import functools
 import subprocess
 import sys
 import typing
@@ -39,6 +40,12 @@ def options(tool: str) -> list[list[str]]:
 
 
 def composed(tool: str, overrides: list[str]) -> DictConfig:
+    """The tool's config with ``overrides``, composed once per test session (copy it to change it)."""
+    return _composed(tool, tuple(overrides))
+
+
+@functools.cache
+def _composed(tool: str, overrides: tuple[str, ...]) -> DictConfig:
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
         return compose(config_name=tool, overrides=rewrite_overrides([*REQUIRED[tool], *overrides], tool))
 
@@ -131,20 +138,8 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
             ["experiment=smoke", "shard.count=abc"],
             "error: shard.count=abc: must be a whole number",
         ),
-        (
-            "evaluate",
-            ["experiment=smoke", "shard.index=2"],
-            "error: shard.index=2: must be below shard.count=1",
-        ),
         # before the VLM loads
         ("evaluate", ["prompt.cache=foo"], "error: prompt.cache=foo: must be one of none, memory, disk"),
-        (
-            "evaluate",
-            ["trainer.devices=two"],
-            "error: trainer.devices=two: must be a whole number >= 1 or auto",
-        ),
-        ("evaluate", ["task=tables"], "error: task=tables: must be one of metrics, overlap"),
-        ("evaluate", ["zoom=full"], "error: zoom=full: evaluate scores the zoom chain"),
     ],
 )
 def test_bad_values_are_one_line_and_exit_2_with_nothing_written(tool, args, message, tmp_path):
