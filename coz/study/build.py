@@ -62,12 +62,18 @@ def options(cfg: DictConfig) -> dict[str, Any]:
     return {"from": sources, "kinds": kinds, "text_step": step, **found}
 
 
-def build(cfg: DictConfig, study_dir: Path) -> dict[str, Any]:
-    """Write the study into ``study_dir``; returns the manifest."""
+def check(cfg: DictConfig, study_dir: Path) -> tuple[dict[str, Any], list[Run]]:
+    """The options and the runs to compare, checked before the study folder is claimed: a bad
+    ``from=`` leaves nothing behind."""
     opts = options(cfg)
     runs = find_runs(opts["from"])
     if (study_dir / MANIFEST).exists():
         raise CozError(f"{study_dir} already holds a study ({MANIFEST}); build into a new folder")
+    return opts, runs
+
+
+def build(cfg: DictConfig, study_dir: Path, opts: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
+    """Write the study of ``runs`` into ``study_dir`` (claimed by the caller); returns the manifest."""
     names = [n for n in runs[0].images if all(n in run.images for run in runs[1:])]
     if not names:
         raise CozError(
@@ -165,7 +171,8 @@ def text_question(name: str, records: dict, media: Media, opts: dict) -> dict | 
         if not text:
             continue
         state = states_of(run, name, record)[step - 1]
-        view = boxed(state, _factor(record)).resize((opts["media.view_size"],) * 2, Image.Resampling.BICUBIC)
+        view = state.resize((opts["media.view_size"],) * 2, Image.Resampling.BICUBIC)
+        view = boxed(view, _factor(record))  # drawn at the shown size: crisp at any state size
         samples[method] = {"view": media.png(view), "text": text}
     return {"kind": "text", "image": name, "step": step, "samples": samples} if samples else None
 

@@ -40,12 +40,12 @@ def run(cfg: DictConfig) -> Any:
 
 def build_command(cfg: DictConfig, study_dir: Path | None = None) -> dict:
     from coz.run.folder import claim, record_attempt
-    from coz.study.build import build, options
+    from coz.study.build import build, check
 
-    options(cfg)  # before the folder is claimed: a bad option leaves nothing behind
     study_dir = Path(study_dir or _hydra_run_dir())
+    opts, runs = check(cfg, study_dir)  # before the folder is claimed: a bad option leaves nothing behind
     with claim(study_dir):
-        manifest = build(cfg, study_dir)
+        manifest = build(cfg, study_dir, opts, runs)
         record_attempt(study_dir, cfg)
     print(
         f"coz.study: study in {study_dir}\ncoz.study: serve it with  python -m coz.study serve 'study=\"{study_dir}\"'"

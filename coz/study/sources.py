@@ -56,6 +56,9 @@ def find_runs(paths: list[str]) -> list[Run]:
                 f"from={text}: neither a zoom run folder (images/<name>/zoom.json) nor a sweep of them{hint}"
             )
         runs.extend(found)
+    folders = [run.folder.resolve() for run in runs]
+    if twice := next((f for i, f in enumerate(folders) if f in folders[:i]), None):
+        raise CozError(f"from=: {twice} is given twice; each run is one method")
     if len(runs) < 2:
         raise CozError(
             f"from={','.join(map(str, paths))}: found {len(runs)} run; a study compares two or more"
