@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import browser
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -57,18 +58,17 @@ def study_config(**values):
 
 
 @pytest.fixture(scope="module")
-def zoom_run(tmp_path_factory) -> Path:
-    """A real coz.zoom run folder (bicubic, 64 px, 2 steps, 3 images)."""
+def zoom_run(samples, tmp_path_factory) -> Path:
+    """A real coz.zoom run folder (bicubic, 96 px, 2 steps, 3 of the sample photos)."""
     from hydra import compose, initialize_config_dir
 
     from coz.cli import tool_config_dir
     from coz.zoom import run
 
     base = tmp_path_factory.mktemp("zoom")
-    rng = np.random.default_rng(0)
-    for name in ("cat", "dog", "owl"):
-        Image.fromarray((rng.random((80, 80, 3)) * 255).astype("uint8")).save(base / f"{name}.png")
-    overrides = [f"input={base}", "backbone=bicubic", "zoom.size=64", "zoom.steps=2", "save.gif_size=32"]
+    for photo in sorted(samples)[:3]:
+        shutil.copy(photo, base / photo.name)
+    overrides = [f"input={base}", "backbone=bicubic", "zoom.size=96", "zoom.steps=2", "save.gif_size=32"]
     with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
         cfg = compose(config_name="zoom", overrides=overrides)
     run(cfg, run_dir=base / "run")
@@ -175,7 +175,7 @@ def test_a_run_given_twice_or_an_evaluate_job_without_states_is_refused(sweep, t
     assert [r.method for r in runs] == [job.name, "twin"]
 
 
-def test_bad_from_is_one_line_and_exit_2(tmp_path):
+def test_bad_from_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     out = tmp_path / "study"
     result = subprocess.run(
@@ -185,11 +185,13 @@ def test_bad_from_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"error: from={tmp_path}/missing: no such folder"
     assert not out.exists()
-    no_command = subprocess.run(
-        [sys.executable, "-m", "coz.study"], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert no_command.returncode == 2 and no_command.stderr.count("\n") == 1
-    assert "build|serve|report" in no_command.stderr
+    from coz.study.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["coz-study"])  # no command: one line before Hydra starts
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "build|serve|report" in err
 
 
 def test_command_line_reads_from_and_questions_as_lists():
@@ -206,9 +208,11 @@ def test_command_line_reads_from_and_questions_as_lists():
 class Server:
     """The study's page on a free port, in this process (each request on its own thread)."""
 
-    def __init__(self, manifest: dict, url: str | None = None, access_code: str | None = None) -> None:
-        self.store = VoteStore(url or default_url(manifest["folder"]), manifest["sha256"])
-        self.app = StudyApp(manifest, self.store, INSTRUCTIONS, access_code)
+    def __init__(
+        self, manifest: dict, access_code: str | None = None, instructions: dict = INSTRUCTIONS
+    ) -> None:
+        self.store = VoteStore(default_url(manifest["folder"]), manifest["sha256"])
+        self.app = StudyApp(manifest, self.store, instructions, access_code)
         self.httpd = make_server(self.app, "127.0.0.1", 0)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(
@@ -501,3 +505,73 @@ def test_stars_follow_the_papers_thresholds():
     assert [stars(p) for p in (0.0009, 0.001, 0.0099, 0.01, 0.049, 0.05, float("nan"))] == [
         "***", "**", "**", "*", "*", "n.s.", "n/a",
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- browser
+
+SCREENSHOT = REPO / "experiments" / "study" / "rating-page.jpg"
+REPORT_SHOT = REPO / "experiments" / "study" / "report.jpg"
+
+
+@pytest.mark.skipif(browser.chromium() is None, reason=browser.MISSING)
+def test_five_raters_answer_in_headless_chromium(sweep, tmp_path):
+    """Five raters click through the study in a real browser (each with a fresh cookie jar), every
+    click lands in the database, the report follows. The question page and the report are captured
+    (tmp_path; COZ_UPDATE_SCREENSHOT=1 also refreshes the README's pictures in experiments/study/)."""
+    cfg = study_config(
+        **{"from": [str(sweep)], "raters": 5, "per_rater": 2, "media.tile": 128, "media.gif_size": 160}
+    )
+    build_command(cfg, tmp_path / "study")
+    study = load_manifest(tmp_path / "study")
+    server = Server(study, instructions=OmegaConf.to_container(cfg.instructions))  # the paper's wording
+    rng = random.Random(0)
+    clicked: dict[str, list[int]] = {}
+    try:
+        with browser.browser_tab(1200, 1500) as tab:
+            for rater in range(5):
+                tab.call("Network.clearBrowserCookies")
+                tab.call("Page.navigate", url=f"http://127.0.0.1:{server.port}/")
+                tab.wait_for("document.readyState === 'complete' && !!document.querySelector('button')")
+                tab.js("document.querySelector('form').submit()")  # Start
+                for number in range(1, 5):
+                    tab.wait_for(f"document.body.innerText.includes('Question {number} of 4')")
+                    samples = tab.js(
+                        "new Set([...document.querySelectorAll('input[type=radio]')].map(e => e.name)).size"
+                    )
+                    scores = [rng.randint(1, 5) for _ in range(samples)]
+                    if rater == 0 and number == 1:
+                        tab.wait_for("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+                        tab.screenshot(tmp_path / "rating-page.jpg")
+                    for position, score in enumerate(scores):
+                        tab.js(
+                            f"document.querySelector(\"input[name='s{position}'][value='{score}']\").click()"
+                        )
+                    link = tab.js("document.querySelector('form').getAttribute('action')")
+                    clicked.setdefault(link, []).extend(scores)
+                    tab.js("document.querySelector('button[type=submit]').click()")
+                tab.wait_for("document.body.innerText.includes('Thank you')")
+        votes = server.store.all_votes()
+        assert len(votes) == 5 * 4 * 3 and len({v["rater_id"] for v in votes}) == 5
+        for link, scores in clicked.items():  # each rater's clicks, in page order, are their votes
+            rater_id = server.store.rater(link.rsplit("/", 1)[1])
+            plan = plan_of(study, rater_id)
+            mine = {(v["question"], v["method"]): v["score"] for v in votes if v["rater_id"] == rater_id}
+            assert [mine[(e["question"], m)] for e in plan for m in e["order"]] == scores
+    finally:
+        server.close()
+    report_command(study_config(command="report", study=study["folder"]))
+    assert "<img src='data:image/png" in (Path(study["folder"]) / "report" / "report.html").read_text()
+    assert Image.open(tmp_path / "rating-page.jpg").size[0] >= 1000
+    if os.environ.get("COZ_UPDATE_SCREENSHOT") == "1":
+        with browser.browser_tab(1100, 1250) as tab:  # the report, as the README shows it
+            tab.call("Page.navigate", url=(Path(study["folder"]) / "report" / "report.html").as_uri())
+            tab.wait_for("document.readyState === 'complete' && document.images[0].complete")
+            tab.screenshot(tmp_path / "report.jpg")
+        for shot, target in (
+            (tmp_path / "rating-page.jpg", SCREENSHOT),
+            (tmp_path / "report.jpg", REPORT_SHOT),
+        ):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp.jpg")
+            tmp.write_bytes(shot.read_bytes())
+            tmp.replace(target)  # atomically: a failed run leaves the last good picture
