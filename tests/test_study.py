@@ -575,3 +575,36 @@ def test_five_raters_answer_in_headless_chromium(sweep, tmp_path):
             tmp = target.with_suffix(".tmp.jpg")
             tmp.write_bytes(shot.read_bytes())
             tmp.replace(target)  # atomically: a failed run leaves the last good picture
+
+
+def test_report_to_wandb_logs_the_tables_and_chart(study):
+    from wandb_records import offline_runs, read_run
+
+    store = VoteStore(default_url(study["folder"]), study["sha256"])
+    for rater, answers in list(TABLE.items())[:2]:
+        store.new_rater()
+        for question, scores in answers:
+            spec = study["questions"][question]
+            store.vote(
+                rater, question, spec["kind"], spec["image"], {METHODS[k]: s for k, s in scores.items()}
+            )
+    store.close()
+    report_command(study_config(command="report", study=study["folder"], wandb=True))
+    out = Path(study["folder"]) / "report"
+    (path,) = offline_runs(out)
+    run = read_run(path)
+    assert run.job_type == "study"
+    assert any("chart/_type" in row for row in run.history)
+    table = json.loads(next((out / "wandb").rglob("mos_*.table.json")).read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert rows == [
+        {
+            **row,
+            "mos": float(row["mos"]),
+            "std": float(row["std"]),
+            "votes": int(row["votes"]),
+            "raters": int(row["raters"]),
+        }
+        for row in csv.DictReader((out / "mos.csv").open())
+    ]
+    assert run.summary["image/prompt=vlm/mos"] == pytest.approx(13 / 4)  # rater 1: 3, 3; rater 2: 3, 4

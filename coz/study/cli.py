@@ -146,6 +146,8 @@ def log_to_wandb(result: dict, out: Path, config: dict) -> None:
     if (out / "mos.png").exists():
         logged["chart"] = wandb.Image(str(out / "mos.png"))
     run.log(logged)
+    for row in result["mos"]:  # one number per method and kind, to compare studies in the runs table
+        run.summary[f"{row['kind']}/{row['method']}/mos"] = row["mos"]
     run.finish()
 
 
