@@ -26,9 +26,9 @@ from PIL import Image
 
 from coz.study.analysis import PAIRED, stars
 from coz.study.assign import balanced_questions
-from coz.study.cli import build_command, command_line, report_command
 from coz.study.manifest import load_manifest, plan_of
 from coz.study.server import StudyApp, make_server
+from coz.study.tool import build_command, command_line, report_command
 from coz.study.votes import VoteStore, default_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def study_config(**values):
     """conf/study/study.yaml with ``values`` set, as the command line composes it."""
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import tool_config_dir
+    from coz.run.cli import tool_config_dir
 
     with initialize_config_dir(config_dir=tool_config_dir("study"), version_base="1.3"):
         cfg = compose(config_name="study", overrides=["command=build"])
@@ -62,8 +62,8 @@ def zoom_run(samples, tmp_path_factory) -> Path:
     """A real coz.zoom run folder (bicubic, 96 px, 2 steps, 3 of the sample photos)."""
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import tool_config_dir
-    from coz.zoom import run
+    from coz.run.cli import tool_config_dir
+    from coz.zoom.tool import run
 
     base = tmp_path_factory.mktemp("zoom")
     for photo in sorted(samples)[:3]:
@@ -185,7 +185,7 @@ def test_bad_from_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"error: from={tmp_path}/missing: no such folder"
     assert not out.exists()
-    from coz.study.cli import main
+    from coz.study.tool import main
 
     monkeypatch.setattr(sys, "argv", ["coz-study"])  # no command: one line before Hydra starts
     with pytest.raises(SystemExit) as exit_:

@@ -1,4 +1,4 @@
-from coz.study.cli import main
+from coz.study.tool import main
 
 if __name__ == "__main__":
     main()

@@ -21,9 +21,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 
-from coz.atomic import atomic_path, write_text_atomic
 from coz.errors import CozError
 from coz.geometry import center_box
+from coz.run.atomic import atomic_path, write_text_atomic
 from coz.study.assign import rater_plans
 from coz.study.manifest import MANIFEST, load_manifest
 from coz.study.sources import Run, find_runs, zoom_record

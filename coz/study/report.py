@@ -20,7 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from coz.atomic import write_atomic, write_text_atomic
+from coz.run.atomic import write_atomic, write_text_atomic
 from coz.study.analysis import analyse
 
 log = logging.getLogger("coz.study")

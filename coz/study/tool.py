@@ -18,8 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from coz.cli import hydra_entry
 from coz.errors import CozError
+from coz.run.cli import hydra_entry
 
 log = logging.getLogger("coz.study")
 
@@ -132,7 +132,7 @@ def report_command(cfg: DictConfig) -> dict:
 def log_to_wandb(result: dict, out: Path, config: dict) -> None:
     import wandb
 
-    from coz.wandb_run import start_wandb
+    from coz.run.wandb_run import start_wandb
 
     run = start_wandb(OmegaConf.create({"project": "coz"}), out, "study", config)
     columns = {
