@@ -134,6 +134,21 @@ def test_build_names_methods_as_the_sweep_and_shows_each_methods_prompt(study, s
                 assert (view[18:30, 18] == 255).all() and not (view[20:28, 20:28] == 255).all()
 
 
+def test_runs_without_prompts_get_image_questions_only(zoom_run, tmp_path):
+    """Two real null-prompt runs (bicubic, nearest: the zoom run and a copy named otherwise)."""
+    twin = tmp_path / "nearest"
+    shutil.copytree(zoom_run, twin)
+    (twin / ".hydra").mkdir(exist_ok=True)
+    (twin / ".hydra" / "overrides.yaml").write_text("- backbone=nearest\n")
+    cfg = study_config(
+        **{"from": [str(zoom_run), str(twin)], "raters": 2, "media.tile": 32, "media.gif_size": 32}
+    )
+    build_command(cfg, tmp_path / "study")
+    manifest = load_manifest(tmp_path / "study")
+    assert manifest["methods"] == ["backbone=bicubic", "backbone=nearest"]
+    assert manifest["kinds"] == ["image"] and {q["kind"] for q in manifest["questions"].values()} == {"image"}
+
+
 def test_balanced_assignment_every_question_and_method_equally_often():
     rng = random.Random(3)
     for questions, per_rater, raters in ((7, 5, 25), (10, 3, 11), (4, 4, 9), (3, 5, 2)):
@@ -427,6 +442,8 @@ def test_kill_9_keeps_every_committed_vote(study):
             rater.port = port
             assert "Question 3 of 4" in rater.page()
         store = VoteStore(default_url(study["folder"]), study["sha256"])
+        with store.engine.connect() as conn:  # the file is in WAL mode: a commit is durable at once
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         got = {(v["rater_id"], v["question"], v["method"], v["score"]) for v in store.all_votes()}
         assert got == set().union(*(expected_votes(study, store, r) for r in raters))
         assert len(got) == 3 * 2 * 3

@@ -27,6 +27,7 @@ class Run:
     folder: Path
     overrides: dict[str, str]  # key -> value, as typed (``prompt=vlm``)
     choices: dict[str, str]  # Hydra's group choices, from run.json
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved config, from run.json
     images: dict[str, Path] = field(default_factory=dict)  # name -> images/<name>/
     method: str = ""
 
@@ -82,14 +83,17 @@ def read_run(folder: Path) -> Run:
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = value.strip("'\"")
     choices: dict[str, str] = {}
+    config: dict[str, Any] = {}
     record = folder / "run.json"
     if record.is_file():
         try:
-            choices = {k: str(v) for k, v in (json.loads(record.read_text()).get("choices") or {}).items()}
+            data = json.loads(record.read_text())
+            choices = {k: str(v) for k, v in (data.get("choices") or {}).items()}
+            config = data.get("config") or {}
         except (ValueError, AttributeError):
             raise CozError(f"{record}: not a run record (corrupt JSON)") from None
     images = {p.parent.name: p.parent for p in sorted((folder / "images").glob("*/zoom.json"))}
-    return Run(folder=folder, overrides=overrides, choices=choices, images=images)
+    return Run(folder=folder, overrides=overrides, choices=choices, config=config, images=images)
 
 
 def name_methods(runs: list[Run]) -> None:
@@ -100,11 +104,13 @@ def name_methods(runs: list[Run]) -> None:
         keys += [k for k in run.overrides if k not in keys and not _NOT_METHOD.search(k)]
 
     def value(run: Run, key: str) -> str | None:
-        return run.overrides.get(key, run.choices.get(key))
+        if key in run.overrides:
+            return run.overrides[key]
+        return run.choices.get(key) or configured(run.config, key)
 
     differing = [k for k in keys if len({value(run, k) for run in runs}) > 1]
     for run in runs:
-        parts = [f"{k}={value(run, k)}" for k in differing if k in run.overrides or k in run.choices]
+        parts = [f"{k}={value(run, k)}" for k in differing if k in run.overrides or _is_group(run, k)]
         run.method = " ".join(parts) or run.folder.name
     seen: dict[str, int] = {}
     for run in runs:
@@ -112,6 +118,24 @@ def name_methods(runs: list[Run]) -> None:
     for run in runs:
         if seen[run.method] > 1:
             run.method = f"{run.method} ({run.folder.name})".strip()
+
+
+def configured(config: dict[str, Any], key: str) -> str | None:
+    """``key`` (dotted) of a resolved config; a config group's node by its ``name``."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, dict):
+        node = node.get("name")
+    return None if node is None else str(node)
+
+
+def _is_group(run: Run, key: str) -> bool:
+    """A config group (``prompt``, ``backbone``): named even where the run kept its default."""
+    node = run.config.get(key) if "." not in key else None
+    return key in run.choices or (isinstance(node, dict) and "name" in node)
 
 
 def zoom_record(run: Run, name: str) -> dict[str, Any]:
