@@ -123,7 +123,12 @@ def report_command(cfg: DictConfig) -> dict:
     out = Path(manifest["folder"]) / "report"
     result = write_report(manifest, votes, out, int(cfg.exclude.min_votes), bool(cfg.exclude.constant))
     print(summary(result))
-    print(f"coz.study: report in {out}/ (report.html, mos.png, mos.csv, ttests.csv)")
+    files = (
+        "report.html, mos.png, mos.csv, ttests.csv"
+        if result["mos"]
+        else "no votes yet: report.html, empty CSV files"
+    )
+    print(f"coz.study: report in {out}/ ({files})")
     if cfg.wandb:
         log_to_wandb(result, out, OmegaConf.to_container(cfg, resolve=True))
     return result
