@@ -65,8 +65,8 @@ def open_study(cfg: DictConfig):
     return manifest, VoteStore(url, manifest["sha256"])
 
 
-def serve_command(cfg: DictConfig, ready: threading.Event | None = None) -> int:
-    """Serve until interrupted (Ctrl-C, SIGTERM); ``ready`` is set once it listens (tests)."""
+def serve_command(cfg: DictConfig) -> int:
+    """Serve until interrupted (Ctrl-C, SIGTERM)."""
     from coz.study.server import StudyApp, make_server
 
     port = cfg.port
@@ -94,8 +94,6 @@ def serve_command(cfg: DictConfig, ready: threading.Event | None = None) -> int:
         signal.signal(
             signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()
         )
-    if ready is not None:
-        ready.set()
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
