@@ -71,7 +71,7 @@ def test_the_installed_package_zooms_from_another_folder(wheel_install, tmp_path
 
 def test_console_scripts_and_their_shell_completion(wheel_install):
     _, site = wheel_install
-    for tool in ("zoom", "evaluate", "train-sr", "train-grpo"):
+    for tool in ("zoom", "evaluate", "train-sr", "train-grpo", "app", "study"):
         assert (site / "bin" / f"coz-{tool}").is_file()
     env = {**os.environ, "PYTHONPATH": str(site), "COMP_LINE": "coz-train-sr experiment=sm"}
     result = subprocess.run(

@@ -20,6 +20,7 @@ GROUPS = {  # what each tool composes, and so all that --help and completion may
     "train_sr": {"backbone", "degradation", "logger", "experiment"},
     "train_grpo": {"prompt", "critic", "logger", "experiment"},
     "app": set(),
+    "study": set(),
 }
 
 
