@@ -15,7 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from coz.run.exit_codes import DONE, SKIPPED, USAGE, classify, one_line, status_of
+from coz.run.exit_codes import DONE, ENVIRONMENT, SKIPPED, USAGE, classify, one_line, status_of
+from coz.run.extras import missing_package
 
 
 @dataclass
@@ -43,7 +44,8 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # noqa: BLE001 - sorted below: user errors are one line, bugs a traceback
-        known = classify(err)
+        missing = missing_package(err, jobs.tool)
+        known = (ENVIRONMENT, missing) if missing else classify(err)
         if known is None:
             if not multirun:
                 raise
