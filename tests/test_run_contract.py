@@ -319,6 +319,22 @@ def test_a_sweep_runs_every_job_it_can_and_lists_the_failed_ones(tiny_photos, tm
     assert len(list(sweep.glob("*/images/p0/zoom.json"))) == 2  # jobs 0 and 2 ran
 
 
+@pytest.mark.slow
+def test_a_sweep_under_submitit_lists_its_failed_job_and_fails_as_the_basic_launcher(tiny_photos, tmp_path):
+    """Under submitit (local here; SLURM runs the same code) each job runs in its own process, so its
+    outcome must come back to the launching one: a failed job made the sweep exit 0 with no message."""
+    one = tiny_photos / "p0.png"
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=submitit_local", *TINY, "zoom.steps=1,-1", f"input={one}"]
+    result = coz("zoom", [*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "coz.zoom: 1 of 2 jobs failed:" in result.stderr
+    failed = [line for line in result.stderr.splitlines() if "(exit 2)" in line]
+    assert len(failed) == 1 and f"{sweep}/1-" in failed[0], result.stderr  # names job 1's folder
+    assert "zoom.steps=-1: must be a whole number >= 1" in failed[0]
+    assert len(list(sweep.glob("0-*/images/p0/zoom.json"))) == 1  # job 0 ran
+
+
 # ---------------------------------------------------------------------------- 10: the environment
 
 

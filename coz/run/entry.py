@@ -1,7 +1,8 @@
 """The command-line side of the run contract, used by :func:`coz.cli.hydra_entry`.
 
 Every job's error becomes one line and an exit code (:mod:`coz.run.exit_codes`); a ``-m`` sweep
-runs every job it can, then lists the failed ones and exits with the worst code; command-line
+runs every job it can, then lists the failed ones and exits with the worst code, under every
+launcher (:mod:`coz.run.sweep` brings the outcomes of jobs run in other processes back); command-line
 arguments that Hydra cannot parse are named, with how to quote them.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from coz.run import sweep
 from coz.run.exit_codes import DONE, SKIPPED, USAGE, classify, one_line, status_of
 
 
@@ -25,6 +27,11 @@ class Jobs:
     tool: str
     count: int = 0
     failed: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def add(self, folder: str, code: int, message: str) -> None:
+        self.count += 1
+        if code != DONE:
+            self.failed.append((folder, code, message))
 
     def exit_code(self) -> int:
         return max((code for _, code, _ in self.failed), default=DONE)
@@ -37,7 +44,6 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
-    jobs.count += 1
     try:
         code, message = status_of(run(cfg)), "some inputs were skipped (listed above)"
     except (KeyboardInterrupt, SystemExit):
@@ -53,8 +59,11 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
         print(f"error: {message}", file=sys.stderr)
         if code == USAGE:
             remove_if_unused(run_dir)
-    if code != DONE:
-        jobs.failed.append((str(run_dir), code, message))
+    if multirun:  # maybe in a process of its own (submitit): the launching one reads it back
+        hydra = HydraConfig.get()
+        sweep.record(Path(hydra.sweep.dir), hydra.job.num, str(run_dir), code, message)
+    else:
+        jobs.add(str(run_dir), code, message)
 
 
 def remove_if_unused(run_dir: Path) -> None:
@@ -71,7 +80,9 @@ def remove_if_unused(run_dir: Path) -> None:
 
 
 def report(jobs: Jobs) -> int:
-    """List a sweep's failed jobs; the command's exit code."""
+    """List a sweep's failed jobs (those :mod:`coz.run.sweep` read back); the command's exit code."""
+    for outcome in sweep.finished or []:
+        jobs.add(*outcome)
     if jobs.count > 1 and jobs.failed:
         print(f"coz.{jobs.tool}: {len(jobs.failed)} of {jobs.count} jobs failed:", file=sys.stderr)
         for folder, code, message in jobs.failed:
