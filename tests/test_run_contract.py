@@ -116,6 +116,21 @@ def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_dies(
     assert not lock.held(tmp_path)  # and this process let go of it at the end
 
 
+def test_coz_and_its_lock_work_where_fcntl_does_not_exist(tmp_path):
+    """The run lock goes through filelock: ``import coz`` and a run's lock need no fcntl (Windows)."""
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"  # import fcntl now fails, as on Windows
+        "from pathlib import Path; import coz, coz.zoom; from coz.run import lock\n"
+        "folder = Path(sys.argv[1]); assert lock.acquire(folder) and lock.held(folder)\n"
+        "print((folder / '.coz.lock').read_text().strip()); lock.release(folder)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().isdigit()  # the holder's pid, for the refusal message
+
+
 @pytest.mark.parametrize("same_config", [True, False])
 def test_two_runs_started_together_never_mix_in_one_folder(tiny_photos, tmp_path, same_config):
     out = tmp_path / "run"
