@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from coz.backbones.hub import require_file
+from coz.backbones.diffusion.hub import require_file
 from coz.errors import CozError
 from coz.fetch.download import fetch_file, fetch_release
 from coz.fetch.registry import AUTO, release
@@ -223,7 +223,7 @@ def test_the_list_names_every_release_and_what_is_not_pinned():
 @pytest.mark.parametrize("content, named", [(LFS, "a Git LFS pointer"), (HTML, "an HTML page")])
 def test_a_pointer_or_a_page_saved_as_weights_is_named_wherever_weights_load(tmp_path, content, named):
     """On main a Git LFS pointer gave a bare unpickling error."""
-    from coz.backbones.lora_formats import load_torch_file
+    from coz.backbones.diffusion.lora_formats import load_torch_file
     from coz.run.weights import torch_file
 
     fake = tmp_path / "model_20001.pkl"

@@ -1,5 +1,5 @@
 """A built wheel works outside the checkout, installed into a fresh virtual environment: the configs
-ship inside the package (coz/conf), and so do the paper's numbers (coz/evaluation/paper)."""
+ship inside the package (coz/conf), and so do the paper's numbers (coz/evaluate/paper)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_the_installed_package_zooms_from_another_folder(wheel_install, tmp_path
     Image.new("RGB", (48, 40), (200, 120, 40)).save(tmp_path / "tiny.png")
     where = outside(
         venv,
-        ["python", "-c", "import coz, coz.cli; print(coz.__file__); print(coz.cli.CONFIG_DIR)"],
+        ["python", "-c", "import coz, coz.run.cli; print(coz.__file__); print(coz.run.cli.CONFIG_DIR)"],
         tmp_path,
     )
     assert where.returncode == 0, where.stderr[-2000:]

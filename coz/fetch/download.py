@@ -7,9 +7,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from coz.atomic import link_or_copy_atomic
 from coz.errors import RunEnvironmentError
 from coz.fetch.registry import HubFiles, Release, RemoteFile
+from coz.run.atomic import link_or_copy_atomic
 from coz.run.weights import placeholder
 
 

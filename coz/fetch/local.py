@@ -13,7 +13,7 @@ from pathlib import Path
 
 from coz.errors import CozError
 from coz.fetch.registry import AUTO
-from coz.paths import cache_dir
+from coz.run.paths import cache_dir
 
 
 def weights_root() -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from coz.atomic import write_atomic
+from coz.run.atomic import write_atomic
 
 RECORDS = ".coz-jobs"
 
