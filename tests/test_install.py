@@ -110,7 +110,7 @@ def test_an_evaluation_from_the_wheel_reports_the_papers_numbers(
 
 def test_console_scripts_and_their_shell_completion(wheel_install, tmp_path):
     _, venv = wheel_install
-    for tool in ("zoom", "evaluate", "train-sr", "train-grpo", "app", "fetch"):
+    for tool in ("zoom", "evaluate", "train-sr", "train-grpo", "app", "study", "fetch"):
         assert (venv / "bin" / f"coz-{tool}").is_file()
     releases = outside(venv, ["coz-fetch"], tmp_path)
     assert releases.returncode == 0 and "  coz-sd3 " in releases.stdout, releases.stderr

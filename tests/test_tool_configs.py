@@ -20,6 +20,7 @@ GROUPS = {  # what each tool composes, and so all that --help and completion may
     "train_sr": {"backbone", "degradation", "logger", "experiment"},
     "train_grpo": {"prompt", "critic", "logger", "experiment"},
     "app": set(),
+    "study": set(),
 }
 
 
@@ -177,3 +178,11 @@ def test_configs_cite_docs_and_examples_by_url_under_the_projects_source():
         cited += re.findall(re.escape(source) + r"/blob/main/([\w./-]+\w)", text)
     assert cited
     assert all((repo / rel).is_file() for rel in cited), cited
+
+
+@pytest.mark.parametrize("tool", sorted(GROUPS))
+def test_every_tool_reads_its_sweeps_outcomes_back_under_any_launcher(tool):
+    """A -m sweep's jobs leave their outcomes in the sweep folder (coz.run.sweep); the callback that
+    reads them back is what lists the failed jobs and sets the exit code, whatever the launcher."""
+    cfg, _ = composed(tool, [])
+    assert cfg.hydra.callbacks.sweep_outcomes._target_ == "coz.run.sweep.SweepOutcomes"
