@@ -350,6 +350,32 @@ def test_a_sweep_under_submitit_lists_its_failed_job_and_fails_as_the_basic_laun
     assert len(list(sweep.glob("0-*/images/p0/zoom.json"))) == 1  # job 0 ran
 
 
+@pytest.mark.slow
+def test_a_submitit_job_that_dies_before_reporting_is_one_line_and_exit_3(tiny_photos, tmp_path):
+    """A job killed outright (out of memory, a node lost): submitit has no result to give back;
+    the sweep says so in one line instead of submitit's traceback."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()  # every submitit job process dies as it starts, as one killed by the OOM killer
+    (hooks / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('SUBMITIT_LOCAL_JOB_ID'):\n    os._exit(9)\n"
+    )
+    args = ["-m", "hydra/launcher=submitit_local", *TINY, f"input={tiny_photos / 'p0.png'}"]
+    path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)
+    result = subprocess.run(
+        [sys.executable, "-m", "coz.zoom", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert errors(result) and errors(result)[0].startswith(
+        "error: coz.zoom: a sweep job ended without a result"
+    )
+    assert "Traceback" not in result.stderr
+
+
 # ---------------------------------------------------------------------------- 10: the environment
 
 

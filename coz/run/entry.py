@@ -90,6 +90,17 @@ def report(jobs: Jobs) -> int:
     return jobs.exit_code()
 
 
+def launcher_lost_a_job(err: BaseException) -> bool:
+    """A job that died before it could report (killed, out of memory, a lost node): submitit, the
+    launcher that ran it in a process of its own, raises when it finds no result."""
+    return type(err).__module__.split(".")[0] == "submitit"
+
+
+def lost_job_message(err: BaseException) -> str:
+    # submitit's message names the job and its log folder; its traceback adds nothing
+    return f"a sweep job ended without a result ({type(err).__name__}: {one_line(str(err))[:500]})"
+
+
 def unparsable_argument(args: list[str]) -> str | None:
     """One line naming the first override Hydra's parser rejects, with the quoted form to use."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
