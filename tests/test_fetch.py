@@ -223,18 +223,25 @@ def test_the_list_names_every_release_and_what_is_not_pinned():
 @pytest.mark.parametrize("content, named", [(LFS, "a Git LFS pointer"), (HTML, "an HTML page")])
 def test_a_pointer_or_a_page_saved_as_weights_is_named_wherever_weights_load(tmp_path, content, named):
     """On main a Git LFS pointer gave a bare unpickling error."""
+    from coz.backbones.cnn.span import load_weights as span_weights
+    from coz.backbones.cnn.spandrel_model import read_state_dict
     from coz.backbones.diffusion.lora_formats import load_torch_file
     from coz.run.weights import torch_file
 
-    fake = tmp_path / "model_20001.pkl"
-    fake.write_bytes(content)
-    for load in (
-        lambda: require_file(str(fake), "backbone.transformer_lora", "the transformer LoRA"),
-        lambda: torch_file("backbone.weights", fake),
-        lambda: load_torch_file(fake, "transformer LoRA"),
-    ):
+    loaders = {
+        "model_20001.pkl": lambda p: require_file(
+            str(p), "backbone.transformer_lora", "the transformer LoRA"
+        ),
+        "RealESRGAN_x4plus.pth": lambda p: torch_file("backbone.weights", p),  # also RAM, DAPE, adapters
+        "vae_encoder_20001.pt": lambda p: load_torch_file(p, "VAE encoder"),  # also osediff.pkl, s3diff.pkl
+        "4x_model.pth": read_state_dict,  # backbone=spandrel
+        "span.safetensors": span_weights,  # backbone=span
+    }
+    for name, load in loaders.items():
+        fake = tmp_path / name
+        fake.write_bytes(content)
         with pytest.raises(CozError, match=named) as caught:
-            load()
+            load(fake)
         assert "\n" not in str(caught.value) and str(fake) in str(caught.value)
 
 
