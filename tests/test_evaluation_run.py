@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 
 from coz.errors import CozError
 from coz.evaluate.rows import read_rows
-from coz.evaluate.schema import typed_config
+from coz.evaluate.schema import CheckBeforeSweep, typed_config
 from coz.evaluate.tool import describe_job, run
 from coz.run.cli import rewrite_overrides, tool_config_dir
 from coz.run.schema import ConfigError
@@ -345,7 +345,9 @@ def test_a_sweep_is_refused_once_before_it_writes_its_folder(tmp_path, capsys):
             overrides=["experiment=smoke", "shard.count=abc", f"hydra.sweep.dir={tmp_path}/s"],
             return_hydra_config=True,
         )
-    (callback,) = [instantiate(c) for c in cfg.hydra.callbacks.values()]
+    callbacks = [instantiate(c) for c in cfg.hydra.callbacks.values()]
+    callback = callbacks[0]  # first: before any other callback touches the sweep folder
+    assert isinstance(callback, CheckBeforeSweep)
     with pytest.raises(SystemExit) as stopped:
         callback.on_multirun_start(config=cfg)
     assert stopped.value.code == 2
