@@ -116,6 +116,8 @@ class UploadGuard:
             except FileNotFoundError:
                 # Another upload of the same bytes landed on the same path and its copy took the
                 # file: the bytes are identical, so copy that one.
+                if str(shared) not in self._last_copy:
+                    raise
                 shutil.copyfile(self._last_copy[str(shared)], private)
             self._last_copy[str(shared)] = private
         # Gradio's hash folder stays (empty): another upload may be about to land in it.
