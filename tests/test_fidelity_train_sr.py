@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from coz.sr_training.degradation import resize_back
-from coz.sr_training.regulariser import FlowScore, Regulariser
+from coz.train_sr.degradation import resize_back
+from coz.train_sr.regulariser import FlowScore, Regulariser
 
 
 class ToyFlowDenoiser(nn.Module):
@@ -70,9 +70,9 @@ def test_one_dmd_timestep_per_batch_over_the_whole_schedule():
 def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x0_loss():
     from omegaconf import OmegaConf
 
-    from coz.backbones.lora_formats import LoRALinear
-    from coz.backbones.sd3 import OSEDiffSD3
-    from coz.sr_training.generators import SD3Generator
+    from coz.backbones.diffusion.lora_formats import LoRALinear
+    from coz.backbones.diffusion.sd3 import OSEDiffSD3
+    from coz.train_sr.generators import SD3Generator
 
     backbone = OSEDiffSD3.tiny()
     cfg = OmegaConf.load("conf/train_sr/train_sr.yaml").regulariser
@@ -86,7 +86,7 @@ def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x
 
 
 def test_prob_size_draws_sources_in_proportion_to_their_length(tmp_path):
-    from coz.sr_training.data import TrainingImages
+    from coz.train_sr.data import TrainingImages
 
     for name, n in (("big", 9), ("small", 1)):
         (tmp_path / name).mkdir()

@@ -8,8 +8,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from coz.backbones.tiny_parts import tiny_vae
-from coz.backbones.vae_tiling import core_boxes, shared_norm_decode, shared_norm_encode
+from coz.backbones.diffusion.vae_tiling import core_boxes, shared_norm_decode, shared_norm_encode
+from coz.backbones.tiny.parts import tiny_vae
 from coz.tiling import tiled_apply
 
 
@@ -99,7 +99,7 @@ def test_sd3_tile_views_are_the_vae_decode_of_the_tile_latent_and_the_latents_ar
     import numpy as np
     from PIL import Image
 
-    from coz.backbones.sd3 import OSEDiffSD3
+    from coz.backbones.diffusion.sd3 import OSEDiffSD3
     from coz.full_image import FullImageOptions, super_resolve_full
     from coz.prompts.base import PromptExtractor
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from coz.app.server import launch
-from coz.cli import hydra_entry
+from coz.run.cli import hydra_entry
 
 __all__ = ["launch", "main"]
 
