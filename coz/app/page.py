@@ -79,12 +79,13 @@ def build_demo(service: ZoomService, uploads: Path):
                     height=240,
                     object_fit="contain",
                 )
+                prompts = gr.Markdown(elem_id="prompts")
                 with gr.Accordion("Strip, animation, files", open=False):
                     strip = gr.Image(label="Strip", type="filepath", elem_id="strip")
                     with gr.Row():
                         gif = gr.Image(label="Animated zoom", type="filepath", elem_id="gif")
                         archive = gr.File(label="Everything (zip)", elem_id="zip")
-        outputs = [status, compare_zoom, compare_direct, gallery, strip, gif, archive]
+        outputs = [status, compare_zoom, compare_direct, gallery, prompts, strip, gif, archive]
 
         def zoom(upload, sample, backbone, prompt, mode, steps, user_prompt, progress=gr.Progress()):  # noqa: B008 (gradio finds it by the default)
             skip = [gr.skip()] * len(outputs)
@@ -122,6 +123,7 @@ def build_demo(service: ZoomService, uploads: Path):
                 gr.Image(files.compare[0], label=files.compare_labels[0]),
                 gr.Image(files.compare[1], label=files.compare_labels[1]),
                 files.gallery,
+                files.prompts,
                 files.strip,
                 files.gif,
                 files.archive,

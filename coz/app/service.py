@@ -48,6 +48,7 @@ class JobFiles:
 
     folder: Path
     gallery: list[tuple[str, str]]
+    prompts: str  # each state's caption, one a line (Markdown): the prompts in full
     compare: tuple[str, str]  # (this zoom's last state, the comparison at the same scale)
     compare_labels: tuple[str, str]
     strip: str
@@ -168,7 +169,8 @@ class ZoomService:
         archive = _zip(job / "zoom", job / f"coz-{result.name}.zip")
         status = f"Done: {len(result.states)} scale-states, x1 to x{top}."
         compare = (str(files[f"state_{last}"]), str(other_files[f"state_{last}"]))
-        return JobFiles(job, gallery, compare, labels, str(strip), str(gif), str(archive), status)
+        prompts = "\n".join(f"- {_escape(caption)}" for caption in captions)
+        return JobFiles(job, gallery, prompts, compare, labels, str(strip), str(gif), str(archive), status)
 
     def _new_job_dir(self) -> Path:
         job = self.work_dir / "jobs" / uuid.uuid4().hex
@@ -220,6 +222,11 @@ def _caption(scale: int, prompt: str | None, mode: str) -> str:
     if prompt is None:
         return f"x{scale} (no model, no prompt)"
     return f"x{scale}: {prompt}" if prompt else f"x{scale}: (null prompt)"
+
+
+def _escape(text: str) -> str:
+    """Prompt text shown as Markdown as it is (a prompt is the model's words, not markup)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|" else c for c in text)
 
 
 def _safe_name(name: str) -> str:
