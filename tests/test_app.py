@@ -296,6 +296,9 @@ def test_a_request_naming_a_server_path_is_refused(server, samples):
         assert len(answers) == 1, answers  # the same answer whether the path exists or not: no oracle
     for sample in ("../../pyproject.toml", str(REPO / "pyproject.toml")):
         assert _refused(_raw_job(url, [None, sample, "nearest", "null", "coz", 1, ""]))
+    # nor a URL: Gradio would fetch it before any check (here offline, so its refusal is the proof)
+    answer = _raw_job(url, [_file_data("https://example.com/cat.png"), None, "nearest", "null", "coz", 1, ""])
+    assert answer.get("refused") == 400, answer
 
 
 def test_no_route_serves_a_file_outside_the_results(server, samples, tmp_path):

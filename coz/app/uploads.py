@@ -4,6 +4,7 @@
 
 - no request body may be larger than the upload limit (plus a little for the form around it), on
   any route: a bigger one is cut off with 413 before anything is decoded;
+- a job's inputs may not name a file by URL (Gradio would download it before our checks): 400;
 - Gradio files an upload under the hash of its bytes, so two users uploading the same photo get the
   same path, and the first job to finish would delete the other's input. The guard moves every
   upload at once to a folder of its own (``uploads/<random>/<name>``) and hands the client that
@@ -68,6 +69,13 @@ class UploadGuard:
             await send(message)
 
         is_upload = scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/upload")
+        if scope["method"] == "POST" and not is_upload:  # a job's inputs: JSON, small
+            body = await _read_body(limited_receive)
+            if over:
+                return await _too_large(send, self.max_body)
+            if _names_a_url(body):
+                return await _refuse(send, 400, "files come from uploads only, not from URLs")
+            limited_receive = _replay(body)
         try:
             await self.app(
                 scope, limited_receive, self._private_copies(guarded_send) if is_upload else guarded_send
@@ -125,10 +133,59 @@ class UploadGuard:
 
 
 async def _too_large(send, limit: int) -> None:
-    body = f"request body over the upload limit ({limit} bytes)".encode()
+    await _refuse(send, 413, f"request body over the upload limit ({limit} bytes)")
+
+
+async def _refuse(send, status: int, text: str) -> None:
+    body = text.encode()
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return body
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+def _replay(body: bytes):
+    """A ``receive`` that hands the app the body already read."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _names_a_url(body: bytes) -> bool:
+    """Whether a JSON body hands Gradio a file by URL (``{"path": "https://..."}``), which Gradio
+    would download before any of our checks."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and path.lower().lstrip().startswith(("http:", "https:")):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def upload_path(path: str | Path, folder: Path, max_mb: float) -> Path:
