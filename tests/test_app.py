@@ -89,7 +89,7 @@ def calls():
 @pytest.fixture(scope="module")
 def server(samples, calls):
     """The page's own defaults (span first, 512 px, 4 steps), with a 1-MB upload limit."""
-    from coz.app import launch
+    from coz.app.server import launch
 
     demo, url, work_dir = launch(_app_config(samples[0].parent, max_upload_mb=LIMIT_MB), block=False)
     yield url, work_dir

@@ -8,6 +8,7 @@ step); Cancel stops a job. Only an upload or a named sample is ever read; only t
 working folder (uploads and results) is ever served, and it goes with the server. Options:
 ``conf/app/app.yaml``.
 
+- :mod:`coz.app.tool`: the command line (Hydra)
 - :mod:`coz.app.server`: launching, the working folder, clean-up
 - :mod:`coz.app.page`: the Gradio page and its one computing event
 - :mod:`coz.app.jobs`: one job at a time, progress, cancellation
@@ -15,18 +16,9 @@ working folder (uploads and results) is ever served, and it goes with the server
 - :mod:`coz.app.uploads`: request-size limits and private uploads
 """
 
-from __future__ import annotations
 
-from omegaconf import DictConfig
+def main() -> None:
+    """``python -m coz.app`` and the console script ``coz-app``."""
+    from coz.run.extras import tool_main
 
-from coz.app.server import launch
-from coz.run.cli import hydra_entry
-
-__all__ = ["launch", "main"]
-
-
-def _cli(cfg: DictConfig) -> None:
-    launch(cfg)
-
-
-main = hydra_entry(_cli, config_name="app")
+    tool_main("app")
