@@ -15,12 +15,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from coz.app.schema import App
 from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
 from coz.run.schema import ConfigError, typed
 from coz.zoom.schema import ZoomTool
 
-SCHEMAS: dict[str, type] = {"zoom": ZoomTool}
-REQUIRED = {"zoom": ["input=x"]}  # what a tool needs to compose at all
+SCHEMAS: dict[str, type] = {"zoom": ZoomTool, "app": App}
+REQUIRED = {"zoom": ["input=x"], "app": []}  # what a tool needs to compose at all
 
 
 def options(tool: str) -> list[list[str]]:
