@@ -171,7 +171,7 @@ def test_a_given_folder_is_never_filled_with_the_sample_photos(tmp_path):
 def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
     """A run that ended at step 60 (last.ckpt) was continued and killed after its step-100 save: the
     next continuation starts from 100, not 60; an unreadable file is skipped."""
-    from coz.train_grpo.tool import newest_checkpoint
+    from coz.run.checkpoints import newest_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
