@@ -392,9 +392,7 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "export").exists()
-    resumed = subprocess.run(
-        command(killed), cwd=REPO, env=env, capture_output=True, text=True
-    )
+    resumed = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     straight = tmp_path / "straight"
