@@ -4,8 +4,8 @@ option (conf/train_grpo/critic/): the keys, their types and what values they all
 multiple of updates, a pinned remote-code critic, ...) are :func:`coz.train_grpo.tool.check_config`'s.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: the field types stay classes, not strings, so that
+# coz.run.schema.keys_of finds the keys inside the sections (grpo.step=5 -> "did you mean grpo.steps?").
 from dataclasses import dataclass, fields
 from typing import Any
 
