@@ -144,6 +144,10 @@ def test_bad_options_are_refused_before_loading(photos, tmp_path):
         "lora.r=0",
         "val.batch_size=0",
         "checkpoint.keep=-1",
+        "data.size=510",  # the view is the center 1/4 of the state: 510 does not divide by data.factor=4
+        "data.depths=[]",
+        "rewards.max_penalty=0.5",
+        "trainer.devices=0",  # a key coz reads among the trainer's free keys
     ):
         cfg = tiny(photos, "grpo.updates_per_generation=2", "grpo.steps=4", bad)
         with pytest.raises(CozError, match=bad.split("=")[0]):
