@@ -51,7 +51,7 @@ from coz.backbones.s3diff_lora import (
     write_release,
 )
 from coz.backbones.sd3_text import CLIP_TOKENS
-from coz.dtypes import resolve_dtype
+from coz.dtypes import cast_keeping_fp32, resolve_dtype
 from coz.errors import CozError
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ class S3Diff(OneStepDiffusion):
         self.lora_rank_unet, self.lora_rank_vae = lora_rank_unet, lora_rank_vae
         self.unet, self.vae, self.text_encoder, self.estimator = unet, vae, text_encoder, estimator
         for module in self.modules():
-            nn.Module.to(module, dtype=self.dtype)  # nn.Module's own: diffusers' to() warns on casts
-            module.eval()
+            cast_keeping_fp32(module, self.dtype).eval()  # what from_pretrained keeps fp32 stays so
         self.set_trainable(trainable)
         self.generator = torch.Generator("cpu")
         self.reseed(seed)

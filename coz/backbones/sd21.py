@@ -38,7 +38,7 @@ from coz.backbones.osediff_pkl import (
     unet_release_state,
     vae_release_state,
 )
-from coz.dtypes import resolve_dtype
+from coz.dtypes import cast_keeping_fp32, resolve_dtype
 from coz.errors import CozError
 from coz.prompts.base import with_user_prompt
 
@@ -103,7 +103,7 @@ class OSEDiffSD21(OneStepDiffusion):
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         nn.Module.to(self.unet, dtype=self.dtype)  # nn.Module's own: diffusers' to() warns on casts
         nn.Module.to(self.vae, dtype=self.dtype)
-        self.text_encoder.to(dtype=self.text_dtype).eval()
+        cast_keeping_fp32(self.text_encoder, self.text_dtype).eval()
         self.set_trainable(trainable)
         self.generator = torch.Generator("cpu")
         self.reseed(seed)

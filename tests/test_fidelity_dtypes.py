@@ -1,0 +1,51 @@
+"""Casting a loaded model keeps what its class keeps in fp32 (issue 26, point 1; docs/fidelity.md,
+"OSEDiff-SD3 inference"). The release loads SD3's text encoders with ``from_pretrained(dtype=fp16)``,
+and transformers then keeps ``T5EncoderModel._keep_in_fp32_modules`` (the feed-forward ``wo``) in
+fp32, because T5 v1.1's feed-forward output overflows in fp16. A wholesale ``.to(fp16)`` undoes that."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coz.backbones.sd3 import OSEDiffSD3
+
+
+def _wo_weights(t5) -> dict[str, torch.dtype]:
+    return {name: p.dtype for name, p in t5.named_parameters() if ".wo." in name}
+
+
+@pytest.mark.parametrize("text_dtype", ["float16", "bfloat16"])
+def test_sd3_text_encoders_keep_t5_wo_in_fp32_as_from_pretrained_does(text_dtype):
+    from transformers import T5EncoderModel
+
+    backbone = OSEDiffSD3.tiny(text_dtype=text_dtype)
+    clip_l, clip_g, t5 = backbone.text.encoders
+    wo = _wo_weights(t5)
+    assert wo and T5EncoderModel._keep_in_fp32_modules == ["wo"]
+    want = getattr(torch, text_dtype)
+    # transformers' rule: _keep_in_fp32_modules apply to fp16 only (bf16 has fp32's range)
+    expected = torch.float32 if want == torch.float16 else want
+    assert set(wo.values()) == {expected}, wo
+    others = {p.dtype for name, p in t5.named_parameters() if ".wo." not in name}
+    assert others == {want}
+    assert {p.dtype for p in clip_l.parameters()} == {p.dtype for p in clip_g.parameters()} == {want}
+    embeds, pooled = backbone.text.encode(["a cat, fur"])  # T5 runs with its fp32 wo (it casts into it)
+    assert torch.isfinite(embeds).all() and torch.isfinite(pooled).all()
+
+
+def test_cast_keeps_strict_modules_in_fp32_for_bf16_too():
+    from torch import nn
+
+    from coz.dtypes import cast_keeping_fp32
+
+    class Net(nn.Module):
+        _keep_in_fp32_modules_strict = ["norm"]
+
+        def __init__(self):
+            super().__init__()
+            self.proj, self.norm = nn.Linear(2, 2), nn.LayerNorm(2)
+
+    for dtype in (torch.float16, torch.bfloat16):
+        net = cast_keeping_fp32(Net(), dtype)
+        assert (net.proj.weight.dtype, net.norm.weight.dtype) == (dtype, torch.float32)
