@@ -126,3 +126,74 @@ def test_paper_preset_composes_to_effective_batch_4_in_fp32_with_the_two_stage_s
     assert [s["prob"] for s in cfg["data"]["sources"]] == ["size", "size"]
     assert [s["steps"] for s in cfg["stages"]] == [25000, 20000]  # the paper's schedule stays the default
     assert cfg["degradation"]["round_8bit"] is True
+
+
+# OSEDiff's initialize_unet (released train code): weight names without "bias"/"norm" that contain one
+# of these patterns; the first pattern that matches files the layer by where it sits.
+OSEDIFF_UNET_PATTERNS = (
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut",
+    "conv_out", "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj",
+)  # fmt: skip
+
+
+def _osediff_adapter_lists(unet: nn.Module) -> dict[str, list[str]]:
+    lists = {"default_encoder": [], "default_decoder": [], "default_others": []}
+    for name, _ in unet.named_parameters():
+        if "bias" in name or "norm" in name or not any(p in name for p in OSEDIFF_UNET_PATTERNS):
+            continue
+        if "down_blocks" in name or "conv_in" in name:
+            lists["default_encoder"].append(name.replace(".weight", ""))
+        elif "up_blocks" in name or "conv_out" in name:
+            lists["default_decoder"].append(name.replace(".weight", ""))
+        else:
+            lists["default_others"].append(name.replace(".weight", ""))
+    return lists
+
+
+def _sd21_regulariser(**overrides):
+    from omegaconf import OmegaConf
+
+    from coz.backbones.sd21 import OSEDiffSD21
+    from coz.sr_training.generators import SD21Generator
+
+    cfg = OmegaConf.load("conf/train_sr/train_sr.yaml").regulariser
+    for key, value in overrides.items():
+        cfg[key] = value
+    return SD21Generator(OSEDiffSD21.tiny()).regulariser(cfg)
+
+
+def test_sd21_fake_unet_trains_only_the_adapter_diffusers_leaves_active():
+    from peft import LoraConfig
+
+    from coz.backbones.tiny_sd21 import tiny_sd21_components
+
+    # OSEDiff's fake UNet: three add_adapter calls and no set_adapter; diffusers activates the last one
+    unet = tiny_sd21_components(0)["unet"]
+    lists = _osediff_adapter_lists(unet)
+    for adapter, targets in lists.items():
+        unet.add_adapter(LoraConfig(r=4, init_lora_weights="gaussian", target_modules=targets), adapter_name=adapter)
+    active = unet.active_adapters()
+    assert active == ["default_others"]
+    trained = sorted(n for n, m in unet.named_modules() if hasattr(m, "lora_A") and active[0] in m.lora_A)
+    assert trained == sorted(lists["default_others"]) and all(n.startswith("mid_block.") for n in trained)
+
+    assert sorted(_sd21_regulariser().fake.names) == trained  # the default: as released
+    every = sorted(n for names in lists.values() for n in names)
+    assert sorted(_sd21_regulariser(fake_adapters="all").fake.names) == every  # the switch: all three
+    assert len(trained) < len(every) / 3
+
+
+def test_sd21_generator_has_one_adamw_over_unet_lora_conv_in_and_vae_lora():
+    from coz.backbones.sd21 import OSEDiffSD21
+    from coz.sr_training.generators import SD21Generator
+
+    backbone = OSEDiffSD21.tiny()
+    groups = SD21Generator(backbone).optimiser_groups()
+    # OSEDiff's layers_to_opt: UNet params named "lora", all of conv_in, VAE params named "lora"
+    released = [p for n, p in backbone.unet.named_parameters() if "lora" in n]
+    released += list(backbone.unet.conv_in.parameters()) + [
+        p for n, p in backbone.vae.named_parameters() if "lora" in n
+    ]
+    assert len(groups) == 1  # one optimiser, so max_grad_norm clips them jointly
+    (params,) = groups.values()
+    assert {id(p) for p in params} == {id(p) for p in released} and len(params) == len(set(map(id, params)))

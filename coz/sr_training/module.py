@@ -1,6 +1,6 @@
 """The Lightning module of ``coz.train_sr``: OSEDiff's training step, coarse-to-fine.
 
-One optimisation step (after ``accumulate`` micro-batches), implementation-facts.md section 4:
+One optimisation step (after ``accumulate`` micro-batches), docs/fidelity.md "Training the SR backbone":
 
 1. the loader's HR crops (B, 3, S, S) are degraded on the device by the current stage's pipeline
    (Real-ESRGAN two-stage or bicubic 4x) -> LR (B, 3, S/4, S/4), resized back to S for diffusion
@@ -11,8 +11,9 @@ One optimisation step (after ``accumulate`` micro-batches), implementation-facts
    score LoRA's own diffusion loss ``reg_diffusion * L_diff(stopgrad(z0))``. The two losses touch
    disjoint parameters (DMD runs the score models without grad, L_diff sees a detached z0), so one
    backward of their sum gives each exactly its own gradient (and DDP one reduction per step);
-4. each optimiser (transformer / UNet LoRA, VAE-encoder LoRA, fake LoRA: three AdamW) clips its
-   gradients to ``optim.max_grad_norm`` and steps; LR schedulers step.
+4. each optimiser (SD3: transformer LoRA, VAE-encoder LoRA, fake LoRA: three AdamW, as the
+   authors' port; SD2.1: generator (UNet LoRA, conv_in, VAE LoRA) and fake LoRA: two, as OSEDiff)
+   clips its gradients to ``optim.max_grad_norm`` and steps; LR schedulers step.
 
 Randomness per step (the VAE posterior noise, DMD and diffusion-loss timesteps and noise) is
 seeded from (seed, step, micro-batch, rank) and the data from (seed, item index), so a resumed run
