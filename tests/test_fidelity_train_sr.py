@@ -82,7 +82,30 @@ def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x
     assert (reg.timesteps, reg.loss_space, reg.dmd_t_range) == ("batch", "x0", (0, 1000))
     sigma = reg.family.sigma(torch.arange(1000))
     assert torch.equal(sigma, sigma.half().float()) and reg.family.sigma_fp16  # rounded to fp16, as released
-    assert 0.002 < float(sigma.min()) < 0.004 and float(sigma.max()) == 1.0  # the whole shifted schedule
+
+
+def test_dmd_sigma_grid_is_set_timesteps_1000_and_the_transformer_gets_the_unrounded_timestep():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    # the released port: scheduler.set_timesteps(1000); t = timesteps[int(1000 u)]; sigma = t / 1000
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(1000)
+    released = (scheduler.timesteps / 1000).flip(0)  # ascending, as coz's t
+    family = FlowScore(ToyFlowDenoiser(), shift=3.0, sigma_fp16=True)
+    exact = family.exact_sigma(torch.arange(1000)).flatten()
+    torch.testing.assert_close(exact, released, atol=1e-6, rtol=0)
+    # end points by hand: the training grid's lowest sigma 3 s / (1 + 2 s), s = 1/1000, shifted again
+    low = 3 * 0.001 / 1.002
+    assert float(exact[0]) == pytest.approx(3 * low / (1 + 2 * low), abs=1e-7)  # 0.008929, not 0.0030
+    assert float(exact[-1]) == pytest.approx(1.0)
+    # the transformer gets t = sigma * 1000 unrounded; z_t and x0 use sigma rounded to fp16
+    seen = []
+    family.denoiser.forward = lambda **kw: seen.append(kw["timestep"]) or (kw["hidden_states"] * 0,)
+    t = torch.tensor([1, 500])
+    family.predict(torch.zeros(2, 4, 2, 2), t, COND)
+    torch.testing.assert_close(seen[0], exact[t] * 1000, atol=0, rtol=0)
+    assert not torch.equal(exact[t], exact[t].half().float())
+    torch.testing.assert_close(family.sigma(t).flatten(), exact[t].half().float(), atol=0, rtol=0)
 
 
 def test_prob_size_draws_sources_in_proportion_to_their_length(tmp_path):
