@@ -46,15 +46,16 @@ def tile_boxes(height: int, width: int, tile: int, overlap: int) -> list[tuple[i
 
 
 def gaussian_window(height: int, width: int, variance: float = GAUSSIAN_VARIANCE) -> torch.Tensor:
-    """(height, width) separable Gaussian centred on the tile, positions normalised by the side:
-    exp(-((i - mid) / side)^2 / (2 variance)) / sqrt(2 pi variance), the tiled-diffusion weights."""
+    """(height, width) separable Gaussian, positions normalised by the side:
+    exp(-((i - mid) / side)^2 / (2 variance)) / sqrt(2 pi variance), the tiled-diffusion weights of
+    the released full-image script, centred as there: mid = (width - 1) / 2 on x but height / 2 on
+    y (half a row lower than centred: for a 64 tile the first row weighs 0.68x, the last 1.46x)."""
 
-    def axis(n: int) -> torch.Tensor:
+    def axis(n: int, mid: float) -> torch.Tensor:
         i = torch.arange(n, dtype=torch.float64)
-        mid = (n - 1) / 2
         return torch.exp(-(((i - mid) / n) ** 2) / (2 * variance)) / math.sqrt(2 * math.pi * variance)
 
-    return (axis(height)[:, None] * axis(width)[None, :]).float()
+    return (axis(height, height / 2)[:, None] * axis(width, (width - 1) / 2)[None, :]).float()
 
 
 def tiled_apply(
