@@ -25,7 +25,9 @@ class FullImageOptions:
     vae_encoder_overlap: int = 64
     vae_decoder_tile: int = 128  # latents (1024 px)
     vae_decoder_overlap: int = 16
-    vae_tiling: str = "fast"  # fast (the released VAEHook fast mode) | shared_norm (exact statistics) | blended
+    vae_tiling: str = (
+        "fast"  # fast (the released VAEHook fast mode) | shared_norm (exact statistics) | blended
+    )
     vae_encoder_pad: int = 32  # fast, shared_norm: context pixels around each encoder tile
     vae_decoder_pad: int = 11  # fast, shared_norm: context latents around each decoder tile
     tile_variance: float = GAUSSIAN_VARIANCE

@@ -49,3 +49,22 @@ def test_cast_keeps_strict_modules_in_fp32_for_bf16_too():
     for dtype in (torch.float16, torch.bfloat16):
         net = cast_keeping_fp32(Net(), dtype)
         assert (net.proj.weight.dtype, net.norm.weight.dtype) == (dtype, torch.float32)
+
+
+def test_adaln_lora_layers_return_fp16_as_the_released_lora_injected_linear():
+    backbone = OSEDiffSD3.tiny()  # transformer in fp32, as released
+    layer = backbone.transformer.get_submodule(backbone.lora_names[0])
+    torch.nn.init.normal_(layer.lora_up.weight)  # a LoRA that changes something
+    x = torch.randn(2, layer.linear.in_features)
+    with torch.no_grad():
+        # the release's LoraInjectedLinear: (linear(x) + up(down(x)) * scale).half(), in an fp32 model
+        released = (layer.linear(x.float()) + layer.lora_up(layer.lora_down(x.float())) * layer.scale).half()
+        out = layer(x)
+    assert out.dtype == torch.float16 and torch.equal(out, released)
+    with torch.no_grad():
+        images = backbone.upscale(torch.rand(1, 3, 32, 32), ["a cat"])  # the model runs on the rounded values
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+
+    plain = OSEDiffSD3.tiny(adaln_fp16=False)
+    layer = plain.transformer.get_submodule(plain.lora_names[0])
+    assert layer(x).dtype == torch.float32

@@ -194,7 +194,9 @@ def test_sd21_fake_unet_trains_only_the_adapter_diffusers_leaves_active():
     unet = tiny_sd21_components(0)["unet"]
     lists = _osediff_adapter_lists(unet)
     for adapter, targets in lists.items():
-        unet.add_adapter(LoraConfig(r=4, init_lora_weights="gaussian", target_modules=targets), adapter_name=adapter)
+        unet.add_adapter(
+            LoraConfig(r=4, init_lora_weights="gaussian", target_modules=targets), adapter_name=adapter
+        )
     active = unet.active_adapters()
     assert active == ["default_others"]
     trained = sorted(n for n, m in unet.named_modules() if hasattr(m, "lora_A") and active[0] in m.lora_A)

@@ -93,7 +93,9 @@ def _pinned_forward(net: nn.Module, x: torch.Tensor, stats: list) -> torch.Tenso
     def pin(module, args, out):
         mean, var = next(calls)
         grouped = args[0].reshape(1, module.num_groups, -1)
-        y = ((grouped - mean.view(1, -1, 1)) / torch.sqrt(var.view(1, -1, 1) + module.eps)).reshape_as(args[0])
+        y = ((grouped - mean.view(1, -1, 1)) / torch.sqrt(var.view(1, -1, 1) + module.eps)).reshape_as(
+            args[0]
+        )
         shape = (1, -1) + (1,) * (args[0].dim() - 2)
         return y * module.weight.view(shape) + module.bias.view(shape)
 
@@ -165,7 +167,9 @@ def test_fast_mode_is_each_padded_tile_through_the_plain_net_with_the_shrunk_cop
 def test_shared_statistics_encode_is_close_to_untiled_and_far_closer_than_independent_tiles(vae_and_image):
     vae, x = vae_and_image
     untiled = vae.encode(x).latent_dist.mean
-    shared = tiled_encode(vae, x, tile=48, pad=32, statistics="shared_norm").chunk(2, dim=1)[0]  # cores 0-64-128
+    shared = tiled_encode(vae, x, tile=48, pad=32, statistics="shared_norm").chunk(2, dim=1)[
+        0
+    ]  # cores 0-64-128
     independent = tiled_apply(lambda t, _: vae.encode(t).latent_dist.mean, x, 64, 16, Fraction(1, 8))
     err_shared = (shared - untiled).abs().mean().item()
     err_independent = (independent - untiled).abs().mean().item()

@@ -40,7 +40,9 @@ def test_gaussian_window_is_centred_as_released_h_over_2_on_y_and_w_minus_1_over
     torch.testing.assert_close(window, torch.from_numpy(np.outer(ys, xs)).float(), atol=1e-6, rtol=1e-6)
     assert window.min() > 0 and int(window[:, 0].argmax()) == h // 2  # one peak row: h / 2
     assert torch.equal(window, window.flip(1)) and not torch.equal(window, window.flip(0))
-    assert float(window[0, 0] / window[-1, 0]) == pytest.approx(np.exp(-((32 / 64) ** 2 - (31 / 64) ** 2) / 0.02))
+    assert float(window[0, 0] / window[-1, 0]) == pytest.approx(
+        np.exp(-((32 / 64) ** 2 - (31 / 64) ** 2) / 0.02)
+    )
     assert window[0, 0] / window[32, 23] < 1e-9  # tile corners hardly count where another tile covers them
 
 

@@ -46,7 +46,13 @@ FORMAT = "coz-lora"
 
 
 class LoRALinear(nn.Module):
-    """``linear(x) + up(down(x)) * scale``; the LoRA branch runs in its own dtype (fp32 by default)."""
+    """``linear(x) + up(down(x)) * scale``; the LoRA branch runs in its own dtype (fp32 by default).
+
+    ``fp16_output``: return the sum cast to float16, as the released ``LoraInjectedLinear`` does
+    (``.half()``) even inside the fp32 transformer; the adaLN modulation then runs on those rounded
+    values (``1 + scale`` itself in float16), as there."""
+
+    fp16_output = False
 
     def __init__(
         self, linear: nn.Linear, rank: int = 4, scale: float = 1.0, lora_dtype=torch.float32
@@ -62,7 +68,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lora = self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype)))
-        return self.linear(x) + lora.to(x.dtype) * self.scale
+        out = self.linear(x) + lora.to(x.dtype) * self.scale
+        return out.half() if self.fp16_output else out
 
 
 def inject_adaln_lora(transformer: nn.Module, rank: int = 4) -> list[str]:

@@ -83,6 +83,7 @@ class OSEDiffSD3(OneStepDiffusion):
         vae_lora_rank: int = 4,
         vae_lora_alpha: int = 8,
         trainable: bool = False,
+        adaln_fp16: bool = True,
         name: str = "osediff-sd3",
         base_model: str = DEFAULT_MODEL,
     ) -> None:
@@ -105,6 +106,8 @@ class OSEDiffSD3(OneStepDiffusion):
             if isinstance(module, LoRALinear):
                 module.lora_down.float()
                 module.lora_up.float()
+                # the released layer's output is .half() in the fp32 transformer (no-op below fp32)
+                module.fp16_output = bool(adaln_fp16) and self.dtype == torch.float32
         self.set_trainable(trainable)
         self.generator = torch.Generator("cpu")
         self.reseed(seed)
@@ -168,6 +171,7 @@ class OSEDiffSD3(OneStepDiffusion):
             drop_t5=bool(get("drop_t5", False)),
             offload_text_encoders=bool(get("offload_text_encoders", False)),
             text_dtype=str(get("text_dtype", "float16")),
+            adaln_fp16=bool(get("adaln_fp16", True)),
         )
         if str(cfg.name).startswith("tiny_"):
             backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)

@@ -229,7 +229,9 @@ def _normalise(norm: nn.GroupNorm, x: torch.Tensor, mean: torch.Tensor, var: tor
     return y
 
 
-def estimate_statistics(steps: list, small: torch.Tensor, device=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def estimate_statistics(
+    steps: list, small: torch.Tensor, device=None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fast mode: run ``steps`` on the shrunk copy (one piece) and return each GroupNorm's per-group
     (mean, variance) on it, in step order."""
     device = device or small.device
