@@ -35,8 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from coz.sr_training.data import Layout, StepSampler, TrainingImages
-from coz.sr_training.degradation import degrade, resize_back
-from coz.sr_training.kernels import RESIZE_MODES
+from coz.sr_training.degradation import training_view
 from coz.sr_training.losses import LPIPSLoss, l2_loss
 from coz.sr_training.regulariser import step_seed
 from coz.sr_training.stages import Stages
@@ -305,14 +304,14 @@ class SRTrainingModule(L.LightningModule):
 
         hr = batch["hr"].to(self.device).float() / 255.0  # (B, 3, S, S)
         with torch.no_grad():
-            lr = degrade(hr, kind, batch.get("deg"), int(self.cfg.degradation.scale))  # (B, 3, S/4, S/4)
-            x = lr
-            if self.gen.takes_upsampled_input:
-                deg = self.cfg.degradation
-                mode = str(deg.get("bicubic_back", "pil_bicubic")) if kind == "bicubic" else "bicubic"
+            deg, back = self.cfg.degradation, None  # CNNs restore the LR batch (B, 3, S/4, S/4) itself
+            if self.gen.takes_upsampled_input:  # diffusion backbones: the LR view resized back to S
+                back = str(deg.get("bicubic_back", "pil_bicubic")) if kind == "bicubic" else "bicubic"
                 if kind == "realesrgan" and str(deg.resize_back) == "random":
-                    mode = RESIZE_MODES[int(batch["deg"]["mode_back"][0])]
-                x = resize_back(lr, hr.shape[-2:], mode, bool(deg.get("round_8bit", True)))  # (B, 3, S, S)
+                    back = "random"
+            x = training_view(
+                hr, kind, batch.get("deg"), int(deg.scale), back, bool(deg.get("round_8bit", True))
+            )
             prompts = self.prompts(hr) if self.prompts is not None else [""] * hr.shape[0]
         target = hr * 2 - 1
         sr, z0, cond = self.gen.restore(x, prompts)
