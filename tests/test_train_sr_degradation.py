@@ -8,13 +8,12 @@ import io
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import default_collate
 
 from coz.cli import CONFIG_DIR
-import torch.nn.functional as F
-
 from coz.sr_training.degradation import (
     add_noise,
     bicubic_degrade,

@@ -84,7 +84,9 @@ def realesrgan_degrade(
     (the intermediate sizes differ between images); ``round_8bit=False`` leaves the 8-bit rounding
     to whoever resizes the LR view back (the released script rounds once, after that)."""
     d = {k: v.to(hr.device) for k, v in draws.items()}
-    out = torch.cat([_degrade_one(hr[i : i + 1], {k: v[i : i + 1] for k, v in d.items()}, scale) for i in range(len(hr))])
+    out = torch.cat(
+        [_degrade_one(hr[i : i + 1], {k: v[i : i + 1] for k, v in d.items()}, scale) for i in range(len(hr))]
+    )
     return torch.clamp(torch.round(out * 255.0), 0, 255) / 255.0 if round_8bit else out
 
 
