@@ -38,6 +38,9 @@ class Backbone(ABC):
     # estimator) sets this; the chain then passes ``low_res=`` (B, 3, size/4, size/4) to ``upscale``.
     wants_low_res: bool = False
     name: str = "backbone"
+    # How the chain turns this backbone's output into the 8-bit state the next step reads, as its
+    # release does (``zoom.to_8bit=backbone``): CNN code (Real-ESRGAN's) rounds.
+    to_8bit: str = "round"
 
     def format_prompt(self, extracted: str, user_prompt: str) -> str:
         """The text this backbone's encoders get from an extracted prompt and the user's: the

@@ -47,6 +47,7 @@ from coz.backbones.sd3_text import SD3TextEncoders
 from coz.backbones.vae_tiling import tiled_decode, tiled_encode
 from coz.dtypes import resolve_dtype
 from coz.errors import CozError
+from coz.geometry import to_8bit
 from coz.tiling import tile_boxes, tiled_apply
 
 if TYPE_CHECKING:
@@ -425,7 +426,7 @@ class OSEDiffSD3(OneStepDiffusion):
             for top, left, bottom, right in tiles:
                 zt = z[..., top // 8 : bottom // 8, left // 8 : right // 8].to(self._device, self.dtype)
                 y = (self.decode(zt, latent_shift=shift).float().clamp(-1.0, 1.0) + 1) / 2
-                pixels = y[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                pixels = to_8bit(y[0], self.to_8bit).permute(1, 2, 0).cpu().numpy()  # ToPILImage, as released
                 views.append(Image.fromarray(pixels))
         return views
 
