@@ -222,3 +222,18 @@ def test_sd21_generator_has_one_adamw_over_unet_lora_conv_in_and_vae_lora():
     assert len(groups) == 1  # one optimiser, so max_grad_norm clips them jointly
     (params,) = groups.values()
     assert {id(p) for p in params} == {id(p) for p in released} and len(params) == len(set(map(id, params)))
+
+
+def test_paper_osediff_preset_is_the_papers_stated_effective_batch_16_in_fp16_mixed():
+    # paper B.3: batch size and lr follow OSEDiff's defaults; OSEDiff's README: 4 GPUs x --train_batch_size=4,
+    # --gradient_accumulation_steps=1, --mixed_precision fp16, --learning_rate=5e-5
+    out = subprocess.run(
+        [sys.executable, "-m", "coz.train_sr", "experiment=paper_osediff", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cfg = yaml.safe_load(out.stdout)
+    effective = cfg["data"]["batch_size"] * cfg["optim"]["accumulate"] * cfg["trainer"]["devices"]
+    assert (effective, cfg["trainer"]["precision"], cfg["optim"]["lr"]) == (4 * 4 * 1, "16-mixed", 5e-5)
+    assert [s["prob"] for s in cfg["data"]["sources"]] == ["size", "size"]  # the rest is experiment=paper's
