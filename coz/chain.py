@@ -23,7 +23,7 @@ from coz.geometry import TO_8BIT, center_crop, to_pil, to_tensor
 from coz.prompts.base import PromptExtractor
 from coz.timing import PhaseTimer
 
-# mode -> what a step does (implementation-facts.md, section 1)
+# mode -> what a step does (docs/fidelity.md, "The zoom chain")
 MODES = ("recursive_multiscale", "recursive", "onestep", "nearest", "bicubic", "full")
 INTERPOLATION_MODES = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
 

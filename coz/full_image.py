@@ -1,5 +1,5 @@
 """Full-image super-resolution under Chain-of-Zoom (``zoom=full``; paper Appendix H and the
-authors' later full-image script, implementation-facts.md section 3).
+authors' later full-image script, docs/fidelity.md "OSEDiff-SD3 inference and full-image SR").
 
 A step magnifies the *whole* current image 4x instead of its center quarter:
 

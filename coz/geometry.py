@@ -1,4 +1,4 @@
-"""The zoom geometry of Chain-of-Zoom (implementation-facts.md, section 1), on PIL images.
+"""The zoom geometry of Chain-of-Zoom (docs/fidelity.md, "The zoom chain"), on PIL images.
 
 The official code crops and resizes PIL images; doing the same here keeps every scale-state
 pixel-compatible with it. Tensors appear only at the backbone boundary.

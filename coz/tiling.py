@@ -1,6 +1,6 @@
 """Tiled processing with Gaussian-weighted blending, for full-image SR (paper Appendix H;
-implementation-facts.md section 3: latent tiles 64 with overlap 16, Gaussian weights of variance
-0.01; tiled VAE with encoder tile 1024 px and decoder tile 128 latents).
+docs/fidelity.md, "OSEDiff-SD3 inference and full-image SR": latent tiles 64 with overlap 16,
+Gaussian weights of variance 0.01; tiled VAE with encoder tile 1024 px and decoder tile 128 latents).
 
 A function that maps a (B, C, h, w) tile to a (B, C', h*s, w*s) tile (s: ``scale``, e.g. 1 for
 the one-step latent update, 1/8 for a VAE encoder, 8 for a decoder, 4 for Real-ESRGAN on pixels)

@@ -1,4 +1,4 @@
-"""The released SD3 training recipe (issue 15; implementation-facts.md section 4): the regulariser's
+"""The released SD3 training recipe (issue 15; docs/fidelity.md "Training the SR backbone"): the regulariser's
 x0-space loss, one DMD timestep per batch, the fake LoRA on the adaLN-zero linears, proportional
 draws over concatenated lists, 8-bit rounding after the resize back, effective batch 4 in fp32."""
 

@@ -24,7 +24,7 @@ class Backbone(ABC):
     """A 4x super-resolution model as the zoom chain sees it.
 
     Two kinds of models exist in this field, and the chain feeds each what it expects
-    (implementation-facts.md, section 1):
+    (docs/fidelity.md, "The zoom chain"):
     - CNN-style SR (Real-ESRGAN): takes the low-res crop and returns it 4x larger;
       ``takes_upsampled_input = False``.
     - Diffusion SR (OSEDiff, S3Diff): takes the crop already bicubic-upsampled to the output

@@ -1,4 +1,5 @@
-"""LoRA layers of OSEDiff-SD3 and the checkpoint formats that hold them (implementation-facts.md s.3).
+"""LoRA layers of OSEDiff-SD3 and the checkpoint formats that hold them (docs/fidelity.md,
+"OSEDiff-SD3 inference and full-image SR").
 
 Two adapters:
 - Transformer: a rank-4 LoRA on every ``nn.Linear`` inside an ``AdaLayerNormZero`` module (the

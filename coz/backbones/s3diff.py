@@ -1,4 +1,4 @@
-"""S3Diff: one-step SR on SD-Turbo with degradation-guided LoRA (implementation-facts.md s.5).
+"""S3Diff: one-step SR on SD-Turbo with degradation-guided LoRA (docs/fidelity.md "Other backbones").
 
 One step, on the bicubic view x in [-1, 1] (B, 3, H, W) and its low-res crop l in [0, 1] (B, 3, H/4, W/4):
 

@@ -1,4 +1,5 @@
-"""OSEDiff on Stable Diffusion 2.1-base: the original one-step diffusion SR (implementation-facts.md s.5).
+"""OSEDiff on Stable Diffusion 2.1-base: the original one-step diffusion SR (docs/fidelity.md,
+"Other backbones").
 
 One step, on the bicubic 512 view x in [-1, 1]:
 

@@ -1,4 +1,5 @@
-"""OSEDiff on SD3-medium: the paper's one-step diffusion SR backbone (implementation-facts.md s.3).
+"""OSEDiff on SD3-medium: the paper's one-step diffusion SR backbone (docs/fidelity.md, "OSEDiff-SD3
+inference and full-image SR").
 
 One step, on the bicubic 512 view x in [-1, 1]:
 

@@ -1,4 +1,5 @@
-"""SD3's three text encoders, as the OSEDiff-SD3 code uses them (implementation-facts.md s.3).
+"""SD3's three text encoders, as the OSEDiff-SD3 code uses them (docs/fidelity.md, "OSEDiff-SD3
+inference and full-image SR").
 
     CLIP-L, CLIP-G: padded/truncated to 77 tokens, penultimate hidden states   (B, 77, dL), (B, 77, dG)
     clip = cat([L, G], -1) zero-padded to the joint width D                     (B, 77, D)

@@ -1,5 +1,5 @@
 """OSEDiff's regulariser: variational score distillation with "real" and "fake" score models that
-share the generator's own frozen denoiser (implementation-facts.md section 4).
+share the generator's own frozen denoiser (docs/fidelity.md "Training the SR backbone").
 
 One copy of the transformer (SD3) or UNet (SD2.1) plays three roles:
 
