@@ -68,3 +68,19 @@ def test_adaln_lora_layers_return_fp16_as_the_released_lora_injected_linear():
     plain = OSEDiffSD3.tiny(adaln_fp16=False)
     layer = plain.transformer.get_submodule(plain.lora_names[0])
     assert layer(x).dtype == torch.float32
+
+
+def test_training_rounds_the_adaln_loras_rank_activation_to_fp16_as_add_mp_hook():
+    from coz.sr_training.generators import SD3Generator
+
+    backbone = OSEDiffSD3.tiny()
+    SD3Generator(
+        backbone
+    )  # training: the released add_mp_hook (lora_down output .half(), lora_up input .float())
+    layer = backbone.transformer.get_submodule(backbone.lora_names[0])
+    torch.nn.init.normal_(layer.lora_up.weight)
+    x = torch.randn(3, layer.linear.in_features) * 30  # a rank activation that fp16 visibly rounds
+    with torch.no_grad():
+        h = layer.lora_down(x.float()).half().float()
+        released = (layer.linear(x.float()) + layer.lora_up(h) * layer.scale).half()
+        assert layer.fp16_rank and torch.equal(layer(x), released)

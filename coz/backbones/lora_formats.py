@@ -51,9 +51,12 @@ class LoRALinear(nn.Module):
 
     ``fp16_output``: return the sum cast to float16, as the released ``LoraInjectedLinear`` does
     (``.half()``) even inside the fp32 transformer; the adaLN modulation then runs on those rounded
-    values (``1 + scale`` itself in float16), as there."""
+    values (``1 + scale`` itself in float16), as there. ``fp16_rank``: round the rank-r activation
+    ``down(x)`` to float16 before ``up``, as the released training script's ``add_mp_hook`` does
+    (training only: its inference code has no such hook)."""
 
     fp16_output = False
+    fp16_rank = False
 
     def __init__(
         self, linear: nn.Linear, rank: int = 4, scale: float = 1.0, lora_dtype=torch.float32
@@ -68,7 +71,8 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.lora_up.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lora = self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype)))
+        h = self.lora_down(x.to(self.lora_down.weight.dtype))  # (..., r)
+        lora = self.lora_up(h.half().to(h.dtype) if self.fp16_rank else h)
         out = self.linear(x) + lora.to(x.dtype) * self.scale
         return out.half() if self.fp16_output else out
 

@@ -105,7 +105,14 @@ class Generator:
 
 class SD3Generator(Generator):
     def __init__(self, backbone) -> None:
+        from coz.backbones.lora_formats import LoRALinear
+
         self.backbone, self.name = backbone, backbone.name
+        # the released training script's add_mp_hook: the adaLN LoRA's rank-4 activation in fp16
+        # (with the layer's fp16 output, i.e. backbone.adaln_fp16 in an fp32 transformer)
+        for module in backbone.transformer.modules():
+            if isinstance(module, LoRALinear):
+                module.fp16_rank = module.fp16_output
 
     def modules(self):
         return {"transformer": self.backbone.transformer, "vae": self.backbone.vae}

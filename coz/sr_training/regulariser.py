@@ -119,7 +119,9 @@ class FakeLoRA(nn.Module):
                 return None
             x = inputs[0]
             down, up = self.down[key], self.up[key]
-            out = output + (up(down(x.to(down.weight.dtype))) * self.scale).to(output.dtype)
+            h = down(x.to(down.weight.dtype))  # (..., r); fp16-rounded like the released add_mp_hook
+            h = h.half().to(h.dtype) if getattr(module, "fp16_rank", False) else h
+            out = output + (up(h) * self.scale).to(output.dtype)
             # the released SD3 port's fake adaLN layer rounds its output to fp16 like the generator's
             return out.half() if getattr(module, "fp16_output", False) else out
 
