@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
-	$(PY) -m coz.evaluation.niqe_params  # NIQE's parameters, from the basicsr sdist on PyPI
+	$(PY) -m coz.evaluate.niqe_params  # NIQE's parameters, from the basicsr sdist on PyPI
 	@touch $(STAMP)
 
 demo: $(STAMP)  ## zoom 4x, 16x, 64x, 256x into a sample photo (offline, CPU)

@@ -66,13 +66,13 @@ class ZoomResult:
 
     def strip(self) -> Image.Image:
         """The states side by side, the zoomed region boxed at every level."""
-        from coz.outputs import strip_picture
+        from coz.zoom.outputs import strip_picture
 
         return strip_picture(self.zoom, self.factor)
 
     def frames(self, size: int | None = None) -> list[Image.Image]:
         """The frames of the animated zoom, ``size`` px square (default ``save.gif_size``)."""
-        from coz.outputs import animation_frames
+        from coz.zoom.outputs import animation_frames
 
         return animation_frames(self.zoom, self.factor, int(size or self.save_options.gif_size))
 
@@ -85,7 +85,7 @@ class ZoomResult:
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write what ``python -m coz.zoom`` writes for this image under ``folder``
         (``images/<name>/...``, ``scales/x<scale>/<name>.png``); return the files by role."""
-        from coz.outputs import write_zoom
+        from coz.zoom.outputs import write_zoom
 
         return write_zoom(Path(folder), self.name, self.zoom, self.save_options, self.factor, self.notes)
 
@@ -107,7 +107,7 @@ class Zoomer:
         steps: int | None = None,
         **options: Any,
     ) -> None:
-        from coz.zoom import build_chain, full_options
+        from coz.zoom.tool import build_chain, full_options
 
         keywords = {"backbone": backbone, "prompt": prompt, "steps": steps, **options}
         args = [_override(_ALIASES.get(k, k), v) for k, v in keywords.items() if v is not None]
@@ -123,7 +123,7 @@ class Zoomer:
         try:
             self.full = full_options(cfg)
             self.device = _device(cfg)
-            from coz.timing import PhaseTimer
+            from coz.run.timing import PhaseTimer
 
             self.chain = build_chain(cfg, self.device, PhaseTimer(), self.full)
         except ValueError as err:  # the chain's checks of steps, factor and size
@@ -150,8 +150,8 @@ class Zoomer:
         after each step of each image. Seeds are reset from ``seed=`` at every call, so an image's
         result does not depend on what was zoomed before.
         """
-        from coz.cpu_share import CpuShare
-        from coz.runtime import fixed_threads, seed_everything
+        from coz.run.cpu_share import CpuShare
+        from coz.run.runtime import fixed_threads, seed_everything
 
         single = isinstance(images, Image.Image | str | Path) and not _is_folder(images)
         inputs = _expand([images] if isinstance(images, Image.Image | str | Path) else list(images))
@@ -184,7 +184,7 @@ class Zoomer:
 
     def _load(self, item: ImageInput, name: str) -> tuple[str, Image.Image, list[str]]:
         from coz.images import load_rgb, to_rgb
-        from coz.zoom import make_x0
+        from coz.zoom.tool import make_x0
 
         cfg = self.config
         if isinstance(item, Image.Image):
@@ -210,7 +210,7 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from coz.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import rewrite_overrides, tool_config_dir
 
     for item in overrides:
         if not isinstance(item, str) or "=" not in item:
@@ -237,7 +237,7 @@ def _none_prompt(override: str) -> str:
     """``prompt=none`` -> ``prompt=null`` where the config has no ``none`` option of its own."""
     key, _, value = override.partition("=")
     if key == "prompt" and value.strip("'\"") == "none":
-        from coz.cli import shared_group_dir
+        from coz.run.cli import shared_group_dir
 
         if not (shared_group_dir("prompt") / "none.yaml").exists():
             return "prompt=null"
@@ -264,7 +264,7 @@ def quote(text: str) -> str:
 
 
 def _device(cfg: DictConfig):
-    from coz.runtime import resolve_device
+    from coz.run.runtime import resolve_device
 
     return resolve_device(str(cfg.device))
 

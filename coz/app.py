@@ -24,8 +24,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from coz.cli import hydra_entry
 from coz.errors import CozError
+from coz.run.cli import hydra_entry
 
 log = logging.getLogger("coz.app")
 

@@ -21,7 +21,7 @@ from coz.backbones.base import Backbone
 from coz.full_image import FullImageOptions, super_resolve_full
 from coz.geometry import TO_8BIT, center_crop, to_pil, to_tensor
 from coz.prompts.base import PromptExtractor
-from coz.timing import PhaseTimer
+from coz.run.timing import PhaseTimer
 
 # mode -> what a step does (docs/fidelity.md, "The zoom chain")
 MODES = ("recursive_multiscale", "recursive", "onestep", "nearest", "bicubic", "full")

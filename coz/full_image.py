@@ -42,9 +42,9 @@ from PIL import Image
 from coz.backbones.base import Backbone
 from coz.full_image_options import SIDE_MULTIPLE, FullImageOptions
 from coz.images import ImageInputError
-from coz.progress import Progress
 from coz.prompts.base import NullPrompt, PromptExtractor
-from coz.timing import PhaseTimer
+from coz.run.progress import Progress
+from coz.run.timing import PhaseTimer
 
 log = logging.getLogger("coz.zoom")
 

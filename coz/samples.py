@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from coz.atomic import write_atomic
+from coz.run.atomic import write_atomic
 
 # Colour photos of scikit-image's data module that need no download.
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")

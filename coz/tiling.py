@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import torch
 
-from coz.progress import Progress, format_seconds
+from coz.run.progress import Progress, format_seconds
 
 GAUSSIAN_VARIANCE = 0.01
 

@@ -4,7 +4,7 @@ A zoom run yields square states ``x0..xn`` where ``x_i`` shows the center ``1/fa
 magnified, so ``x_i`` is at scale ``factor**i``. A full-image run (``zoom=full``) yields states of
 any shape, each the whole previous one magnified: :func:`full_strip` and :func:`full_animation`
 draw those. Every image written here goes through
-:func:`coz.atomic.atomic_path`, so a crash never leaves a half-written file.
+:func:`coz.run.atomic.atomic_path`, so a crash never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from coz.atomic import atomic_path
 from coz.geometry import center_box
+from coz.run.atomic import atomic_path
 
 __all__ = ["full_animation", "full_strip", "save_gif", "save_png", "zoom_animation", "zoom_strip"]
 

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from coz.cli import tool_config_dir
+from coz.run.cli import tool_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # The user's cache as it was before the tests isolate COZ_CACHE: `make install` puts NIQE's
@@ -40,7 +40,7 @@ def compose_zoom():
     """compose_zoom(overrides) -> the zoom config as ``python -m coz.zoom`` would see it."""
 
     def _compose(overrides: list[str]):
-        from coz.cli import quote_null_choices
+        from coz.run.cli import quote_null_choices
 
         with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
             return compose(config_name="zoom", overrides=quote_null_choices(overrides))
@@ -70,7 +70,7 @@ def _cpu_share_between_workers(tmp_path_factory):
         return
     import torch
 
-    from coz.cpu_share import available_cores
+    from coz.run.cpu_share import available_cores
 
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     torch.set_num_threads(max(1, available_cores() // workers))
@@ -91,14 +91,14 @@ def _worker_stays_registered(_cpu_share_between_workers):
 
 @pytest.fixture()
 def niqe_params(monkeypatch) -> Path:
-    """NIQE's pristine parameters as `make install` wrote them (python -m coz.evaluation.niqe_params)."""
+    """NIQE's pristine parameters as `make install` wrote them (python -m coz.evaluate.niqe_params)."""
     base = (
         Path(_USER_CACHE)
         if _USER_CACHE
         else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coz"
     )
     path = Path(os.environ.get("COZ_NIQE_PARAMS") or base / "pyiqa" / "niqe_modelparameters.mat")
-    assert path.is_file(), f"{path} is missing: run `make install` (python -m coz.evaluation.niqe_params)"
+    assert path.is_file(), f"{path} is missing: run `make install` (python -m coz.evaluate.niqe_params)"
     monkeypatch.setenv("COZ_NIQE_PARAMS", str(path))
     return path
 

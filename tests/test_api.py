@@ -59,7 +59,7 @@ def test_composes_inside_a_hydra_app():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from coz.cli import tool_config_dir
+    from coz.run.cli import tool_config_dir
 
     with initialize_config_dir(config_dir=tool_config_dir("app"), version_base="1.3"):  # as coz.app runs
         outer = GlobalHydra.instance().hydra
@@ -90,7 +90,7 @@ def test_bad_options_are_one_line_errors():
 
 
 def test_zoom_matches_the_command_line(cheap, samples, compose_zoom, tmp_path):
-    from coz.zoom import run
+    from coz.zoom.tool import run
 
     result = cheap.zoom(samples[0])
     assert result.name == samples[0].stem

@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from coz.cli import tool_config_dir
+from coz.run.cli import tool_config_dir
 
 pytest.importorskip("gradio", reason="the web demo needs gradio (make install)")
 

@@ -10,8 +10,8 @@ from inprocess_cli import run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
-from coz.backbones.s3diff import NEGATIVE_PROMPT, POSITIVE_PROMPT, S3Diff
-from coz.backbones.s3diff_lora import (
+from coz.backbones.diffusion.s3diff import NEGATIVE_PROMPT, POSITIVE_PROMPT, S3Diff
+from coz.backbones.diffusion.s3diff_lora import (
     RELEASE_KEYS,
     UNET_LORA_TARGETS,
     VAE_LORA_TARGETS,
@@ -86,7 +86,7 @@ def test_lora_layout_and_math_match_the_authors_peft_adapters():
     identity de_mod a layer computes exactly PEFT's LoRA (alpha 8, scale 8/r)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    from coz.backbones.tiny_s3diff import tiny_s3diff_components
+    from coz.backbones.tiny.s3diff import tiny_s3diff_components
 
     ref, ours = tiny_s3diff_components(0), tiny_s3diff_components(0)
     inject_adapter_in_model(
@@ -395,7 +395,7 @@ def test_output_depends_on_seed_and_image_not_on_batch(images, low_res):
 
 def test_zoom_cli_runs_with_tiny_s3diff(samples, tmp_path, monkeypatch, capsys):
     """``python -m coz.zoom backbone=tiny_s3diff ...``: its command line, through its entry point."""
-    from coz.zoom import main
+    from coz.zoom.tool import main
 
     small = tmp_path / "small.png"
     Image.open(samples[0]).convert("RGB").resize((96, 80)).save(small)

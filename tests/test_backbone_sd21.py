@@ -9,7 +9,7 @@ import torch
 from inprocess_cli import run_cli
 from omegaconf import OmegaConf
 
-from coz.backbones.osediff_pkl import (
+from coz.backbones.diffusion.osediff_pkl import (
     LIST_KEYS,
     RELEASE_KEYS,
     UNET_ADAPTERS,
@@ -17,8 +17,8 @@ from coz.backbones.osediff_pkl import (
     osediff_unet_targets,
     osediff_vae_targets,
 )
-from coz.backbones.sd21 import OSEDiffSD21
-from coz.backbones.tiny_sd21 import TEXT_DIM, tiny_sd21_components
+from coz.backbones.diffusion.sd21 import OSEDiffSD21
+from coz.backbones.tiny.sd21 import TEXT_DIM, tiny_sd21_components
 from coz.errors import CozError
 
 PROMPTS = ["a cat on a sofa", "brick wall, window"]
@@ -320,7 +320,7 @@ def test_missing_model_or_weights_fail_fast_with_one_clear_message(tmp_path, mon
 @pytest.mark.slow  # a fresh Python process: ~10 s of imports and model building
 def test_zoom_cli_runs_with_tiny_sd21(samples, tmp_path, monkeypatch, capsys):
     """``python -m coz.zoom backbone=tiny_sd21 ...``: its command line, through its entry point."""
-    from coz.zoom import main
+    from coz.zoom.tool import main
 
     run_dir = tmp_path / "run"
     args = ["backbone=tiny_sd21", f"input={samples[0]}", "zoom.steps=1", "zoom.size=128"]

@@ -7,16 +7,20 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from coz.backbones.color_fix import (
+from coz.backbones.diffusion.color_fix import (
     adain_color_fix,
     color_fix,
     wavelet_blur,
     wavelet_color_fix,
     wavelet_decompose,
 )
-from coz.backbones.lora_formats import adaln_lora_modules, inject_adaln_lora, save_released_transformer_lora
-from coz.backbones.sd3 import OSEDiffSD3
-from coz.backbones.tiny_sd3 import CLIP_DIMS, JOINT_DIM
+from coz.backbones.diffusion.lora_formats import (
+    adaln_lora_modules,
+    inject_adaln_lora,
+    save_released_transformer_lora,
+)
+from coz.backbones.diffusion.sd3 import OSEDiffSD3
+from coz.backbones.tiny.sd3 import CLIP_DIMS, JOINT_DIM
 from coz.errors import CozError
 
 PROMPTS = ["a cat on a sofa", "brick wall, window"]
@@ -293,7 +297,7 @@ def test_wavelet_decomposition_is_exact_and_fixes_validate():
 
 
 def test_zoom_cli_runs_with_tiny_sd3(compose_zoom, samples, tmp_path):
-    from coz.zoom import run
+    from coz.zoom.tool import run
 
     cfg = compose_zoom(
         [

@@ -23,7 +23,7 @@ def test_the_real_size_grpo_benchmark_runs_a_valid_command_line(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from coz.bench.grpo import SETTINGS, step_loop_overrides
-    from coz.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import rewrite_overrides, tool_config_dir
 
     for device, settings in SETTINGS.items():
         overrides = step_loop_overrides(4, device, settings, tmp_path)

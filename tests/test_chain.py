@@ -182,7 +182,7 @@ def test_states_become_8_bit_as_the_backbones_release_saves_them(to_8bit, level)
 
 
 def test_diffusion_backbones_truncate_and_cnns_round_by_default():
-    from coz.backbones.cnn import CnnBackbone
-    from coz.backbones.one_step import OneStepDiffusion
+    from coz.backbones.cnn.backbone import CnnBackbone
+    from coz.backbones.diffusion.one_step import OneStepDiffusion
 
     assert (OneStepDiffusion.to_8bit, CnnBackbone.to_8bit) == ("truncate", "round")

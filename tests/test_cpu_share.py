@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from coz.cpu_share import CpuShare, available_cores
+from coz.run.cpu_share import CpuShare, available_cores
 
 
 def test_fixed_threads_win(tmp_path):

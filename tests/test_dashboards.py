@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from wandb_records import offline_runs, read_run
 
-from coz.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import rewrite_overrides, tool_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def test_logger_both_and_bad_names():
     from omegaconf import OmegaConf
 
     from coz.errors import CozError
-    from coz.wandb_run import logger_kinds
+    from coz.run.wandb_run import logger_kinds
 
     assert logger_kinds(compose_tool("zoom", ["logger=both"]).logger) == {"csv", "wandb"}
     assert logger_kinds(compose_tool("zoom", ["logger=none"]).logger) == set()
@@ -86,7 +86,7 @@ def test_zoom_logs_one_gallery_row_per_image_and_a_resume_keeps_the_run(photos, 
 
 
 def test_evaluate_plots_against_scale_and_compares_runs_per_scale(niqe_params, photos, tmp_path):
-    from coz.evaluate import run
+    from coz.evaluate.tool import run
 
     overrides = [f"input={photos}", "backbone=bicubic", "dataset=folder", "metrics=offline"]
     overrides += ["zoom.size=256", "zoom.steps=2", "logger=wandb", "method=nn"]
@@ -113,7 +113,7 @@ def test_evaluate_plots_against_scale_and_compares_runs_per_scale(niqe_params, p
 
 @pytest.mark.slow
 def test_train_sr_logs_validation_and_resumes_into_the_same_run(tmp_path):
-    from coz.train_sr import run
+    from coz.train_sr.tool import run
 
     stages = (
         "stages=[{name: a, degradation: realesrgan, steps: 1}, {name: b, degradation: bicubic, steps: %d}]"
@@ -136,7 +136,7 @@ def test_train_sr_logs_validation_and_resumes_into_the_same_run(tmp_path):
 
 
 def test_train_grpo_logs_the_critics_answer_and_training_rollouts(tmp_path, samples):
-    from coz.train_grpo import run
+    from coz.train_grpo.tool import run
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -169,6 +169,6 @@ def test_train_grpo_logs_the_critics_answer_and_training_rollouts(tmp_path, samp
 def test_bad_validation_options_are_refused_before_loading(tool, override, message):
     from coz.errors import CozError
 
-    check_config = __import__(f"coz.{tool}", fromlist=["check_config"]).check_config
+    check_config = __import__(f"coz.{tool}.tool", fromlist=["check_config"]).check_config
     with pytest.raises(CozError, match=re.escape(message)):
         check_config(compose_tool(tool, ["experiment=smoke", override]))

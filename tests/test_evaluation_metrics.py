@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from coz.errors import CozError
-from coz.evaluation.metrics import Metrics, column, ground_truth
+from coz.evaluate.metrics import Metrics, column, ground_truth
 
 # pyiqa's published NIQE values for its shipped calibration images (ResultsCalibra/calibration_summary).
 PYIQA_NIQE = {"I03": 15.6538, "I04": 3.6549, "I06": 3.2342, "I08": 3.1921, "I19": 9.0722}

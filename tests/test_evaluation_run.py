@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.cli import rewrite_overrides, tool_config_dir
 from coz.errors import CozError
-from coz.evaluate import describe_job, run
-from coz.evaluation.rows import read_rows
+from coz.evaluate.rows import read_rows
+from coz.evaluate.tool import describe_job, run
+from coz.run.cli import rewrite_overrides, tool_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ("table1", "table2", "table3", "table4", "table5", "table6", "offline", "smoke")
@@ -79,7 +79,7 @@ class PowerCut(Exception):
 def test_an_interrupted_run_resumes_and_gives_the_same_aggregate(niqe_params, photos, tmp_path, monkeypatch):
     evaluate(photos, tmp_path / "clean", "job", "method=coz", "prompt=null")
 
-    from coz.evaluation.metrics import Metrics
+    from coz.evaluate.metrics import Metrics
 
     real_score, calls = Metrics.score, []
 
@@ -123,7 +123,7 @@ def test_a_failed_image_scores_the_worst_values_and_is_counted(niqe_params, phot
 
 
 def test_a_failed_zoom_is_retried_by_a_rerun(niqe_params, photos, tmp_path, monkeypatch):
-    from coz.evaluation.module import EvaluationModule
+    from coz.evaluate.module import EvaluationModule
 
     real_zoom = EvaluationModule._zoom
 
@@ -153,7 +153,7 @@ def test_jobs_with_the_same_label_and_other_settings_stay_apart(niqe_params, pho
 
 
 def test_a_row_cut_short_by_a_crash_is_dropped(tmp_path):
-    from coz.evaluation.rows import BASE_FIELDS, RowWriter
+    from coz.evaluate.rows import BASE_FIELDS, RowWriter
 
     fields = [*BASE_FIELDS, "niqe"]
     writer = RowWriter(tmp_path / "job" / "rows" / "0-0.csv", fields)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coz.backbones.sd3 import OSEDiffSD3
+from coz.backbones.diffusion.sd3 import OSEDiffSD3
 
 
 def _wo_weights(t5) -> dict[str, torch.dtype]:
@@ -37,7 +37,7 @@ def test_sd3_text_encoders_keep_t5_wo_in_fp32_as_from_pretrained_does(text_dtype
 def test_cast_keeps_strict_modules_in_fp32_for_bf16_too():
     from torch import nn
 
-    from coz.dtypes import cast_keeping_fp32
+    from coz.run.dtypes import cast_keeping_fp32
 
     class Net(nn.Module):
         _keep_in_fp32_modules_strict = ["norm"]
@@ -71,7 +71,7 @@ def test_adaln_lora_layers_return_fp16_as_the_released_lora_injected_linear():
 
 
 def test_training_rounds_the_adaln_loras_rank_activation_to_fp16_as_add_mp_hook():
-    from coz.sr_training.generators import SD3Generator
+    from coz.train_sr.generators import SD3Generator
 
     backbone = OSEDiffSD3.tiny()
     SD3Generator(

@@ -8,9 +8,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import rewrite_overrides, tool_config_dir
-from coz.grpo.loss import group_advantages
-from coz.grpo.rewards import Rewards, repetition_reward
+from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.train_grpo.loss import group_advantages
+from coz.train_grpo.rewards import Rewards, repetition_reward
 
 
 def compose_grpo(overrides: list[str]):

@@ -90,7 +90,7 @@ def test_max_new_tokens_follow_the_release_of_the_setting():
 
 
 def test_sd21_prompt_format_is_osediffs_test_script():
-    from coz.backbones.sd21 import OSEDiffSD21
+    from coz.backbones.diffusion.sd21 import OSEDiffSD21
 
     backbone = OSEDiffSD21.__new__(OSEDiffSD21)  # format_prompt needs no weights
     backbone.prompt_format = "osediff"

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from coz.sr_training.degradation import resize_back
-from coz.sr_training.regulariser import FlowScore, Regulariser
+from coz.train_sr.degradation import resize_back
+from coz.train_sr.regulariser import FlowScore, Regulariser
 
 
 class ToyFlowDenoiser(nn.Module):
@@ -70,9 +70,9 @@ def test_one_dmd_timestep_per_batch_over_the_whole_schedule():
 def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x0_loss():
     from omegaconf import OmegaConf
 
-    from coz.backbones.lora_formats import LoRALinear
-    from coz.backbones.sd3 import OSEDiffSD3
-    from coz.sr_training.generators import SD3Generator
+    from coz.backbones.diffusion.lora_formats import LoRALinear
+    from coz.backbones.diffusion.sd3 import OSEDiffSD3
+    from coz.train_sr.generators import SD3Generator
 
     backbone = OSEDiffSD3.tiny()
     cfg = OmegaConf.load("conf/train_sr/train_sr.yaml").regulariser
@@ -109,7 +109,7 @@ def test_dmd_sigma_grid_is_set_timesteps_1000_and_the_transformer_gets_the_unrou
 
 
 def test_prob_size_draws_sources_in_proportion_to_their_length(tmp_path):
-    from coz.sr_training.data import TrainingImages
+    from coz.train_sr.data import TrainingImages
 
     for name, n in (("big", 9), ("small", 1)):
         (tmp_path / name).mkdir()
@@ -176,8 +176,8 @@ def _osediff_adapter_lists(unet: nn.Module) -> dict[str, list[str]]:
 def _sd21_regulariser(**overrides):
     from omegaconf import OmegaConf
 
-    from coz.backbones.sd21 import OSEDiffSD21
-    from coz.sr_training.generators import SD21Generator
+    from coz.backbones.diffusion.sd21 import OSEDiffSD21
+    from coz.train_sr.generators import SD21Generator
 
     cfg = OmegaConf.load("conf/train_sr/train_sr.yaml").regulariser
     for key, value in overrides.items():
@@ -188,7 +188,7 @@ def _sd21_regulariser(**overrides):
 def test_sd21_fake_unet_trains_only_the_adapter_diffusers_leaves_active():
     from peft import LoraConfig
 
-    from coz.backbones.tiny_sd21 import tiny_sd21_components
+    from coz.backbones.tiny.sd21 import tiny_sd21_components
 
     # OSEDiff's fake UNet: three add_adapter calls and no set_adapter; diffusers activates the last one
     unet = tiny_sd21_components(0)["unet"]
@@ -209,8 +209,8 @@ def test_sd21_fake_unet_trains_only_the_adapter_diffusers_leaves_active():
 
 
 def test_sd21_generator_has_one_adamw_over_unet_lora_conv_in_and_vae_lora():
-    from coz.backbones.sd21 import OSEDiffSD21
-    from coz.sr_training.generators import SD21Generator
+    from coz.backbones.diffusion.sd21 import OSEDiffSD21
+    from coz.train_sr.generators import SD21Generator
 
     backbone = OSEDiffSD21.tiny()
     groups = SD21Generator(backbone).optimiser_groups()

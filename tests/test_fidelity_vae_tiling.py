@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from coz.backbones.tiny_parts import tiny_vae
-from coz.backbones.vae_tiling import (
+from coz.backbones.diffusion.vae_tiling import (
     core_boxes,
     encoder_steps,
     estimate_statistics,
@@ -22,6 +21,7 @@ from coz.backbones.vae_tiling import (
     tiled_decode,
     tiled_encode,
 )
+from coz.backbones.tiny.parts import tiny_vae
 from coz.tiling import tiled_apply
 
 
@@ -233,7 +233,7 @@ def test_sd3_tile_views_are_the_vae_decode_of_the_tile_latent_and_the_latents_ar
     import numpy as np
     from PIL import Image
 
-    from coz.backbones.sd3 import OSEDiffSD3
+    from coz.backbones.diffusion.sd3 import OSEDiffSD3
     from coz.full_image import FullImageOptions, super_resolve_full
     from coz.prompts.base import PromptExtractor
 

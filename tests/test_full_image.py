@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from coz.backbones.base import Backbone
+from coz.backbones.diffusion.sd3 import OSEDiffSD3
 from coz.backbones.interp import Interpolation
-from coz.backbones.sd3 import OSEDiffSD3
 from coz.chain import ZoomChain
 from coz.errors import CozError
 from coz.full_image import FullImageOptions, context_copy, pil_to_uint8, prepare_full_x0
@@ -22,7 +22,7 @@ from coz.images import ImageInputError
 from coz.prompts.base import NullPrompt, PromptExtractor
 from coz.tiling import tile_starts
 from coz.viz import full_animation, full_strip
-from coz.zoom import run
+from coz.zoom.tool import run
 
 SMALL = FullImageOptions(pixel_tile=32, pixel_overlap=8, latent_tile=16, latent_overlap=4)
 
@@ -217,7 +217,7 @@ def test_sd3_tiled_agrees_with_untiled_without_seams(sd3, samples):
 @pytest.mark.slow
 def test_realesrgan_tiled_agrees_with_untiled_without_seams(samples):
     """Real weights, a local network: pixel tiles blend back to the untiled result."""
-    from coz.backbones.realesrgan import RealESRGAN
+    from coz.backbones.cnn.realesrgan import RealESRGAN
 
     backbone = RealESRGAN.from_config()
     image = Image.open(samples[0]).convert("RGB").resize((64, 64), Image.LANCZOS)

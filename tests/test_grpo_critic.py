@@ -9,9 +9,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from coz.cli import rewrite_overrides, tool_config_dir
 from coz.errors import CozError
-from coz.grpo.critic import (
+from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.train_grpo.critic import (
     CRITIC_PROMPT,
     ChatTemplateCritic,
     InternVLCritic,

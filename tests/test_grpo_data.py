@@ -10,7 +10,8 @@ from PIL import Image
 
 from coz.errors import CozError
 from coz.geometry import zoom_view
-from coz.grpo.data import (
+from coz.images import prepare_x0
+from coz.train_grpo.data import (
     Geometry,
     PairSpec,
     TrainPairs,
@@ -21,7 +22,6 @@ from coz.grpo.data import (
     val_specs,
     window,
 )
-from coz.images import prepare_x0
 
 
 def test_the_split_is_by_image_fixed_by_seed_and_the_papers_size():

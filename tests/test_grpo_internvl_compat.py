@@ -1,4 +1,4 @@
-"""The InternVL2.5 shim (``coz.grpo.internvl_compat``) on a tiny stand-in written in the style of the hub's
+"""The InternVL2.5 shim (``coz.train_grpo.internvl_compat``) on a tiny stand-in written in the style of the hub's
 remote code (InternVLChatModel around InternLM2ForCausalLM, written for transformers 4.3x-4.4x).
 
 The stand-in is ours, not InternVL's: it only shares the traits the shim works around. A chat model whose
@@ -19,8 +19,8 @@ from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from coz.grpo import internvl_compat
-from coz.grpo.internvl_compat import load_legacy, make_generative, restore_rotary_tables
+from coz.train_grpo import internvl_compat
+from coz.train_grpo.internvl_compat import load_legacy, make_generative, restore_rotary_tables
 
 PROMPT = [[5, 17, 3, 42, 8, 8, 30, 1, 60, 12]]
 NEW_TOKENS = 8

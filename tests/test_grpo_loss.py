@@ -14,7 +14,7 @@ import torch
 from trl.trainer.grpo_trainer import GRPOTrainer  # TRL (a dev dependency) is the oracle
 from trl.trainer.utils import nanstd
 
-from coz.grpo.loss import completion_mask, group_advantages, grpo_loss, selective_log_softmax
+from coz.train_grpo.loss import completion_mask, group_advantages, grpo_loss, selective_log_softmax
 
 
 def trl_advantages(rewards: torch.Tensor, generations: int, scale: str) -> torch.Tensor:

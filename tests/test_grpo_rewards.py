@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coz.grpo.rewards import (
+from coz.train_grpo.rewards import (
     DEFAULT_BLACKLIST,
     Rewards,
     RewardWeights,

@@ -18,10 +18,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from coz.cli import rewrite_overrides, tool_config_dir
 from coz.errors import CozError
 from coz.run.checkpoints import load_checkpoint_file
-from coz.train_grpo import _fit, preflight, run
+from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.train_grpo.tool import _fit, preflight, run
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ("none", "smoke", "figure6", "figure7", "rule", "swift", "unbiased")
@@ -75,8 +75,8 @@ def test_the_real_size_twin_has_the_3b_models_shapes_and_the_papers_lora():
     from peft import get_peft_model
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from coz.grpo.policy import lora_config
     from coz.prompts.tiny import qwen_3b_config
+    from coz.train_grpo.policy import lora_config
 
     with torch.device("meta"):  # shapes only: no memory, no time
         model = Qwen2_5_VLForConditionalGeneration._from_config(qwen_3b_config(), dtype=torch.bfloat16)
@@ -133,7 +133,7 @@ def test_missing_models_fail_in_one_line_naming_them(photos, tmp_path):
 
 
 def test_bad_options_are_refused_before_loading(photos, tmp_path):
-    from coz.train_grpo import check_config
+    from coz.train_grpo.tool import check_config
 
     for bad in (
         "grpo.generations=1",
@@ -171,7 +171,7 @@ def test_a_given_folder_is_never_filled_with_the_sample_photos(tmp_path):
 def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
     """A run that ended at step 60 (last.ckpt) was continued and killed after its step-100 save: the
     next continuation starts from 100, not 60; an unreadable file is skipped."""
-    from coz.train_grpo import newest_checkpoint
+    from coz.train_grpo.tool import newest_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -189,7 +189,7 @@ def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
 def test_a_fresh_start_drops_the_logs_of_an_earlier_start_killed_before_its_first_checkpoint(tmp_path):
     from omegaconf import OmegaConf
 
-    from coz.grpo.logs import RunLogs
+    from coz.train_grpo.logs import RunLogs
 
     (tmp_path / "train.csv").write_text("step,total\n1,0.5\n2,0.5\n")
     (tmp_path / "rewards.csv").write_text("step,total\n0,0.5\n")
@@ -203,9 +203,9 @@ def test_a_fresh_start_drops_the_logs_of_an_earlier_start_killed_before_its_firs
 @pytest.fixture(scope="module")
 def trained(photos, tmp_path_factory):
     """Three steps of the tiny loop (keyword critic), the module kept for inspection."""
-    from coz.grpo.data import list_images, split_images
-    from coz.grpo.policy import build_policy
-    from coz.runtime import seed_everything
+    from coz.run.runtime import seed_everything
+    from coz.train_grpo.data import list_images, split_images
+    from coz.train_grpo.policy import build_policy
 
     cfg = tiny(
         photos, "grpo.steps=3", "val.every_n_steps=0", "val.at_start=false", "checkpoint.every_n_steps=3"
@@ -216,7 +216,7 @@ def trained(photos, tmp_path_factory):
     train, val = split_images(list_images(photos), float(cfg.data.val_fraction), int(cfg.seed))
     trainer, module = _fit(cfg, run_dir, train, val, None, None)
     assert trainer.global_step == 3
-    from coz.progress import finished
+    from coz.run.progress import finished
 
     bar = [c for c in finished if c.desc == "train_grpo"][-1]
     assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 3, 0, 3)
@@ -250,7 +250,7 @@ def test_every_adapter_tensor_changes_and_no_base_weight_does(trained):
 def test_the_saved_adapter_loads_in_coz_zoom(trained, photos, compose_zoom, tmp_path):
     from coz.prompts.lora import load_adapter
     from coz.prompts.tiny import build_tiny_vlm
-    from coz.zoom import run as zoom
+    from coz.zoom.tool import run as zoom
 
     _, run_dir, _, module = trained
     adapter = run_dir / "adapter"
@@ -377,8 +377,8 @@ if os.environ.get("COZ_TEST_ADVANTAGES"):
 
     import torch.distributed as dist
 
-    import coz.grpo.module as grpo
-    import coz.grpo.rewards as rewards
+    import coz.train_grpo.module as grpo
+    import coz.train_grpo.rewards as rewards
 
     seen = {}
     calls = [0]
@@ -461,7 +461,7 @@ def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
 
 
 def test_the_reward_plot_shows_validation_and_the_trailing_training_mean(tmp_path):
-    from coz.grpo.logs import plot_rewards, trailing_mean
+    from coz.train_grpo.logs import plot_rewards, trailing_mean
 
     assert trailing_mean([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
     keys = ("critic", "phrase", "repetition", "total")

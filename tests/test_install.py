@@ -52,7 +52,7 @@ def test_the_installed_package_zooms_from_another_folder(wheel_install, tmp_path
     Image.new("RGB", (48, 40), (200, 120, 40)).save(tmp_path / "tiny.png")
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}
     where = subprocess.run(
-        [sys.executable, "-c", "import coz, coz.cli; print(coz.__file__); print(coz.cli.CONFIG_DIR)"],
+        [sys.executable, "-c", "import coz, coz.run.cli; print(coz.__file__); print(coz.run.cli.CONFIG_DIR)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

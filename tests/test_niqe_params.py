@@ -1,4 +1,4 @@
-"""The NIQE converter ``make install`` runs (``python -m coz.evaluation.niqe_params``), on a synthetic
+"""The NIQE converter ``make install`` runs (``python -m coz.evaluate.niqe_params``), on a synthetic
 basicsr sdist: the npz's arrays must reach the ``.mat`` under the names pyiqa reads, unchanged."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import scipy.io
 
 from coz.errors import CozError
-from coz.evaluation import niqe_params
+from coz.evaluate import niqe_params
 
 MEMBER = "basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz"  # where basicsr 1.4.2 keeps them
 
@@ -55,7 +55,7 @@ def test_the_converter_writes_the_npz_arrays_under_pyiqas_names(tmp_path, monkey
 
 def test_the_converted_file_is_what_niqe_scores_with(tmp_path, monkeypatch, params, photo):
     """Two different parameter sets give two different NIQE scores: the file is really used."""
-    from coz.evaluation.metrics import Metrics
+    from coz.evaluate.metrics import Metrics
 
     mu, cov = params
     scores = []

@@ -8,8 +8,8 @@ import re
 import pytest
 from PIL import Image
 
-from coz import progress
-from coz.progress import Progress
+from coz.run import progress
+from coz.run.progress import Progress
 
 
 class Terminal(io.StringIO):
@@ -78,7 +78,7 @@ def test_a_terminal_gets_a_bar_and_off_gets_nothing(monkeypatch):
 
 
 def test_zoom_counts_image_steps_and_a_resume_counts_on(compose_zoom, samples, tmp_path):
-    from coz.zoom import run
+    from coz.zoom.tool import run
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -93,7 +93,7 @@ def test_zoom_counts_image_steps_and_a_resume_counts_on(compose_zoom, samples, t
 
 
 def test_full_image_counts_its_tiles_and_estimates_from_the_first(compose_zoom, tmp_path, capsys, caplog):
-    from coz.zoom import run
+    from coz.zoom.tool import run
 
     Image.new("RGB", (300, 200), "tan").save(tmp_path / "wide.png")
     cfg = compose_zoom([f"input={tmp_path / 'wide.png'}", "zoom=full", "backbone=nearest", "save.gif=false"])
@@ -109,7 +109,7 @@ def test_full_image_counts_its_tiles_and_estimates_from_the_first(compose_zoom, 
 
 
 def test_sweep_size_counts_preset_params_and_command_line_sweeps():
-    from coz.evaluate import sweep_size
+    from coz.evaluate.tool import sweep_size
 
     assert sweep_size({"prompt": "null,dape,vlm"}, []) == 3
     assert sweep_size({"prompt": "null,dape,vlm"}, ["-m", "dataset=a,b", "seed=1"]) == 6
@@ -120,8 +120,8 @@ def test_sweep_size_counts_preset_params_and_command_line_sweeps():
 def test_evaluate_counts_images_times_scales(niqe_params, samples, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import rewrite_overrides, tool_config_dir
-    from coz.evaluate import run
+    from coz.evaluate.tool import run
+    from coz.run.cli import rewrite_overrides, tool_config_dir
 
     folder = tmp_path / "photos"
     folder.mkdir()

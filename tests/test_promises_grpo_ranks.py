@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from coz.grpo.module import GRPOModule
+from coz.train_grpo.module import GRPOModule
 
 G = 2
 TOTALS = {0: [1.0, 3.0, 10.0, 20.0], 1: [5.0, 9.0, 0.0, 4.0]}  # two pairs x G completions per rank

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from coz.images import load_rgb, prepare_x0
-from coz.sr_training.data import TrainingImages
+from coz.train_sr.data import TrainingImages
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

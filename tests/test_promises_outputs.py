@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from coz.chain import Step, Zoom
-from coz.outputs import is_finished, write_zoom
-from coz.runinfo import write_run_json
+from coz.run.runinfo import write_run_json
 from coz.viz import save_png
+from coz.zoom.outputs import is_finished, write_zoom
 
 OLD = "the earlier file, intact\n"
 SAVE = OmegaConf.create({"per_scale": True, "strip": True, "gif": True, "gif_size": 64})
@@ -192,14 +192,14 @@ def test_zoom_json_is_the_last_file_written(tmp_path, monkeypatch):
 
 def test_an_interrupted_image_is_redone_on_resume(compose_zoom, samples, tmp_path, monkeypatch):
     """End to end: the writer dies at the GIF of the second image; the rerun redoes only that one."""
-    import coz.outputs
-    from coz.zoom import run
+    import coz.zoom.outputs
+    from coz.zoom.tool import run
 
     cfg = compose_zoom(
         [f"input={samples[0].parent}", "zoom=bicubic", "zoom.steps=1", "batch_size=1", "save.gif_size=32"]
     )
     names = sorted(p.stem for p in samples)
-    real_save_gif = coz.outputs.save_gif
+    real_save_gif = coz.zoom.outputs.save_gif
     seen: list[str] = []
 
     def dying_save_gif(frames, path, *args, **kwargs):
@@ -208,7 +208,7 @@ def test_an_interrupted_image_is_redone_on_resume(compose_zoom, samples, tmp_pat
             raise DiskFull("killed while writing the GIF")
         return real_save_gif(frames, path, *args, **kwargs)
 
-    monkeypatch.setattr(coz.outputs, "save_gif", dying_save_gif)
+    monkeypatch.setattr(coz.zoom.outputs, "save_gif", dying_save_gif)
     with pytest.raises(DiskFull):
         run(cfg, run_dir=tmp_path)
     done = [n for n in names if is_finished(tmp_path, n)]
@@ -220,7 +220,7 @@ def test_an_interrupted_image_is_redone_on_resume(compose_zoom, samples, tmp_pat
         redone.append(pathlib.Path(path).parent.name)
         return real_save_gif(frames, path, *args, **kwargs)
 
-    monkeypatch.setattr(coz.outputs, "save_gif", counting_save_gif)
+    monkeypatch.setattr(coz.zoom.outputs, "save_gif", counting_save_gif)
     record = run(cfg, run_dir=tmp_path)
     assert record["finished"] == names
     assert sorted(redone) == sorted(set(names) - {seen[0]})  # the finished image was not redone

@@ -32,7 +32,7 @@ def adapter(tmp_path_factory):
 
 def test_prompt_adapter_changes_the_prompts_of_coz_zoom(compose_zoom, samples, adapter, tmp_path):
     from coz.prompts import build_prompt_extractor
-    from coz.zoom import run
+    from coz.zoom.tool import run
 
     base = ["backbone=bicubic", "prompt=tiny_vlm", "zoom.steps=1", f"input={samples[0]}"]
     plain = run(compose_zoom(base), run_dir=tmp_path / "plain")

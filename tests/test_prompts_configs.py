@@ -1,4 +1,4 @@
-"""Every prompt option composes; the offline twins run end to end through ``coz.zoom.run``."""
+"""Every prompt option composes; the offline twins run end to end through ``coz.zoom.tool.run``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from coz.zoom import run
+from coz.zoom.tool import run
 
 
 @pytest.mark.parametrize("prompt", ["null", "dape", "vlm", "vlm_ar1", "tiny_vlm", "tiny_dape"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-from coz.quiet import WANDB_NOTES, quiet_third_party
+from coz.run.quiet import WANDB_NOTES, quiet_third_party
 
 
 def test_the_listed_lines_are_dropped_and_others_kept(caplog):

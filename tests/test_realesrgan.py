@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from coz.backbones import ncnn_weights
-from coz.backbones import realesrgan as resr
-from coz.backbones.ncnn_weights import (
+from coz.backbones.cnn import ncnn_weights
+from coz.backbones.cnn import realesrgan as resr
+from coz.backbones.cnn.ncnn_weights import (
     TAG_FP16,
     convs_to_rrdbnet_state_dict,
     find_model_files,
     read_convolutions,
 )
-from coz.backbones.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
-from coz.backbones.rrdbnet import to_basicsr
+from coz.backbones.cnn.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
+from coz.backbones.cnn.rrdbnet import to_basicsr
 from coz.errors import CozError
 
 TOL = 1e-4
@@ -148,7 +148,7 @@ def test_fast_path_runs_fine_tuned_weights(state_dict):
 
 
 def test_fast_path_follows_the_thread_count(state_dict):
-    """coz.cpu_share changes torch's thread count when zooms start or end; ncnn follows it."""
+    """coz.run.cpu_share changes torch's thread count when zooms start or end; ncnn follows it."""
     model = RealESRGAN(state_dict)
     images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     before = torch.get_num_threads()
@@ -165,7 +165,7 @@ def test_fast_path_follows_the_thread_count(state_dict):
 
 
 def test_fast_path_falls_back_with_one_warning(state_dict, monkeypatch, caplog):
-    import coz.backbones.realesrgan as module
+    import coz.backbones.cnn.realesrgan as module
 
     monkeypatch.setattr(module, "ncnn_available", lambda: "the ncnn package is not importable (test)")
     with caplog.at_level("WARNING"):

@@ -148,7 +148,7 @@ def one_thread():
 
 
 def test_osediff_pkl_has_the_authors_keys_and_module_lists(tmp_path, one_thread):
-    from coz.backbones.sd21 import OSEDiffSD21
+    from coz.backbones.diffusion.sd21 import OSEDiffSD21
 
     OSEDiffSD21.tiny(seed=1).save_released(tmp_path / "osediff.pkl")
     raw = torch.load(tmp_path / "osediff.pkl", map_location="cpu", weights_only=True)
@@ -174,7 +174,7 @@ def test_osediff_pkl_has_the_authors_keys_and_module_lists(tmp_path, one_thread)
 
 
 def test_s3diff_release_has_the_authors_keys_and_targets(tmp_path, one_thread):
-    from coz.backbones.s3diff import S3Diff
+    from coz.backbones.diffusion.s3diff import S3Diff
 
     S3Diff.tiny(seed=1).save_released(tmp_path / "s3diff.pkl", tmp_path / "de_net.pth")
     sd = torch.load(tmp_path / "s3diff.pkl", map_location="cpu", weights_only=True)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coz.backbones.rrdbnet import basicsr_name, conv_names, from_basicsr, rrdbnet, to_basicsr
+from coz.backbones.cnn.rrdbnet import basicsr_name, conv_names, from_basicsr, rrdbnet, to_basicsr
 from coz.errors import CozError
 
 # --- the oracle: coz's hand-written RRDBNet as it was (BasicSR names), training and inference forms --
@@ -142,7 +142,7 @@ def test_trains_with_gradients_everywhere():
 
 @pytest.mark.slow  # three x4plus forwards: about 10 s of CPU
 def test_x4plus_outputs_identical_to_the_hand_written_network():
-    from coz.backbones.realesrgan import ensure_cached_weights, load_weights
+    from coz.backbones.cnn.realesrgan import ensure_cached_weights, load_weights
 
     state = load_weights(ensure_cached_weights())
     oracle = HandWrittenRRDBNet().eval()
@@ -166,8 +166,8 @@ def test_train_sr_names_rrdbnet_weights_as_basicsr(tmp_path, tiny):
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
-    from coz.backbones.spandrel_model import load_descriptor
-    from coz.sr_training.generators import build_generator
+    from coz.backbones.cnn.spandrel_model import load_descriptor
+    from coz.train_sr.generators import build_generator
 
     _, state = tiny
     cfg = OmegaConf.create({"name": "tiny_realesrgan", "num_feat": 16, "num_block": 2})
@@ -192,7 +192,7 @@ def test_train_sr_refuses_another_networks_weights_in_one_line(tmp_path, tiny):
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from coz.sr_training.generators import build_generator
+    from coz.train_sr.generators import build_generator
 
     _, state = tiny
     path = tmp_path / "small.safetensors"

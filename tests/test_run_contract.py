@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from coz.errors import CozError
-from coz.zoom import run
+from coz.zoom.tool import run
 
 REPO = Path(__file__).resolve().parent.parent
 # no model: the run machinery in a second; 64-px states, two steps
@@ -170,9 +170,9 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 def test_a_row_lost_between_an_images_files_and_its_row_comes_back(
     compose_zoom, tiny_photos, uninterrupted, tmp_path, monkeypatch
 ):
-    import coz.loggers
+    import coz.run.loggers
 
-    real = coz.loggers.CsvLogger.log_zoom
+    real = coz.run.loggers.CsvLogger.log_zoom
     seen = []
 
     def killed_after_two(self, name, zoom, files):
@@ -183,7 +183,7 @@ def test_a_row_lost_between_an_images_files_and_its_row_comes_back(
         seen.append(name)
         real(self, name, zoom, files)
 
-    monkeypatch.setattr(coz.loggers.CsvLogger, "log_zoom", killed_after_two)
+    monkeypatch.setattr(coz.run.loggers.CsvLogger, "log_zoom", killed_after_two)
     cfg = compose_zoom([*TINY, f"input={tiny_photos}", "batch_size=1"])
     with pytest.raises(KeyboardInterrupt):
         run(cfg, run_dir=tmp_path)
@@ -191,7 +191,7 @@ def test_a_row_lost_between_an_images_files_and_its_row_comes_back(
     leftover = tmp_path / "images" / "p3" / ".state_1.k1ll3d_x.tmp.png"
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half a png")
-    monkeypatch.setattr(coz.loggers.CsvLogger, "log_zoom", real)
+    monkeypatch.setattr(coz.run.loggers.CsvLogger, "log_zoom", real)
     run(cfg, run_dir=tmp_path)
     assert not leftover.exists()
     assert_same_run(tmp_path, uninterrupted)
@@ -344,13 +344,13 @@ def test_a_full_disk_or_read_only_folder_is_exit_3_naming_the_path(
 ):
     import errno
 
-    import coz.outputs
+    import coz.zoom.outputs
     from coz.run.entry import Jobs, run_job
 
     def fails(run_dir, name, *args, **kwargs):
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(run_dir / "images" / name))
 
-    monkeypatch.setattr(coz.outputs, "write_zoom", fails)
+    monkeypatch.setattr(coz.zoom.outputs, "write_zoom", fails)
     jobs = Jobs("zoom")
     run_job(lambda cfg: run(cfg, run_dir=tmp_path), compose_zoom([*TINY, f"input={tiny_photos}"]), jobs)
     assert jobs.exit_code() == 3
@@ -442,10 +442,10 @@ def _one_clean_line(err: CozError, option: str) -> None:
 
 
 def test_weight_files_that_fail_to_load_are_one_line(bad_weights):
-    from coz.backbones.realesrgan import RealESRGAN
+    from coz.backbones.cnn.realesrgan import RealESRGAN
     from coz.prompts.dape import load_ram_state
     from coz.prompts.lora import load_adapter
-    from coz.train_grpo import checkpoint_step
+    from coz.train_grpo.tool import checkpoint_step
 
     for path in (bad_weights["garbage"], bad_weights["pth"]):
         with pytest.raises(CozError) as caught:
@@ -515,7 +515,7 @@ def test_safetensors_outputs_get_the_usual_file_mode(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from coz.atomic import write_atomic
+    from coz.run.atomic import write_atomic
 
     old = os.umask(0o022)
     try:
@@ -530,7 +530,7 @@ def test_safetensors_outputs_get_the_usual_file_mode(tmp_path):
 
 def test_train_grpo_without_a_readable_validation_image_is_not_a_success(tmp_path):
     from coz.run.exit_codes import status_of
-    from coz.train_grpo import _finish
+    from coz.train_grpo.tool import _finish
 
     record = {"images": {"root": str(tmp_path), "train": 3, "val": 1}}
     _finish(tmp_path, record, time.perf_counter(), 0)
@@ -558,7 +558,7 @@ def test_every_tool_refuses_a_folder_another_process_holds(tool, held_folder, ti
 
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import rewrite_overrides, tool_config_dir
 
     extra = {
         "evaluate": ["method=nn", f"input={tiny_photos}", "zoom.steps=1"],
@@ -568,7 +568,7 @@ def test_every_tool_refuses_a_folder_another_process_holds(tool, held_folder, ti
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
         cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", *extra], tool))
     with pytest.raises(CozError, match="in use by another coz run"):
-        importlib.import_module(f"coz.{tool}").run(cfg, run_dir=held_folder)
+        importlib.import_module(f"coz.{tool}.tool").run(cfg, run_dir=held_folder)
     assert sorted(p.name for p in held_folder.iterdir()) == [".coz.lock"]  # nothing written
 
 
@@ -578,7 +578,7 @@ def test_the_training_tools_check_the_shared_keys_the_same_way(tool, tmp_path):
 
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import rewrite_overrides, tool_config_dir
 
     for override, message in (
         ("seed=abc", "seed=abc: must be a whole number from 0 to 4294967295"),
@@ -587,4 +587,4 @@ def test_the_training_tools_check_the_shared_keys_the_same_way(tool, tmp_path):
         with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
             cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", override], tool))
         with pytest.raises(CozError, match=message):
-            importlib.import_module(f"coz.{tool}").check_config(cfg)
+            importlib.import_module(f"coz.{tool}.tool").check_config(cfg)

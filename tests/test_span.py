@@ -9,10 +9,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from coz.backbones import build_backbone
-from coz.backbones import span as span_module
-from coz.backbones.ncnn_weights import read_weights
-from coz.backbones.span import Span, build_span, ensure_cached_weights, fused_state, load_weights
-from coz.backbones.span_weights import MODELS, conv_names, convert_span_ncnn, find_model_files
+from coz.backbones.cnn import span as span_module
+from coz.backbones.cnn.ncnn_weights import read_weights
+from coz.backbones.cnn.span import Span, build_span, ensure_cached_weights, fused_state, load_weights
+from coz.backbones.cnn.span_weights import MODELS, conv_names, convert_span_ncnn, find_model_files
 from coz.errors import CozError
 
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from coz.backbones import build_backbone
-from coz.backbones.span import Span
+from coz.backbones.cnn.span import Span
 from coz.errors import CozError
 
 

@@ -16,9 +16,9 @@ from PIL import Image
 
 from coz.backbones import build_backbone
 from coz.errors import CozError
-from coz.loggers import CsvLogger, build_logger
 from coz.prompts import build_prompt_extractor
-from coz.trainer_args import trainer_kwargs
+from coz.run.loggers import CsvLogger, build_logger
+from coz.run.trainer_args import trainer_kwargs
 
 USER_MODULE = textwrap.dedent(
     """
@@ -79,7 +79,7 @@ def test_a_users_backbone_from_config_dir_runs_the_zoom(user_code, tmp_path):
 def test_prompt_extractor_and_logger_targets(user_code, tmp_path):
     prompt = build_prompt_extractor(OmegaConf.create({"_target_": "user_parts.Fixed", "text": "moss"}))
     assert prompt.extract([Image.new("RGB", (8, 8))], [None]) == ["moss"]
-    cfg = OmegaConf.create({"logger": {"_target_": "coz.loggers.CsvLogger", "name": "mine"}})
+    cfg = OmegaConf.create({"logger": {"_target_": "coz.run.loggers.CsvLogger", "name": "mine"}})
     assert isinstance(build_logger(cfg, tmp_path), CsvLogger) and (tmp_path / "metrics.csv").is_file()
 
 

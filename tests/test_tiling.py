@@ -80,7 +80,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_tiny_vae_tiled_matches_untiled_without_seams():
-    from coz.backbones.tiny_sd3 import tiny_sd3_components
+    from coz.backbones.tiny.sd3 import tiny_sd3_components
 
     vae = tiny_sd3_components()["vae"]
     g = torch.Generator().manual_seed(0)

@@ -11,7 +11,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.cli import rewrite_overrides, tool_config_dir, tool_groups_help
+from coz.run.cli import rewrite_overrides, tool_config_dir, tool_groups_help
 
 TOOLS = ("zoom", "evaluate", "train_sr", "train_grpo")
 GROUPS = {  # what each tool composes, and so all that --help and completion may offer
@@ -145,7 +145,7 @@ def test_a_shared_group_entry_shows_that_group_only():
     from hydra.core.object_type import ObjectType
     from hydra.plugins.config_source import ConfigLoadError
 
-    from coz.shared_configs import SharedGroupSource
+    from coz.run.shared_configs import SharedGroupSource
 
     backbone = SharedGroupSource("test", "coz://backbone")
     assert backbone.list("", ObjectType.GROUP) == ["backbone"]  # conf/shared/ also holds prompt, logger, ...

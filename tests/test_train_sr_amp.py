@@ -1,10 +1,10 @@
-"""fp16 with several optimisers: one loss-scale update per training step (coz/sr_training/amp.py)."""
+"""fp16 with several optimisers: one loss-scale update per training step (coz/train_sr/amp.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from coz.sr_training.amp import step_with_one_scale
+from coz.train_sr.amp import step_with_one_scale
 
 
 def test_an_overflow_in_one_optimiser_halves_the_scale_once_and_the_others_step_with_true_gradients():

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
 from coz.errors import CozError
-from coz.train_sr import check_config
+from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
+from coz.train_sr.tool import check_config
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "train_sr" / "experiment").glob("*.yaml"))
 
@@ -74,7 +74,7 @@ def test_bad_options_fail_in_one_line(overrides, message):
 
 
 def test_ckpt_path_last_without_a_checkpoint(tmp_path):
-    from coz.train_sr import resolve_ckpt_path
+    from coz.train_sr.tool import resolve_ckpt_path
 
     with pytest.raises(CozError, match="hydra.run.dir"):
         resolve_ckpt_path("last", tmp_path)
@@ -83,7 +83,7 @@ def test_ckpt_path_last_without_a_checkpoint(tmp_path):
 
 def test_lpips_without_weights_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    from coz.sr_training.losses import LPIPSLoss
+    from coz.train_sr.losses import LPIPSLoss
 
     with pytest.raises(CozError, match="loss.lpips=0") as err:
         LPIPSLoss(pretrained_path=str(tmp_path / "missing.pth"))

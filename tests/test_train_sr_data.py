@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from coz.errors import CozError
-from coz.sr_training.data import Layout, StepSampler, TrainingImages, list_source
-from coz.sr_training.stages import Stages
+from coz.train_sr.data import Layout, StepSampler, TrainingImages, list_source
+from coz.train_sr.stages import Stages
 
 
 def _image(path, size, colour):
@@ -76,7 +76,7 @@ def test_a_source_of_only_bad_files_fails_in_one_line(tmp_path):
 def test_realesrgan_stage_items_carry_their_own_draws(folders):
     from omegaconf import OmegaConf
 
-    from coz.cli import CONFIG_DIR
+    from coz.run.cli import CONFIG_DIR
 
     deg = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/train_sr/degradation/realesrgan.yaml"))
     stages = Stages([{"degradation": "realesrgan", "steps": 2}, {"degradation": "bicubic", "steps": 2}])

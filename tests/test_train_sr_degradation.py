@@ -13,16 +13,16 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import default_collate
 
-from coz.cli import CONFIG_DIR
-from coz.sr_training.degradation import (
+from coz.run.cli import CONFIG_DIR
+from coz.train_sr.degradation import (
     add_noise,
     bicubic_degrade,
     filter2d,
     realesrgan_degrade,
     training_view,
 )
-from coz.sr_training.jpeg import jpeg
-from coz.sr_training.kernels import KERNEL_SIZE, item_draws, resize_draws
+from coz.train_sr.jpeg import jpeg
+from coz.train_sr.kernels import KERNEL_SIZE, item_draws, resize_draws
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def random_lpips_weights(tmp_path_factory):
 def test_lpips_loss_is_pyiqa_lpips_on_minus_one_one(random_lpips_weights):
     from pyiqa.archs.lpips_arch import LPIPS
 
-    from coz.sr_training.losses import LPIPSLoss
+    from coz.train_sr.losses import LPIPSLoss
 
     reference = LPIPS(net="vgg", version="0.1", pretrained_model_path=random_lpips_weights).eval()
     loss = LPIPSLoss(random_lpips_weights)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import rewrite_overrides, tool_config_dir
 from coz.run.checkpoints import load_checkpoint_file
-from coz.train_sr import build, run
+from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.train_sr.tool import build, run
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [
@@ -158,7 +158,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
         trainer.fit(module)
     assert load_checkpoint_file(resumed / "checkpoints" / "last.safetensors")["coz"]["step"] == 2
     run(compose_train([*overrides, "ckpt_path=last"]), resumed)
-    from coz.progress import finished
+    from coz.run.progress import finished
 
     bar = [c for c in finished if c.desc == "train_sr"][-1]
     assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 4, 2, 4)  # counts on from step 2
@@ -299,7 +299,7 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
 RECORD_ITEMS = """
 import os
 if os.environ.get("COZ_TEST_ITEMS"):
-    import coz.sr_training.data as data
+    import coz.train_sr.data as data
 
     def _recording(getitem):
         def __getitem__(self, index):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import rewrite_overrides, tool_config_dir
-from coz.train_sr import build
+from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.train_sr.tool import build
 
 
 def compose_cnn(overrides: list[str]):
@@ -19,7 +19,7 @@ def compose_cnn(overrides: list[str]):
 @pytest.mark.slow
 def test_cnn_recipe_fine_tunes_span_and_zoom_loads_it(tmp_path, compose_zoom, photo):
     from coz.backbones import build_backbone
-    from coz.backbones.span import Span, ensure_cached_weights, load_weights
+    from coz.backbones.cnn.span import Span, ensure_cached_weights, load_weights
     from coz.geometry import to_tensor
 
     cfg = compose_cnn(["backbone=span", "stages=[{degradation: bicubic, steps: 1}]", "optim.lr=1e-3"])

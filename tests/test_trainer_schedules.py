@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import rewrite_overrides, tool_config_dir
 
 LR = 0.5
 
@@ -44,7 +44,7 @@ class TinyGenerator:
 
 
 def sr_schedules(warmup: int):
-    from coz.sr_training.module import SRTrainingModule
+    from coz.train_sr.module import SRTrainingModule
 
     cfg = compose_tool("train_sr", ["experiment=smoke", f"optim.lr={LR}", f"optim.warmup_steps={warmup}"])
     module = SRTrainingModule(cfg, "unused")
@@ -55,7 +55,7 @@ def sr_schedules(warmup: int):
 
 
 def grpo_schedule(schedule: str, warmup: int, steps: int = 10):
-    from coz.grpo.module import GRPOModule
+    from coz.train_grpo.module import GRPOModule
 
     cfg = compose_tool(
         "train_grpo",

@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.cli import rewrite_overrides, tool_config_dir
 from coz.errors import CozError
+from coz.run.cli import rewrite_overrides, tool_config_dir
 
 
 class Stop(Exception):
@@ -42,7 +42,7 @@ def seeded_before_the_trainer(monkeypatch, module, target: str) -> dict[str, obj
 
 
 def test_train_sr_seeds_everything_with_workers(tmp_path, monkeypatch):
-    import coz.train_sr as tool
+    import coz.train_sr.tool as tool
 
     seen = seeded_before_the_trainer(monkeypatch, tool, "build")
     cfg = compose_tool("train_sr", ["experiment=smoke", "logger=csv", "seed=1234", "trainer.accelerator=cpu"])
@@ -52,7 +52,7 @@ def test_train_sr_seeds_everything_with_workers(tmp_path, monkeypatch):
 
 
 def test_train_grpo_seeds_everything_with_workers(tmp_path, monkeypatch, samples):
-    import coz.train_grpo as tool
+    import coz.train_grpo.tool as tool
 
     seen = seeded_before_the_trainer(monkeypatch, tool, "_fit")
     photos = samples[0].parent
@@ -71,5 +71,5 @@ def test_a_seed_numpy_cannot_take_is_one_line(name):
 
     cfg = compose_tool(name, ["experiment=smoke", f"seed={2**32}"])
     with pytest.raises(CozError, match="seed=4294967296") as err:
-        import_module(f"coz.{name}").check_config(cfg)
+        import_module(f"coz.{name}.tool").check_config(cfg)
     assert "\n" not in str(err.value)

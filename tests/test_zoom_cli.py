@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coz.cli import quote_null_choices
 from coz.errors import CozError
-from coz.zoom import run
+from coz.run.cli import quote_null_choices
+from coz.zoom.tool import run
 
 FAST = ["zoom=bicubic", "save.gif_size=64"]  # no model: the CLI machinery in a second
 
@@ -162,7 +162,7 @@ def test_sweep_syntax_with_prompt_null(samples, tmp_path):
 )
 def test_config_errors_fail_before_any_model_loads(args, expected, tmp_path, samples, monkeypatch, capsys):
     """The command line's own entry point, in this process (a fresh Python costs seconds each)."""
-    from coz.zoom import main
+    from coz.zoom.tool import main
 
     argv = ["coz.zoom", *args, f"input={samples[0]}", f"hydra.run.dir={tmp_path / 'r'}"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -248,21 +248,21 @@ def test_realesrgan_zoom_is_deterministic(compose_zoom, samples, tmp_path):
 
 
 def test_a_failed_write_stops_the_run_and_keeps_earlier_results(compose_zoom, samples, tmp_path, monkeypatch):
-    import coz.outputs
+    import coz.zoom.outputs
 
-    real_write = coz.outputs.write_zoom
+    real_write = coz.zoom.outputs.write_zoom
 
     def flaky_write(run_dir, name, *args, **kwargs):
         if name == samples[1].stem:
             raise OSError("No space left on device")
         return real_write(run_dir, name, *args, **kwargs)
 
-    monkeypatch.setattr(coz.outputs, "write_zoom", flaky_write)
+    monkeypatch.setattr(coz.zoom.outputs, "write_zoom", flaky_write)
     cfg = compose_zoom([*FAST, f"input={samples[0].parent}", "batch_size=1"])
     with pytest.raises(OSError, match="No space"):
         run(cfg, run_dir=tmp_path)
     assert (tmp_path / "images" / samples[0].stem / "zoom.json").exists()  # written before the failure
     assert not (tmp_path / "images" / samples[1].stem / "zoom.json").exists()
-    monkeypatch.setattr(coz.outputs, "write_zoom", real_write)
+    monkeypatch.setattr(coz.zoom.outputs, "write_zoom", real_write)
     record = run(cfg, run_dir=tmp_path)  # the rerun resumes and finishes
     assert len(record["finished"]) == len(samples)

@@ -27,7 +27,7 @@ BACKBONES = (
 
 def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backbone:
     """A built-in backbone by ``name``, or the user's with ``_target_`` (called with ``device=``)."""
-    from coz.targets import has_target, instantiate_target
+    from coz.run.targets import has_target, instantiate_target
 
     if has_target(cfg):
         return instantiate_target(cfg, "backbone", device=device)
@@ -37,7 +37,7 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
 
         return Interpolation(name)
     if name == "realesrgan":
-        from coz.backbones.realesrgan import RealESRGAN
+        from coz.backbones.cnn.realesrgan import RealESRGAN
 
         return RealESRGAN.from_config(
             weights=str(cfg.weights),
@@ -46,7 +46,7 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
             runtime=str(cfg.get("runtime", "auto")),
         )
     if name == "span":
-        from coz.backbones.span import Span
+        from coz.backbones.cnn.span import Span
 
         return Span.from_config(
             model=str(cfg.model),
@@ -56,21 +56,21 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
             runtime=str(cfg.runtime),
         )
     if name == "spandrel":
-        from coz.backbones.spandrel_model import SpandrelBackbone
+        from coz.backbones.cnn.spandrel_model import SpandrelBackbone
 
         return SpandrelBackbone.from_config(
             weights=cfg.weights, scale=int(cfg.scale), device=device, dtype=str(cfg.dtype)
         )
     if name in ("sd3", "tiny_sd3"):
-        from coz.backbones.sd3 import OSEDiffSD3
+        from coz.backbones.diffusion.sd3 import OSEDiffSD3
 
         return OSEDiffSD3.from_config(cfg, device=device)
     if name in ("sd21", "tiny_sd21"):
-        from coz.backbones.sd21 import OSEDiffSD21
+        from coz.backbones.diffusion.sd21 import OSEDiffSD21
 
         return OSEDiffSD21.from_config(cfg, device=device)
     if name in ("s3diff", "tiny_s3diff"):
-        from coz.backbones.s3diff import S3Diff
+        from coz.backbones.diffusion.s3diff import S3Diff
 
         return S3Diff.from_config(cfg, device=device)
     raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join(BACKBONES)})")

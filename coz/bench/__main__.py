@@ -36,8 +36,8 @@ def bench_overhead(sample: Path, repeats: int, runtime: str = "auto", batch_size
     realesrgan on ``runtime``)."""
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import tool_config_dir
-    from coz.zoom import run
+    from coz.run.cli import tool_config_dir
+    from coz.zoom.tool import run
 
     with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
         cfg = compose(
@@ -71,7 +71,7 @@ def bench_overhead(sample: Path, repeats: int, runtime: str = "auto", batch_size
 
 def bench_batching(repeats: int, batch: int = 4, runtime: str = "auto") -> dict:
     """Per-image backbone time at batch 1 versus batch ``batch`` (128 -> 512 px crops)."""
-    from coz.backbones.realesrgan import RealESRGAN
+    from coz.backbones.cnn.realesrgan import RealESRGAN
 
     backbone = RealESRGAN.from_config(runtime=runtime)
     crops = torch.rand(batch, 3, 128, 128, generator=torch.Generator().manual_seed(0))

@@ -58,8 +58,8 @@ class NcnnOwn(Backbone):
 def make_backbones(device: torch.device) -> dict[str, Backbone]:
     """name -> backbone; on a GPU only coz's paths (PyTorch, float16)."""
     from coz.backbones import ncnn_weights, span_weights
-    from coz.backbones.realesrgan import RealESRGAN
-    from coz.backbones.span import Span
+    from coz.backbones.cnn.realesrgan import RealESRGAN
+    from coz.backbones.cnn.span import Span
 
     if device.type != "cpu":
         return {
@@ -95,8 +95,8 @@ def bench(rounds: int, chain_rounds: int, device: torch.device) -> dict:
     from coz.chain import ZoomChain
     from coz.images import prepare_x0
     from coz.prompts import NullPrompt
+    from coz.run.timing import PhaseTimer
     from coz.samples import write_samples
-    from coz.timing import PhaseTimer
 
     backbones = make_backbones(device)
     x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(device)

@@ -16,9 +16,9 @@ from pathlib import Path
 def bench_evaluate(photos: Path, repeats: int = 3, processes: tuple[int, ...] = (1, 2)) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import rewrite_overrides, tool_config_dir
-    from coz.evaluate import run
-    from coz.evaluation.rows import read_rows
+    from coz.evaluate.rows import read_rows
+    from coz.evaluate.tool import run
+    from coz.run.cli import rewrite_overrides, tool_config_dir
 
     images = len(list(photos.glob("*.png")))
     walls: dict[int, list[float]] = {n: [] for n in processes}

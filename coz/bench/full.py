@@ -50,11 +50,11 @@ def status(key):
     return float("nan")
 
 if backbone_name == "tiny_sd3":
-    from coz.backbones.sd3 import OSEDiffSD3
+    from coz.backbones.diffusion.sd3 import OSEDiffSD3
     backbone = OSEDiffSD3.tiny().to(device)
     watched = ("encode", "decode", "predict_velocity")
 else:
-    from coz.backbones.realesrgan import RealESRGAN
+    from coz.backbones.cnn.realesrgan import RealESRGAN
     backbone = RealESRGAN.from_config(device=device)
     watched = ("upscale",)
 largest = {"numel": 0, "shape": None}

@@ -48,8 +48,8 @@ def ar2_pairs(n: int) -> tuple[list[Image.Image], list[Image.Image]]:
 def build_extractor(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from coz.cli import tool_config_dir
     from coz.prompts import build_prompt_extractor
+    from coz.run.cli import tool_config_dir
 
     with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
         cfg = compose(config_name="zoom", overrides=["input=x.png", "prompt=tiny_vlm", *overrides])

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coz.atomic import write_text_atomic
-from coz.runinfo import machine, versions
+from coz.run.atomic import write_text_atomic
+from coz.run.runinfo import machine, versions
 
 OUT_DIR = Path("experiments/bench")
 

@@ -32,7 +32,7 @@ def build_prompt_extractor(
     wrapped in the cache and the text hygiene as the built-in ones). ``tiles``: it will describe the
     tiles of full-image SR (``zoom=full``), where ``max_new_tokens=auto`` means the full-image
     script's 16."""
-    from coz.targets import has_target, instantiate_target
+    from coz.run.targets import has_target, instantiate_target
 
     name = "null" if cfg is None else str(cfg.get("name", cfg.get("_target_")))
     if name == "null":
@@ -60,8 +60,8 @@ def max_new_tokens(value, adapter: bool, tiles: bool) -> int:
 def _build_vlm(cfg: DictConfig, device: str, tiles: bool = False) -> tuple[PromptExtractor, dict]:
     import torch
 
-    from coz.dtypes import resolve_dtype
     from coz.prompts.vlm import VLMPrompts, load_qwen_vl
+    from coz.run.dtypes import resolve_dtype
 
     if cfg.name == "tiny_vlm":
         from coz.prompts.tiny import build_twin
@@ -122,7 +122,7 @@ def _wrap(extractor: PromptExtractor, cfg: DictConfig, resolved: dict) -> Prompt
     if mode != "none":
         folder = None
         if mode == "disk":
-            from coz.paths import cache_dir
+            from coz.run.paths import cache_dir
 
             folder = cfg.get("cache_dir") or cache_dir() / "prompts"
         extractor = CachedPrompts(extractor, PromptCache(identity, folder))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from coz.atomic import write_text_atomic
 from coz.prompts.base import PromptExtractor
+from coz.run.atomic import write_text_atomic
 
 log = logging.getLogger("coz.prompts")
 

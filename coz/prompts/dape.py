@@ -314,7 +314,7 @@ def load_dape(cfg, device: str = "cpu") -> DAPEPrompts:
     thresholds = resolve_thresholds(cfg.get("thresholds"), cfg.tags, len(tags))  # before the big build
     tagger = ram_swin_tagger(len(tags))
     load_ram_state(tagger, Path(cfg.ram_weights).expanduser(), Path(cfg.dape_weights).expanduser())
-    from coz.dtypes import resolve_dtype
+    from coz.run.dtypes import resolve_dtype
 
     dtype = resolve_dtype(
         str(cfg.get("dtype", "float32")), device, gpu_default=torch.float16, option="prompt.dtype"

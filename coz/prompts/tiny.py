@@ -191,7 +191,7 @@ def build_twin(cfg, device) -> tuple:
         return *build_tiny_vlm(seed=int(cfg.seed), max_pixels=int(cfg.max_pixels)), True
     import torch
 
-    from coz.dtypes import resolve_dtype
+    from coz.run.dtypes import resolve_dtype
 
     dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device, torch.bfloat16, option="prompt.dtype")
     return *build_real_size_vlm(int(cfg.seed), int(cfg.max_pixels), dtype, device), False

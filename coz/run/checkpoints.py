@@ -26,8 +26,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from coz.atomic import atomic_path, link_or_copy_atomic
 from coz.errors import CozError
+from coz.run.atomic import atomic_path, link_or_copy_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The command-line side of the run contract, used by :func:`coz.cli.hydra_entry`.
+"""The command-line side of the run contract, used by :func:`coz.run.cli.hydra_entry`.
 
 Every job's error becomes one line and an exit code (:mod:`coz.run.exit_codes`); a ``-m`` sweep
 runs every job it can, then lists the failed ones and exits with the worst code; command-line

@@ -13,7 +13,7 @@ from pathlib import Path
 from coz.errors import RunEnvironmentError
 from coz.run import lock
 
-# coz.atomic's temporary names: ".<stem>.<8 random>.tmp<suffix>"
+# coz.run.atomic's temporary names: ".<stem>.<8 random>.tmp<suffix>"
 _TEMP = re.compile(r"^\..*\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
@@ -82,7 +82,7 @@ def record_attempt(run_dir: Path, cfg) -> Path | None:
         n += 1
         folder = run_dir / f".hydra-resumed-{n}"
     hydra = HydraConfig.get()
-    from coz.atomic import write_text_atomic
+    from coz.run.atomic import write_text_atomic
 
     write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
     write_text_atomic(folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})))

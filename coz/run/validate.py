@@ -3,7 +3,7 @@
 Each check reads one key and fails with one line naming the key, the value and what is allowed
 (``zoom.steps=-1: must be a whole number >= 1``). :func:`check_zoom` covers coz.zoom;
 :func:`check_chain` is shared with coz.evaluate; the training tools check their own keys
-(``coz.train_sr.check_config``, ``coz.train_grpo.check_config``) and the shared ones (seed, threads)
+(``coz.train_sr.tool.check_config``, ``coz.train_grpo.tool.check_config``) and the shared ones (seed, threads)
 with these helpers.
 """
 
@@ -95,7 +95,7 @@ def device(cfg: DictConfig, key: str = "device") -> str:
 
 
 def threads(cfg: DictConfig, key: str = "threads") -> None:
-    from coz.runtime import fixed_threads
+    from coz.run.runtime import fixed_threads
 
     fixed_threads(value(cfg, key))
 
@@ -138,7 +138,7 @@ def check_zoom(cfg: DictConfig) -> None:
     for key in ("save.strip", "save.gif", "save.per_scale"):
         flag(cfg, key)
     whole(cfg, "save.gif_size", minimum=16)
-    from coz.wandb_run import LOGGERS
+    from coz.run.wandb_run import LOGGERS
 
     choice(cfg, "logger.name", tuple(LOGGERS))
 

@@ -32,7 +32,7 @@ MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
     m(
         "zoom-json-first",
-        "coz/outputs.py",
+        "coz/zoom/outputs.py",
         '    labels = [f"x{scale}" for scale in zoom.scales]\n',
         '    write_text_atomic(folder / "zoom.json", "{}")\n    labels = [f"x{scale}" for scale in zoom.scales]\n',
         "an image counts as done only once zoom.json exists (written last)",
@@ -40,7 +40,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "done-by-folder",
-        "coz/outputs.py",
+        "coz/zoom/outputs.py",
         '    return (image_dir(run_dir, name) / "zoom.json").exists()',
         "    return image_dir(run_dir, name).exists()",
         "an image counts as done only once zoom.json exists",
@@ -48,7 +48,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "zoom-json-in-place",
-        "coz/outputs.py",
+        "coz/zoom/outputs.py",
         '    write_text_atomic(folder / "zoom.json", json.dumps(record, indent=2))',
         '    (folder / "zoom.json").write_text(json.dumps(record, indent=2))',
         "files are written atomically (zoom.json)",
@@ -56,7 +56,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "prompt-in-place",
-        "coz/outputs.py",
+        "coz/zoom/outputs.py",
         '            files[f"prompt_{i}"] = write_text_atomic(folder / f"prompt_{i}.txt", step.prompt)',
         '            (folder / f"prompt_{i}.txt").write_text(step.prompt)\n'
         '            files[f"prompt_{i}"] = folder / f"prompt_{i}.txt"',
@@ -65,7 +65,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "text-in-place",
-        "coz/atomic.py",
+        "coz/run/atomic.py",
         '    return write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))',
         "    Path(path).parent.mkdir(parents=True, exist_ok=True)\n"
         '    Path(path).write_text(text, encoding="utf-8")\n    return Path(path)',
@@ -74,7 +74,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "run-json-in-place",
-        "coz/runinfo.py",
+        "coz/run/runinfo.py",
         '    return write_text_atomic(run_dir / "run.json", json.dumps(record, indent=2, default=str))',
         '    (run_dir / "run.json").write_text(json.dumps(record, indent=2, default=str))\n'
         '    return run_dir / "run.json"',
@@ -91,7 +91,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "temp-left-behind",
-        "coz/atomic.py",
+        "coz/run/atomic.py",
         "        tmp.unlink(missing_ok=True)\n        raise",
         "        raise",
         "a failed write leaves the folder as it was (no temporary files)",
@@ -99,7 +99,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "resume-redoes-all",
-        "coz/zoom.py",
+        "coz/zoom/tool.py",
         "if not is_finished(run_dir, name)]",
         "if True]",
         "rerunning into the same folder resumes (finished images are not redone)",
@@ -251,7 +251,7 @@ MUTATIONS: list[Mutation] = [
     # ----------------------------------------------------------------------------------- training
     m(
         "never-hflip",
-        "coz/sr_training/data.py",
+        "coz/train_sr/data.py",
         "        if self.hflip and rng.uniform() < 0.5:\n            hr = hr[:, ::-1]",
         "        if self.hflip and rng.uniform() < 0.5:\n            hr = hr[:, :]",
         "random crops and flips (horizontal) in the training data",
@@ -260,7 +260,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "vflip-by-default",
-        "coz/sr_training/data.py",
+        "coz/train_sr/data.py",
         "        vflip: bool = False,",
         "        vflip: bool = True,",
         "the OSEDiff recipe flips horizontally only",
@@ -269,7 +269,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "every-rank-rank0-items",
-        "coz/sr_training/data.py",
+        "coz/train_sr/data.py",
         "            first = (m * world + self.rank) * b",
         "            first = (m * world) * b",
         "DDP: each rank trains on its own items, every item once",
@@ -277,7 +277,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "ddp-rank0-batches",
-        "coz/sr_training/module.py",
+        "coz/train_sr/module.py",
         "        sampler = StepSampler(layout, int(self.trainer.global_rank), start, stop)",
         "        sampler = StepSampler(layout, 0, start, stop)",
         "trainer.devices=N trains with DDP: every rank on its own batches",
@@ -285,7 +285,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "fresh-run-over-checkpoints",
-        "coz/train_sr.py",
+        "coz/train_sr/tool.py",
         '    if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):',
         "    if False:",
         "a fresh run into a folder that already holds checkpoints is refused",
@@ -311,7 +311,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "rank0-advantages",
-        "coz/grpo/module.py",
+        "coz/train_grpo/module.py",
         "        advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]",
         "        advantages = advantages[:n]",
         "DDP GRPO: each rank uses the advantages of its own completions",
@@ -319,7 +319,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "ddp-rank0-advantages",
-        "coz/grpo/module.py",
+        "coz/train_grpo/module.py",
         "        advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]",
         "        advantages = advantages[:n]",
         "DDP GRPO (2 real processes): each rank uses the advantages of its own completions",
@@ -327,7 +327,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "advantage-global-mean",
-        "coz/grpo/loss.py",
+        "coz/train_grpo/loss.py",
         "    advantages = rewards - mean\n",
         "    advantages = rewards - rewards.mean()\n",
         "GRPO advantages are each reward minus its group's mean (Algorithm 2, line 17)",
@@ -336,7 +336,7 @@ MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------- released formats
     m(
         "osediff-list-key-renamed",
-        "coz/backbones/osediff_pkl.py",
+        "coz/backbones/diffusion/osediff_pkl.py",
         '    "default_others": "unet_lora_others_modules",',
         '    "default_others": "unet_lora_other_modules",',
         "sd21 loads the released osediff.pkl (its key names)",
@@ -345,7 +345,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "osediff-lists-sorted",
-        "coz/backbones/osediff_pkl.py",
+        "coz/backbones/diffusion/osediff_pkl.py",
         "    return targets\n\n\ndef osediff_vae_targets",
         "    return {a: sorted(n) for a, n in targets.items()}\n\n\ndef osediff_vae_targets",
         "osediff.pkl module lists in the authors' order",
@@ -354,7 +354,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "osediff-vae-deduplicated",
-        "coz/backbones/osediff_pkl.py",
+        "coz/backbones/diffusion/osediff_pkl.py",
         "    return targets\n\n\ndef _unique",
         "    return _unique(targets)\n\n\ndef _unique",
         "osediff.pkl's VAE list repeats names as the authors' loop does",
@@ -362,7 +362,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "osediff-alpha",
-        "coz/backbones/osediff_pkl.py",
+        "coz/backbones/diffusion/osediff_pkl.py",
         "LORA_ALPHA = 8",
         "LORA_ALPHA = 4",
         "OSEDiff LoRA scale alpha / r = 8 / 4 as released",
@@ -370,7 +370,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "s3diff-targets-reordered",
-        "coz/backbones/s3diff_lora.py",
+        "coz/backbones/diffusion/s3diff_lora.py",
         '    "proj_in",\n    "proj_out",\n    "ff.net.2",',
         '    "proj_out",\n    "proj_in",\n    "ff.net.2",',
         "s3diff.pkl's target list as the authors wrote it",
@@ -379,7 +379,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "s3diff-key-order",
-        "coz/backbones/s3diff_lora.py",
+        "coz/backbones/diffusion/s3diff_lora.py",
         '    "w",\n    "state_embeddings",\n)',
         '    "state_embeddings",\n    "w",\n)',
         "s3diff.pkl's keys as the authors save them",
@@ -390,7 +390,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "s3diff-embedding-renamed",
-        "coz/backbones/s3diff_lora.py",
+        "coz/backbones/diffusion/s3diff_lora.py",
         '    "state_dict_unet_block": "unet_block_embeddings",',
         '    "state_dict_unet_blocks": "unet_block_embeddings",',
         "s3diff.pkl's keys as the authors save them (state_embeddings)",
@@ -399,7 +399,7 @@ MUTATIONS: list[Mutation] = [
     # -------------------------------------------------------------------------------- evaluation
     m(
         "niqe-wrong-names",
-        "coz/evaluation/niqe_params.py",
+        "coz/evaluate/niqe_params.py",
         '    mat = {"mu_prisparam": params["mu_pris_param"], "cov_prisparam": params["cov_pris_param"]}',
         '    mat = {"mu_pris_param": params["mu_pris_param"], "cov_pris_param": params["cov_pris_param"]}',
         "make install converts NIQE's parameters to the file pyiqa reads",
@@ -407,7 +407,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "niqe-wrong-values",
-        "coz/evaluation/niqe_params.py",
+        "coz/evaluate/niqe_params.py",
         '    mat = {"mu_prisparam": params["mu_pris_param"], "cov_prisparam": params["cov_pris_param"]}',
         '    mat = {"mu_prisparam": params["mu_pris_param"] * 0.9, "cov_prisparam": params["cov_pris_param"]}',
         "make install converts NIQE's parameters unchanged",
@@ -415,7 +415,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "niqe-no-checksum",
-        "coz/evaluation/niqe_params.py",
+        "coz/evaluate/niqe_params.py",
         "        if digest != SDIST_SHA256:",
         "        if False:",
         "NIQE's parameters come from basicsr 1.4.2 exactly (checksum)",
@@ -423,7 +423,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "failed-image-scores-0",
-        "coz/evaluation/metrics.py",
+        "coz/evaluate/metrics.py",
         "worst.get(c, 100.0 if low else 0.0)",
         "worst.get(c, 0.0)",
         "a failed image scores the worst value (NIQE 100, others 0)",
@@ -431,7 +431,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "metrics-unseeded",
-        "coz/evaluation/metrics.py",
+        "coz/evaluate/metrics.py",
         "                torch.manual_seed(self.seed)",
         "                pass",
         "random-crop metrics are seeded",

@@ -1,0 +1,1 @@
+"""Offline random-weight twins of the diffusion backbones, built from configs (tests, demos)."""

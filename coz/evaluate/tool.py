@@ -1,0 +1,233 @@
+"""``python -m coz.evaluate``: zoom a dataset with one method, score every scale, and rebuild the
+report of the run (or of the whole sweep) with the paper's numbers beside ours.
+
+One job = one method on one dataset (``conf/evaluate/evaluate.yaml``). Tables come from sweeps:
+``-m prompt=null,dape,vlm``, or a preset such as ``experiment=table1`` that sets the sweep itself.
+Rows are appended per image as they are scored, so a rerun into the same folder
+(``hydra.run.dir=...`` / ``hydra.sweep.dir=...``) skips finished images and loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from coz.chain import INTERPOLATION_MODES, MODES
+from coz.errors import CozError
+from coz.evaluate.dataset import dataset_items, dataset_name, split
+from coz.evaluate.methods import method_label
+from coz.evaluate.rows import finished_images, read_rows
+from coz.run.cli import hydra_entry
+from coz.run.folder import claim, record_attempt
+from coz.run.resume import check_resume, read_record
+from coz.run.runtime import hydra_choices, hydra_run_dir
+from coz.run.validate import check_chain
+
+log = logging.getLogger("coz.evaluate")
+
+TASKS = ("metrics", "overlap")
+VLM_PROMPTS = ("vlm", "vlm_ar1", "tiny_vlm")
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None = None) -> dict[str, Any]:
+    """Evaluate one method on one dataset into ``run_dir``; rebuild the report of ``results_root``
+    (the sweep folder in a multirun, else ``run_dir``). Returns the job record."""
+    run_dir = Path(run_dir or hydra_run_dir())
+    root = Path(results_root or _sweep_dir() or run_dir)
+    check_chain(cfg)  # every value, before any image is read or model loads
+    job = describe_job(cfg)
+    items = split(dataset_items(cfg), int(cfg.shard.index), int(cfg.shard.count))
+    with claim(run_dir):  # one process per folder, from before the first write
+        _check_resumable(run_dir, cfg, job)
+        record_attempt(run_dir, cfg)
+        return _evaluate(cfg, run_dir, root, job, items)
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path, root: Path, job: dict[str, Any], items: list) -> dict[str, Any]:
+
+    scales = [int(cfg.zoom.factor) ** k for k in range(1, int(cfg.zoom.steps) + 1)]
+    done = finished_images(read_rows(run_dir), job["dataset"], job["method"], scales)
+    todo = [item for item in items if item.name not in done]
+    if done:
+        log.info(
+            "resuming: %d of %d images already scored in %s", len(items) - len(todo), len(items), run_dir
+        )
+    log.info("%s / %s: %d image(s) to score -> %s", job["dataset"], job["method"], len(todo), run_dir)
+    if todo:
+        _predict(cfg, run_dir, todo, job, job_label(job))
+
+    rows = [r for r in read_rows(run_dir) if r["dataset"] == job["dataset"] and r["method"] == job["method"]]
+    images = {r["image"] for r in rows}
+    failed = {r["image"] for r in rows if r["failed"]}
+    if items and not images - failed:
+        raise CozError(f"every image failed for {job['method']} on {job['dataset']}; see the log above")
+    record = {**job, "images": len(images), "failed_images": sorted(failed), "run_dir": str(run_dir)}
+
+    from coz.evaluate.report import build_report
+
+    outputs = build_report(root, cfg)
+    from coz.run.wandb_run import logger_kinds
+
+    if "wandb" in logger_kinds(cfg.logger):  # the rows are always CSV files: csv adds nothing
+        from coz.evaluate.wandb_log import log_evaluation
+
+        position, total = sweep_position()
+        log_evaluation(cfg, run_dir, root, job, rows, ends_sweep=total is None or position == total)
+    print(
+        f"coz.evaluate: {job['dataset']} / {job['method']}: {len(images)} image(s) scored, {len(failed)} failed"
+    )
+    print(f"coz.evaluate: rows in {run_dir / 'rows'}")
+    for name, path in outputs.items():
+        print(f"coz.evaluate: {name}: {path}")
+    return record
+
+
+def describe_job(cfg: DictConfig) -> dict[str, Any]:
+    """What a job evaluates, as the rows and the report name it; fails early on bad options."""
+    if cfg.task not in TASKS:
+        raise CozError(f"task={cfg.task}: use one of {', '.join(TASKS)}")
+    mode = str(cfg.zoom.mode)
+    if mode not in MODES or mode == "full":  # the tables score 512-px views of the zoom chain
+        raise CozError(
+            f"zoom={mode}: evaluate scores the zoom chain: {', '.join(m for m in MODES if m != 'full')}"
+        )
+    prompt = "null" if mode in INTERPOLATION_MODES or cfg.get("prompt") is None else str(cfg.prompt.name)
+    if cfg.get("needs_adapter") and prompt in VLM_PROMPTS and not cfg.prompt.get("adapter"):
+        raise CozError(
+            f"{cfg.table} needs prompt.adapter=PATH: the GRPO adapter it reports "
+            "(for table5, one trained with python -m coz.train_grpo critic=qwen7b)"
+        )
+    renames = OmegaConf.to_container(cfg.labels) if cfg.get("labels") else {}
+    return {
+        "table": str(cfg.table),
+        "task": str(cfg.task),
+        "dataset": dataset_name(cfg),
+        "method": method_label(mode, prompt, cfg.method.get("label"), renames),
+        "zoom_mode": mode,
+        "backbone": "-" if mode in INTERPOLATION_MODES else str(cfg.backbone.name),
+        "prompt_mode": prompt,
+    }
+
+
+def job_label(job: dict[str, Any]) -> str:
+    """``job 2/6: coz_vlm on div2k`` in a sweep, ``coz_vlm on div2k`` alone."""
+    text = f"{job['method']} on {job['dataset']}"
+    position, total = sweep_position()
+    if position is None:
+        return text
+    return f"job {position}{f'/{total}' if total else ''}: {text}"
+
+
+def sweep_position() -> tuple[int | None, int | None]:
+    """(this job's number from 1, the sweep's job count) in a ``-m`` run; (None, None) for a single
+    job; the count is None when it cannot be told."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None, None
+    hc = HydraConfig.get()
+    return int(hc.job.num) + 1, sweep_size(dict(hc.sweeper.get("params") or {}), sys.argv[1:])
+
+
+def sweep_size(params: dict[str, str], args: list[str]) -> int | None:
+    """How many jobs Hydra's basic sweeper makes of a preset's ``hydra.sweeper.params`` and the
+    command line's overrides (the command line wins per key); None when it cannot tell."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        lines = {key: f"{key}={value}" for key, value in params.items()}
+        for arg in args:
+            if not arg.startswith("-"):
+                lines[arg.split("=", 1)[0]] = arg
+        overrides = OverridesParser.create().parse_overrides(list(lines.values()))
+        total = 1
+        for override in overrides:
+            if override.is_sweep_override():
+                total *= len(list(override.sweep_string_iterator()))
+        return total
+    except Exception:  # noqa: BLE001 - a label, never worth failing a job for
+        return None
+
+
+def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], label: str = "") -> None:
+    import lightning as L
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
+    from coz.evaluate.module import EvaluationModule
+    from coz.run.trainer_args import trainer_kwargs
+
+    t = cfg.trainer
+    devices = _device_count(str(t.accelerator)) if str(t.devices) == "auto" else int(t.devices)
+    strategy = str(t.strategy)
+    if strategy == "auto" and devices > 1:
+        strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
+        trainer = L.Trainer(
+            **trainer_kwargs(
+                t,
+                accelerator=str(t.accelerator),
+                devices=devices,
+                num_nodes=int(t.num_nodes),
+                strategy=strategy,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=False,  # the module counts images x scales (coz.run.progress)
+                use_distributed_sampler=False,  # the module shards itself: no padded repeats
+                default_root_dir=str(run_dir),
+            )
+        )
+        trainer.predict(EvaluationModule(cfg, run_dir, todo, job, label), return_predictions=False)
+
+
+def _device_count(accelerator: str) -> int:
+    """``trainer.devices=auto``: every GPU when there are GPUs (and not accelerator=cpu), else one process."""
+    import torch
+
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
+
+
+def _check_resumable(run_dir: Path, cfg: DictConfig, job: dict[str, Any]) -> None:
+    """A folder holds one job: rerunning it resumes; another config there is refused."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("trainer", "report"):  # how the work is spread or shown, not what is computed
+        config.pop(key, None)
+    record = {"job": job, "config": config}
+    path = run_dir / "job.json"
+    earlier = read_record(path)
+    if earlier is not None:
+        check_resume(earlier.get("config"), config, "evaluate", run_dir)
+        if earlier.get("job") != job:
+            raise CozError(
+                f"{run_dir} holds the evaluation of {earlier.get('job')}, not of {job}; "
+                "choose another hydra.run.dir / hydra.sweep.dir (or omit it for a new folder)"
+            )
+        return
+    from coz.run.atomic import write_text_atomic
+    from coz.run.runinfo import machine, versions
+
+    record.update(choices=hydra_choices(), versions=versions(), machine=machine())
+    write_text_atomic(path, json.dumps(record, indent=2, default=str))
+
+
+def _sweep_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+main = hydra_entry(run, config_name="evaluate")

@@ -1,0 +1,158 @@
+"""What every coz command-line tool shares: the config folder, the run-folder name, the help
+text, and one fix to Hydra's override parsing.
+
+Configs: each tool has its own config root ``conf/<tool>/`` (``tool_config_dir``), holding its
+primary config ``<tool>.yaml`` and the groups only it composes (``experiment``, its presets, and e.g.
+evaluate's ``method``). The groups several tools compose live once in ``conf/shared/`` (backbone,
+prompt, logger, zoom, hydra/help); a tool's ``hydra.searchpath`` names the ones it composes, one
+``coz://GROUP`` entry each (``coz.run.shared_configs``). So shell completion, ``--help``
+(``conf/shared/hydra/help/coz.yaml``) and overrides offer exactly the tool's own groups. User
+configs: ``--config-dir DIR`` adds a folder whose groups extend the tool's (``DIR/backbone/mine.yaml``
+is ``backbone=mine``).
+
+The fix: Hydra reads the override value ``null`` as YAML null, so ``prompt=null`` (and the
+sweep ``-m prompt=null,dape,vlm``) would deselect the prompt group instead of choosing the
+option ``conf/shared/prompt/null.yaml``. The paper calls that mode "null", and users type it, so
+before Hydra parses the command line we quote a bare ``null`` in overrides of the config groups
+that have a ``null`` option. Nothing else on the command line is touched. In YAML and
+``compose`` the same option is also named ``none``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from coz.run import shared_configs
+from coz.run.shared_configs import config_dir
+
+CONFIG_DIR = str(config_dir())  # conf/: the tools' roots conf/<tool>/ and conf/shared/
+
+# Config groups whose option files include null.yaml.
+GROUPS_WITH_NULL_OPTION = ("prompt",)
+
+_OVERRIDE = re.compile(r"^(?P<key>[+~]{0,2}(?P<group>[\w.]+))=(?P<value>.*)$", re.S)
+
+
+def quote_null_choices(args: list[str]) -> list[str]:
+    """Rewrite ``prompt=null`` to ``prompt='null'`` and ``prompt=null,dape`` to ``prompt='null',dape``.
+
+    Only simple values and comma-separated sweep lists are rewritten; sweep functions such as
+    ``choice(...)`` or ``range(...)`` and quoted values are left to Hydra as typed.
+    """
+    fixed = []
+    for arg in args:
+        match = _OVERRIDE.match(arg)
+        if match and match["group"] in GROUPS_WITH_NULL_OPTION and "(" not in match["value"]:
+            items = match["value"].split(",")
+            items = ["'null'" if item.strip() == "null" else item for item in items]
+            arg = f"{match['key']}={','.join(items)}"
+        fixed.append(arg)
+    return fixed
+
+
+def rewrite_overrides(args: list[str], tool: str | None = None) -> list[str]:
+    """Everything coz changes on a command line before Hydra reads it. (``tool`` is no longer
+    needed: ``experiment=`` is a real group of each tool; kept for existing callers.)"""
+    return quote_null_choices(args)
+
+
+def _unique_run_suffix() -> str:
+    # Two runs started in the same second must not share a folder: add 4 random hex digits.
+    return secrets.token_hex(2)
+
+
+def slug(text: str, limit: int = 120) -> str:
+    """A folder-name-safe form of an override list: ``prompt='null',zoom=nearest`` ->
+    ``prompt=null,zoom=nearest``."""
+    return re.sub(r"[^\w.,=+-]", "_", text.replace("'", "").replace('"', ""))[:limit] or "default"
+
+
+if not OmegaConf.has_resolver("coz_slug"):
+    OmegaConf.register_new_resolver("coz_slug", slug)
+
+
+def tool_config_dir(tool: str) -> str:
+    """``conf/<tool>``: the config root of one tool (``zoom``, ``evaluate``, ``train_sr``,
+    ``train_grpo``, ``app``), for ``hydra.main`` and ``initialize_config_dir``; its primary config
+    brings in the shared groups it composes."""
+    return str(Path(CONFIG_DIR) / tool)
+
+
+def shared_group_dir(group: str) -> Path:
+    """``conf/shared/<group>``: the options of a group several tools compose."""
+    return Path(CONFIG_DIR) / "shared" / group
+
+
+shared_configs.register()  # the coz://GROUP entries of the tools' hydra.searchpath
+
+
+def tool_groups_help(tool: str, choices: DictConfig) -> str:
+    """``group: option, option, ...`` for each group the tool composes (its ``--help``)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(g for g in choices if not g.startswith("hydra")):
+        options = loader.get_group_options(group, config_name=tool)
+        lines.append(f"{group}: {', '.join(sorted(options))}")
+    return "\n".join(lines) or "(none)"
+
+
+if not OmegaConf.has_resolver("coz_groups"):
+    OmegaConf.register_new_resolver("coz_groups", tool_groups_help)
+
+# use_cache: the run folder name must resolve to the same value every time Hydra reads it.
+if not OmegaConf.has_resolver("coz_uid"):
+    OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)
+
+
+def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
+    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<tool>/<tool>.yaml`` (``tool``
+    = ``config_name``; a console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the run
+    contract's errors, sweep and exit codes (``coz.run.entry``).
+
+    Tests call ``run(cfg)`` directly with a composed config; users go through this wrapper.
+    """
+    from coz.run import entry
+
+    jobs = entry.Jobs(config_name)
+
+    @hydra.main(config_path=tool_config_dir(config_name), config_name=config_name, version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.get().verbose:  # hydra.verbose=true shows third-party notes too
+            from coz.run.quiet import quiet_third_party
+
+            quiet_third_party()
+        entry.run_job(run, cfg, jobs)
+
+    def main() -> None:
+        args = rewrite_overrides(sys.argv[1:], config_name)
+        if problem := entry.unparsable_argument(args):
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)
+        sys.argv = [sys.argv[0], *args]
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach us: one line each, below
+        try:
+            _main()
+        except (HydraException, OmegaConfBaseException) as err:  # unknown key or option, bad override
+            print(f"error: {entry.one_line(str(err))}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:  # Hydra could not make the run folder
+            code, message = entry.classify(err) or (3, str(err))
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(code)
+        sys.exit(entry.report(jobs))
+
+    return main

@@ -1,0 +1,303 @@
+"""``python -m coz.train_grpo``: align the prompt VLM with a critic VLM by GRPO (paper section 3.3,
+Algorithm 2; README "Training the prompt VLM").
+
+The policy is the ``prompt=`` VLM (Qwen2.5-VL-3B-Instruct) with a LoRA adapter; the critic is
+``critic=internvl`` (InternVL2.5-8B, the paper's Fig. 6) or ``qwen7b`` (Fig. 7); view pairs come from
+``data.root`` (LSDIR in the paper). Every hyper-parameter is in ``conf/train_grpo/train_grpo.yaml``. The run
+folder holds the adapters (``adapter/`` at the end, ``adapters/step-N/`` at every checkpoint), the
+validation rewards (``rewards.csv``, ``rewards.png``), per-step metrics (``train.csv``), sample
+prompts, the Lightning checkpoints (``checkpoints/step_N.safetensors`` and ``last.safetensors``: the
+adapter and optimizer state only, :mod:`coz.run.checkpoints`) and ``run.json``. Rerunning into the same
+folder (``hydra.run.dir=``) resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from coz.errors import CozError
+from coz.run.checkpoints import checkpoint_step, newest_checkpoint
+from coz.run.cli import hydra_entry
+from coz.run.folder import claim, record_attempt
+from coz.run.resume import check_resume, read_record
+from coz.run.runtime import hydra_choices, hydra_run_dir
+
+log = logging.getLogger("coz.train_grpo")
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train into ``run_dir`` (Hydra's run folder by default), resuming from its last checkpoint if it
+    has one. Returns the run record (also ``run.json``)."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir or hydra_run_dir())
+    check_config(cfg)
+    with claim(run_dir):  # one process per folder, from before the first write
+        return _train(cfg, run_dir, started)
+
+
+def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
+    ckpt = find_checkpoint(cfg, run_dir)
+    resume_step = checkpoint_step(ckpt) if ckpt else None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    earlier = read_record(run_dir / "run.json")
+    check_resume(earlier and earlier.get("config"), config, "train_grpo", run_dir)
+    record_attempt(run_dir, cfg)
+
+    from coz.train_grpo.data import list_images, split_images
+
+    root = cfg.get("input") or cfg.data.root
+    if cfg.data.get("write_samples") and not cfg.get("input"):  # never into a folder the user gave
+        from coz.samples import write_samples
+
+        write_samples(str(root))
+    option = "input" if cfg.get("input") else "data.root"
+    paths = list_images(str(root), recursive=bool(cfg.data.recursive), option=option)
+    train, val = split_images(paths, float(cfg.data.val_fraction), int(cfg.seed))
+    commits = preflight(cfg)  # a missing model fails here, before anything loads
+
+    record: dict[str, Any] = {
+        "config": config,
+        "choices": hydra_choices(),
+        "images": {"root": str(root), "train": len(train), "val": len(val)},
+        "model_commits": commits,
+    }
+    _write_split(run_dir, Path(str(root)), train, val)
+    if resume_step is not None and resume_step >= int(cfg.grpo.steps):
+        print(f"coz.train_grpo: {run_dir} already finished {resume_step} steps (grpo.steps={cfg.grpo.steps})")
+        return _finish(run_dir, record, started, resume_step)
+    if resume_step is not None:
+        log.info("resuming from %s (step %d)", ckpt, resume_step)
+    log.info(
+        "GRPO: policy %s, critic %s, %d training / %d validation images -> %s",
+        cfg.prompt.get("model") or f"{cfg.prompt.name} (shape {cfg.prompt.get('shape', 'tiny')})",
+        cfg.critic.name,
+        len(train),
+        len(val),
+        run_dir,
+    )
+    _write_record(run_dir, record)
+    import lightning as L
+
+    # python, numpy and torch, and each loader worker from (seed, worker, rank); every step reseeds
+    # torch from (seed, rank, step) anyway, so a resumed run stays exact
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    trainer, _ = _fit(cfg, run_dir, train, val, ckpt, resume_step)
+    step = int(trainer.global_step)
+    return _finish(run_dir, record, started, step)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse options that cannot work before any model loads."""
+    from coz.run.validate import threads, whole
+    from coz.train_grpo.loss import AGGREGATIONS, SCALES
+    from coz.train_grpo.rewards import WORD_MODES
+
+    whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
+    threads(cfg)
+    whole(cfg, "val.rollouts", minimum=0)
+    whole(cfg, "optim.warmup_steps", minimum=0)
+    whole(cfg, "checkpoint.keep", minimum=0)
+    g = cfg.grpo
+    words = str(cfg.rewards.get("repetition_words", "letters"))
+    updates = int(g.updates_per_generation)
+    checks = [
+        (int(g.steps) >= 1, f"grpo.steps={g.steps}: must be at least 1"),
+        (int(g.generations) >= 2, f"grpo.generations={g.generations}: GRPO compares at least 2 per pair"),
+        (int(g.batch_size) >= 1, f"grpo.batch_size={g.batch_size}: must be at least 1"),
+        (updates >= 1, f"grpo.updates_per_generation={updates}: must be at least 1"),
+        (float(g.temperature) > 0, f"grpo.temperature={g.temperature}: must be > 0"),
+        (0 < float(g.top_p) <= 1, f"grpo.top_p={g.top_p}: must be in (0, 1] (1: no nucleus truncation)"),
+        (int(g.top_k) >= 0, f"grpo.top_k={g.top_k}: must be >= 0 (0: no top-k truncation)"),
+        (int(g.max_new_tokens) >= 1, f"grpo.max_new_tokens={g.max_new_tokens}: must be at least 1"),
+        (int(cfg.lora.r) >= 1, f"lora.r={cfg.lora.r}: the LoRA rank must be at least 1"),
+        (words in WORD_MODES, f"rewards.repetition_words={words}: use {', '.join(WORD_MODES)}"),
+        (0 <= float(cfg.lora.dropout) < 1, f"lora.dropout={cfg.lora.dropout}: must be in [0, 1)"),
+        (int(cfg.val.batch_size) >= 1, f"val.batch_size={cfg.val.batch_size}: must be at least 1"),
+        (int(cfg.val.get("pairs_per_image", 1)) >= 1, "val.pairs_per_image: must be at least 1"),
+        (
+            int(cfg.checkpoint.every_n_steps) >= 1,
+            f"checkpoint.every_n_steps={cfg.checkpoint.every_n_steps}: >= 1",
+        ),
+        (
+            str(g.scale_rewards) in SCALES,
+            f"grpo.scale_rewards={g.scale_rewards}: use {', '.join(SCALES)}",
+        ),
+        (
+            str(g.loss_aggregation) in AGGREGATIONS,
+            f"grpo.loss_aggregation={g.loss_aggregation}: use {', '.join(AGGREGATIONS)}",
+        ),
+        (
+            int(g.steps) % updates == 0,
+            f"grpo.steps={g.steps} must be a multiple of grpo.updates_per_generation={updates} "
+            "(the run must not end inside a generation round)",
+        ),
+        (
+            int(cfg.checkpoint.every_n_steps) % updates == 0,
+            f"checkpoint.every_n_steps={cfg.checkpoint.every_n_steps} must be a multiple of "
+            f"grpo.updates_per_generation={updates} (a checkpoint cannot fall inside a generation round)",
+        ),
+        (
+            str(cfg.optim.schedule) in ("constant", "cosine"),
+            f"optim.schedule={cfg.optim.schedule}: constant or cosine",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CozError(message)
+    from coz.train_grpo.critic import check_pinned
+
+    check_pinned(cfg.critic)
+
+
+def preflight(cfg: DictConfig) -> dict[str, str | None]:
+    """Check that the policy and critic models can be loaded; their cached commits for run.json."""
+    from coz.train_grpo.critic import critic_model
+    from coz.train_grpo.models import cached_commit, check_available
+
+    commits, missing = {}, []
+    wanted = []
+    if cfg.prompt.name != "tiny_vlm":
+        wanted.append((str(cfg.prompt.model), cfg.prompt.get("revision"), "prompt.model"))
+    if critic := critic_model(cfg.critic):
+        wanted.append((*critic, "critic.model"))
+    for model, revision, option in wanted:
+        try:
+            check_available(model, revision, option)
+        except CozError as err:
+            missing.append(str(err))
+            continue
+        commits[model] = cached_commit(model, revision)
+    if missing:
+        raise CozError("; ".join(missing))
+    if cfg.prompt.get("adapter") and not (Path(str(cfg.prompt.adapter)) / "adapter_config.json").is_file():
+        raise CozError(f"prompt.adapter={cfg.prompt.adapter}: no adapter_config.json there")
+    return commits
+
+
+def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """``resume=auto``: the run folder's newest checkpoint if any; ``resume=PATH``: that checkpoint file
+    or the newest of that run folder; ``resume=none``: start afresh (refused if the folder has one).
+    An older coz's ``checkpoints/last.ckpt`` still resumes (coz.run.checkpoints reads it)."""
+    mode = str(cfg.resume)
+    if mode == "auto":
+        return newest_checkpoint(run_dir / "checkpoints")
+    if mode == "none":
+        if newest_checkpoint(run_dir / "checkpoints"):
+            raise CozError(f"{run_dir} already holds a checkpoint; use resume=auto or another hydra.run.dir")
+        return None
+    path = Path(mode).expanduser()
+    path = newest_checkpoint(path / "checkpoints") if path.is_dir() else path
+    if path is None or not path.is_file():
+        raise CozError(
+            f"resume={mode}: no checkpoint there (give a .safetensors checkpoint or a train_grpo run folder)"
+        )
+    return path
+
+
+def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_step: int | None):
+    import lightning as L
+
+    from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
+    from coz.run.trainer_args import trainer_kwargs
+    from coz.train_grpo.module import GRPOModule
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
+    t = cfg.trainer
+    devices = t.devices if str(t.devices) == "auto" else int(t.devices)
+    strategy = str(t.strategy)
+    if strategy == "auto" and devices not in (1, "auto"):
+        strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
+    module = GRPOModule(cfg, run_dir, train, val)
+    module.resume_step = resume_step
+    checkpoints = StepCheckpoint(
+        run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=".*(does not have many workers|num_workers|IterableDataset|pre-optimization state).*",
+        )
+        trainer = L.Trainer(
+            **trainer_kwargs(
+                t,
+                accelerator=str(t.accelerator),
+                devices=devices,
+                num_nodes=int(t.num_nodes),
+                strategy=strategy,
+                max_steps=int(cfg.grpo.steps),
+                logger=False,
+                callbacks=[checkpoints],
+                plugins=[SafetensorsCheckpointIO()],
+                enable_model_summary=False,
+                enable_progress_bar=False,  # the module draws its own (trainer.progress_bar)
+                num_sanity_val_steps=0,
+                limit_val_batches=0,
+                use_distributed_sampler=False,
+                default_root_dir=str(run_dir),
+            )
+        )
+        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    return trainer, module
+
+
+def _write_split(run_dir: Path, root: Path, train: list[Path], val: list[Path]) -> None:
+    from coz.run.atomic import write_text_atomic
+
+    def rel(p: Path) -> str:
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            return str(p)
+
+    split = {"root": str(root), "train": len(train), "val": [rel(p) for p in val]}
+    write_text_atomic(run_dir / "split.json", json.dumps(split, indent=1))
+
+
+def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    from coz.run.runinfo import machine, versions, write_run_json
+
+    record.setdefault("versions", versions())
+    record.setdefault("machine", machine())
+    write_run_json(run_dir, record)
+
+
+def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) -> dict[str, Any]:
+    from coz.train_grpo.logs import CsvFile, plot_rewards
+
+    rewards = CsvFile(run_dir / "rewards.csv").rows()
+    trained = CsvFile(run_dir / "train.csv").rows()
+    if trained:  # under ddp_spawn the workers trained: the main process's own counter stayed at 0
+        step = max(step, max(int(r["step"]) for r in trained))
+    record.update(
+        step=step,
+        adapter=str(run_dir / "adapter"),
+        seconds=round(time.perf_counter() - started, 2),
+        validation=rewards,
+    )
+    plot = plot_rewards(rewards, run_dir / "rewards.png", trained)
+    if record["images"]["val"] and not rewards:  # every validation image unreadable: not a success
+        record["failed"] = {
+            "validation": f"no validation reward: none of the {record['images']['val']} validation "
+            f"image(s) in {run_dir / 'split.json'} was readable (see the warnings above)"
+        }
+        print(f"coz.train_grpo: 1 input skipped:\n  {record['failed']['validation']}")
+    _write_record(run_dir, record)
+    if rewards:
+        first, last = rewards[0], rewards[-1]
+        print(
+            f"coz.train_grpo: {step} step(s); validation total reward {float(first['total']):.4f} "
+            f"(step {first['step']}) -> {float(last['total']):.4f} (step {last['step']})"
+        )
+    print(f"coz.train_grpo: adapter in {run_dir / 'adapter'} (use: python -m coz.zoom prompt.adapter=...)")
+    print(f"coz.train_grpo: rewards in {run_dir / 'rewards.csv'}" + (f" and {plot}" if plot else ""))
+    return record
+
+
+main = hydra_entry(run, config_name="train_grpo")

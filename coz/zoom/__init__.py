@@ -1,0 +1,2 @@
+"""``python -m coz.zoom``: the everyday tool. :mod:`~coz.zoom.tool` declares the run (config in,
+zoomed images out); :mod:`~coz.zoom.outputs` writes one image's zoom to the run folder."""
