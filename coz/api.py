@@ -204,8 +204,7 @@ def zoom_image(
 
 
 def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
-    """``conf/zoom/zoom.yaml`` with ``overrides``, composed as ``python -m coz.zoom`` composes it
-    (``prompt=none`` means the null prompt also where no ``none`` option exists)."""
+    """``conf/zoom/zoom.yaml`` with ``overrides``, composed as ``python -m coz.zoom`` composes it."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -215,7 +214,7 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if not isinstance(item, str) or "=" not in item:
             raise CozError(f"{item!r}: options are keywords or 'key=value' strings")
-    args = rewrite_overrides([_none_prompt(o) for o in overrides], "zoom")
+    args = rewrite_overrides(list(overrides), "zoom")
     from hydra.core.global_hydra import GlobalHydra
 
     # Inside a Hydra app (python -m coz.app) Hydra is initialized with that app's config: set it
@@ -231,17 +230,6 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
         if outer is not None:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
-
-
-def _none_prompt(override: str) -> str:
-    """``prompt=none`` -> ``prompt=null`` where the config has no ``none`` option of its own."""
-    key, _, value = override.partition("=")
-    if key == "prompt" and value.strip("'\"") == "none":
-        from coz.run.cli import shared_group_dir
-
-        if not (shared_group_dir("prompt") / "none.yaml").exists():
-            return "prompt=null"
-    return override
 
 
 def _override(key: str, value: Any) -> str:

@@ -32,7 +32,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from coz.run import shared_configs
+from coz.run import schema, shared_configs
 from coz.run.shared_configs import config_dir
 
 CONFIG_DIR = str(config_dir())  # conf/: the tools' roots conf/<tool>/ and conf/shared/
@@ -116,7 +116,9 @@ if not OmegaConf.has_resolver("coz_uid"):
     OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)
 
 
-def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callable[[], None]:
+def hydra_entry(
+    run: Callable[[DictConfig], object], config_name: str, tool_schema: type | None = None
+) -> Callable[[], None]:
     """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<tool>/<tool>.yaml`` (``tool``
     = ``config_name``; a console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the run
     contract's errors, sweep and exit codes (``coz.run.entry``).
@@ -147,12 +149,20 @@ def hydra_entry(run: Callable[[DictConfig], object], config_name: str) -> Callab
         try:
             _main()
         except (HydraException, OmegaConfBaseException) as err:  # unknown key or option, bad override
-            print(f"error: {entry.one_line(str(err))}", file=sys.stderr)
+            line = (
+                schema.describe(err) or schema.unknown_override(err, tool_schema) or entry.one_line(str(err))
+            )
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
         except OSError as err:  # Hydra could not make the run folder
             code, message = entry.classify(err) or (3, str(err))
             print(f"error: {message}", file=sys.stderr)
             sys.exit(code)
+        except Exception as err:
+            if not entry.launcher_lost_a_job(err):
+                raise
+            print(f"error: coz.{config_name}: {entry.lost_job_message(err)}", file=sys.stderr)
+            sys.exit(3)
         sys.exit(entry.report(jobs))
 
     return main

@@ -30,9 +30,11 @@ from coz.run.progress import Progress
 from coz.run.resume import check_resume, read_record
 from coz.run.runinfo import machine, versions, write_run_json
 from coz.run.runtime import fixed_threads, hydra_choices, hydra_run_dir, resolve_device, seed_everything
+from coz.run.schema import typed
 from coz.run.timing import PhaseTimer
 from coz.run.validate import check_zoom
 from coz.zoom.outputs import BackgroundWriter, finished_images, is_finished
+from coz.zoom.schema import ZoomTool
 
 log = logging.getLogger("coz.zoom")
 
@@ -41,6 +43,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Zoom every image of ``cfg.input``; write results to ``run_dir`` (Hydra's run folder by
     default). Returns the run record (also written to ``run.json``)."""
     run_dir = Path(run_dir or hydra_run_dir())
+    cfg = typed(ZoomTool, cfg)  # every key and value, before any image is read or model loads
     check_zoom(cfg)  # every value, before any image is read or model loads
     full = full_options(cfg)
     images = find_images(cfg.input)
@@ -225,4 +228,6 @@ def _report(run_dir: Path, record: dict[str, Any]) -> None:
         print(f"coz.zoom: e.g. {run_dir / 'images' / first / 'strip.png'} and zoom.gif beside it")
 
 
-main = hydra_entry(run, config_name="zoom")  # exit 1 when inputs were skipped: every good result is kept
+main = hydra_entry(
+    run, config_name="zoom", tool_schema=ZoomTool
+)  # exit 1 when inputs were skipped: every good result is kept

@@ -1,0 +1,148 @@
+"""Typed configs (coz.run.schema): every preset and group option of every tool matches its schema, and
+every leaf key of every tool, given a value of the wrong type, is refused in one line naming the key
+(exit 2 from the command line, nothing written)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import typing
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
+from coz.run.schema import ConfigError, typed
+from coz.zoom.schema import ZoomTool
+
+SCHEMAS: dict[str, type] = {"zoom": ZoomTool}
+REQUIRED = {"zoom": ["input=x"]}  # what a tool needs to compose at all
+
+
+def options(tool: str) -> list[list[str]]:
+    """The default config, then one variant per option of each of the tool's groups."""
+    root = Path(CONFIG_DIR)
+    variants = [[]]
+    with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
+        choices = compose(
+            config_name=tool, overrides=REQUIRED[tool], return_hydra_config=True
+        ).hydra.runtime.choices
+    for group in sorted(g for g in choices if not g.startswith("hydra")):
+        folder = root / tool / group if (root / tool / group).is_dir() else root / "shared" / group
+        variants += [[f"{group}={option.stem}"] for option in sorted(folder.glob("*.yaml"))]
+    return variants
+
+
+def composed(tool: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
+        return compose(config_name=tool, overrides=rewrite_overrides([*REQUIRED[tool], *overrides], tool))
+
+
+def leaves(node: DictConfig, path: str = "") -> typing.Iterator[tuple[str, object]]:
+    """(dotted key, declared type) of every typed leaf."""
+    schema = OmegaConf.get_type(node)
+    hints = typing.get_type_hints(schema) if is_dataclass(schema) else {}
+    for spec in fields(schema) if is_dataclass(schema) else ():
+        child = node._get_node(spec.name)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            yield from leaves(child, f"{path}{spec.name}.")
+        elif spec.name not in ("name", "mode"):  # the option's own name: a group choice
+            yield f"{path}{spec.name}", hints[spec.name]
+
+
+def wrong_value(declared: object) -> object:
+    """A value of another type than ``declared``."""
+    if typing.get_origin(declared) is list:
+        return "abc"
+    kinds = set(typing.get_args(declared)) or {declared}
+    if kinds & {int, float}:
+        return "abc"
+    if bool in kinds:
+        return "maybe"
+    if str in kinds:
+        return [1, 2]
+    return "abc"  # lists
+
+
+def cases(tool: str) -> typing.Iterator[tuple[list[str], DictConfig, str, object]]:
+    """(overrides, their config, key, wrong value): the top-level keys with the defaults, each
+    option's own keys with that option."""
+    groups = _group_fields(SCHEMAS[tool])
+    for overrides in options(tool):
+        cfg = composed(tool, overrides)
+        group = overrides[0].split("=")[0] if overrides else None
+        for key, declared in leaves(typed(SCHEMAS[tool], cfg)):
+            mine = key.startswith(f"{group}.") if group else key.split(".")[0] not in groups
+            if mine:
+                yield overrides, cfg, key, wrong_value(declared)
+
+
+def _group_fields(schema: type) -> set[str]:
+    return {spec.name for spec in fields(schema) if "options" in spec.metadata}
+
+
+@pytest.mark.parametrize("tool", sorted(SCHEMAS))
+def test_every_preset_and_option_matches_its_schema(tool):
+    for overrides in options(tool):
+        typed(SCHEMAS[tool], composed(tool, overrides))  # raises on a key or value the schema refuses
+
+
+@pytest.mark.parametrize("tool", sorted(SCHEMAS))
+def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
+    checked = 0
+    for overrides, cfg, key, value in cases(tool):
+        bad = copy.deepcopy(cfg)
+        OmegaConf.update(bad, key, value, merge=True)  # as Hydra applies an override
+        try:
+            typed(SCHEMAS[tool], bad)
+        except ConfigError as refused:
+            message = str(refused)
+        else:
+            pytest.fail(f"{overrides} {key}={value} was accepted")
+        assert "\n" not in message and message.startswith(f"{key}="), (overrides, key, message)
+        checked += 1
+    assert checked >= 20, checked
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("zoom", ["zoom.steps=abc"], "error: zoom.steps=abc: must be a whole number"),
+        ("zoom", ["zom.steps=2"], "error: zom.steps: no such key; did you mean zoom.steps?"),
+        ("zoom", ["+zom.steps=2"], "error: zom: no such key; did you mean zoom?"),
+        (
+            "zoom",
+            ["prompt=vlm", "prompt.cache=foo"],
+            "error: prompt.cache=foo: must be one of none, memory, disk",
+        ),
+        (
+            "zoom",
+            ["backbone=sd3", "+backbone.lora_rnk=8"],
+            "error: backbone.lora_rnk: no such key; did you mean",
+        ),
+    ],
+)
+def test_bad_values_are_one_line_and_exit_2_with_nothing_written(tool, args, message, tmp_path):
+    folder = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            f"coz.{tool}",
+            *REQUIRED[tool][:0],
+            "input=x",
+            *args,
+            f"hydra.run.dir={folder}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(message), result.stderr
+    assert not folder.exists()
