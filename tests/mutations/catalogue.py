@@ -27,6 +27,7 @@ def m(id, file, old, new, promise, *tests, more=(), note=""):  # noqa: A002
 
 OUT = "tests/test_promises_outputs.py"
 IMG = "tests/test_promises_images.py"
+CHAIN = "tests/test_promises_chain.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -472,5 +473,39 @@ MUTATIONS: list[Mutation] = [
         "a warning says when CLIP's 77 tokens truncate a prompt",
         "tests/test_prompts_hygiene.py",
         "tests/test_promises_hygiene.py",
+    ),
+    # ----------------------------------------------------------- issue 28: survivors of round two
+    m(
+        "onestep-ar2-context",
+        "coz/chain.py",
+        "self._super_resolve([z.x0 for z in zooms], scale, scale, multiscale=False)",
+        "self._super_resolve([z.x0 for z in zooms], scale, scale, multiscale=True)",
+        "onestep prompts see the view alone (AR-1), not x0 as AR-2 context",
+        CHAIN,
+    ),
+    m(
+        "center-box-half-sides",
+        "coz/geometry.py",
+        "    return ((size - side) // 2, (size - side) // 2, (size + side) // 2, (size + side) // 2)",
+        "    half, mid = size // (2 * factor), size // 2\n"
+        "    return (mid - half, mid - half, mid - half + side, mid - half + side)",
+        "the center box is the official arithmetic at every zoom.size (not only 512)",
+        CHAIN,
+    ),
+    m(
+        "x0-not-clamped",
+        "coz/images.py",
+        "    new_w, new_h = max(size, int(width * scale)), max(size, int(height * scale))",
+        "    new_w, new_h = int(width * scale), int(height * scale)",
+        "x0 is exactly filled where float truncation gives 511 px (no black strip, fidelity.md)",
+        CHAIN,
+    ),
+    m(
+        "thin-x0-bicubic",
+        "coz/images.py",
+        "        out = img.resize((size, size), Image.LANCZOS, box=x0_source_box(w, h, size))",
+        "        out = img.resize((size, size), Image.BICUBIC, box=x0_source_box(w, h, size))",
+        "a thin image's x0 is LANCZOS-resampled like every other x0",
+        CHAIN,
     ),
 ]
