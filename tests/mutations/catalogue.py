@@ -28,6 +28,7 @@ def m(id, file, old, new, promise, *tests, more=(), note=""):  # noqa: A002
 OUT = "tests/test_promises_outputs.py"
 IMG = "tests/test_promises_images.py"
 CHAIN = "tests/test_promises_chain.py"
+RUN = "tests/test_promises_run.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -507,5 +508,29 @@ MUTATIONS: list[Mutation] = [
         "        out = img.resize((size, size), Image.BICUBIC, box=x0_source_box(w, h, size))",
         "a thin image's x0 is LANCZOS-resampled like every other x0",
         CHAIN,
+    ),
+    m(
+        "resume-seed-may-change",
+        "coz/run/resume.py",
+        'MAY_CHANGE = ("batch_size", "threads", "device", "logger")',
+        'MAY_CHANGE = ("batch_size", "threads", "device", "logger", "seed")',
+        "a resumed run refuses another seed (every tool)",
+        RUN,
+    ),
+    m(
+        "sweep-last-failed-code",
+        "coz/run/entry.py",
+        "        return max((code for _, code, _ in self.failed), default=DONE)",
+        "        return self.failed[-1][1] if self.failed else DONE",
+        "a -m sweep exits with its highest code, not its last failed job's",
+        RUN,
+    ),
+    m(
+        "zoom-bar-skips-failed",
+        "coz/zoom/tool.py",
+        "                    record[\"failed\"][str(path)] = str(err)\n                    progress.update(chain.steps)\n",
+        "                    record[\"failed\"][str(path)] = str(err)\n",
+        "the zoom bar counts a failed image's steps (it reaches its total)",
+        RUN,
     ),
 ]
