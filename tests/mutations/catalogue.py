@@ -29,6 +29,7 @@ OUT = "tests/test_promises_outputs.py"
 IMG = "tests/test_promises_images.py"
 CHAIN = "tests/test_promises_chain.py"
 RUN = "tests/test_promises_run.py"
+EVAL = "tests/test_promises_evaluation.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -532,5 +533,21 @@ MUTATIONS: list[Mutation] = [
         "                    record[\"failed\"][str(path)] = str(err)\n",
         "the zoom bar counts a failed image's steps (it reaches its total)",
         RUN,
+    ),
+    m(
+        "niqe-higher-better",
+        "coz/evaluate/aggregate.py",
+        '    "niqe": ("NIQE", True),',
+        '    "niqe": ("NIQE", False),',
+        "NIQE is lower-better: the report's CoZ-vs-direct verdicts follow it",
+        EVAL,
+    ),
+    m(
+        "shards-not-merged",
+        "coz/evaluate/report.py",
+        '        config = {k: v for k, v in data.get("config", {}).items() if k != "shard"}',
+        '        config = dict(data.get("config", {}))',
+        "the shard jobs of one evaluation merge into one table cell",
+        EVAL,
     ),
 ]
