@@ -30,6 +30,7 @@ IMG = "tests/test_promises_images.py"
 CHAIN = "tests/test_promises_chain.py"
 RUN = "tests/test_promises_run.py"
 EVAL = "tests/test_promises_evaluation.py"
+PROMPT_SETTINGS = "tests/test_promises_prompt_settings.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -549,5 +550,29 @@ MUTATIONS: list[Mutation] = [
         '        config = dict(data.get("config", {}))',
         "the shard jobs of one evaluation merge into one table cell",
         EVAL,
+    ),
+    m(
+        "tile-tokens-128-without-adapter",
+        "coz/prompts/__init__.py",
+        "    return 16 if tiles else 32 if adapter else 128",
+        "    return 16 if tiles and adapter else 32 if adapter else 128",
+        "max_new_tokens=auto is 16 per full-image tile, with or without an adapter",
+        PROMPT_SETTINGS,
+    ),
+    m(
+        "vlm-fp16-on-gpus",
+        "coz/prompts/__init__.py",
+        "resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option=\"prompt.dtype\")",
+        "resolve_dtype(str(cfg.dtype), device, gpu_default=torch.float16, option=\"prompt.dtype\")",
+        "the VLM runs in bfloat16 on GPUs (dtype=auto)",
+        PROMPT_SETTINGS,
+    ),
+    m(
+        "dape-resize-aliased",
+        "coz/prompts/dape.py",
+        'mode="bilinear", antialias=True, align_corners=False',
+        'mode="bilinear", antialias=False, align_corners=False',
+        "DAPE downsizes its views to 384 antialiased (as RAM's PIL transform does)",
+        PROMPT_SETTINGS,
     ),
 ]
