@@ -31,6 +31,7 @@ CHAIN = "tests/test_promises_chain.py"
 RUN = "tests/test_promises_run.py"
 EVAL = "tests/test_promises_evaluation.py"
 PROMPT_SETTINGS = "tests/test_promises_prompt_settings.py"
+BACKBONES = "tests/test_promises_backbones.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -574,5 +575,29 @@ MUTATIONS: list[Mutation] = [
         'mode="bilinear", antialias=False, align_corners=False',
         "DAPE downsizes its views to 384 antialiased (as RAM's PIL transform does)",
         PROMPT_SETTINGS,
+    ),
+    m(
+        "s3diff-colour-fix-adain",
+        "coz/backbones/diffusion/s3diff.py",
+        '        color_fix: str = "wavelet",\n',
+        '        color_fix: str = "adain",\n',
+        "S3Diff's colour fix is wavelet by default (its authors' default)",
+        BACKBONES,
+    ),
+    m(
+        "s3diff-config-colour-fix-adain",
+        "conf/shared/backbone/s3diff.yaml",
+        "color_fix: wavelet ",
+        "color_fix: adain   ",
+        "backbone=s3diff composes the wavelet colour fix",
+        BACKBONES,
+    ),
+    m(
+        "cnn-auto-float32-on-gpus",
+        "coz/backbones/cnn/backbone.py",
+        'resolve_dtype(self._dtype_option, self._device, option="backbone.dtype")',
+        'resolve_dtype(self._dtype_option, self._device, torch.float32, option="backbone.dtype")',
+        "a CNN backbone's dtype=auto is float16 on a GPU, float32 on the CPU",
+        BACKBONES,
     ),
 ]
