@@ -47,7 +47,9 @@ def test_dape_downsizes_its_views_antialiased_like_pil():
     stripes = np.zeros((512, 512, 3), np.uint8)
     stripes[:, ::2] = 255
     view = Image.fromarray(stripes)
-    prompts = DAPEPrompts(tiny_tagger(num_tags=4), ["a", "b", "c", "d"], torch.full((4,), 0.5), image_size=384)
+    prompts = DAPEPrompts(
+        tiny_tagger(num_tags=4), ["a", "b", "c", "d"], torch.full((4,), 0.5), image_size=384
+    )
     x = prompts.preprocess([view]).float()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet's, as RAM normalises
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -32,6 +32,7 @@ RUN = "tests/test_promises_run.py"
 EVAL = "tests/test_promises_evaluation.py"
 PROMPT_SETTINGS = "tests/test_promises_prompt_settings.py"
 BACKBONES = "tests/test_promises_backbones.py"
+TRAINING = "tests/test_promises_training.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -531,8 +532,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "zoom-bar-skips-failed",
         "coz/zoom/tool.py",
-        "                    record[\"failed\"][str(path)] = str(err)\n                    progress.update(chain.steps)\n",
-        "                    record[\"failed\"][str(path)] = str(err)\n",
+        '                    record["failed"][str(path)] = str(err)\n                    progress.update(chain.steps)\n',
+        '                    record["failed"][str(path)] = str(err)\n',
         "the zoom bar counts a failed image's steps (it reaches its total)",
         RUN,
     ),
@@ -563,8 +564,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "vlm-fp16-on-gpus",
         "coz/prompts/__init__.py",
-        "resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option=\"prompt.dtype\")",
-        "resolve_dtype(str(cfg.dtype), device, gpu_default=torch.float16, option=\"prompt.dtype\")",
+        'resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="prompt.dtype")',
+        'resolve_dtype(str(cfg.dtype), device, gpu_default=torch.float16, option="prompt.dtype")',
         "the VLM runs in bfloat16 on GPUs (dtype=auto)",
         PROMPT_SETTINGS,
     ),
@@ -599,5 +600,29 @@ MUTATIONS: list[Mutation] = [
         'resolve_dtype(self._dtype_option, self._device, torch.float32, option="backbone.dtype")',
         "a CNN backbone's dtype=auto is float16 on a GPU, float32 on the CPU",
         BACKBONES,
+    ),
+    m(
+        "reg-diffusion-weight-ignored",
+        "coz/train_sr/module.py",
+        '            loss = loss + self.weights["reg_diffusion"] * terms["reg_diffusion"]',
+        '            loss = loss + terms["reg_diffusion"]',
+        "loss.reg_diffusion weights the regulariser's diffusion loss",
+        TRAINING + "::test_the_regularisers_diffusion_loss_is_scaled_by_its_weight",
+    ),
+    m(
+        "train-sr-test-latent-shift",
+        "coz/train_sr/generators.py",
+        '            latent_shift=str(train.get("latent_shift") or cfg.get("latent_shift", "test")),',
+        '            latent_shift=str(cfg.get("latent_shift", "test")),',
+        "train_sr encodes with the training latent shift (model.latent_shift=train)",
+        TRAINING + "::test_train_sr_encodes_with_the_training_latent_shift",
+    ),
+    m(
+        "grpo-bar-from-zero",
+        "coz/train_grpo/module.py",
+        'Progress(steps, "train_grpo", "steps", initial=self.global_step, enabled=shown)',
+        'Progress(steps, "train_grpo", "steps", initial=0, enabled=shown)',
+        "a resumed GRPO run's bar counts on from its checkpoint",
+        TRAINING + "::test_a_resumed_grpo_run_counts_on_from_its_checkpoint",
     ),
 ]
