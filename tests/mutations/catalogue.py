@@ -33,6 +33,7 @@ EVAL = "tests/test_promises_evaluation.py"
 PROMPT_SETTINGS = "tests/test_promises_prompt_settings.py"
 BACKBONES = "tests/test_promises_backbones.py"
 TRAINING = "tests/test_promises_training.py"
+WANDB = "tests/test_promises_wandb.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -624,5 +625,30 @@ MUTATIONS: list[Mutation] = [
         'Progress(steps, "train_grpo", "steps", initial=0, enabled=shown)',
         "a resumed GRPO run's bar counts on from its checkpoint",
         TRAINING + "::test_a_resumed_grpo_run_counts_on_from_its_checkpoint",
+    ),
+    m(
+        "api-seeds-once",
+        "coz/api.py",
+        "        seed_everything(int(cfg.seed))\n        total, done",
+        '        if not getattr(self, "_seeded", False):\n'
+        "            seed_everything(int(cfg.seed))\n            self._seeded = True\n        total, done",
+        "the API reseeds from seed= at every call",
+        "tests/test_promises_api.py",
+    ),
+    m(
+        "logger-group-ignored",
+        "coz/run/wandb_run.py",
+        '        "group": str(logger_cfg.get("group") or group or default_group(tool)),',
+        '        "group": str(group or default_group(tool)),',
+        "logger.group= names the W&B group, over the sweep and the preset",
+        WANDB,
+    ),
+    m(
+        "preset-group-dropped",
+        "coz/run/wandb_run.py",
+        '    return f"{tool}/{preset}" if preset else tool',
+        "    return tool",
+        "an experiment= preset's W&B runs are grouped as <tool>/<preset>",
+        WANDB,
     ),
 ]
