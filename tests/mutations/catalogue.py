@@ -131,7 +131,7 @@ MUTATIONS: list[Mutation] = [
     m(
         "error-traceback",
         "coz/run/entry.py",
-        "        known = classify(err)\n",
+        "        known = (ENVIRONMENT, missing) if missing else classify(err)\n",
         "        raise\n",
         "bad input is one line, never a traceback",
         "tests/test_zoom_cli.py::test_missing_input_is_one_clear_line",
