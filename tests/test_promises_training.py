@@ -80,7 +80,8 @@ def test_the_regularisers_diffusion_loss_is_scaled_by_its_weight(two_weights):
     (_, full), (_, quarter) = two_weights
     assert full.keys() == quarter.keys() and any(g.abs().sum() > 0 for g in full.values())
     for name, g in full.items():  # only the diffusion loss reaches the fake LoRA: its gradient is linear in w
-        torch.testing.assert_close(quarter[name], 0.25 * g, rtol=1e-4, atol=1e-10)
+        # tolerance from the tensor's largest entry: its smallest entries are float32 round-off
+        torch.testing.assert_close(quarter[name], 0.25 * g, rtol=1e-3, atol=1e-3 * float(g.abs().max()))
 
 
 def test_a_resumed_grpo_run_counts_on_from_its_checkpoint(tmp_path, monkeypatch):
