@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess_cli import run_cli
 
 from coz.run.checkpoints import checkpoint_step, load_checkpoint_file
-from tests.inprocess_cli import run_cli
 
 SR = [
     "experiment=smoke",
