@@ -140,6 +140,7 @@ def hydra_entry(
         entry.run_job(run, cfg, jobs)
 
     def main() -> None:
+        jobs.count, jobs.failed = 0, []  # this command's jobs only (main may run twice in one process)
         args = rewrite_overrides(sys.argv[1:], config_name)
         if problem := entry.unparsable_argument(args):
             print(f"error: {problem}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 0 done; 1 done, but some inputs were skipped (the tool lists them); 2 a usage or config error (one
 line naming the option); 3 an environment error: disk full, a read-only or unwritable folder, a run
-folder that is a file, a corrupt run file (one line naming the path).
+folder that is a file, a corrupt run file (one line naming the path), or training that diverged to
+NaN/Inf (:class:`coz.errors.TrainingDiverged`: one line naming the step).
 """
 
 from __future__ import annotations

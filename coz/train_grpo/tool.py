@@ -46,7 +46,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    ckpt = resume_from(cfg.resume, run_dir)
+    ckpt = resume_from(cfg.resume, run_dir, "coz.train_grpo")
     resume_step = checkpoint_step(ckpt) if ckpt else None
     config = OmegaConf.to_container(cfg, resolve=True)
     earlier = read_record(run_dir / "run.json")

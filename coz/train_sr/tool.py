@@ -43,7 +43,7 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from coz.run.checkpoints import resume_from
 
-    checkpoint = resume_from(cfg.resume, run_dir)
+    checkpoint = resume_from(cfg.resume, run_dir, "coz.train_sr", str(cfg.backbone.name))
     ckpt_path = None if checkpoint is None else str(checkpoint)
     if ckpt_path is not None and is_main_process():
         earlier = read_record(run_dir / "run.json")
