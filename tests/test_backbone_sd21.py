@@ -275,7 +275,9 @@ def test_bad_osediff_pkl_gives_one_clear_error(src, tmp_path):
 
     unet = dict(raw["state_dict_unet"])
     unet.pop("conv_in.base_layer.weight")
-    check({**raw, "state_dict_unet": unet}, r"state_dict_unet does not match.*1 tensors missing", "missing.pkl")
+    check(
+        {**raw, "state_dict_unet": unet}, r"state_dict_unet does not match.*1 tensors missing", "missing.pkl"
+    )
     vae = dict(raw["state_dict_vae"])
     key = "quant_conv.lora_A.default_encoder.weight"
     vae[key] = torch.zeros(3, 8, 1, 1)

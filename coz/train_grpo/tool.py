@@ -38,7 +38,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(run_dir or hydra_run_dir())
     check_config(cfg)
-    with claim(run_dir):  # one process per folder, from before the first write
+    with claim(run_dir, "train_grpo"):  # one process per folder, from before the first write
         return _train(cfg, run_dir, started)
 
 

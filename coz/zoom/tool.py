@@ -49,7 +49,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     images = find_images(cfg.input)
     names = output_names(images)
     config = OmegaConf.to_container(cfg, resolve=True)
-    with claim(run_dir):  # one process per folder, from before the first write
+    with claim(run_dir, "zoom"):  # one process per folder, from before the first write
         earlier = read_record(run_dir / "run.json")
         check_resume(earlier and earlier.get("config"), config, "zoom", run_dir)
         record_attempt(run_dir, cfg)
