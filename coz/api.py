@@ -115,9 +115,12 @@ class Zoomer:
         for item in overrides:
             if isinstance(item, str) and item.partition("=")[0] in given:
                 raise CozError(f"{item!r}: {item.partition('=')[0]} is also given as a keyword")
-        self.config = compose_zoom_config([*args, *overrides])
-        cfg = self.config
+        from coz.run.schema import typed
         from coz.run.validate import check_chain
+        from coz.zoom.schema import ZoomTool
+
+        self.config = typed(ZoomTool, compose_zoom_config([*args, *overrides]))  # one line per bad value
+        cfg = self.config
 
         check_chain(cfg)  # the CLI's checks of the chain's values, one line each, before loading
         try:
@@ -225,7 +228,11 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
         with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
             return compose(config_name="zoom", overrides=args)
     except (HydraException, OmegaConfBaseException) as err:
-        raise CozError(" ".join(str(err).split())) from None
+        from coz.run import schema
+        from coz.zoom.schema import ZoomTool
+
+        line = schema.describe(err) or schema.unknown_override(err, ZoomTool) or " ".join(str(err).split())
+        raise CozError(line) from None
     finally:
         if outer is not None:
             GlobalHydra.instance().clear()
