@@ -36,7 +36,7 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     """Train into ``run_dir`` (the Hydra run folder by default); returns what was written."""
     run_dir = Path(run_dir or hydra_run_dir())
     check_config(cfg)
-    with claim(run_dir):  # one process per folder, from before the first write
+    with claim(run_dir, "train_sr"):  # one process per folder, from before the first write
         return _train(cfg, run_dir)
 
 
