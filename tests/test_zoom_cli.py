@@ -147,7 +147,7 @@ def test_sweep_syntax_with_prompt_null(samples, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == [
         "0-prompt=null,save.gif=False,zoom.steps=1,zoom=nearest",
         "1-prompt=null,save.gif=False,zoom.steps=1,zoom=bicubic",
