@@ -17,10 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
 from coz.run.schema import ConfigError, typed
+from coz.train_sr.schema import TrainSR
 from coz.zoom.schema import ZoomTool
 
-SCHEMAS: dict[str, type] = {"zoom": ZoomTool}
-REQUIRED = {"zoom": ["input=x"]}  # what a tool needs to compose at all
+SCHEMAS: dict[str, type] = {"zoom": ZoomTool, "train_sr": TrainSR}
+REQUIRED = {
+    "zoom": ["input=x"],
+    "train_sr": ["data.sources=[{path: x}]"],
+}  # what a tool needs to compose at all
 
 
 def options(tool: str) -> list[list[str]]:
@@ -124,6 +128,31 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
             ["backbone=sd3", "+backbone.lora_rnk=8"],
             "error: backbone.lora_rnk: no such key; did you mean",
         ),
+        ("train_sr", ["experiment=smoke", "data.crop=big"], "error: data.crop=big: must be a whole number"),
+        ("train_sr", ["experiment=smoke", "optim.lr=fast"], "error: optim.lr=fast: must be a number"),
+        (
+            "train_sr",
+            ["experiment=smoke", "stages=[{degradation: blur, steps: 3}]"],
+            "error: stages.0.degradation=blur: must be one of realesrgan, bicubic",
+        ),
+        ("train_sr", ["experiment=smoke", "stages=[]"], "error: stages=[]: must be a list of at least one"),
+        ("train_sr", ["experiment=smoke", "trainer.devices=two"], "error: trainer.devices=two: must be"),
+        ("train_sr", ["experiment=smoke", "loss.dmd=-1"], "error: loss.dmd=-1.0: must be a number >= 0"),
+        (
+            "train_sr",
+            ["experiment=smoke", "val.images=0"],
+            "error: val.images=0: must be a whole number >= 1",
+        ),
+        (
+            "train_sr",
+            ["experiment=smoke", "checkpoint.every_n_step=5"],
+            "error: checkpoint.every_n_step: no such key; did you mean checkpoint.every_n_steps?",
+        ),
+        (
+            "train_sr",
+            ["experiment=smoke", "degradation.first.kernel.sinc_prob=2"],
+            "error: degradation.first.kernel.sinc_prob=2.0: must be a number from 0 to 1",
+        ),
     ],
 )
 def test_bad_values_are_one_line_and_exit_2_with_nothing_written(tool, args, message, tmp_path):
@@ -133,8 +162,7 @@ def test_bad_values_are_one_line_and_exit_2_with_nothing_written(tool, args, mes
             sys.executable,
             "-m",
             f"coz.{tool}",
-            *REQUIRED[tool][:0],
-            "input=x",
+            *REQUIRED[tool],
             *args,
             f"hydra.run.dir={folder}",
         ],
