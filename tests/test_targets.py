@@ -18,7 +18,7 @@ from coz.backbones import build_backbone
 from coz.errors import CozError
 from coz.prompts import build_prompt_extractor
 from coz.run.loggers import CsvLogger, build_logger
-from coz.run.trainer_args import trainer_kwargs
+from coz.run.trainer import trainer_kwargs
 
 USER_MODULE = textwrap.dedent(
     """

@@ -20,6 +20,7 @@ GROUPS = {  # what each tool composes, and so all that --help and completion may
     "train_sr": {"backbone", "degradation", "logger", "experiment"},
     "train_grpo": {"prompt", "critic", "logger", "experiment"},
     "app": set(),
+    "study": set(),
 }
 
 
@@ -158,3 +159,30 @@ def test_a_shared_group_entry_shows_that_group_only():
     assert help_.list("", None) == ["hydra"] and help_.list("hydra", None) == ["help"]
     assert help_.list("hydra/help", None) == ["coz"]
     assert not SharedGroupSource("test", "coz://no_such_group").available()
+
+
+def test_configs_cite_docs_and_examples_by_url_under_the_projects_source():
+    """The configs ship in the wheel, docs/ and examples/ do not: a config names them by URL, and
+    every URL it gives names a file of this checkout (pyproject's [project.urls] Source)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    source = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["urls"]["Source"]
+    cited = []
+    for path in (repo / "conf").rglob("*.yaml"):
+        text = path.read_text()
+        bare = re.findall(r"(?<![/\w])(?:docs|examples)/[\w./-]+", text)
+        assert not bare, f"{path}: {bare} (the wheel has no docs/ or examples/: cite {source}/blob/main/...)"
+        cited += re.findall(re.escape(source) + r"/blob/main/([\w./-]+\w)", text)
+    assert cited
+    assert all((repo / rel).is_file() for rel in cited), cited
+
+
+@pytest.mark.parametrize("tool", sorted(GROUPS))
+def test_every_tool_reads_its_sweeps_outcomes_back_under_any_launcher(tool):
+    """A -m sweep's jobs leave their outcomes in the sweep folder (coz.run.sweep); the callback that
+    reads them back is what lists the failed jobs and sets the exit code, whatever the launcher."""
+    cfg, _ = composed(tool, [])
+    assert cfg.hydra.callbacks.sweep_outcomes._target_ == "coz.run.sweep.SweepOutcomes"

@@ -80,12 +80,13 @@ def test_bad_options_fail_in_one_line(overrides, message):
     assert "\n" not in str(err.value)
 
 
-def test_ckpt_path_last_without_a_checkpoint(tmp_path):
-    from coz.train_sr.tool import resolve_ckpt_path
+def test_resume_without_a_checkpoint(tmp_path):
+    """resume=auto starts afresh in an empty folder; a path without a checkpoint is one line."""
+    from coz.run.checkpoints import resume_from
 
-    with pytest.raises(CozError, match="hydra.run.dir"):
-        resolve_ckpt_path("last", tmp_path)
-    assert resolve_ckpt_path(None, tmp_path) is None
+    assert resume_from("auto", tmp_path) is None and resume_from("none", tmp_path) is None
+    with pytest.raises(CozError, match=f"resume={tmp_path}: no checkpoint there"):
+        resume_from(str(tmp_path), tmp_path)
 
 
 def test_lpips_without_weights_says_so(tmp_path, monkeypatch):

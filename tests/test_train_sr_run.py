@@ -157,7 +157,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     with pytest.raises(Killed):
         trainer.fit(module)
     assert load_checkpoint_file(resumed / "checkpoints" / "last.safetensors")["coz"]["step"] == 2
-    run(compose_train([*overrides, "ckpt_path=last"]), resumed)
+    run(compose_train(overrides), resumed)  # rerun into the folder: resumes
     from coz.run.progress import finished
 
     bar = [c for c in finished if c.desc == "train_sr"][-1]
@@ -181,7 +181,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
 def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_path):
     """A finished run (its last checkpoint from the end of training) continued with a longer stage
     trains exactly the extra step and ends as the longer run; resuming from an older file re-links
-    ``last`` to what it writes; a fresh run into a folder with checkpoints is refused."""
+    ``last`` to what it writes; resume=none (a fresh run) into a folder with checkpoints is refused."""
     import os
 
     from coz.errors import CozError
@@ -193,7 +193,7 @@ def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_pat
     straight, folder = tmp_path / "straight", tmp_path / "continued"
     run(compose_train([*base, stages % 2]), straight)
     run(compose_train([*base, stages % 1]), folder)  # step 3 saved by the end of training
-    run(compose_train([*base, stages % 2, "ckpt_path=last"]), folder)
+    run(compose_train([*base, stages % 2]), folder)  # resume=auto: trains on
 
     a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
     b = load_checkpoint_file(folder / "checkpoints" / "last.safetensors")
@@ -205,10 +205,10 @@ def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_pat
     steps = [[r["step"] for r in csv.DictReader(p.open())] for p in logs]
     assert steps == [["1", "2"], ["4"]]
 
-    with pytest.raises(CozError, match="already holds checkpoints; resume with ckpt_path=last"):
-        run(compose_train([*base, stages % 2]), folder)
+    with pytest.raises(CozError, match="resume=none: .* already holds checkpoints; use resume=auto"):
+        run(compose_train([*base, stages % 2, "resume=none"]), folder)
     older = folder / "checkpoints" / "step_0000002.safetensors"
-    run(compose_train([*base, stages % 1, f"ckpt_path={older}"]), folder)  # step 3 again, not 4
+    run(compose_train([*base, stages % 1, f"resume={older}"]), folder)  # step 3 again, not 4
     last = folder / "checkpoints" / "last.safetensors"
     assert load_checkpoint_file(last)["coz"]["step"] == 3
     assert os.path.samefile(last, folder / "checkpoints" / "step_0000003.safetensors")
@@ -363,7 +363,7 @@ def test_smoke_command_as_in_the_readme(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
-    """A real kill -9 after the first checkpoint; ``ckpt_path=last`` into the same folder ends with the
+    """A real kill -9 after the first checkpoint; rerunning into the same folder ends with the
     weights and optimiser state of a run that was never interrupted."""
     import os
     import signal
@@ -392,9 +392,7 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "export").exists()
-    resumed = subprocess.run(
-        command(killed, "ckpt_path=last"), cwd=REPO, env=env, capture_output=True, text=True
-    )
+    resumed = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     straight = tmp_path / "straight"

@@ -1,5 +1,5 @@
 """``python -m coz.evaluate``: evaluation sweeps that reproduce the paper's tables (:mod:`coz.evaluate.tool`)."""
 
-from coz.evaluate.tool import main
+from coz.evaluate import main
 
 main()

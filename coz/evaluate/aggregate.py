@@ -1,5 +1,6 @@
 """Per-image rows -> the paper's tables: the mean of every metric per dataset, method and scale
-(Table 6: mean, median and minimum), next to the published numbers of ``experiments/<table>/paper.csv``."""
+(Table 6: mean, median and minimum), next to the published numbers (``coz/evaluate/paper/<table>.csv``,
+package data: an installed wheel has them too)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import csv
 import math
 import statistics
 from collections import defaultdict
-from pathlib import Path
+from importlib.resources import files
 
 from coz.evaluate.rows import BASE_FIELDS
 
-REPO = Path(__file__).resolve().parents[2]
 TIMES = ("sr_s", "pe_s")
 OVERLAP = ("overlap_cos", "nonoverlap_cos")
 # Display names and direction (True: lower is better) of the columns people know by another name.
@@ -72,10 +72,10 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def paper_numbers(table: str, repo: Path = REPO) -> list[dict]:
-    """The published numbers of ``table`` (``experiments/<table>/paper.csv``); [] if none."""
-    path = repo / "experiments" / table / "paper.csv"
-    if not path.exists():
+def paper_numbers(table: str) -> list[dict]:
+    """The published numbers of ``table`` (``coz/evaluate/paper/<table>.csv``); [] if none."""
+    path = files("coz.evaluate") / "paper" / f"{table}.csv"
+    if not path.is_file():
         return []
     with path.open(newline="") as f:
         return [

@@ -3,7 +3,8 @@
 The same parameters ship in the basicsr 1.4.2 source distribution (``niqe_pris_params.npz``), which
 pip fetches from the package registry; we convert them to the ``.mat`` pyiqa reads. With these,
 pyiqa's calibration images score within 0.002 of its published values (tests/test_evaluation_metrics.py).
-``make install`` runs ``python -m coz.evaluate.niqe_params``; nothing downloads at test time.
+The first NIQE score fetches them (an installed wheel needs no checkout); ``make install`` runs
+``python -m coz.evaluate.niqe_params`` ahead, so nothing downloads at test time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def params_path() -> Path:
 
 
 def find_params() -> Path:
-    """The parameters to give pyiqa: ``$COZ_NIQE_PARAMS``, coz's converted copy, or pyiqa's own download."""
+    """The parameters to give pyiqa: ``$COZ_NIQE_PARAMS``, coz's converted copy, pyiqa's own download, or
+    (first use) coz's copy fetched now; offline and absent: one line saying how to provide them."""
     if env := os.environ.get("COZ_NIQE_PARAMS"):
         if not Path(env).is_file():
             raise CozError(f"COZ_NIQE_PARAMS={env}: no such file")
@@ -44,10 +46,14 @@ def find_params() -> Path:
     pyiqa_own = Path(get_dir()) / "pyiqa" / "niqe_modelparameters.mat"
     if pyiqa_own.is_file():
         return pyiqa_own
-    raise CozError(
-        f"NIQE's pristine parameters are missing ({params_path()}): run `make install` or "
-        "`python -m coz.evaluate.niqe_params` (fetches them from the basicsr 1.4.2 package on PyPI)"
-    )
+    try:
+        return install()  # first use: fetched once, checked against basicsr 1.4.2's sha256
+    except CozError as err:
+        raise CozError(
+            f"NIQE's pristine parameters are missing ({params_path()}) and could not be fetched ({err}); "
+            "connect to the package index once (pip fetches basicsr 1.4.2's source, checked by sha256) "
+            "or set COZ_NIQE_PARAMS to a niqe_modelparameters.mat"
+        ) from None
 
 
 def install(sdist: Path | None = None) -> Path:
@@ -79,11 +85,12 @@ def _download_sdist(folder: Path) -> Path:
         "--no-binary",
         ":all:",
     ]
-    cmd += ["--quiet", "-d", str(folder), "basicsr==1.4.2"]
+    cmd += ["--quiet", "--retries", "1", "-d", str(folder), "basicsr==1.4.2"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     path = folder / SDIST
     if result.returncode or not path.is_file():
-        raise CozError(f"could not fetch {SDIST} with pip: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CozError(f"pip could not fetch {SDIST}: {last.strip()[:200]}")
     return path
 
 

@@ -106,7 +106,7 @@ def _distinguish_jobs(rows: list[dict], root: Path) -> list[dict]:
 def _notes(rows: list[dict], jobs: list[dict], table: str, backbones: list[str]) -> list[str]:
     notes = [
         f"{len({(r['dataset'], r['image']) for r in rows})} image(s), {len(jobs)} job(s); "
-        f"paper numbers from experiments/{table}/paper.csv. Failed images score the worst value "
+        f"paper numbers from coz/evaluate/paper/{table}.csv. Failed images score the worst value "
         "(NIQE 100, others 0), as in the paper, and are counted per row."
     ]
     paper_backbone = {

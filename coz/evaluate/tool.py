@@ -157,44 +157,22 @@ def sweep_size(params: dict[str, str], args: list[str]) -> int | None:
 
 
 def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], label: str = "") -> None:
-    import lightning as L
 
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
     from coz.evaluate.module import EvaluationModule
-    from coz.run.trainer_args import trainer_kwargs
+    from coz.run.trainer import build_trainer
 
-    t = cfg.trainer
-    devices = _device_count(str(t.accelerator)) if str(t.devices) == "auto" else int(t.devices)
-    strategy = str(t.strategy)
-    if strategy == "auto" and devices > 1:
-        strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
-        trainer = L.Trainer(
-            **trainer_kwargs(
-                t,
-                accelerator=str(t.accelerator),
-                devices=devices,
-                num_nodes=int(t.num_nodes),
-                strategy=strategy,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=False,  # the module counts images x scales (coz.run.progress)
-                use_distributed_sampler=False,  # the module shards itself: no padded repeats
-                default_root_dir=str(run_dir),
-            )
+        trainer = build_trainer(
+            cfg.trainer,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,  # the module counts images x scales (coz.run.progress)
+            use_distributed_sampler=False,  # the module shards itself: no padded repeats
+            default_root_dir=str(run_dir),
         )
         trainer.predict(EvaluationModule(cfg, run_dir, todo, job, label), return_predictions=False)
-
-
-def _device_count(accelerator: str) -> int:
-    """``trainer.devices=auto``: every GPU when there are GPUs (and not accelerator=cpu), else one process."""
-    import torch
-
-    if accelerator != "cpu" and torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return 1
 
 
 def _check_resumable(run_dir: Path, cfg: DictConfig, job: dict[str, Any]) -> None:

@@ -39,7 +39,11 @@ def build_prompt_extractor(
         return NullPrompt()
     if has_target(cfg):
         extractor, resolved = instantiate_target(cfg, "prompt", device=device), {}
-    elif name in VLM_NAMES:
+        return _wrap(extractor, cfg, {**resolved, "device_type": str(device).split(":")[0]})
+    from coz.fetch.local import resolve_config
+
+    cfg = resolve_config(cfg, "prompt")  # prompt.adapter=auto etc.: what coz-fetch laid out
+    if name in VLM_NAMES:
         extractor, resolved = _build_vlm(cfg, device, tiles)
     elif name in DAPE_NAMES:
         extractor, resolved = _build_dape(cfg, device)

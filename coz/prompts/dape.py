@@ -41,9 +41,12 @@ DEFAULT_THRESHOLD = 0.68  # RAM's constructor default: only used through thresho
 THRESHOLD_FILE = "ram_tag_list_threshold.txt"  # RAM's per-class thresholds, beside ram_tag_list.txt
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 WHERE = {
-    "ram_weights": "ram_swin_large_14m.pth from the Recognize Anything release (xinyu1205/recognize-anything)",
-    "dape_weights": "DAPE.pth from SeeSR's release (cswry/SeeSR, preset/models)",
-    "tags": "ram/data/ram_tag_list.txt (4,585 lines) from the recognize-anything or SeeSR code",
+    "ram_weights": "ram_swin_large_14m.pth from the Recognize Anything release (xinyu1205/recognize-anything; "
+    "`coz-fetch ram`, then prompt.ram_weights=auto)",
+    "dape_weights": "DAPE.pth from SeeSR's release (cswry/SeeSR, preset/models; `coz-fetch dape`, then "
+    "prompt.dape_weights=auto)",
+    "tags": "ram/data/ram_tag_list.txt (4,585 lines) from the recognize-anything or SeeSR code "
+    "(`coz-fetch dape`, then prompt.tags=auto)",
     "thresholds": "ram/data/ram_tag_list_threshold.txt from the recognize-anything or SeeSR code",
 }
 
@@ -292,10 +295,13 @@ def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
     for key in ("ram_weights", "dape_weights", "tags"):  # the tag list ships with RAM's code, not coz
         if not cfg.get(key):
             raise CozError(f"prompt=dape needs prompt.{key}=PATH: {WHERE[key]}")
+    from coz.run.weights import refuse_placeholder
+
     for key in ("ram_weights", "dape_weights", "tags"):
         value = cfg.get(key)
         if value and not Path(value).expanduser().is_file():
             raise CozError(f"prompt.{key}={value}: no such file (get {WHERE[key]})")
+        refuse_placeholder(f"prompt.{key}", Path(value).expanduser())
     return load_dape(cfg, device)
 
 

@@ -201,6 +201,32 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return best
 
 
+def resume_from(spec: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint a trainer resumes from, by ``resume=`` (the same in train_sr and train_grpo):
+
+    - ``auto`` (the default): the run folder's newest checkpoint if it has one, else a fresh start, so
+      rerunning a command into its run folder resumes it;
+    - ``none``: a fresh start, refused where the folder already holds checkpoints (it would train from
+      scratch over the earlier run's logs and exports);
+    - a path: that checkpoint file, or the newest checkpoint of that run folder.
+    """
+    here = Path(run_dir) / "checkpoints"
+    mode = "auto" if spec is None else str(spec)
+    if mode == "auto":
+        return newest_checkpoint(here)
+    if mode == "none":
+        if newest_checkpoint(here):
+            raise CozError(
+                f"resume=none: {run_dir} already holds checkpoints; use resume=auto or another hydra.run.dir"
+            )
+        return None
+    path = Path(mode).expanduser()
+    path = newest_checkpoint(path / "checkpoints") if path.is_dir() else path
+    if path is None or not path.is_file():
+        raise CozError(f"resume={mode}: no checkpoint there (give a .safetensors checkpoint or a run folder)")
+    return path
+
+
 class StepCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` every ``every`` optimisation steps and at the end of training, keeping the
     newest ``keep`` (0: all) and ``last.safetensors`` (a hard link to the newest).

@@ -158,6 +158,11 @@ def hydra_entry(
             code, message = entry.classify(err) or (3, str(err))
             print(f"error: {message}", file=sys.stderr)
             sys.exit(code)
+        except Exception as err:
+            if not entry.launcher_lost_a_job(err):
+                raise
+            print(f"error: coz.{config_name}: {entry.lost_job_message(err)}", file=sys.stderr)
+            sys.exit(3)
         sys.exit(entry.report(jobs))
 
     return main

@@ -1,7 +1,8 @@
 """The command-line side of the run contract, used by :func:`coz.run.cli.hydra_entry`.
 
 Every job's error becomes one line and an exit code (:mod:`coz.run.exit_codes`); a ``-m`` sweep
-runs every job it can, then lists the failed ones and exits with the worst code; command-line
+runs every job it can, then lists the failed ones and exits with the worst code, under every
+launcher (:mod:`coz.run.sweep` brings the outcomes of jobs run in other processes back); command-line
 arguments that Hydra cannot parse are named, with how to quote them.
 """
 
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from coz.run.exit_codes import DONE, SKIPPED, USAGE, classify, one_line, status_of
+from coz.run import sweep
+from coz.run.exit_codes import DONE, ENVIRONMENT, SKIPPED, USAGE, classify, one_line, status_of
+from coz.run.extras import missing_package
 
 
 @dataclass
@@ -25,6 +28,11 @@ class Jobs:
     tool: str
     count: int = 0
     failed: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def add(self, folder: str, code: int, message: str) -> None:
+        self.count += 1
+        if code != DONE:
+            self.failed.append((folder, code, message))
 
     def exit_code(self) -> int:
         return max((code for _, code, _ in self.failed), default=DONE)
@@ -37,13 +45,13 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
-    jobs.count += 1
     try:
         code, message = status_of(run(cfg)), "some inputs were skipped (listed above)"
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # noqa: BLE001 - sorted below: user errors are one line, bugs a traceback
-        known = classify(err)
+        missing = missing_package(err, jobs.tool)
+        known = (ENVIRONMENT, missing) if missing else classify(err)
         if known is None:
             if not multirun:
                 raise
@@ -53,8 +61,11 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
         print(f"error: {message}", file=sys.stderr)
         if code == USAGE:
             remove_if_unused(run_dir)
-    if code != DONE:
-        jobs.failed.append((str(run_dir), code, message))
+    if multirun:  # maybe in a process of its own (submitit): the launching one reads it back
+        hydra = HydraConfig.get()
+        sweep.record(Path(hydra.sweep.dir), hydra.job.num, str(run_dir), code, message)
+    else:
+        jobs.add(str(run_dir), code, message)
 
 
 def remove_if_unused(run_dir: Path) -> None:
@@ -71,12 +82,25 @@ def remove_if_unused(run_dir: Path) -> None:
 
 
 def report(jobs: Jobs) -> int:
-    """List a sweep's failed jobs; the command's exit code."""
+    """List a sweep's failed jobs (those :mod:`coz.run.sweep` read back); the command's exit code."""
+    for outcome in sweep.finished or []:
+        jobs.add(*outcome)
     if jobs.count > 1 and jobs.failed:
         print(f"coz.{jobs.tool}: {len(jobs.failed)} of {jobs.count} jobs failed:", file=sys.stderr)
         for folder, code, message in jobs.failed:
             print(f"  {folder} (exit {code}): {message}", file=sys.stderr)
     return jobs.exit_code()
+
+
+def launcher_lost_a_job(err: BaseException) -> bool:
+    """A job that died before it could report (killed, out of memory, a lost node): submitit, the
+    launcher that ran it in a process of its own, raises when it finds no result."""
+    return type(err).__module__.split(".")[0] == "submitit"
+
+
+def lost_job_message(err: BaseException) -> str:
+    # submitit's message names the job and its log folder; its traceback adds nothing
+    return f"a sweep job ended without a result ({type(err).__name__}: {one_line(str(err))[:500]})"
 
 
 def unparsable_argument(args: list[str]) -> str | None:

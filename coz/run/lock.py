@@ -1,22 +1,24 @@
-"""One process per run folder: an OS lock (``fcntl.flock``) on ``<run>/.coz.lock``.
+"""One process per run folder: an OS lock on ``<run>/.coz.lock``, through the ``filelock`` library
+(``flock`` on POSIX, ``msvcrt`` locking on Windows), so ``import coz`` works wherever Python does.
 
-The kernel drops the lock when its process ends, however it ends (kill -9 included), so a folder is
-never left locked by a dead run and no stale-lock clean-up is needed. Re-entrant within a process:
-the CLI wrapper and the tool's ``run()`` may both claim the same folder.
+The operating system drops the lock when its process ends, however it ends (kill -9 included), so a
+folder is never left locked by a dead run and no stale-lock clean-up is needed. The holder writes
+its pid into the file for the refusal message (filelock 4 never truncates a held lock's file).
+Re-entrant within a process: the CLI wrapper and the tool's ``run()`` may both claim the same folder.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from coz.errors import CozError, RunEnvironmentError
 
 LOCK_NAME = ".coz.lock"
 
-_held: dict[str, list[int]] = {}  # resolved folder -> [fd, depth]
+_held: dict[str, list] = {}  # resolved folder -> [FileLock, depth]
 
 
 def acquire(run_dir: Path) -> bool:
@@ -27,24 +29,22 @@ def acquire(run_dir: Path) -> bool:
         _held[key][1] += 1
         return False
     path = run_dir / LOCK_NAME
+    file_lock = FileLock(path, mode=0o644)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        file_lock.acquire(timeout=0)
+    except Timeout:
+        raise CozError(
+            f"{run_dir} is in use by another coz run (pid {_owner(path)}); wait for it to finish "
+            "or choose another hydra.run.dir"
+        ) from None
     except OSError as err:
-        raise RunEnvironmentError(f"{path}: cannot create the run folder's lock ({err.strerror})") from None
+        raise RunEnvironmentError(f"{path}: cannot lock the run folder ({err.strerror or err})") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _write_owner(path)
     except OSError as err:
-        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise CozError(
-                f"{run_dir} is in use by another coz run (pid {owner}); wait for it to finish "
-                "or choose another hydra.run.dir"
-            ) from None
-        raise RunEnvironmentError(f"{path}: cannot lock the run folder ({err.strerror})") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _held[key] = [fd, 1]
+        file_lock.release()
+        raise RunEnvironmentError(f"{path}: cannot write the run folder's lock ({err.strerror})") from None
+    _held[key] = [file_lock, 1]
     return True
 
 
@@ -56,8 +56,24 @@ def release(run_dir: Path) -> None:
     entry[1] -= 1
     if entry[1] == 0:
         del _held[key]
-        os.close(entry[0])  # closing the descriptor releases the lock
+        entry[0].release()
 
 
 def held(run_dir: Path) -> bool:
     return str(run_dir.resolve()) in _held
+
+
+def _write_owner(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _owner(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip() or "?"
+    except OSError:  # Windows refuses to read a locked region
+        return "?"

@@ -23,7 +23,7 @@ MAY_CHANGE = ("batch_size", "threads", "device", "logger")
 TOOL_MAY_CHANGE = {
     "zoom": (),
     "evaluate": ("trainer", "report"),
-    "train_sr": ("ckpt_path", "trainer.devices", "trainer.num_nodes", "data.num_workers", "log", "stages"),
+    "train_sr": ("resume", "trainer.devices", "trainer.num_nodes", "data.num_workers", "log", "stages"),
     "train_grpo": ("grpo.steps", "trainer", "resume", "data.num_workers"),
 }
 

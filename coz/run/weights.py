@@ -13,8 +13,46 @@ from coz.errors import CozError
 T = TypeVar("T")
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def placeholder(path: str | Path) -> str | None:
+    """What stands in for the weights at ``path`` (a file, or each file of a folder), if anything: a
+    Git LFS pointer (a clone without ``git lfs``) or an HTML page (a download page saved as the file)."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        try:
+            with file.open("rb") as f:
+                head = f.read(512)
+        except OSError:
+            continue
+        name = "" if file == path else f" ({file.name})"
+        if head.startswith(LFS_POINTER):
+            oid = next((w for w in head.split() if w.startswith(b"sha256:")), b"").decode()
+            return (
+                f"a Git LFS pointer{name}, not the weights ({oid or 'no oid'}): "
+                "fetch the file itself (`git lfs pull` in its clone, or coz-fetch)"
+            )
+        start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+        if start.startswith((b"<!doctype html", b"<html", b"<head", b"<!--")):
+            return (
+                f"an HTML page{name}, not the weights (a download or login page saved in its place): "
+                "fetch the file itself (coz-fetch checks what it gets)"
+            )
+    return None
+
+
+def refuse_placeholder(option: str, path: str | Path) -> None:
+    if problem := placeholder(path):
+        raise CozError(f"{option}={path}: {problem}")
+
+
 def read_weights(option: str, path: str | Path, load: Callable[[], T]) -> T:
-    """``load()``, with any failure turned into ``CozError("<option>=<path>: cannot load ...")``."""
+    """``load()``, with any failure turned into ``CozError("<option>=<path>: cannot load ...")``;
+    a Git LFS pointer or an HTML page in place of the weights is named as such."""
+    if Path(path).exists():
+        refuse_placeholder(option, path)
     try:
         return load()
     except CozError:

@@ -6,3 +6,10 @@ prompt VLM: sampling, token log-probabilities, its reference), ``loss`` (group a
 clipped-ratio loss), ``module`` (the Lightning loop), ``logs`` (CSV and W&B). The entry point is
 ``python -m coz.train_grpo``.
 """
+
+
+def main() -> None:
+    """``python -m coz.train_grpo`` and the console script ``coz-train-grpo``."""
+    from coz.run.extras import tool_main
+
+    tool_main("train_grpo")

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from coz.errors import CozError
-from coz.run.checkpoints import checkpoint_step, newest_checkpoint
+from coz.run.checkpoints import checkpoint_step, resume_from
 from coz.run.cli import hydra_entry
 from coz.run.folder import claim, record_attempt
 from coz.run.resume import check_resume, read_record
@@ -43,7 +43,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    ckpt = find_checkpoint(cfg, run_dir)
+    ckpt = resume_from(cfg.resume, run_dir)
     resume_step = checkpoint_step(ckpt) if ckpt else None
     config = OmegaConf.to_container(cfg, resolve=True)
     earlier = read_record(run_dir / "run.json")
@@ -181,39 +181,12 @@ def preflight(cfg: DictConfig) -> dict[str, str | None]:
     return commits
 
 
-def find_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """``resume=auto``: the run folder's newest checkpoint if any; ``resume=PATH``: that checkpoint file
-    or the newest of that run folder; ``resume=none``: start afresh (refused if the folder has one).
-    An older coz's ``checkpoints/last.ckpt`` still resumes (coz.run.checkpoints reads it)."""
-    mode = str(cfg.resume)
-    if mode == "auto":
-        return newest_checkpoint(run_dir / "checkpoints")
-    if mode == "none":
-        if newest_checkpoint(run_dir / "checkpoints"):
-            raise CozError(f"{run_dir} already holds a checkpoint; use resume=auto or another hydra.run.dir")
-        return None
-    path = Path(mode).expanduser()
-    path = newest_checkpoint(path / "checkpoints") if path.is_dir() else path
-    if path is None or not path.is_file():
-        raise CozError(
-            f"resume={mode}: no checkpoint there (give a .safetensors checkpoint or a train_grpo run folder)"
-        )
-    return path
-
-
 def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_step: int | None):
-    import lightning as L
 
     from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
-    from coz.run.trainer_args import trainer_kwargs
+    from coz.run.trainer import build_trainer
     from coz.train_grpo.module import GRPOModule
 
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
-    t = cfg.trainer
-    devices = t.devices if str(t.devices) == "auto" else int(t.devices)
-    strategy = str(t.strategy)
-    if strategy == "auto" and devices not in (1, "auto"):
-        strategy = "ddp_spawn"  # one Hydra job, one run folder: workers are spawned, not re-launched
     module = GRPOModule(cfg, run_dir, train, val)
     module.resume_step = resume_step
     checkpoints = StepCheckpoint(
@@ -224,24 +197,18 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
             "ignore",
             message=".*(does not have many workers|num_workers|IterableDataset|pre-optimization state).*",
         )
-        trainer = L.Trainer(
-            **trainer_kwargs(
-                t,
-                accelerator=str(t.accelerator),
-                devices=devices,
-                num_nodes=int(t.num_nodes),
-                strategy=strategy,
-                max_steps=int(cfg.grpo.steps),
-                logger=False,
-                callbacks=[checkpoints],
-                plugins=[SafetensorsCheckpointIO()],
-                enable_model_summary=False,
-                enable_progress_bar=False,  # the module draws its own (trainer.progress_bar)
-                num_sanity_val_steps=0,
-                limit_val_batches=0,
-                use_distributed_sampler=False,
-                default_root_dir=str(run_dir),
-            )
+        trainer = build_trainer(
+            cfg.trainer,
+            max_steps=int(cfg.grpo.steps),
+            logger=False,
+            callbacks=[checkpoints],
+            plugins=[SafetensorsCheckpointIO()],
+            enable_model_summary=False,
+            enable_progress_bar=False,  # the module draws its own (trainer.progress_bar)
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            use_distributed_sampler=False,
+            default_root_dir=str(run_dir),
         )
         trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     return trainer, module

@@ -14,3 +14,10 @@
 - :mod:`~coz.train_sr.module`: the LightningModule (its checkpoints: :mod:`coz.run.checkpoints`,
   shared with train_grpo); :mod:`~coz.train_sr.export`: release-format weights.
 """
+
+
+def main() -> None:
+    """``python -m coz.train_sr`` and the console script ``coz-train-sr``."""
+    from coz.run.extras import tool_main
+
+    tool_main("train_sr")

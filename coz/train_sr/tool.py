@@ -5,8 +5,9 @@
 degradation, stages, losses and optimisers follow implementation-facts.md section 4; see
 ``conf/train_sr/train_sr.yaml``. A run folder holds ``run.json``, ``train_sr.log``, ``checkpoints/``
 (safetensors, ``last.safetensors``: :mod:`coz.run.checkpoints`), ``images/`` (LR / SR / HR grids),
-the logger's files and ``export/`` (the final weights in coz.zoom's formats). ``ckpt_path=last`` with the run's
-``hydra.run.dir=`` and its original overrides resumes it exactly (longer ``stages``: trains on).
+the logger's files and ``export/`` (the final weights in coz.zoom's formats). Rerunning a command into its run
+folder (``hydra.run.dir=``) resumes it exactly from its newest checkpoint (``resume=``: :func:`coz.run.checkpoints.resume_from`;
+longer ``stages``: trains on).
 """
 
 from __future__ import annotations
@@ -40,13 +41,10 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):
-        # a fresh run here would train from scratch over the old run's logs, run.json and export
-        raise CozError(
-            f"hydra.run.dir={run_dir} already holds checkpoints; resume with ckpt_path=last "
-            "or use another hydra.run.dir"
-        )
+    from coz.run.checkpoints import resume_from
+
+    checkpoint = resume_from(cfg.resume, run_dir)
+    ckpt_path = None if checkpoint is None else str(checkpoint)
     if ckpt_path is not None and is_main_process():
         earlier = read_record(run_dir / "run.json")
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -90,27 +88,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return record
 
 
-def resolve_ckpt_path(value: Any, run_dir: Path) -> str | None:
-    """``ckpt_path``: null (a fresh run), ``last`` (this run folder's newest checkpoint) or a file."""
-    from coz.run.checkpoints import newest_checkpoint
-
-    if value in (None, "", "null"):
-        return None
-    if str(value) == "last":
-        folder = run_dir / "checkpoints"
-        path = newest_checkpoint(folder) if folder.is_dir() else None
-        if path is None:
-            raise CozError(
-                f"ckpt_path=last: no checkpoint in {folder}; resume a run with "
-                "hydra.run.dir=<its folder> ckpt_path=last, or give ckpt_path=<file>.safetensors"
-            )
-        return str(path)
-    path = Path(str(value)).expanduser()
-    if not path.is_file():
-        raise CozError(f"ckpt_path={value}: no such file")
-    return str(path)
-
-
 def _finish_wandb(trainer) -> None:
     """Close this run's W&B run (Lightning leaves it open): a later run in the same process, such as a
     resume from Python, must start its own, and an offline run file is complete once it returns."""
@@ -147,69 +124,42 @@ def check_config(cfg: DictConfig) -> DictConfig:
 
 def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
     """The Lightning trainer and module of a run (tests drive them directly)."""
-    import lightning as L
     import torch
 
     from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
-    from coz.run.trainer_args import trainer_kwargs
+    from coz.run.trainer import build_trainer
     from coz.train_sr.export import FinalExport
     from coz.train_sr.module import SRTrainingModule
 
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
     t = cfg.trainer
     accelerator = str(t.accelerator)
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = str(t.precision)
     if precision == "auto":
         precision = "16-mixed" if on_gpu else "32-true"  # fp16 on GPUs for speed (the release: fp32)
-    devices = t.devices if str(t.devices) == "auto" else int(t.devices)
-    trainer = L.Trainer(
-        **trainer_kwargs(
-            t,
-            accelerator=accelerator,
-            devices=devices,
-            num_nodes=int(t.num_nodes),
-            strategy=_strategy(str(t.strategy), devices, int(t.num_nodes)),
-            precision=precision,
-            max_epochs=1,
-            max_steps=-1,
-            logger=_logger(cfg, run_dir, resumed),
-            callbacks=[
-                StepCheckpoint(
-                    run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
-                ),
-                FinalExport(),
-            ],
-            plugins=[SafetensorsCheckpointIO()],
-            enable_checkpointing=True,  # StepCheckpoint, a ModelCheckpoint (Lightning adds no other)
-            enable_model_summary=False,
-            enable_progress_bar=False,  # the module draws its own (log.progress_bar): steps, not epochs
-            log_every_n_steps=1,
-            num_sanity_val_steps=0,
-            default_root_dir=str(run_dir),
-            use_distributed_sampler=False,  # the sampler shards by itself (coz/train_sr/data.py)
-            deterministic=bool(cfg.get("deterministic", False)),
-        )
+    trainer = build_trainer(
+        t,
+        precision=precision,
+        max_epochs=1,
+        max_steps=-1,
+        logger=_logger(cfg, run_dir, resumed),
+        callbacks=[
+            StepCheckpoint(
+                run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
+            ),
+            FinalExport(),
+        ],
+        plugins=[SafetensorsCheckpointIO()],
+        enable_checkpointing=True,  # StepCheckpoint, a ModelCheckpoint (Lightning adds no other)
+        enable_model_summary=False,
+        enable_progress_bar=False,  # the module draws its own (log.progress_bar): steps, not epochs
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # the sampler shards by itself (coz/train_sr/data.py)
+        deterministic=bool(cfg.get("deterministic", False)),
     )
     return trainer, SRTrainingModule(cfg, run_dir)
-
-
-def _strategy(name: str, devices, num_nodes: int):
-    multi = num_nodes > 1 or devices not in (1, "auto")
-    if name == "auto":
-        name = "ddp" if multi else "auto"
-    if name in ("ddp", "ddp_spawn"):
-        from lightning.pytorch.strategies import DDPStrategy
-
-        # the regulariser's LoRA gets no gradient where its loss weight is 0
-        return DDPStrategy(
-            start_method="spawn" if name == "ddp_spawn" else "popen", find_unused_parameters=True
-        )
-    if name == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        return FSDPStrategy(state_dict_type="full", use_orig_params=True)
-    return name
 
 
 def _logger(cfg: DictConfig, run_dir: Path, resumed: bool = False):

@@ -1,5 +1,5 @@
 """``python -m coz.zoom``: zoom into images with chain-of-zoom (:mod:`coz.zoom.tool`)."""
 
-from coz.zoom.tool import main
+from coz.zoom import main
 
 main()

@@ -285,10 +285,10 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "fresh-run-over-checkpoints",
-        "coz/train_sr/tool.py",
-        '    if ckpt_path is None and any((run_dir / "checkpoints").glob("*.safetensors")):',
-        "    if False:",
-        "a fresh run into a folder that already holds checkpoints is refused",
+        "coz/run/checkpoints.py",
+        "        if newest_checkpoint(here):",
+        "        if False:",
+        "resume=none (a fresh run) into a folder that already holds checkpoints is refused",
         "tests/test_train_sr_run.py::test_a_finished_run_continues_with_more_steps_and_checkpoints_follow",
     ),
     m(

@@ -73,6 +73,9 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, o
         raise CozError(
             f"backbone.weights={path}: SPAN weights must be a .safetensors file (spandrel's SPAN layout)"
         )
+    from coz.run.weights import refuse_placeholder
+
+    refuse_placeholder("backbone.weights", path)
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
     state = load_file(str(path), device="cpu")

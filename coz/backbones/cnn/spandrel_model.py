@@ -25,6 +25,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     option = f"backbone.weights={path}"
     if not path.is_file():
         raise CozError(f"{option}: file not found")
+    from coz.run.weights import placeholder
+
+    if problem := placeholder(path):
+        raise CozError(f"{option}: {problem}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":

@@ -52,9 +52,14 @@ def resolve_model(model: str, option: str, index_file: str = "model_index.json")
 
 def require_file(path: str | None, option: str, what: str) -> Path:
     """An existing checkpoint file, or one CozError naming the option and the expected file."""
+    from coz.fetch.local import resolve
+    from coz.run.weights import refuse_placeholder
+
     if path in (None, "", "null"):
         raise CozError(f"{option} is not set: give the path of {what}")
+    path = resolve(option, path)  # auto: the file coz-fetch laid out
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise CozError(f"{option}={path}: no such file ({what})")
+    refuse_placeholder(option, p)
     return p

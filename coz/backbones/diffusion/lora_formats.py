@@ -93,6 +93,10 @@ def adaln_lora_modules(transformer: nn.Module) -> list[tuple[str, LoRALinear]]:
 
 def load_torch_file(path: Path, what: str):
     """``torch.load(weights_only=True)`` on the CPU; an unreadable file is one CozError naming it."""
+    from coz.run.weights import placeholder
+
+    if problem := placeholder(path):
+        raise CozError(f"{what} {path}: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:

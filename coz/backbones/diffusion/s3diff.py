@@ -467,6 +467,6 @@ def _weight_files(cfg) -> dict[str, Path]:
             f"backbone={name} needs S3Diff weights: set backbone.pretrained_path=.../s3diff.pkl "
             "(`hf download zhangap/S3Diff s3diff.pkl`) or backbone.weights=<file>.safetensors from "
             "coz.train_sr, and backbone.de_net_path=.../de_net.pth (assets/mm-realsr/de_net.pth "
-            "in github.com/ArcticHare105/S3Diff)"
+            "in github.com/ArcticHare105/S3Diff); or `coz-fetch s3diff`, then both =auto"
         )
     return files

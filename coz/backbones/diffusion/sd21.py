@@ -355,6 +355,6 @@ def _weight_files(cfg) -> dict[str, Path]:
         return {}  # the random twin runs with its fresh LoRA (B = 0)
     raise CozError(
         f"backbone={name} needs OSEDiff weights: set backbone.osediff_pkl=.../osediff.pkl (the OSEDiff "
-        "release, preset/models/osediff.pkl in its README), or backbone.weights=<file>.safetensors "
-        "from coz.train_sr"
+        "release, preset/models/osediff.pkl in its README; or `coz-fetch osediff-sd21`, then "
+        "backbone.osediff_pkl=auto), or backbone.weights=<file>.safetensors from coz.train_sr"
     )

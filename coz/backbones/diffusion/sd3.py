@@ -459,7 +459,8 @@ def _weight_files(cfg) -> dict[str, Path]:
         raise CozError(
             f"backbone={name} needs OSEDiff weights: set backbone.transformer_lora=.../model_20001.pkl "
             "and backbone.vae_encoder=.../vae_encoder_20001.pt (the Chain-of-Zoom release: "
-            "ckpt/SR_LoRA and ckpt/SR_VAE), or backbone.weights=<file>.safetensors from coz.train_sr"
+            "ckpt/SR_LoRA and ckpt/SR_VAE; or `coz-fetch coz-sd3`, then both =auto), or "
+            "backbone.weights=<file>.safetensors from coz.train_sr"
         )
     return {
         "transformer_lora": require_file(

@@ -1,0 +1,3 @@
+from coz.fetch.cli import main
+
+main()

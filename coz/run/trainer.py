@@ -1,0 +1,83 @@
+"""The one Lightning ``Trainer`` of coz's tools, with one rule for ``trainer.devices`` and
+``trainer.strategy``.
+
+``trainer.*`` reaches ``lightning.Trainer``: the keys coz interprets itself (:data:`INTERPRETED`) are
+resolved here; every other key is passed on as it is (``+trainer.max_time=00:02:00:00``,
+``+trainer.limit_val_batches=0.5``) and wins over the tool's own setting of the same argument.
+
+- ``devices=auto``: every GPU when there are GPUs (and not ``accelerator=cpu``), else one process.
+- ``strategy=auto``: one process: Lightning's own; several on one node: DDP in spawned workers (one
+  Hydra job keeps one run folder); several nodes: DDP with the processes the cluster starts (SLURM).
+  DDP tolerates parameters without a gradient (train_sr's regulariser LoRA where its loss weight is 0).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from coz.errors import CozError
+
+# Read here or by the tools (auto values resolved, strategies built); not passed on verbatim.
+INTERPRETED = ("accelerator", "devices", "num_nodes", "strategy", "precision", "progress_bar")
+
+
+def device_count(accelerator: str, devices: int | str) -> int:
+    """``trainer.devices`` as a number of processes on this node."""
+    if devices != "auto":
+        return int(devices)
+    import torch
+
+    return torch.cuda.device_count() if accelerator != "cpu" and torch.cuda.is_available() else 1
+
+
+def strategy(name: str, devices: int, num_nodes: int):
+    """``trainer.strategy``, with ``auto`` as the module docstring says."""
+    if name == "auto" and (devices > 1 or num_nodes > 1):
+        name = "ddp_spawn" if num_nodes == 1 else "ddp"
+    if name in ("ddp", "ddp_spawn"):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(
+            start_method="spawn" if name == "ddp_spawn" else "popen", find_unused_parameters=True
+        )
+    if name == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return FSDPStrategy(state_dict_type="full", use_orig_params=True)
+    return name
+
+
+def build_trainer(trainer_cfg: DictConfig, **tool_args: Any):
+    """A ``lightning.Trainer`` for ``trainer_cfg`` (the ``trainer`` node) and the tool's own arguments."""
+    import lightning as L
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no tips
+    accelerator = str(trainer_cfg.accelerator)
+    devices = device_count(accelerator, trainer_cfg.devices)
+    num_nodes = int(trainer_cfg.num_nodes)
+    args = {
+        "accelerator": accelerator,
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy(str(trainer_cfg.strategy), devices, num_nodes),
+        **tool_args,
+    }
+    return L.Trainer(**trainer_kwargs(trainer_cfg, **args))
+
+
+def trainer_kwargs(trainer_cfg: DictConfig, **coz_args: Any) -> dict[str, Any]:
+    """coz's Trainer arguments plus every other ``trainer.`` key; an unknown key is one line."""
+    import lightning as L
+
+    extra = {
+        k: v for k, v in OmegaConf.to_container(trainer_cfg, resolve=True).items() if k not in INTERPRETED
+    }
+    accepted = inspect.signature(L.Trainer.__init__).parameters
+    unknown = sorted(set(extra) - set(accepted))
+    if unknown:
+        raise CozError(f"trainer.{unknown[0]}: not an argument of lightning.Trainer")
+    return {**coz_args, **extra}
