@@ -207,7 +207,7 @@ class Val:
 
 @dataclass
 class TrainerKeys:
-    """The ``trainer.*`` keys coz reads itself (coz.run.trainer_args.INTERPRETED)."""
+    """The ``trainer.*`` keys coz reads itself (coz.run.trainer.INTERPRETED)."""
 
     accelerator: str = rule("text: auto, cpu, gpu...", lambda v: isinstance(v, str))
     devices: Any = rule(
@@ -223,7 +223,7 @@ class TrainerKeys:
 
 def check_trainer(trainer: DictConfig) -> None:
     """The declared keys of ``trainer``, and no other key that lightning.Trainer does not take."""
-    from coz.run.trainer_args import trainer_kwargs
+    from coz.run.trainer import trainer_kwargs
 
     for spec in fields(TrainerKeys):
         key = f"trainer.{spec.name}"
@@ -241,7 +241,7 @@ def check_trainer(trainer: DictConfig) -> None:
 class TrainSR:
     seed: int = whole(0, 2**32 - 1)  # numpy's (and Lightning's) seed range
     threads: int | str = whole(1, auto=True)
-    ckpt_path: str | None = MISSING
+    resume: str | None = MISSING  # auto, none, a checkpoint or a run folder (coz.run.checkpoints)
     gradient_checkpointing: bool = MISSING
     deterministic: bool = MISSING
     data: Data = MISSING
