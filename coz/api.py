@@ -115,9 +115,12 @@ class Zoomer:
         for item in overrides:
             if isinstance(item, str) and item.partition("=")[0] in given:
                 raise CozError(f"{item!r}: {item.partition('=')[0]} is also given as a keyword")
-        self.config = compose_zoom_config([*args, *overrides])
-        cfg = self.config
+        from coz.run.schema import typed
         from coz.run.validate import check_chain
+        from coz.zoom.schema import ZoomTool
+
+        self.config = typed(ZoomTool, compose_zoom_config([*args, *overrides]))  # one line per bad value
+        cfg = self.config
 
         check_chain(cfg)  # the CLI's checks of the chain's values, one line each, before loading
         try:
@@ -204,8 +207,7 @@ def zoom_image(
 
 
 def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
-    """``conf/zoom/zoom.yaml`` with ``overrides``, composed as ``python -m coz.zoom`` composes it
-    (``prompt=none`` means the null prompt also where no ``none`` option exists)."""
+    """``conf/zoom/zoom.yaml`` with ``overrides``, composed as ``python -m coz.zoom`` composes it."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -215,7 +217,7 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if not isinstance(item, str) or "=" not in item:
             raise CozError(f"{item!r}: options are keywords or 'key=value' strings")
-    args = rewrite_overrides([_none_prompt(o) for o in overrides], "zoom")
+    args = rewrite_overrides(list(overrides), "zoom")
     from hydra.core.global_hydra import GlobalHydra
 
     # Inside a Hydra app (python -m coz.app) Hydra is initialized with that app's config: set it
@@ -226,22 +228,15 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
         with initialize_config_dir(config_dir=tool_config_dir("zoom"), version_base="1.3"):
             return compose(config_name="zoom", overrides=args)
     except (HydraException, OmegaConfBaseException) as err:
-        raise CozError(" ".join(str(err).split())) from None
+        from coz.run import schema
+        from coz.zoom.schema import ZoomTool
+
+        line = schema.describe(err) or schema.unknown_override(err, ZoomTool) or " ".join(str(err).split())
+        raise CozError(line) from None
     finally:
         if outer is not None:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
-
-
-def _none_prompt(override: str) -> str:
-    """``prompt=none`` -> ``prompt=null`` where the config has no ``none`` option of its own."""
-    key, _, value = override.partition("=")
-    if key == "prompt" and value.strip("'\"") == "none":
-        from coz.run.cli import shared_group_dir
-
-        if not (shared_group_dir("prompt") / "none.yaml").exists():
-            return "prompt=null"
-    return override
 
 
 def _override(key: str, value: Any) -> str:

@@ -106,25 +106,3 @@ def tiled_apply(
             )
     progress.close()
     return out.div_(weight_sum)  # in place: no second full-size tensor
-
-
-def tiled_vae_encode(
-    encode: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    tile: int = 1024,
-    overlap: int = 64,
-    factor: int = 8,
-) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, c, H/factor, W/factor) latents, encoding pixel tiles of ``tile``."""
-    return tiled_apply(lambda t, _: encode(t), x, tile, overlap, Fraction(1, factor))
-
-
-def tiled_vae_decode(
-    decode: Callable[[torch.Tensor], torch.Tensor],
-    z: torch.Tensor,
-    tile: int = 128,
-    overlap: int = 16,
-    factor: int = 8,
-) -> torch.Tensor:
-    """(B, c, h, w) latents -> (B, 3, h*factor, w*factor), decoding latent tiles of ``tile``."""
-    return tiled_apply(lambda t, _: decode(t), z, tile, overlap, factor)

@@ -319,10 +319,12 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         )
     lora = dict(sd["state_dict_unet"])
     lora.pop(next(k for k in lora if "lora_B" in k))
-    with pytest.raises(CozError, match=r"state_dict_unet does not match this model: 1 missing"):
+    with pytest.raises(CozError, match=r"state_dict_unet does not match this model: 1 tensors missing"):
         dst.load_released(saved("missing.pkl", {**sd, "state_dict_unet": lora}))
     fuse = {**sd["state_dict_unet_fuse_mlp"], "weight": torch.zeros(9, 320)}
-    with pytest.raises(CozError, match=r"state_dict_unet_fuse_mlp weight has shape \(9, 320\)"):
+    with pytest.raises(
+        CozError, match=r"state_dict_unet_fuse_mlp does not match this model: weight has shape \(9, 320\)"
+    ):
         dst.load_released(saved("shape.pkl", {**sd, "state_dict_unet_fuse_mlp": fuse}))
     with pytest.raises(CozError, match=r"ranks unet 8 / vae 4, but the model was built with 16 / 4"):
         S3Diff.tiny(lora_rank_unet=16).load_released(pkl)
@@ -333,7 +335,9 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         dst.load_estimator(cut)
     est = torch.load(de_net, weights_only=True)
     est["extra.weight"] = torch.zeros(1)
-    with pytest.raises(CozError, match="keys do not match S3Diff's DEResNet: 0 missing.*1 unexpected"):
+    with pytest.raises(
+        CozError, match="keys do not match S3Diff's DEResNet: 0 tensors missing.*1 unexpected"
+    ):
         dst.load_estimator(saved("extra.pth", est))
     with pytest.raises(CozError, match=r"estimator .*s3diff.pkl: not a state dict.*that is an s3diff.pkl"):
         dst.load_estimator(pkl)  # the two files swapped

@@ -275,11 +275,17 @@ def test_bad_osediff_pkl_gives_one_clear_error(src, tmp_path):
 
     unet = dict(raw["state_dict_unet"])
     unet.pop("conv_in.base_layer.weight")
-    check({**raw, "state_dict_unet": unet}, r"state_dict_unet does not match.*1 missing", "missing.pkl")
+    check(
+        {**raw, "state_dict_unet": unet}, r"state_dict_unet does not match.*1 tensors missing", "missing.pkl"
+    )
     vae = dict(raw["state_dict_vae"])
     key = "quant_conv.lora_A.default_encoder.weight"
     vae[key] = torch.zeros(3, 8, 1, 1)
-    check({**raw, "state_dict_vae": vae}, rf"state_dict_vae\[{key}\] has shape \(3, 8, 1, 1\)", "shape.pkl")
+    check(
+        {**raw, "state_dict_vae": vae},
+        rf"state_dict_vae does not match this model: {key} has shape \(3, 8, 1, 1\)",
+        "shape.pkl",
+    )
     others = [*raw["unet_lora_others_modules"], "mid_block.attentions.0.proj_extra"]
     check({**raw, "unet_lora_others_modules": others}, "names other modules", "modules.pkl")
 

@@ -24,6 +24,7 @@ def test_the_real_size_grpo_benchmark_runs_a_valid_command_line(tmp_path):
 
     from coz.bench.grpo import SETTINGS, step_loop_overrides
     from coz.run.cli import rewrite_overrides, tool_config_dir
+    from coz.train_grpo.tool import check_config
 
     for device, settings in SETTINGS.items():
         overrides = step_loop_overrides(4, device, settings, tmp_path)
@@ -33,4 +34,5 @@ def test_the_real_size_grpo_benchmark_runs_a_valid_command_line(tmp_path):
         assert cfg.prompt.shape == "3b" and cfg.prompt.dtype == "bfloat16" and cfg.critic.name == "keyword"
         assert cfg.grpo.generations == 4 and cfg.grpo.max_new_tokens == settings["max_new_tokens"]
         assert cfg.trainer.accelerator == ("gpu" if device == "cuda" else "cpu")
+        check_config(cfg)  # every key and value the typed config allows
     assert SETTINGS["cuda"]["generations"] == [2, 4, 8] and SETTINGS["cuda"]["max_new_tokens"] == 128

@@ -144,6 +144,10 @@ def test_bad_options_are_refused_before_loading(photos, tmp_path):
         "lora.r=0",
         "val.batch_size=0",
         "checkpoint.keep=-1",
+        "data.size=510",  # the view is the center 1/4 of the state: 510 does not divide by data.factor=4
+        "data.depths=[]",
+        "rewards.max_penalty=0.5",
+        "trainer.devices=0",  # a key coz reads among the trainer's free keys
     ):
         cfg = tiny(photos, "grpo.updates_per_generation=2", "grpo.steps=4", bad)
         with pytest.raises(CozError, match=bad.split("=")[0]):
@@ -171,7 +175,7 @@ def test_a_given_folder_is_never_filled_with_the_sample_photos(tmp_path):
 def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
     """A run that ended at step 60 (last.ckpt) was continued and killed after its step-100 save: the
     next continuation starts from 100, not 60; an unreadable file is skipped."""
-    from coz.train_grpo.tool import newest_checkpoint
+    from coz.run.checkpoints import newest_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()

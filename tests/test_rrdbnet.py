@@ -129,7 +129,7 @@ def test_foreign_or_resized_weights_fail_to_load(tiny):
     ):
         rrdbnet(extra, num_feat=16, num_block=2)
     resized = {**state, "conv_last.bias": torch.zeros(4)}
-    with pytest.raises(ValueError, match=r"conv_last.bias is \(4,\), not \(3,\)"):
+    with pytest.raises(ValueError, match=r"conv_last.bias has shape \(4,\), expected \(3,\)"):
         rrdbnet(resized, num_feat=16, num_block=2)
 
 

@@ -52,7 +52,7 @@ def test_defaults_are_the_papers_recipe():
     "overrides, message",
     [
         ([], r"data.sources=\[\]: must be your training images"),
-        (["data.sources=[{path: x}]", "backbone=s3diff"], "coz.train_sr trains"),
+        (["data.sources=[{path: x}]", "backbone=s3diff"], "backbone.name=s3diff: no such backbone"),
         (["data.sources=[{path: x}]", "trainer.strategy=horovod"], "trainer.strategy"),
         (["data.sources=[{path: x}]", "data.crop=100"], "multiple of 32"),
         (["data.sources=[{path: x}]", "data.crop=-32"], "positive multiple of 32"),
@@ -152,3 +152,11 @@ def test_the_typed_config_fills_list_items_and_passes_other_trainer_arguments_on
     ]
     assert cfg.trainer.max_time == "00:00:01:00" and cfg.trainer.devices == "auto"
     assert isinstance(cfg.optim.lr, float) and isinstance(cfg.data.crop, int)
+
+
+def test_a_backbone_of_ones_own_is_refused_in_one_line():
+    """A config with _target_ passes the schema (it has none) but coz.train_sr has no generator for it."""
+    cfg = compose_train(["data.sources=[{path: x}]"])
+    cfg.backbone = {"_target_": "my.Net"}
+    with pytest.raises(CozError, match="backbone=None: coz.train_sr trains sd3, tiny_sd3"):
+        check_config(cfg)

@@ -37,7 +37,6 @@ from coz.prompts.lora_linear import LoRALinear
 
 log = logging.getLogger("coz.prompts")
 
-DEFAULT_THRESHOLD = 0.68  # RAM's constructor default: only used through thresholds=uniform:0.68
 THRESHOLD_FILE = "ram_tag_list_threshold.txt"  # RAM's per-class thresholds, beside ram_tag_list.txt
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 WHERE = {

@@ -28,15 +28,8 @@ PACKAGE_EXTRA = {
     "gradio_client": "app",
     "sqlalchemy": "study",
 }
+DISTRIBUTION = "chain-of-zoom"  # pyproject.toml [project] name (the import name is coz)
 TOOL_EXTRA = {"train_sr": "train", "train_grpo": "train", "evaluate": "eval", "app": "app", "study": "study"}
-
-
-def distribution() -> str:
-    """The name coz is installed under (pip's name, not the import name)."""
-    from importlib.metadata import packages_distributions
-
-    names = packages_distributions().get("coz") or ["coz"]
-    return names[0]
 
 
 def missing_package(err: BaseException, tool: str) -> str | None:
@@ -47,7 +40,7 @@ def missing_package(err: BaseException, tool: str) -> str | None:
     if package not in PACKAGE_EXTRA:
         return None
     extra = PACKAGE_EXTRA[package] or TOOL_EXTRA.get(tool, "all")
-    return f"the Python package {package} is not installed (coz.{tool} needs it): pip install '{distribution()}[{extra}]'"
+    return f"the Python package {package} is not installed (coz.{tool} needs it): pip install '{DISTRIBUTION}[{extra}]'"
 
 
 def tool_main(tool: str) -> None:

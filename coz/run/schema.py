@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -259,9 +260,11 @@ def describe(err: BaseException, cfg: DictConfig | None = None) -> str | None:
 def keys_of(schema: type, prefix: str = "") -> list[str]:
     """Every dotted key ``schema`` declares (a group's: the keys of all its options)."""
     found = []
+    hints = typing.get_type_hints(schema)  # the field types, not their strings
     for spec in fields(schema):
         options = spec.metadata.get("options")
-        inner = [spec.type] if isinstance(spec.type, type) and is_dataclass(spec.type) else []
+        declared = hints.get(spec.name)
+        inner = [declared] if isinstance(declared, type) and is_dataclass(declared) else []
         inner += list(options.schemas.values()) if options else []
         if not inner:
             found.append(prefix + spec.name)

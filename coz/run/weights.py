@@ -77,3 +77,24 @@ def reason(err: BaseException) -> str:
     lines = [line for line in lines if "weights_only" not in line and "WeightsUnpickler" not in line] or lines
     line = next((x for x in lines if "Unsupported" in x), lines[0] if lines else "")
     return f"{type(err).__name__}: {line}"[:300] if line else type(err).__name__
+
+
+def mismatch(expected: dict[str, tuple[int, ...]], given: dict[str, object], show: int = 2) -> str | None:
+    """How the tensors ``given`` (name -> tensor) differ from the ``expected`` names and shapes, in
+    words; None when they match. The one state-dict check of every loader: each names its own file."""
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    if missing or unexpected:
+        return (
+            f"{len(missing)} tensors missing (e.g. {missing[:show]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:show]})"
+        )
+    for name, shape in expected.items():
+        found = tuple(getattr(given[name], "shape", ()))
+        if found != tuple(shape):
+            return f"{name} has shape {found}, expected {tuple(shape)}"
+    return None
+
+
+def shapes(state: dict[str, object]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of a state dict (the ``expected`` of :func:`mismatch`)."""
+    return {name: tuple(tensor.shape) for name, tensor in state.items()}

@@ -211,19 +211,19 @@ class InternVLCritic(Critic):
 
 def critic_model(cfg: DictConfig) -> tuple[str, str | None] | None:
     """(model id, revision) of a critic that loads weights, None for the rule and the tiny twin."""
-    return (str(cfg.model), cfg.get("revision")) if cfg.name in ("internvl", "qwen7b") else None
+    return (cfg.model, cfg.revision) if cfg.name in ("internvl", "qwen7b") else None
 
 
 def runs_remote_code(cfg: DictConfig) -> bool:
-    return str(cfg.name) == "internvl" and str(cfg.get("backend", "remote_code")) == "remote_code"
+    return cfg.name == "internvl" and cfg.backend == "remote_code"
 
 
 def check_pinned(cfg: DictConfig) -> None:
     """Remote code runs only behind a pinned commit: a hub id without ``critic.revision`` is refused
     (a local folder is the user's own, trusted as it is)."""
-    model_id, revision = str(cfg.get("model", "")), str(cfg.get("revision") or "")
-    if not runs_remote_code(cfg) or Path(model_id).expanduser().is_dir():
+    if not runs_remote_code(cfg) or Path(cfg.model).expanduser().is_dir():
         return
+    model_id, revision = cfg.model, cfg.revision or ""
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
         what = "unset" if not revision else f"{revision!r} is not a commit hash (a branch or tag can move)"
         raise CozError(
@@ -233,26 +233,26 @@ def check_pinned(cfg: DictConfig) -> None:
 
 
 def build_critic(cfg: DictConfig, device: str | torch.device) -> Critic:
-    name = str(cfg.name)
+    name = cfg.name
     if name == "keyword":
-        return KeywordCritic(list(cfg.words), float(cfg.hit), float(cfg.miss))
+        return KeywordCritic(list(cfg.words), cfg.hit, cfg.miss)
     if name == "tiny":
         from coz.prompts.tiny import build_tiny_vlm
 
-        model, processor = build_tiny_vlm(seed=int(cfg.seed), max_pixels=int(cfg.max_pixels))
+        model, processor = build_tiny_vlm(seed=cfg.seed, max_pixels=cfg.max_pixels)
         return ChatTemplateCritic(
-            model.to(device), processor, int(cfg.max_new_tokens), int(cfg.batch_size), name="tiny"
+            model.to(device), processor, cfg.max_new_tokens, cfg.batch_size, name="tiny"
         )
     if name not in ("internvl", "qwen7b"):
         raise CozError(f"critic={name}: unknown critic (available: internvl, qwen7b, tiny, keyword)")
 
     from coz.run.dtypes import resolve_dtype
 
-    model_id, revision = str(cfg.model), cfg.get("revision")
+    model_id, revision = cfg.model, cfg.revision
     remote_code = runs_remote_code(cfg)
     check_pinned(cfg)
     check_available(model_id, revision, "critic.model")
-    dtype = resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="critic.dtype")
+    dtype = resolve_dtype(cfg.dtype, device, gpu_default=torch.bfloat16, option="critic.dtype")
     try:
         if remote_code:
             from transformers import AutoTokenizer
@@ -269,15 +269,13 @@ def build_critic(cfg: DictConfig, device: str | torch.device) -> Critic:
             tokenizer = AutoTokenizer.from_pretrained(model_id, use_fast=False, **kwargs)
             model = load_internvl(model_id, revision, dtype)  # its code, made to run on transformers 5
             return InternVLCritic(
-                model.to(device), tokenizer, int(cfg.max_new_tokens), int(cfg.image_size), int(cfg.max_tiles)
+                model.to(device), tokenizer, cfg.max_new_tokens, cfg.image_size, cfg.max_tiles
             )
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        extra = {"max_pixels": int(cfg.max_pixels)} if cfg.get("max_pixels") else {}
+        extra = {"max_pixels": cfg.max_pixels} if cfg.max_pixels else {}
         processor = AutoProcessor.from_pretrained(model_id, revision=revision, **extra)
         model = AutoModelForImageTextToText.from_pretrained(model_id, revision=revision, dtype=dtype)
-        return ChatTemplateCritic(
-            model.to(device), processor, int(cfg.max_new_tokens), int(cfg.batch_size), name=name
-        )
+        return ChatTemplateCritic(model.to(device), processor, cfg.max_new_tokens, cfg.batch_size, name=name)
     except OSError as err:
         raise CozError(missing_message(model_id, revision, "critic.model")) from err

@@ -37,20 +37,18 @@ N_REWARD_COLUMNS = 5
 
 def geometry(cfg: DictConfig) -> Geometry:
     d = cfg.data
-    return Geometry(
-        int(d.size), int(d.factor), tuple(int(x) for x in d.depths), int(d.min_window), str(d.position)
-    )
+    return Geometry(d.size, d.factor, tuple(d.depths), d.min_window, d.position)
 
 
 def build_rewards(cfg: DictConfig) -> Rewards:
     r = cfg.rewards
     return Rewards(
-        RewardWeights(float(r.weights.critic), float(r.weights.phrase), float(r.weights.repetition)),
-        blacklist=[str(p) for p in r.blacklist],
-        ngram=int(r.ngram),
-        max_penalty=float(r.max_penalty),
+        RewardWeights(r.weights.critic, r.weights.phrase, r.weights.repetition),
+        blacklist=list(r.blacklist),
+        ngram=r.ngram,
+        max_penalty=r.max_penalty,
         score_range=tuple(r.score_range),
-        repetition_words=str(r.get("repetition_words", "letters")),
+        repetition_words=r.repetition_words,
     )
 
 
@@ -84,26 +82,25 @@ class GRPOModule(L.LightningModule):
         from coz.train_grpo.policy import PolicyIO, build_policy
 
         cfg = self.cfg
-        seed_everything(int(cfg.seed))
+        seed_everything(cfg.seed)
         self.cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
         device = self.trainer.strategy.root_device
         self.policy, processor = build_policy(
-            cfg.prompt, cfg.lora, device, gradient_checkpointing=bool(cfg.grpo.gradient_checkpointing)
+            cfg.prompt, cfg.lora, device, gradient_checkpointing=cfg.grpo.gradient_checkpointing
         )
-        self.io = PolicyIO(self.policy, processor, multiscale=bool(cfg.prompt.get("multiscale", True)))
+        self.io = PolicyIO(self.policy, processor, multiscale=cfg.prompt.multiscale)
         self.critic = build_critic(cfg.critic, device)
         self.train_data = TrainPairs(
             self.train_paths,
             self.geometry,
-            int(cfg.grpo.batch_size),
-            int(cfg.seed),
+            cfg.grpo.batch_size,
+            cfg.seed,
             rank=self.global_rank,
-            updates=int(cfg.grpo.updates_per_generation),
-            max_pixels=None if cfg.data.max_pixels is None else float(cfg.data.max_pixels),
+            updates=cfg.grpo.updates_per_generation,
+            max_pixels=cfg.data.max_pixels,
         )
-        limit = cfg.val.get("limit")
-        per_image = int(cfg.val.get("pairs_per_image", 1))
-        self.val_specs = val_specs(len(self.val_paths), self.geometry, int(cfg.seed), limit, per_image)
+        v = cfg.val
+        self.val_specs = val_specs(len(self.val_paths), self.geometry, cfg.seed, v.limit, v.pairs_per_image)
         self.logs = None
         if self.global_rank == 0:
             from coz.train_grpo.logs import RunLogs
@@ -122,7 +119,7 @@ class GRPOModule(L.LightningModule):
         o = self.cfg.optim
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=float(o.lr), betas=tuple(o.betas), eps=float(o.eps), weight_decay=float(o.weight_decay)
+            params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
         )
         from transformers import get_scheduler
 
@@ -131,15 +128,15 @@ class GRPOModule(L.LightningModule):
         # per optimizer step, in training_step.
         names = {"constant": "constant_with_warmup", "cosine": "cosine"}  # "constant" would drop the warm-up
         scheduler = get_scheduler(
-            names[str(o.schedule)],
+            names[o.schedule],
             optimizer,
-            num_warmup_steps=int(o.warmup_steps),
-            num_training_steps=int(self.cfg.grpo.steps),
+            num_warmup_steps=o.warmup_steps,
+            num_training_steps=self.cfg.grpo.steps,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def train_dataloader(self) -> DataLoader:
-        workers = int(self.cfg.data.num_workers)
+        workers = self.cfg.data.num_workers
         self.train_data.start = self.global_step  # resume: the pair stream continues where it stopped
         return DataLoader(
             self.train_data,
@@ -204,10 +201,10 @@ class GRPOModule(L.LightningModule):
 
         # our own bar, not Lightning's: the pair stream is endless (Lightning would show "Epoch 0/-2"),
         # and a resumed run counts on from its checkpoint towards grpo.steps
-        shown = self.trainer.is_global_zero and bool(self.cfg.trainer.progress_bar)
-        steps = int(self.cfg.grpo.steps)
+        shown = self.trainer.is_global_zero and self.cfg.trainer.progress_bar
+        steps = self.cfg.grpo.steps
         self.bar = Progress(steps, "train_grpo", "steps", initial=self.global_step, enabled=shown)
-        if self.global_step == 0 and bool(self.cfg.val.at_start):
+        if self.global_step == 0 and self.cfg.val.at_start:
             self.validate_policy(0)
 
     def on_train_end(self) -> None:
@@ -221,7 +218,7 @@ class GRPOModule(L.LightningModule):
         step = self.global_step
         if index != step:
             raise RuntimeError(f"pair stream at batch {index} but the trainer is at step {step}")
-        torch.manual_seed(step_seed(int(self.cfg.seed), self.global_rank, step))
+        torch.manual_seed(step_seed(self.cfg.seed, self.global_rank, step))
         self.cpu_share.refresh()
         g = self.cfg.grpo
         timings = {}
@@ -234,7 +231,7 @@ class GRPOModule(L.LightningModule):
         r = self._round
 
         started = time.perf_counter()
-        logps = self.io.token_logps(r["rollout"], float(g.temperature))
+        logps = self.io.token_logps(r["rollout"], g.temperature)
         old = r["old_logps"] if r["old_logps"] is not None else logps.detach()
         loss, stats = grpo_loss(
             logps,
@@ -242,18 +239,18 @@ class GRPOModule(L.LightningModule):
             r["advantages"],
             r["rollout"].mask,
             ref_logps=r["ref_logps"],
-            beta=float(g.beta),
-            epsilon_low=float(g.epsilon_low),
-            epsilon_high=float(g.epsilon_high),
-            aggregation=str(g.loss_aggregation),
-            max_completion_length=int(g.max_new_tokens),
+            beta=g.beta,
+            epsilon_low=g.epsilon_low,
+            epsilon_high=g.epsilon_high,
+            aggregation=g.loss_aggregation,
+            max_completion_length=g.max_new_tokens,
         )
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, float(self.cfg.optim.max_grad_norm))
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.max_grad_norm)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -269,10 +266,10 @@ class GRPOModule(L.LightningModule):
             row = {"step": done, "loss": float(loss.detach()), **r["summary"], "grad_norm": float(grad_norm)}
             row.update({k: float(v) for k, v in stats.items()}, lr=lr, **timings)
             self.logs.log_train(row)
-        every = int(self.cfg.val.every_n_steps)
-        if (every > 0 and done % every == 0) or done == int(g.steps):
+        every = self.cfg.val.every_n_steps
+        if (every > 0 and done % every == 0) or done == g.steps:
             if self.logs:
-                self.logs.log_rollouts(done, rollout_rows(r, int(g.generations), int(self.cfg.val.rollouts)))
+                self.logs.log_rollouts(done, rollout_rows(r, g.generations, self.cfg.val.rollouts))
             self.validate_policy(done)
 
     def rollout(self, pairs: list[Pair], timings: dict[str, float]) -> dict[str, Any]:
@@ -280,7 +277,7 @@ class GRPOModule(L.LightningModule):
         from coz.train_grpo.policy import sampling_kwargs
 
         g = self.cfg.grpo
-        G = int(g.generations)
+        G = g.generations
         firsts = [p.first for p in pairs for _ in range(G)]
         seconds = [p.second for p in pairs for _ in range(G)]
         started = time.perf_counter()
@@ -297,17 +294,17 @@ class GRPOModule(L.LightningModule):
             device=self.device,
         )  # (N, 5)
         everyone = self.all_gather(local).reshape(-1, N_REWARD_COLUMNS)  # (world * N, 5)
-        advantages = group_advantages(everyone[:, 3], G, str(g.scale_rewards), float(g.advantage_eps))
+        advantages = group_advantages(everyone[:, 3], G, g.scale_rewards, g.advantage_eps)
         n = len(rewards)
         advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]
 
         old_logps = ref_logps = None
-        if int(g.updates_per_generation) > 1 or float(g.beta) != 0.0:
+        if g.updates_per_generation > 1 or g.beta != 0.0:
             with torch.no_grad():
-                if int(g.updates_per_generation) > 1:
-                    old_logps = self.io.token_logps(rollout, float(g.temperature))
-                if float(g.beta) != 0.0:
-                    ref_logps = self.io.reference_logps(rollout, float(g.temperature))
+                if g.updates_per_generation > 1:
+                    old_logps = self.io.token_logps(rollout, g.temperature)
+                if g.beta != 0.0:
+                    ref_logps = self.io.reference_logps(rollout, g.temperature)
         group_std = everyone[:, 3].view(-1, G).std(dim=1) if G > 1 else torch.zeros(1)
         means = everyone.mean(dim=0)
         summary = {
@@ -348,18 +345,18 @@ class GRPOModule(L.LightningModule):
                 self.val_paths,
                 mine,
                 self.geometry,
-                None if self.cfg.data.max_pixels is None else float(self.cfg.data.max_pixels),
+                self.cfg.data.max_pixels,
             ),
-            batch_size=int(v.batch_size),
+            batch_size=v.batch_size,
             collate_fn=_identity,
-            num_workers=int(self.cfg.data.num_workers),
+            num_workers=self.cfg.data.num_workers,
         )
         sums = torch.zeros(N_REWARD_COLUMNS + 1, device=self.device)  # the five columns, then the count
         samples, pictures = [], {}
         kwargs = greedy_kwargs(v, self.io.pad_id())
         from tqdm.auto import tqdm
 
-        shown = self.global_rank == 0 and bool(self.cfg.trainer.progress_bar)
+        shown = self.global_rank == 0 and self.cfg.trainer.progress_bar
         for batch in tqdm(loader, desc=f"validation at step {step}", leave=False, disable=not shown):
             pairs = [p for p in batch if p is not None]
             if not pairs:
@@ -381,7 +378,7 @@ class GRPOModule(L.LightningModule):
                     ],
                     device=self.device,
                 )
-                if self.global_rank == 0 and len(samples) < int(v.samples):
+                if self.global_rank == 0 and len(samples) < v.samples:
                     samples.append(
                         {
                             "step": step,

@@ -27,12 +27,11 @@ def lora_config(cfg: DictConfig):
     """A PEFT LoraConfig from ``lora:``; targets are module-name suffixes inside the language model."""
     from peft import LoraConfig
 
-    targets = [str(t) for t in cfg.targets]
-    pattern = r"^model\.language_model\..*\.(" + "|".join(targets) + r")$"
+    pattern = r"^model\.language_model\..*\.(" + "|".join(cfg.targets) + r")$"
     return LoraConfig(
-        r=int(cfg.r),
-        lora_alpha=float(cfg.alpha),
-        lora_dropout=float(cfg.dropout),
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
         bias="none",
         task_type="CAUSAL_LM",
         target_modules=pattern,
@@ -56,15 +55,13 @@ def build_policy(
         from coz.prompts.vlm import load_qwen_vl
         from coz.run.dtypes import resolve_dtype
 
-        dtype = resolve_dtype(str(prompt.dtype), device, gpu_default=torch.bfloat16, option="prompt.dtype")
-        model, processor = load_qwen_vl(
-            str(prompt.model), prompt.get("revision"), dtype, str(device), prompt.get("max_pixels")
-        )
+        dtype = resolve_dtype(prompt.dtype, device, gpu_default=torch.bfloat16, option="prompt.dtype")
+        model, processor = load_qwen_vl(prompt.model, prompt.revision, dtype, str(device), prompt.max_pixels)
     model.requires_grad_(False)
-    if prompt.get("adapter"):
+    if prompt.adapter:
         from coz.prompts.lora import load_adapter
 
-        model = load_adapter(model, str(prompt.adapter))
+        model = load_adapter(model, prompt.adapter)
         for name, param in model.named_parameters():
             if "lora_" in name:
                 param.requires_grad_(True)
@@ -162,18 +159,18 @@ def sampling_kwargs(cfg: DictConfig, pad_id: int) -> dict:
     return dict(
         do_sample=True,
         num_beams=1,
-        temperature=float(cfg.temperature),
-        top_k=int(cfg.top_k),
-        top_p=float(cfg.top_p),
-        repetition_penalty=float(cfg.repetition_penalty),
-        max_new_tokens=int(cfg.max_new_tokens),
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        repetition_penalty=cfg.repetition_penalty,
+        max_new_tokens=cfg.max_new_tokens,
         pad_token_id=pad_id,
     )
 
 
 def greedy_kwargs(cfg: DictConfig, pad_id: int) -> dict:
     """Validation decoding: greedy, as ``coz.zoom`` runs the VLM (``val:`` in the config)."""
-    kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=int(cfg.max_new_tokens), pad_token_id=pad_id)
-    if cfg.get("repetition_penalty") is not None:
-        kwargs["repetition_penalty"] = float(cfg.repetition_penalty)
+    kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id)
+    if cfg.repetition_penalty is not None:
+        kwargs["repetition_penalty"] = cfg.repetition_penalty
     return kwargs

@@ -28,6 +28,8 @@ from coz.run.cli import hydra_entry
 from coz.run.folder import claim, record_attempt
 from coz.run.resume import check_resume, read_record
 from coz.run.runtime import hydra_choices, hydra_run_dir
+from coz.run.schema import typed
+from coz.train_grpo.schema import TrainGRPOTool, check_trainer
 
 log = logging.getLogger("coz.train_grpo")
 
@@ -37,7 +39,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     has one. Returns the run record (also ``run.json``)."""
     started = time.perf_counter()
     run_dir = Path(run_dir or hydra_run_dir())
-    check_config(cfg)
+    cfg = typed(TrainGRPOTool, cfg)  # every key and value, before anything is written or loads
+    check_config(cfg)  # and the rules that span keys
     with claim(run_dir):  # one process per folder, from before the first write
         return _train(cfg, run_dir, started)
 
@@ -52,31 +55,31 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
 
     from coz.train_grpo.data import list_images, split_images
 
-    root = cfg.get("input") or cfg.data.root
-    if cfg.data.get("write_samples") and not cfg.get("input"):  # never into a folder the user gave
+    root = cfg.input or cfg.data.root
+    if cfg.data.write_samples and not cfg.input:  # never into a folder the user gave
         from coz.samples import write_samples
 
-        write_samples(str(root))
-    option = "input" if cfg.get("input") else "data.root"
-    paths = list_images(str(root), recursive=bool(cfg.data.recursive), option=option)
-    train, val = split_images(paths, float(cfg.data.val_fraction), int(cfg.seed))
+        write_samples(root)
+    option = "input" if cfg.input else "data.root"
+    paths = list_images(root, recursive=cfg.data.recursive, option=option)
+    train, val = split_images(paths, cfg.data.val_fraction, cfg.seed)
     commits = preflight(cfg)  # a missing model fails here, before anything loads
 
     record: dict[str, Any] = {
         "config": config,
         "choices": hydra_choices(),
-        "images": {"root": str(root), "train": len(train), "val": len(val)},
+        "images": {"root": root, "train": len(train), "val": len(val)},
         "model_commits": commits,
     }
-    _write_split(run_dir, Path(str(root)), train, val)
-    if resume_step is not None and resume_step >= int(cfg.grpo.steps):
+    _write_split(run_dir, Path(root), train, val)
+    if resume_step is not None and resume_step >= cfg.grpo.steps:
         print(f"coz.train_grpo: {run_dir} already finished {resume_step} steps (grpo.steps={cfg.grpo.steps})")
         return _finish(run_dir, record, started, resume_step)
     if resume_step is not None:
         log.info("resuming from %s (step %d)", ckpt, resume_step)
     log.info(
         "GRPO: policy %s, critic %s, %d training / %d validation images -> %s",
-        cfg.prompt.get("model") or f"{cfg.prompt.name} (shape {cfg.prompt.get('shape', 'tiny')})",
+        cfg.prompt.model if cfg.prompt.name != "tiny_vlm" else f"tiny_vlm (shape {cfg.prompt.shape})",
         cfg.critic.name,
         len(train),
         len(val),
@@ -87,73 +90,44 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
 
     # python, numpy and torch, and each loader worker from (seed, worker, rank); every step reseeds
     # torch from (seed, rank, step) anyway, so a resumed run stays exact
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer, _ = _fit(cfg, run_dir, train, val, ckpt, resume_step)
     step = int(trainer.global_step)
     return _finish(run_dir, record, started, step)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Refuse options that cannot work before any model loads."""
-    from coz.run.validate import threads, whole
-    from coz.train_grpo.loss import AGGREGATIONS, SCALES
-    from coz.train_grpo.rewards import WORD_MODES
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Refuse options that cannot work before any model loads: each key's type and range by the schema
+    (:func:`coz.run.schema.typed`; a config not yet typed is typed here), then the rules that span keys.
+    Returns the typed config."""
+    from coz.train_grpo.critic import check_pinned
 
-    whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
-    threads(cfg)
-    whole(cfg, "val.rollouts", minimum=0)
-    whole(cfg, "optim.warmup_steps", minimum=0)
-    whole(cfg, "checkpoint.keep", minimum=0)
-    g = cfg.grpo
-    words = str(cfg.rewards.get("repetition_words", "letters"))
-    updates = int(g.updates_per_generation)
+    if OmegaConf.get_type(cfg) is not TrainGRPOTool:  # tests and the Python API call this directly
+        cfg = typed(TrainGRPOTool, cfg)
+    check_trainer(cfg)
+    g, updates = cfg.grpo, cfg.grpo.updates_per_generation
     checks = [
-        (int(g.steps) >= 1, f"grpo.steps={g.steps}: must be at least 1"),
-        (int(g.generations) >= 2, f"grpo.generations={g.generations}: GRPO compares at least 2 per pair"),
-        (int(g.batch_size) >= 1, f"grpo.batch_size={g.batch_size}: must be at least 1"),
-        (updates >= 1, f"grpo.updates_per_generation={updates}: must be at least 1"),
-        (float(g.temperature) > 0, f"grpo.temperature={g.temperature}: must be > 0"),
-        (0 < float(g.top_p) <= 1, f"grpo.top_p={g.top_p}: must be in (0, 1] (1: no nucleus truncation)"),
-        (int(g.top_k) >= 0, f"grpo.top_k={g.top_k}: must be >= 0 (0: no top-k truncation)"),
-        (int(g.max_new_tokens) >= 1, f"grpo.max_new_tokens={g.max_new_tokens}: must be at least 1"),
-        (int(cfg.lora.r) >= 1, f"lora.r={cfg.lora.r}: the LoRA rank must be at least 1"),
-        (words in WORD_MODES, f"rewards.repetition_words={words}: use {', '.join(WORD_MODES)}"),
-        (0 <= float(cfg.lora.dropout) < 1, f"lora.dropout={cfg.lora.dropout}: must be in [0, 1)"),
-        (int(cfg.val.batch_size) >= 1, f"val.batch_size={cfg.val.batch_size}: must be at least 1"),
-        (int(cfg.val.get("pairs_per_image", 1)) >= 1, "val.pairs_per_image: must be at least 1"),
         (
-            int(cfg.checkpoint.every_n_steps) >= 1,
-            f"checkpoint.every_n_steps={cfg.checkpoint.every_n_steps}: >= 1",
-        ),
-        (
-            str(g.scale_rewards) in SCALES,
-            f"grpo.scale_rewards={g.scale_rewards}: use {', '.join(SCALES)}",
-        ),
-        (
-            str(g.loss_aggregation) in AGGREGATIONS,
-            f"grpo.loss_aggregation={g.loss_aggregation}: use {', '.join(AGGREGATIONS)}",
-        ),
-        (
-            int(g.steps) % updates == 0,
+            g.steps % updates == 0,
             f"grpo.steps={g.steps} must be a multiple of grpo.updates_per_generation={updates} "
             "(the run must not end inside a generation round)",
         ),
         (
-            int(cfg.checkpoint.every_n_steps) % updates == 0,
+            cfg.checkpoint.every_n_steps % updates == 0,
             f"checkpoint.every_n_steps={cfg.checkpoint.every_n_steps} must be a multiple of "
             f"grpo.updates_per_generation={updates} (a checkpoint cannot fall inside a generation round)",
         ),
         (
-            str(cfg.optim.schedule) in ("constant", "cosine"),
-            f"optim.schedule={cfg.optim.schedule}: constant or cosine",
+            cfg.data.size % cfg.data.factor == 0,
+            f"data.size={cfg.data.size}: must be a multiple of data.factor={cfg.data.factor} "
+            "(the view is the center 1/factor of the state)",
         ),
     ]
     for ok, message in checks:
         if not ok:
             raise CozError(message)
-    from coz.train_grpo.critic import check_pinned
-
     check_pinned(cfg.critic)
+    return cfg
 
 
 def preflight(cfg: DictConfig) -> dict[str, str | None]:
@@ -164,7 +138,7 @@ def preflight(cfg: DictConfig) -> dict[str, str | None]:
     commits, missing = {}, []
     wanted = []
     if cfg.prompt.name != "tiny_vlm":
-        wanted.append((str(cfg.prompt.model), cfg.prompt.get("revision"), "prompt.model"))
+        wanted.append((cfg.prompt.model, cfg.prompt.revision, "prompt.model"))
     if critic := critic_model(cfg.critic):
         wanted.append((*critic, "critic.model"))
     for model, revision, option in wanted:
@@ -176,7 +150,7 @@ def preflight(cfg: DictConfig) -> dict[str, str | None]:
         commits[model] = cached_commit(model, revision)
     if missing:
         raise CozError("; ".join(missing))
-    if cfg.prompt.get("adapter") and not (Path(str(cfg.prompt.adapter)) / "adapter_config.json").is_file():
+    if cfg.prompt.adapter and not (Path(cfg.prompt.adapter) / "adapter_config.json").is_file():
         raise CozError(f"prompt.adapter={cfg.prompt.adapter}: no adapter_config.json there")
     return commits
 
@@ -267,4 +241,4 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
     return record
 
 
-main = hydra_entry(run, config_name="train_grpo")
+main = hydra_entry(run, config_name="train_grpo", tool_schema=TrainGRPOTool)

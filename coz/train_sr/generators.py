@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from coz.errors import CozError
+from coz.run.weights import mismatch, shapes
 
 DIFFUSION = ("sd3", "tiny_sd3", "sd21", "tiny_sd21")
 CNN = ("realesrgan", "tiny_realesrgan", "span", "tiny_span")
@@ -57,21 +58,12 @@ class Generator:
         return {k: p.detach() for k, p in self._named_trainable().items()}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        own = self.trainable_state()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise CozError(
-                f"checkpoint does not match backbone={self.name}: {len(missing)} tensors missing "
-                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-            )
         params = self._named_trainable()
-        for key, value in state.items():  # e.g. a resume with another backbone.lora_rank
-            if tuple(value.shape) != tuple(params[key].shape):
-                raise CozError(
-                    f"checkpoint does not match backbone={self.name}: {key} is {tuple(value.shape)}, "
-                    f"not {tuple(params[key].shape)} (the checkpoint was written with another "
-                    "backbone.lora_rank / vae_lora_rank)"
-                )
+        if problem := mismatch(shapes(params), state):  # e.g. a resume with another backbone.lora_rank
+            raise CozError(
+                f"checkpoint does not match backbone={self.name}: {problem} (written with another "
+                "backbone or backbone.lora_rank / vae_lora_rank?)"
+            )
         with torch.no_grad():
             for key, value in state.items():
                 params[key].copy_(value.to(params[key].device, params[key].dtype))

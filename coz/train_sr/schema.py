@@ -16,9 +16,12 @@ from coz.backbones.schema import BACKBONES
 from coz.run.schema import ConfigError, group, number, numbers, one_of, rule, whole, words
 from coz.run.shared_schemas import LOGGERS
 from coz.train_sr.degradation import KINDS
+from coz.train_sr.generators import GENERATORS
 from coz.train_sr.kernels import KERNEL_TYPES
 from coz.train_sr.prompts import MODES
 
+# the backbones coz.train_sr trains (tiny_realesrgan and tiny_span have no config: tests build them)
+TRAINABLE = {name: schema for name, schema in BACKBONES.items() if name in GENERATORS}
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed")
 # lightning.Trainer's precision values (lightning.fabric.connector._PRECISION_INPUT), and auto
 PRECISIONS = (
@@ -255,6 +258,6 @@ class TrainSR:
     log: Log = MISSING
     val: Val = MISSING
     trainer: dict[str, Any] = MISSING  # TrainerKeys, and any other lightning.Trainer argument
-    backbone: Any = group(BACKBONES)  # coz.train_sr trains the GENERATORS among them (check_config)
+    backbone: Any = group(TRAINABLE)
     degradation: Any = group(DEGRADATIONS)
     logger: Any = group(LOGGERS)

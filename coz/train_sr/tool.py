@@ -109,7 +109,7 @@ def check_config(cfg: DictConfig) -> DictConfig:
     check_trainer(cfg.trainer)
     if cfg.val.source:
         list_source(cfg.val.source)  # a missing or empty source is one line now, not after loading
-    name = cfg.backbone.get("name")  # a config with _target_ has no schema, and no generator
+    name = cfg.backbone.get("name")  # a config with _target_ passes the schema, but has no generator
     if name not in GENERATORS:
         raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
     for stage in ("first", "second"):

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from coz.run.weights import mismatch
+
 SCALE = 4
 LRELU_SLOPE = 0.2
 GROWTH = 32  # spandrel fixes the dense blocks' growth channels at ESRGAN's 32
@@ -58,17 +60,8 @@ def rrdbnet(
     with torch.device("meta"):  # shapes only: every parameter comes from state_dict
         model = ESRGAN(num_filters=num_feat, num_blocks=num_block, scale=SCALE)
     expected = {basicsr_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
-    what = f"a {num_feat}-feature, {num_block}-block RRDBNet"
-    missing = sorted(expected.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - expected.keys())
-    if missing or unexpected:
-        raise ValueError(
-            f"not {what}: {len(missing)} tensors missing (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-        )
-    for key, value in state_dict.items():
-        if tuple(value.shape) != expected[key]:
-            raise ValueError(f"not {what}: {key} is {tuple(value.shape)}, not {expected[key]}")
+    if problem := mismatch(expected, state_dict):
+        raise ValueError(f"not a {num_feat}-feature, {num_block}-block RRDBNet: {problem}")
     model.load_state_dict(from_basicsr(state_dict, num_block), strict=True, assign=True)
     return model
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from coz.errors import CozError
+from coz.run.weights import mismatch, shapes
 
 DEFAULT_FEATS = (64, 64, 64, 128)
 DEFAULT_BLOCKS = (2, 2, 2, 2)
@@ -119,18 +120,9 @@ def load_estimator_weights(estimator: DegradationEstimator, path: str | Path) ->
             f"degradation estimator {path}: not a state dict of tensors: {odd!r} holds a "
             f"{type(state[odd]).__name__}{hint}; expected S3Diff's de_net.pth"
         )
-    own = estimator.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
+    if problem := mismatch(shapes(estimator.state_dict()), state, show=3):
         raise CozError(
-            f"degradation estimator {path}: keys do not match S3Diff's DEResNet: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
-    bad = [k for k in own if own[k].shape != state[k].shape]
-    if bad:
-        k = bad[0]
-        raise CozError(
-            f"degradation estimator {path}: {k} has shape {tuple(state[k].shape)}, expected "
-            f"{tuple(own[k].shape)} (another estimator size?)"
+            f"degradation estimator {path}: keys do not match S3Diff's DEResNet: {problem} "
+            "(another estimator size?)"
         )
     estimator.load_state_dict(state, strict=True)

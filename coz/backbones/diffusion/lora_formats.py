@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from coz.errors import CozError
+from coz.run.weights import mismatch, shapes
 
 ADALN_CLASS = "AdaLayerNormZero"
 VAE_ADAPTER = "default_encoder"
@@ -201,20 +202,10 @@ def load_released_vae_encoder(encoder: nn.Module, path: str | Path) -> None:
             stem, _, leaf = name.rpartition(".")
             name = f"{stem}.base_layer.{leaf}" if f"{stem}.base_layer.{leaf}" in own else name
         mapped[name] = value
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(set(mapped) - set(own))
-    if missing or unexpected:
+    if problem := mismatch(shapes(own), mapped, show=3):
         raise CozError(
-            f"VAE encoder {path}: keys do not match this VAE's encoder with its "
-            f"LoRA: {len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:3]})"
-        )
-    bad = [k for k in own if own[k].shape != mapped[k].shape]
-    if bad:
-        k = bad[0]
-        raise CozError(
-            f"VAE encoder {path}: {k} has shape {tuple(mapped[k].shape)}, expected "
-            f"{tuple(own[k].shape)} (another model or LoRA rank?)"
+            f"VAE encoder {path}: keys do not match this VAE's encoder with its LoRA: {problem} "
+            "(another model or LoRA rank?)"
         )
     encoder.load_state_dict(mapped, strict=True)
 
@@ -267,13 +258,8 @@ def read_lora_file(
             f"LoRA weights {path}: metadata says format={metadata.get('format')!r}, "
             f"backbone={metadata.get('backbone')!r}; expected {FORMAT!r} for {backbone!r}"
         )
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    bad = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-    if missing or unexpected or bad:
-        raise CozError(
-            f"LoRA weights {path}: {len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} "
-            f"unexpected (e.g. {unexpected[:2]}), {len(bad)} of wrong shape (e.g. {bad[:2]})"
-        )
+    if problem := mismatch(shapes(expected), tensors):
+        raise CozError(f"LoRA weights {path}: {problem}")
     return tensors, metadata
 
 

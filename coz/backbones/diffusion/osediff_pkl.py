@@ -39,6 +39,7 @@ from torch import nn
 from coz.backbones.diffusion.lora_formats import VAE_ADAPTER, VAE_LORA_PATTERNS, load_torch_file
 from coz.errors import CozError
 from coz.run.atomic import write_atomic
+from coz.run.weights import mismatch, shapes
 
 UNET_LORA_PATTERNS = (
     "to_k",
@@ -253,18 +254,9 @@ def load_osediff_release(
         ("state_dict_vae", release.state_vae, vae),
     ):
         own = unet_release_state(model) if model is unet else vae_release_state(model)
-        missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-        if missing or unexpected:
+        if problem := mismatch(shapes(own), saved):
             raise CozError(
-                f"{what}: {key} does not match this model: {len(missing)} missing (e.g. {missing[:2]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); truncated, or another model?"
-            )
-        bad = [k for k in own if saved[k].shape != own[k].shape]
-        if bad:
-            k = bad[0]
-            raise CozError(
-                f"{what}: {key}[{k}] has shape {tuple(saved[k].shape)}, expected {tuple(own[k].shape)} "
-                "(another model or LoRA rank?)"
+                f"{what}: {key} does not match this model: {problem} (truncated, another model or LoRA rank?)"
             )
     with torch.no_grad():
         for model, saved in ((unet, release.state_unet), (vae, release.state_vae)):

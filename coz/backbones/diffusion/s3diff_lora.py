@@ -51,6 +51,7 @@ from torch import nn
 from coz.backbones.diffusion.lora_formats import load_torch_file, read_lora_file, write_lora_file
 from coz.errors import CozError
 from coz.run.atomic import write_atomic
+from coz.run.weights import mismatch, shapes
 
 UNET_ADAPTER = "default"
 VAE_ADAPTER = "vae_skip"
@@ -335,19 +336,11 @@ def _same_targets(a, b) -> bool:
 
 
 def _check_state(path: Path, what: str, own: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = sorted(set(own) - set(given)), sorted(set(given) - set(own))
-    if missing or unexpected:
+    if problem := mismatch(shapes(own), given):
         raise CozError(
-            f"S3Diff weights {path}: {what} does not match this model: {len(missing)} missing "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); "
-            "truncated, or saved for another base model?"
+            f"S3Diff weights {path}: {what} does not match this model: {problem} "
+            "(truncated, or saved for another base model or LoRA rank?)"
         )
-    for k, v in own.items():
-        if given[k].shape != v.shape:
-            raise CozError(
-                f"S3Diff weights {path}: {what} {k} has shape {tuple(given[k].shape)}, expected "
-                f"{tuple(v.shape)} (another base model or LoRA rank?)"
-            )
 
 
 def load_release(

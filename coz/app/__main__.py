@@ -1,0 +1,5 @@
+"""``python -m coz.app``: see :mod:`coz.app`."""
+
+from coz.app import main
+
+main()

@@ -1,0 +1,78 @@
+"""Serving the page: a private working folder, the limits, and clean-up when the server stops.
+
+Everything the server writes (uploads, results, Gradio's own files) lives in one temporary working
+folder, which is also the only folder whose files any route serves (``allowed_paths`` stays empty:
+not the folder the server was started in, not the samples). It is removed when the server stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+log = logging.getLogger("coz.app")
+
+
+def launch(cfg: DictConfig, block: bool = True):
+    """Serve the page; with ``block=False`` return (demo, url, work_dir) at once (tests)."""
+    work_dir = Path(tempfile.mkdtemp(prefix="coz-app-")).resolve()
+    # Gradio's upload folder and file cache, read when the page is built: ours, and gone with us
+    os.environ["GRADIO_TEMP_DIR"] = str(work_dir)
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(work_dir / "examples")  # else .gradio/ under the cwd
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if block:  # stopped with Ctrl-C or a TERM signal: results and uploads go too
+        atexit.register(shutil.rmtree, work_dir, True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        demo, url = _serve(cfg, work_dir, block)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    if block:
+        demo.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return None
+    return demo, url, work_dir
+
+
+def _serve(cfg: DictConfig, work_dir: Path, block: bool):
+    import gradio as gr
+    from starlette.middleware import Middleware
+
+    from coz.app.page import build_demo
+    from coz.app.service import ZoomService
+    from coz.app.uploads import UploadGuard
+
+    service = ZoomService(cfg, work_dir)
+    max_bytes = int(float(cfg.max_upload_mb) * 2**20)
+    guard = Middleware(UploadGuard, folder=str(work_dir), max_bytes=max_bytes)
+    demo = build_demo(service, work_dir / "uploads")
+    log.info("backbones %s, prompt modes %s", service.backbones, service.prompts)
+    theme = gr.themes.Default(  # system fonts: the page loads nothing from the internet
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    _, url, _ = demo.launch(
+        server_name=str(cfg.host),
+        server_port=int(cfg.port),
+        prevent_thread_lock=not block,
+        quiet=not block,
+        theme=theme,
+        max_file_size=max_bytes,  # Gradio's own check of each uploaded file, as it arrives
+        allowed_paths=[],
+        app_kwargs={"middleware": [guard]},
+        footer_links=["gradio", "settings"],
+        ssr_mode=False,  # no Node server beside Python
+        pwa=False,
+        mcp_server=False,
+        enable_monitoring=False,
+        run_history=False,
+    )
+    return demo, url
