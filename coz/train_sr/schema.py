@@ -2,10 +2,9 @@
 options (conf/train_sr/degradation/): the keys, their types and what values they allow
 (:mod:`coz.run.schema`). Values and their meaning stay in the YAML. ``backbone=`` and ``logger=`` reuse
 the shared schemas; ``trainer.*`` also takes any other ``lightning.Trainer`` argument, so only the keys
-coz reads itself are declared (:class:`TrainerKeys`, checked by :func:`check_trainer`).
+coz reads itself are declared (:class:`TrainerKeys`, checked by :func:`check_trainer`)."""
 
-No ``from __future__ import annotations`` here: coz.run.schema.keys_of (the 'did you mean' of a
-mistyped override) needs each section's field type as a class, not as a string."""
+from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
