@@ -19,11 +19,11 @@ from PIL import Image
 
 from coz.backbones.base import Backbone
 from coz.full_image import FullImageOptions, super_resolve_full
-from coz.geometry import center_crop, to_pil, to_tensor
+from coz.geometry import TO_8BIT, center_crop, to_pil, to_tensor
 from coz.prompts.base import PromptExtractor
 from coz.run.timing import PhaseTimer
 
-# mode -> what a step does (implementation-facts.md, section 1)
+# mode -> what a step does (docs/fidelity.md, "The zoom chain")
 MODES = ("recursive_multiscale", "recursive", "onestep", "nearest", "bicubic", "full")
 INTERPOLATION_MODES = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
 
@@ -72,6 +72,7 @@ class ZoomChain:
         user_prompt: str = "",
         timer: PhaseTimer | None = None,
         full: FullImageOptions | None = None,
+        to_8bit: str = "backbone",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"zoom mode {mode!r} is not one of {', '.join(MODES)}")
@@ -89,6 +90,11 @@ class ZoomChain:
         if mode == "full" and factor != backbone.scale:
             raise ValueError(f"zoom=full magnifies by the backbone's {backbone.scale}x; got factor={factor}")
         self.user_prompt = user_prompt
+        # how a backbone's float output becomes the 8-bit state the next step reads: ``backbone``
+        # follows the backbone's release (the diffusion scripts truncate, CNN code rounds)
+        if to_8bit not in ("backbone", *TO_8BIT):
+            raise ValueError(f"zoom.to_8bit={to_8bit!r}: use backbone, {' or '.join(TO_8BIT)}")
+        self.to_8bit = getattr(backbone, "to_8bit", "round") if to_8bit == "backbone" else to_8bit
         self.timer = timer or PhaseTimer()
         self.full = full or FullImageOptions()
         self._names: list[str] = []  # of the images being zoomed, for warnings
@@ -159,6 +165,7 @@ class ZoomChain:
             user_prompt=self.user_prompt,
             timer=self.timer,
             original=x0,
+            rule=self.to_8bit,
         )
         self.check_clip(
             result.prompts, [f"{name}, x{scale}, tile {j + 1}" for j in range(len(result.prompts))]
@@ -195,7 +202,7 @@ class ZoomChain:
             extra["low_res"] = to_tensor(small).to(self.backbone.device)
         with self.timer.phase("sr"), torch.inference_mode():
             out = self.backbone.upscale(batch, prompts, **extra)
-        states = to_pil(out)
+        states = to_pil(out, self.to_8bit)
         if states[0].size != (self.size, self.size):
             raise RuntimeError(
                 f"backbone {self.backbone.name} returned {states[0].width}x{states[0].height}, "

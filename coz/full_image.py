@@ -1,5 +1,5 @@
 """Full-image super-resolution under Chain-of-Zoom (``zoom=full``; paper Appendix H and the
-authors' later full-image script, implementation-facts.md section 3).
+authors' later full-image script, docs/fidelity.md "OSEDiff-SD3 inference and full-image SR").
 
 A step magnifies the *whole* current image 4x instead of its center quarter:
 
@@ -99,10 +99,11 @@ def pil_to_uint8(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).unsqueeze(0)
 
 
-def float_to_pil(x: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) float in [0, 1] -> 8-bit RGB, rounding; works in place on ``x`` (no full-size
-    float copies of a large image)."""
-    pixels = x[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)
+def float_to_pil(x: torch.Tensor, rule: str = "round") -> Image.Image:
+    """(1, 3, H, W) float in [0, 1] -> 8-bit RGB, rounding or truncating (``rule``, see
+    :func:`coz.geometry.to_8bit`); works in place on ``x`` (no full-size float copies of a large image)."""
+    scaled = x[0].clamp_(0, 1).mul_(255)
+    pixels = (scaled.round_() if rule == "round" else scaled.floor_()).to(torch.uint8).permute(1, 2, 0)
     return Image.fromarray(np.ascontiguousarray(pixels.cpu().numpy()))
 
 
@@ -127,9 +128,11 @@ def super_resolve_full(
     user_prompt: str = "",
     timer: PhaseTimer | None = None,
     original: Image.Image | None = None,
+    rule: str = "round",
 ) -> FullStepResult:
     """One full-image step: ``image`` (w x h) -> its ``backbone.scale``-times magnification.
-    ``original``: the zoom's x0, the VLM's fixed first image under ``options.context == "input"``."""
+    ``original``: the zoom's x0, the VLM's fixed first image under ``options.context == "input"``;
+    ``rule``: how the result becomes 8-bit (:func:`coz.geometry.to_8bit`)."""
     timer = timer or PhaseTimer()
     w, h = image.size
     f = backbone.scale
@@ -176,5 +179,5 @@ def super_resolve_full(
                 f"backbone {backbone.name} returned {out.shape[-1]}x{out.shape[-2]} for full-image SR, "
                 f"expected {w * f}x{h * f}"
             )
-        state = float_to_pil(out)
+        state = float_to_pil(out, rule)
     return FullStepResult(state, up, prompts, tiles)

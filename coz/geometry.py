@@ -1,4 +1,4 @@
-"""The zoom geometry of Chain-of-Zoom (implementation-facts.md, section 1), on PIL images.
+"""The zoom geometry of Chain-of-Zoom (docs/fidelity.md, "The zoom chain"), on PIL images.
 
 The official code crops and resizes PIL images; doing the same here keeps every scale-state
 pixel-compatible with it. Tensors appear only at the backbone boundary.
@@ -40,12 +40,20 @@ def to_tensor(images: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
-def to_pil(batch: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [0, 1] -> 8-bit RGB PIL images, rounding to the nearest level.
+TO_8BIT = ("round", "truncate")
 
-    (The official script truncates with ToPILImage; rounding is unbiased, a difference of at
-    most one grey level.)
-    """
-    pixels = batch.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
-    pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+
+def to_8bit(x: torch.Tensor, rule: str = "round") -> torch.Tensor:
+    """Float pixels in [0, 1] -> uint8, by ``rule``: ``round`` to the nearest level, or
+    ``truncate`` as the released diffusion scripts' ``ToPILImage`` does (``mul(255).byte()``: on
+    average half a level darker, and the chain feeds each state to the next step)."""
+    if rule not in TO_8BIT:
+        raise ValueError(f"8-bit rule {rule!r}: use one of {', '.join(TO_8BIT)}")
+    scaled = x.detach().float().clamp(0, 1).mul(255)
+    return (scaled.round() if rule == "round" else scaled.floor()).to(torch.uint8)
+
+
+def to_pil(batch: torch.Tensor, rule: str = "round") -> list[Image.Image]:
+    """(B, 3, H, W) in [0, 1] -> 8-bit RGB PIL images, by :func:`to_8bit`'s ``rule``."""
+    pixels = to_8bit(batch, rule).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
     return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]

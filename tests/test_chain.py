@@ -157,3 +157,32 @@ def test_a_prompt_clip_cuts_is_reported_with_its_image_and_step(caplog):
     labels = [r.getMessage() for r in caplog.records]
     assert len(labels) == 4
     assert any("dog, x16" in m for m in labels) and any("cat, x4" in m for m in labels)
+
+
+class ConstantRestorer(Backbone):
+    """A diffusion-style backbone whose restored view is one grey level between two 8-bit values."""
+
+    takes_upsampled_input = True
+    to_8bit = "truncate"
+    name = "constant"
+
+    def upscale(self, images, prompts):
+        return torch.full_like(images, 100.7 / 255)
+
+
+@pytest.mark.parametrize(("to_8bit", "level"), [("backbone", 100), ("truncate", 100), ("round", 101)])
+def test_states_become_8_bit_as_the_backbones_release_saves_them(to_8bit, level):
+    # the released diffusion scripts: ToPILImage()(x) = x.mul(255).byte(): 100.7 -> 100; rounding: 101
+    x0 = Image.new("RGB", (32, 32), (10, 20, 30))
+    chain = ZoomChain("recursive", ConstantRestorer(), NullPrompt(), steps=2, size=32, to_8bit=to_8bit)
+    (zoom,) = chain.run([x0])
+    assert all(np.all(np.asarray(s) == level) for s in zoom.states[1:])
+    with pytest.raises(ValueError, match="zoom.to_8bit='floor'"):
+        ZoomChain("recursive", ConstantRestorer(), NullPrompt(), steps=1, size=32, to_8bit="floor")
+
+
+def test_diffusion_backbones_truncate_and_cnns_round_by_default():
+    from coz.backbones.cnn.backbone import CnnBackbone
+    from coz.backbones.diffusion.one_step import OneStepDiffusion
+
+    assert (OneStepDiffusion.to_8bit, CnnBackbone.to_8bit) == ("truncate", "round")

@@ -1,4 +1,4 @@
-"""Prompt behaviours of the authors' released code (issue 15; implementation-facts.md section 2):
+"""Prompt behaviours of the authors' released code (issue 15; docs/fidelity.md "Prompts"):
 RAM's per-class threshold file, RAM's legacy-key and non-strict loading, max_new_tokens per release,
 OSEDiff-SD2.1's prompt format."""
 

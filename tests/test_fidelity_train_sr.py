@@ -1,4 +1,4 @@
-"""The released SD3 training recipe (issue 15; implementation-facts.md section 4): the regulariser's
+"""The released SD3 training recipe (issue 15; docs/fidelity.md "Training the SR backbone"): the regulariser's
 x0-space loss, one DMD timestep per batch, the fake LoRA on the adaLN-zero linears, proportional
 draws over concatenated lists, 8-bit rounding after the resize back, effective batch 4 in fp32."""
 
@@ -82,7 +82,30 @@ def test_sd3_fake_lora_sits_on_the_adaln_zero_linears_with_batch_timesteps_and_x
     assert (reg.timesteps, reg.loss_space, reg.dmd_t_range) == ("batch", "x0", (0, 1000))
     sigma = reg.family.sigma(torch.arange(1000))
     assert torch.equal(sigma, sigma.half().float()) and reg.family.sigma_fp16  # rounded to fp16, as released
-    assert 0.002 < float(sigma.min()) < 0.004 and float(sigma.max()) == 1.0  # the whole shifted schedule
+
+
+def test_dmd_sigma_grid_is_set_timesteps_1000_and_the_transformer_gets_the_unrounded_timestep():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    # the released port: scheduler.set_timesteps(1000); t = timesteps[int(1000 u)]; sigma = t / 1000
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(1000)
+    released = (scheduler.timesteps / 1000).flip(0)  # ascending, as coz's t
+    family = FlowScore(ToyFlowDenoiser(), shift=3.0, sigma_fp16=True)
+    exact = family.exact_sigma(torch.arange(1000)).flatten()
+    torch.testing.assert_close(exact, released, atol=1e-6, rtol=0)
+    # end points by hand: the training grid's lowest sigma 3 s / (1 + 2 s), s = 1/1000, shifted again
+    low = 3 * 0.001 / 1.002
+    assert float(exact[0]) == pytest.approx(3 * low / (1 + 2 * low), abs=1e-7)  # 0.008929, not 0.0030
+    assert float(exact[-1]) == pytest.approx(1.0)
+    # the transformer gets t = sigma * 1000 unrounded; z_t and x0 use sigma rounded to fp16
+    seen = []
+    family.denoiser.forward = lambda **kw: seen.append(kw["timestep"]) or (kw["hidden_states"] * 0,)
+    t = torch.tensor([1, 500])
+    family.predict(torch.zeros(2, 4, 2, 2), t, COND)
+    torch.testing.assert_close(seen[0], exact[t] * 1000, atol=0, rtol=0)
+    assert not torch.equal(exact[t], exact[t].half().float())
+    torch.testing.assert_close(family.sigma(t).flatten(), exact[t].half().float(), atol=0, rtol=0)
 
 
 def test_prob_size_draws_sources_in_proportion_to_their_length(tmp_path):
@@ -126,3 +149,91 @@ def test_paper_preset_composes_to_effective_batch_4_in_fp32_with_the_two_stage_s
     assert [s["prob"] for s in cfg["data"]["sources"]] == ["size", "size"]
     assert [s["steps"] for s in cfg["stages"]] == [25000, 20000]  # the paper's schedule stays the default
     assert cfg["degradation"]["round_8bit"] is True
+
+
+# OSEDiff's initialize_unet (released train code): weight names without "bias"/"norm" that contain one
+# of these patterns; the first pattern that matches files the layer by where it sits.
+OSEDIFF_UNET_PATTERNS = (
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut",
+    "conv_out", "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj",
+)  # fmt: skip
+
+
+def _osediff_adapter_lists(unet: nn.Module) -> dict[str, list[str]]:
+    lists = {"default_encoder": [], "default_decoder": [], "default_others": []}
+    for name, _ in unet.named_parameters():
+        if "bias" in name or "norm" in name or not any(p in name for p in OSEDIFF_UNET_PATTERNS):
+            continue
+        if "down_blocks" in name or "conv_in" in name:
+            lists["default_encoder"].append(name.replace(".weight", ""))
+        elif "up_blocks" in name or "conv_out" in name:
+            lists["default_decoder"].append(name.replace(".weight", ""))
+        else:
+            lists["default_others"].append(name.replace(".weight", ""))
+    return lists
+
+
+def _sd21_regulariser(**overrides):
+    from omegaconf import OmegaConf
+
+    from coz.backbones.diffusion.sd21 import OSEDiffSD21
+    from coz.train_sr.generators import SD21Generator
+
+    cfg = OmegaConf.load("conf/train_sr/train_sr.yaml").regulariser
+    for key, value in overrides.items():
+        cfg[key] = value
+    return SD21Generator(OSEDiffSD21.tiny()).regulariser(cfg)
+
+
+def test_sd21_fake_unet_trains_only_the_adapter_diffusers_leaves_active():
+    from peft import LoraConfig
+
+    from coz.backbones.tiny.sd21 import tiny_sd21_components
+
+    # OSEDiff's fake UNet: three add_adapter calls and no set_adapter; diffusers activates the last one
+    unet = tiny_sd21_components(0)["unet"]
+    lists = _osediff_adapter_lists(unet)
+    for adapter, targets in lists.items():
+        unet.add_adapter(
+            LoraConfig(r=4, init_lora_weights="gaussian", target_modules=targets), adapter_name=adapter
+        )
+    active = unet.active_adapters()
+    assert active == ["default_others"]
+    trained = sorted(n for n, m in unet.named_modules() if hasattr(m, "lora_A") and active[0] in m.lora_A)
+    assert trained == sorted(lists["default_others"]) and all(n.startswith("mid_block.") for n in trained)
+
+    assert sorted(_sd21_regulariser().fake.names) == trained  # the default: as released
+    every = sorted(n for names in lists.values() for n in names)
+    assert sorted(_sd21_regulariser(fake_adapters="all").fake.names) == every  # the switch: all three
+    assert len(trained) < len(every) / 3
+
+
+def test_sd21_generator_has_one_adamw_over_unet_lora_conv_in_and_vae_lora():
+    from coz.backbones.diffusion.sd21 import OSEDiffSD21
+    from coz.train_sr.generators import SD21Generator
+
+    backbone = OSEDiffSD21.tiny()
+    groups = SD21Generator(backbone).optimiser_groups()
+    # OSEDiff's layers_to_opt: UNet params named "lora", all of conv_in, VAE params named "lora"
+    released = [p for n, p in backbone.unet.named_parameters() if "lora" in n]
+    released += list(backbone.unet.conv_in.parameters()) + [
+        p for n, p in backbone.vae.named_parameters() if "lora" in n
+    ]
+    assert len(groups) == 1  # one optimiser, so max_grad_norm clips them jointly
+    (params,) = groups.values()
+    assert {id(p) for p in params} == {id(p) for p in released} and len(params) == len(set(map(id, params)))
+
+
+def test_paper_osediff_preset_is_the_papers_stated_effective_batch_16_in_fp16_mixed():
+    # paper B.3: batch size and lr follow OSEDiff's defaults; OSEDiff's README: 4 GPUs x --train_batch_size=4,
+    # --gradient_accumulation_steps=1, --mixed_precision fp16, --learning_rate=5e-5
+    out = subprocess.run(
+        [sys.executable, "-m", "coz.train_sr", "experiment=paper_osediff", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cfg = yaml.safe_load(out.stdout)
+    effective = cfg["data"]["batch_size"] * cfg["optim"]["accumulate"] * cfg["trainer"]["devices"]
+    assert (effective, cfg["trainer"]["precision"], cfg["optim"]["lr"]) == (4 * 4 * 1, "16-mixed", 5e-5)
+    assert [s["prob"] for s in cfg["data"]["sources"]] == ["size", "size"]  # the rest is experiment=paper's

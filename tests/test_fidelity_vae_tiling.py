@@ -1,5 +1,8 @@
-"""The shared-GroupNorm tiled VAE of the authors' full-image script (issue 15; implementation-facts.md
-section 3): on a tiny VAE it is close to the untiled encode/decode, far closer than independent tiles."""
+"""The tiled VAE of the authors' full-image script (issues 15 and 26; docs/fidelity.md, "OSEDiff-SD3
+inference and full-image SR"): VAEHook's tile split, its no-tiling threshold and its fast mode (every
+GroupNorm's statistics taken once from a copy shrunk to the tile size), each checked against the
+released arithmetic worked by hand or against diffusers' own encoder with its GroupNorms pinned; the
+exact shared statistics (``shared_norm``) stay close to the untiled VAE."""
 
 from __future__ import annotations
 
@@ -7,8 +10,17 @@ from fractions import Fraction
 
 import pytest
 import torch
+from torch import nn
 
-from coz.backbones.diffusion.vae_tiling import core_boxes, shared_norm_decode, shared_norm_encode
+from coz.backbones.diffusion.vae_tiling import (
+    core_boxes,
+    encoder_steps,
+    estimate_statistics,
+    needs_tiles,
+    shrunk_copy,
+    tiled_decode,
+    tiled_encode,
+)
 from coz.backbones.tiny.parts import tiny_vae
 from coz.tiling import tiled_apply
 
@@ -22,25 +34,147 @@ def vae_and_image():
     return vae, x
 
 
-def test_cores_cover_the_image_once_on_the_latent_grid():
-    boxes = core_boxes(200, 136, 64, 8)
-    covered = torch.zeros(200, 136)
-    for t, le, b, r in boxes:
-        covered[t:b, le:r] += 1
-        assert all(v % 8 == 0 or v in (200, 136) for v in (t, le, b, r))
-    assert torch.all(covered == 1)
+def test_core_boxes_split_as_vaehook():
+    # VAEHook: n = ceil((side - 2 pad) / tile); tile ceil((side - 2 pad) / n) rounded up to a multiple
+    # of 32 that fits; cores start at pad + j * tile, the first from 0, the last to the side.
+    # Decoder, 256 latents, tile 128, pad 11: n = ceil(234 / 128) = 2, ceil(234 / 2) = 117 -> 128.
+    assert core_boxes(256, 256, 128, 11) == [
+        (0, 0, 139, 139),
+        (0, 139, 139, 256),
+        (139, 0, 256, 139),
+        (139, 139, 256, 256),
+    ]
+    # Encoder, 1600 x 2048 px, tile 1024, pad 32: rows n = 2, ceil(1536 / 2) = 768 (already x32) ->
+    # cut at 800; columns n = 2, 992 (x32) -> cut at 1024.
+    assert core_boxes(1600, 2048, 1024, 32) == [
+        (0, 0, 800, 1024),
+        (0, 1024, 800, 2048),
+        (800, 0, 1600, 1024),
+        (800, 1024, 1600, 2048),
+    ]
+    # 3 tiles of 300 latents: n = ceil(278 / 128) = 3, ceil(278 / 3) = 93 -> 96: cuts 107, 203.
+    assert [b[2] for b in core_boxes(300, 10, 128, 11)] == [107, 203, 300]
+    for h, w in ((200, 136), (1100, 3000), (151, 160)):
+        covered = torch.zeros(h, w)
+        for t, le, b, r in core_boxes(h, w, 64, 8):
+            covered[t:b, le:r] += 1
+        assert torch.all(covered == 1)
+
+
+def test_no_tiling_up_to_tile_plus_two_pads(vae_and_image):
+    assert not needs_tiles(1088, 1088, 1024, 32) and needs_tiles(1096, 8, 1024, 32)  # encoder
+    assert not needs_tiles(150, 150, 128, 11) and needs_tiles(151, 150, 128, 11)  # decoder
+    vae, x = vae_and_image
+    small = x[..., :80, :80]  # 80 <= 64 + 2 x 8: the plain encoder, exactly
+    with torch.no_grad():
+        assert torch.equal(tiled_encode(vae, small, tile=64, pad=8), vae.encoder(small))
+
+
+def _group_norm_inputs(net: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-group (mean, biased variance) of every GroupNorm's input in a plain forward of ``net``."""
+    seen = []
+
+    def record(module, args):
+        grouped = args[0].reshape(module.num_groups, -1)
+        seen.append((grouped.mean(1), grouped.var(1, unbiased=False)))
+
+    hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def _pinned_forward(net: nn.Module, x: torch.Tensor, stats: list) -> torch.Tensor:
+    """``net(x)`` with its GroupNorms, in call order, using the given statistics."""
+    calls = iter(stats)
+
+    def pin(module, args, out):
+        mean, var = next(calls)
+        grouped = args[0].reshape(1, module.num_groups, -1)
+        y = ((grouped - mean.view(1, -1, 1)) / torch.sqrt(var.view(1, -1, 1) + module.eps)).reshape_as(
+            args[0]
+        )
+        shape = (1, -1) + (1,) * (args[0].dim() - 2)
+        return y * module.weight.view(shape) + module.bias.view(shape)
+
+    hooks = [m.register_forward_hook(pin) for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    with torch.no_grad():
+        out = net(x)
+    for h in hooks:
+        h.remove()
+    return out
+
+
+def test_shrunk_copy_is_the_released_nearest_exact_copy_with_channel_statistics_restored(vae_and_image):
+    _, x = vae_and_image  # 128 px, tile 64: scale 1/2, nearest-exact reads source pixel 2i + 1
+    pick = x[..., 1::2, 1::2]
+    std, mean = torch.std_mean(x, dim=(0, 2, 3), keepdim=True)  # unbiased, as torch.std_mean
+    expected = (pick - pick.mean((0, 2, 3), keepdim=True)) / pick.std((0, 2, 3), keepdim=True) * std + mean
+    expected = expected.clamp(x.min(), x.max())
+    torch.testing.assert_close(shrunk_copy(x, 64), expected, atol=1e-6, rtol=0)
+
+
+def test_fast_statistics_are_those_of_the_shrunk_copy_through_the_plain_encoder(vae_and_image):
+    vae, x = vae_and_image
+    small = shrunk_copy(x, 64)
+    with torch.no_grad():
+        ours = estimate_statistics(encoder_steps(vae.encoder), small)
+    plain = _group_norm_inputs(vae.encoder, small)
+    assert len(ours) == len(plain) > 10
+    for (m, v), (pm, pv) in zip(ours, plain, strict=True):
+        torch.testing.assert_close(m, pm, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(v, pv, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_fast_mode_is_each_padded_tile_through_the_plain_net_with_the_shrunk_copys_statistics(
+    vae_and_image, part
+):
+    vae, x = vae_and_image
+    with torch.no_grad():
+        if part == "encoder":
+            net, source, tile, pad, scale = vae.encoder, x, 64, 8, Fraction(1, 8)  # cores 0-72-128 px
+        else:
+            z = vae.encode(x).latent_dist.mean
+            z = z if vae.post_quant_conv is None else vae.post_quant_conv(z)
+            net, source, tile, pad, scale = vae.decoder, z, 8, 2, 8  # 16 latents: cores 0-10-16
+        stats = _group_norm_inputs(net, shrunk_copy(source, tile))
+        expected = None
+        for top, left, bottom, right in core_boxes(*source.shape[-2:], tile, pad):
+            pt, pl = max(0, top - pad), max(0, left - pad)
+            piece = source[..., pt : bottom + pad, pl : right + pad]
+            y = _pinned_forward(net, piece, stats)
+            if expected is None:
+                h, w = source.shape[-2:]
+                expected = y.new_zeros(1, y.shape[1], int(h * scale), int(w * scale))
+            expected[..., int(top * scale) : int(bottom * scale), int(left * scale) : int(right * scale)] = y[
+                ...,
+                int((top - pt) * scale) : int((bottom - pt) * scale),
+                int((left - pl) * scale) : int((right - pl) * scale),
+            ]
+        if part == "encoder":
+            ours = tiled_encode(vae, x, tile, pad, "fast")
+            expected = vae.quant_conv(expected) if vae.quant_conv is not None else expected
+        else:
+            ours = tiled_decode(vae, vae.encode(x).latent_dist.mean, tile, pad, "fast")
+    assert len(core_boxes(*source.shape[-2:], tile, pad)) == 4
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
 
 
 @torch.no_grad()
 def test_shared_statistics_encode_is_close_to_untiled_and_far_closer_than_independent_tiles(vae_and_image):
     vae, x = vae_and_image
     untiled = vae.encode(x).latent_dist.mean
-    shared = shared_norm_encode(vae, x, tile=64, pad=32).chunk(2, dim=1)[0]  # 4 tiles
+    shared = tiled_encode(vae, x, tile=48, pad=32, statistics="shared_norm").chunk(2, dim=1)[
+        0
+    ]  # cores 0-64-128
     independent = tiled_apply(lambda t, _: vae.encode(t).latent_dist.mean, x, 64, 16, Fraction(1, 8))
     err_shared = (shared - untiled).abs().mean().item()
     err_independent = (independent - untiled).abs().mean().item()
     assert err_shared < 0.2 * err_independent, (err_shared, err_independent)
-    one_tile = shared_norm_encode(vae, x, tile=1024, pad=32).chunk(2, dim=1)[0]
+    one_tile = tiled_encode(vae, x, tile=1024, pad=32, statistics="shared_norm").chunk(2, dim=1)[0]
     torch.testing.assert_close(one_tile, untiled, atol=1e-4, rtol=0)  # one tile: exactly the VAE
 
 
@@ -49,18 +183,18 @@ def test_shared_statistics_decode_is_close_to_untiled_and_far_closer_than_indepe
     vae, x = vae_and_image
     z = vae.encode(x).latent_dist.mean  # (1, 16, 16, 16)
     untiled = vae.decode(z).sample
-    shared = shared_norm_decode(vae, z, tile=8, pad=4)  # 4 tiles
+    shared = tiled_decode(vae, z, tile=8, pad=2, statistics="shared_norm")  # 4 tiles
     independent = tiled_apply(lambda t, _: vae.decode(t).sample, z, 8, 2, 8)
     err_shared = (shared - untiled).abs().mean().item()
     err_independent = (independent - untiled).abs().mean().item()
     assert err_shared < 0.5 * err_independent, (err_shared, err_independent)
 
 
-def test_zoom_full_defaults_to_the_shared_statistics_vae(compose_zoom):
+def test_zoom_full_defaults_to_the_released_fast_mode_vae(compose_zoom):
     from coz.full_image import FullImageOptions
 
     options = FullImageOptions.from_config(compose_zoom(["zoom=full", "input=x.png"]).zoom)
-    assert (options.vae_tiling, options.vae_encoder_pad, options.vae_decoder_pad) == ("shared_norm", 32, 11)
+    assert (options.vae_tiling, options.vae_encoder_pad, options.vae_decoder_pad) == ("fast", 32, 11)
     with pytest.raises(ValueError, match="zoom.vae_tiling='gaussian'"):
         FullImageOptions(vae_tiling="gaussian")
 

@@ -1,4 +1,4 @@
-"""The zoom geometry of implementation-facts.md, section 1."""
+"""The zoom geometry of docs/fidelity.md, "The zoom chain"."""
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ from coz.run.cli import rewrite_overrides, tool_config_dir
 from coz.train_grpo.tool import _fit, preflight, run
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = ("none", "smoke", "figure6", "figure7", "rule")
+PRESETS = ("none", "smoke", "figure6", "figure7", "rule", "swift", "unbiased")
 # The tiny rollouts: top-10 sampling concentrates the random policy enough that a rule-rewarded word
 # appears in some completions of a group and not others (a learning signal from the first step).
 TARGET = "Illuminate"

@@ -1,5 +1,5 @@
 """Qwen2.5-VL prompt extraction with the tiny offline twin: messages, template, batching, adapters,
-errors (implementation-facts.md section 2)."""
+errors (docs/fidelity.md "Prompts")."""
 
 from __future__ import annotations
 

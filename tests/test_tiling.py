@@ -28,11 +28,22 @@ def test_tiles_cover_the_image_with_the_requested_overlap():
         tile_starts(100, 16, 16)
 
 
-def test_gaussian_window_is_centred_and_positive():
-    w = gaussian_window(64, 48)
-    assert w.shape == (64, 48) and w.min() > 0
-    assert torch.equal(w, w.flip(0)) and torch.equal(w, w.flip(1))
-    assert w[0, 0] / w[31, 23] < 1e-9  # tile corners hardly count where another tile covers them
+def test_gaussian_window_is_centred_as_released_h_over_2_on_y_and_w_minus_1_over_2_on_x():
+    import numpy as np
+
+    # the released full-image script's _make_gaussian (the tiled-diffusion weights), variance 0.01:
+    # x centred at (w - 1) / 2, y at h / 2, each offset divided by its own side
+    h, w, var = 64, 48, 0.01
+    ys = np.exp(-(((np.arange(h) - h / 2) / h) ** 2) / (2 * var)) / np.sqrt(2 * np.pi * var)
+    xs = np.exp(-(((np.arange(w) - (w - 1) / 2) / w) ** 2) / (2 * var)) / np.sqrt(2 * np.pi * var)
+    window = gaussian_window(h, w)
+    torch.testing.assert_close(window, torch.from_numpy(np.outer(ys, xs)).float(), atol=1e-6, rtol=1e-6)
+    assert window.min() > 0 and int(window[:, 0].argmax()) == h // 2  # one peak row: h / 2
+    assert torch.equal(window, window.flip(1)) and not torch.equal(window, window.flip(0))
+    assert float(window[0, 0] / window[-1, 0]) == pytest.approx(
+        np.exp(-((32 / 64) ** 2 - (31 / 64) ** 2) / 0.02)
+    )
+    assert window[0, 0] / window[32, 23] < 1e-9  # tile corners hardly count where another tile covers them
 
 
 def test_pointwise_and_upscaling_functions_are_exact():

@@ -63,7 +63,9 @@ def test_each_tool_lists_only_its_own_groups():
     for tool in GROUPS:
         _, text = composed(tool, ["input=x"] if tool == "zoom" else [])
         assert groups_of(text) == GROUPS[tool], tool
-    assert "experiment: cnn, none, paper, slurm, smoke, tiny_sd21" in composed("train_sr", [])[1]
+    assert (
+        "experiment: cnn, none, paper, paper_osediff, slurm, smoke, tiny_sd21" in composed("train_sr", [])[1]
+    )
 
 
 @pytest.mark.parametrize("tool", sorted(GROUPS))

@@ -1,4 +1,5 @@
-"""The Real-ESRGAN degradation: kernels and draws per item (loader), the batched pipeline (device)."""
+"""The Real-ESRGAN degradation: kernels and draws per item (loader), the pipeline on the device, each
+image with its own draws and the diffusion view rounded once after the resize back, as released."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ import io
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import default_collate
 
 from coz.run.cli import CONFIG_DIR
-from coz.train_sr.degradation import add_noise, bicubic_degrade, filter2d, realesrgan_degrade
+from coz.train_sr.degradation import (
+    add_noise,
+    bicubic_degrade,
+    filter2d,
+    realesrgan_degrade,
+    training_view,
+)
 from coz.train_sr.jpeg import jpeg
-from coz.train_sr.kernels import KERNEL_SIZE, batch_draws, item_draws
+from coz.train_sr.kernels import KERNEL_SIZE, item_draws, resize_draws
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +32,7 @@ def deg() -> dict:
 
 @pytest.fixture(scope="module")
 def many_draws(deg) -> list[dict]:
-    return [item_draws(7, i, i, deg) for i in range(300)]
+    return [item_draws(7, i, deg) for i in range(300)]
 
 
 def test_config_holds_the_papers_numbers(deg):
@@ -42,10 +50,10 @@ def test_kernels_are_normalised_and_seeded(deg, many_draws):
             k = d[key]
             assert k.shape == (KERNEL_SIZE, KERNEL_SIZE)
             assert abs(float(k.sum()) - 1) < 1e-4
-    again = item_draws(7, 3, 3, deg)
+    again = item_draws(7, 3, deg)
     for key, value in many_draws[3].items():
         assert torch.equal(value, again[key]), key
-    assert not torch.equal(item_draws(8, 3, 3, deg)["kernel1"], again["kernel1"])
+    assert not torch.equal(item_draws(8, 3, deg)["kernel1"], again["kernel1"])
 
 
 def test_draws_have_the_configured_statistics(deg, many_draws):
@@ -64,7 +72,7 @@ def test_draws_have_the_configured_statistics(deg, many_draws):
     assert sig1.min() >= 1 and sig1.max() <= 30 and sig2.max() <= 25
     q = np.array([float(d["jpeg1"]) for d in many_draws])
     assert q.min() >= 30 and q.max() <= 95 and abs(q.mean() - 62.5) < 4
-    scales = np.array([float(batch_draws(7, i, deg)["scale1"]) for i in range(300)])
+    scales = np.array([float(resize_draws(7, i, deg)["scale1"]) for i in range(300)])
     assert abs(np.mean(scales > 1) - 0.2) < 0.08 and abs(np.mean(scales < 1) - 0.7) < 0.08
     assert scales.min() >= 0.15 and scales.max() <= 1.5
 
@@ -72,14 +80,40 @@ def test_draws_have_the_configured_statistics(deg, many_draws):
 def test_pipeline_output_range_size_and_determinism(deg):
     torch.manual_seed(0)
     hr = torch.rand(3, 3, 64, 64)
-    draws = default_collate([item_draws(1, 10 + i, 0, deg) for i in range(3)])
+    draws = default_collate([item_draws(1, 10 + i, deg) for i in range(3)])
     lr = realesrgan_degrade(hr, draws)
     assert lr.shape == (3, 3, 16, 16)
     assert lr.min() >= 0 and lr.max() <= 1
     assert torch.equal(lr, torch.round(lr * 255) / 255)  # 8-bit values
     assert torch.equal(lr, realesrgan_degrade(hr, draws))  # the draws fix everything
-    other = default_collate([item_draws(2, 10 + i, 0, deg) for i in range(3)])
+    other = default_collate([item_draws(2, 10 + i, deg) for i in range(3)])
     assert not torch.equal(lr, realesrgan_degrade(hr, other))
+
+
+def test_each_image_is_degraded_with_its_own_draws_as_the_released_dataset(deg):
+    torch.manual_seed(1)
+    hr = torch.rand(3, 3, 64, 64)
+    items = [item_draws(5, i, deg) for i in range(3)]
+    assert len({float(d["scale1"]) for d in items}) == 3  # three different first-stage resizes
+    batch = realesrgan_degrade(hr, default_collate(items))
+    for i, d in enumerate(items):
+        alone = realesrgan_degrade(hr[i : i + 1], default_collate([d]))
+        assert torch.equal(batch[i : i + 1], alone)
+
+
+def test_diffusion_view_is_rounded_once_after_the_resize_back(deg):
+    torch.manual_seed(2)
+    hr = torch.rand(2, 3, 64, 64)
+    draws = default_collate([item_draws(3, i, deg) for i in range(2)])
+    lr = realesrgan_degrade(hr, draws, round_8bit=False)
+    assert not torch.equal(lr, torch.round(lr * 255) / 255)  # not rounded at 1/4 size
+    # the released degrade_process(resize_bak=True): resize back, then clamp((out * 255).round(), 0, 255) / 255
+    released = torch.clamp((F.interpolate(lr, size=(64, 64), mode="bilinear") * 255).round(), 0, 255) / 255
+    view = training_view(hr, "realesrgan", draws, 4, "bilinear", round_8bit=True)
+    torch.testing.assert_close(view, released, atol=1e-6, rtol=0)
+    twice = training_view(hr, "realesrgan", draws, 4, None)  # rounded at 1/4 (what a CNN restores) ...
+    twice = torch.round(F.interpolate(twice, size=(64, 64), mode="bilinear").clamp(0, 1) * 255) / 255
+    assert not torch.equal(view, twice)  # ... and again after the resize back: not the release
 
 
 def test_gaussian_noise_level_and_grey():

@@ -24,7 +24,7 @@ class Backbone(ABC):
     """A 4x super-resolution model as the zoom chain sees it.
 
     Two kinds of models exist in this field, and the chain feeds each what it expects
-    (implementation-facts.md, section 1):
+    (docs/fidelity.md, "The zoom chain"):
     - CNN-style SR (Real-ESRGAN): takes the low-res crop and returns it 4x larger;
       ``takes_upsampled_input = False``.
     - Diffusion SR (OSEDiff, S3Diff): takes the crop already bicubic-upsampled to the output
@@ -38,6 +38,9 @@ class Backbone(ABC):
     # estimator) sets this; the chain then passes ``low_res=`` (B, 3, size/4, size/4) to ``upscale``.
     wants_low_res: bool = False
     name: str = "backbone"
+    # How the chain turns this backbone's output into the 8-bit state the next step reads, as its
+    # release does (``zoom.to_8bit=backbone``): CNN code (Real-ESRGAN's) rounds.
+    to_8bit: str = "round"
 
     def format_prompt(self, extracted: str, user_prompt: str) -> str:
         """The text this backbone's encoders get from an extracted prompt and the user's: the

@@ -51,6 +51,7 @@ class SD3:
     text_dtype: str = one_of(*DTYPE)
     offload_text_encoders: bool = MISSING
     drop_t5: bool = MISSING
+    adaln_fp16: bool = MISSING
     latent_shift: str = one_of("test", "train", "none")
     color_fix: str = one_of(*COLOR_FIX)
     seed: int = whole(0)

@@ -54,7 +54,7 @@ def build_prompt_extractor(
 
 def max_new_tokens(value, adapter: bool, tiles: bool) -> int:
     """``prompt.max_new_tokens``; ``auto`` follows the authors' release of the setting
-    (implementation-facts.md section 2): 16 per full-image tile, 32 with the GRPO adapter (the
+    (docs/fidelity.md "Prompts"): 16 per full-image tile, 32 with the GRPO adapter (the
     later release, the only one that loads it), 128 without (the first release)."""
     if str(value) != "auto":
         return int(value)

@@ -1,4 +1,4 @@
-"""DAPE prompts: the RAM tagger with SeeSR's LoRA (paper section 4.1; implementation-facts.md section 2).
+"""DAPE prompts: the RAM tagger with SeeSR's LoRA (paper section 4.1; docs/fidelity.md "Prompts").
 
 RAM scores every tag of its list with a Query2Label-style head: each tag's label embedding is a
 query that cross-attends to the image tokens (BERT layers without self-attention), then

@@ -6,7 +6,7 @@ with R_rep and R_phrase). ``clean_prompt`` removes both from the text itself, so
 VLM gives the SR model a short set of words.
 
 The SR text encoders take the prompt verbatim and CLIP truncates it at 77 tokens (start and end
-included; implementation-facts.md section 2); ``warn_if_clip_truncates`` counts with CLIP's real
+included; docs/fidelity.md "Prompts"); ``warn_if_clip_truncates`` counts with CLIP's real
 BPE vocabulary (shipped in the ``openai-clip`` wheel) and logs one line when text is cut.
 """
 

@@ -2,8 +2,8 @@
 
 The paper fine-tunes Qwen2.5-VL with GRPO (section 3.3) and releases the adapter
 (``checkpoint-10000``: r=8, alpha=32, dropout 0.05, target regex
-``^(model).*\\.(q_proj|o_proj|gate_proj|down_proj|k_proj|up_proj|v_proj)$``; implementation-facts.md
-section 2). It was saved with transformers 4.49 module names; transformers 5 renamed them:
+``^(model).*\\.(q_proj|o_proj|gate_proj|down_proj|k_proj|up_proj|v_proj)$``; docs/fidelity.md
+"prompts"). It was saved with transformers 4.49 module names; transformers 5 renamed them:
 
     4.49                         5.x
     model.layers.*  (language)   model.language_model.layers.*
@@ -29,7 +29,7 @@ from coz.errors import CozError
 log = logging.getLogger("coz.prompts")
 
 PEFT_PREFIX = "base_model.model."
-# Paper / released adapter (implementation-facts.md section 2).
+# Paper / released adapter (docs/fidelity.md "Prompts").
 PAPER_LORA = dict(r=8, lora_alpha=32, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM")
 LANGUAGE_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -1,4 +1,4 @@
-"""Prompt extraction with Qwen2.5-VL (paper section 3.2; implementation-facts.md section 2).
+"""Prompt extraction with Qwen2.5-VL (paper section 3.2; docs/fidelity.md "Prompts").
 
 AR-2 (``zoom=recursive_multiscale``): the instruction is the SYSTEM turn, the user turn holds two
 images and no text: the previous 512 scale-state, then the bicubic zoom of its center crop. AR-1

@@ -11,7 +11,7 @@
   "texture orange fur texture orange fur ..."). Words are lower-cased runs of letters and digits,
   so "fur, texture" and "fur texture" are the same bigram (``words="letters"``); ``"whitespace"``
   is SWIFT's repetition reward, ``text.lower().split()`` with punctuation kept
-  (implementation-facts.md section 7).
+  (docs/fidelity.md "GRPO").
 
 Rewards are computed on the raw completion: the text hygiene of :mod:`coz.prompts.hygiene` is for
 inference, the rewards are what teach the VLM not to need it.

@@ -46,10 +46,6 @@ class Layout:
     def step_of_item(self, index: int) -> int:
         return (index // self.batch // self.world) // self.accumulate
 
-    def micro_batch_of_item(self, index: int) -> int:
-        """The global micro-batch (m * world + rank): the key of the draws a batch shares."""
-        return index // self.batch
-
 
 def list_source(path: str | Path, limit: int | None = None) -> list[Path]:
     """The images of one source: a folder (recursive, sorted) or a text file of paths (one per line,
@@ -173,9 +169,7 @@ class TrainingImages(Dataset):
         }
         step = self.layout.step_of_item(index)
         if self.stage_kind(step) == "realesrgan":
-            item["deg"] = item_draws(
-                self.seed, index, self.layout.micro_batch_of_item(index), self.degradation
-            )
+            item["deg"] = item_draws(self.seed, index, self.degradation)
         return item
 
 

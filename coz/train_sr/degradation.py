@@ -1,11 +1,12 @@
 """The device half of the degradations: a whole batch at once, from the draws the loader made.
 
 ``realesrgan``: Real-ESRGAN's second-order pipeline (Wang et al., ICCVW 2021, figure 2), with the
-numbers of ``conf/train_sr/degradation/realesrgan.yaml`` (implementation-facts.md section 4):
+numbers of ``conf/train_sr/degradation/realesrgan.yaml`` (docs/fidelity.md, "Training the SR
+backbone"), each image with its own draws (as the released dataset degrades it):
 
     blur(k1) -> resize(s1) -> noise -> JPEG -> blur(k2) -> resize(s2 / 4) -> noise
       -> either [resize to 1/4 + sinc] -> JPEG   or   JPEG -> [resize to 1/4 + sinc]
-      -> round to 8 bits
+      -> round to 8 bits (for diffusion backbones: only after the resize back, see :func:`training_view`)
 
 ``bicubic``: the HR crop downscaled 4x with antialiased bicubic (MATLAB ``imresize``'s kernel),
 rounded to 8 bits: the paper's "4x-specific" second stage.
@@ -75,19 +76,32 @@ def add_noise(
     return (x + noise).clamp(0, 1)
 
 
-def realesrgan_degrade(hr: torch.Tensor, draws: dict[str, torch.Tensor], scale: int = 4) -> torch.Tensor:
-    """(B, 3, H, W) HR in [0, 1] and the loader's draws -> LR (B, 3, H/scale, W/scale) in [0, 1]."""
-    h, w = hr.shape[-2:]
+def realesrgan_degrade(
+    hr: torch.Tensor, draws: dict[str, torch.Tensor], scale: int = 4, round_8bit: bool = True
+) -> torch.Tensor:
+    """(B, 3, H, W) HR in [0, 1] and the loader's per-image draws -> LR (B, 3, H/scale, W/scale) in
+    [0, 1]. Each image is degraded on its own with its own draws, as the released dataset does
+    (the intermediate sizes differ between images); ``round_8bit=False`` leaves the 8-bit rounding
+    to whoever resizes the LR view back (the released script rounds once, after that)."""
     d = {k: v.to(hr.device) for k, v in draws.items()}
+    out = torch.cat(
+        [_degrade_one(hr[i : i + 1], {k: v[i : i + 1] for k, v in d.items()}, scale) for i in range(len(hr))]
+    )
+    return torch.clamp(torch.round(out * 255.0), 0, 255) / 255.0 if round_8bit else out
+
+
+def _degrade_one(hr: torch.Tensor, d: dict[str, torch.Tensor], scale: int) -> torch.Tensor:
+    """One image (1, 3, H, W) through the two stages, unrounded (the draws ``d`` are its own)."""
+    h, w = hr.shape[-2:]
     generator = torch.Generator(device=hr.device).manual_seed(int(d["noise_seed"][0]))
 
     def mode(key: str) -> str:
         return RESIZE_MODES[int(d[key][0])]
 
-    # first degradation
+    # first degradation; the resize by factor, as released (F.interpolate(scale_factor=s1))
     out = filter2d(hr, d["kernel1"])
-    s1 = float(d["scale1"][0])
-    out = _interpolate(out, (max(1, int(h * s1)), max(1, int(w * s1))), mode("mode1"))
+    kw = {} if mode("mode1") == "area" else {"align_corners": False}
+    out = F.interpolate(out, scale_factor=float(d["scale1"][0]), mode=mode("mode1"), **kw)
     out = add_noise(
         out, d["noise1_gaussian"], d["noise1_sigma"], d["noise1_poisson_scale"], d["noise1_gray"], generator
     )
@@ -106,7 +120,32 @@ def realesrgan_degrade(hr: torch.Tensor, draws: dict[str, torch.Tensor], scale: 
     else:
         out = jpeg(out, d["jpeg2"])
         out = filter2d(_interpolate(out, size, mode("mode3")), d["sinc"])
-    return torch.clamp(torch.round(out * 255.0), 0, 255) / 255.0
+    return out
+
+
+def training_view(
+    hr: torch.Tensor,
+    kind: str,
+    draws: dict[str, torch.Tensor] | None,
+    scale: int = 4,
+    back: str | None = None,
+    round_8bit: bool = True,
+) -> torch.Tensor:
+    """What the generator restores from HR crops (B, 3, H, W) in [0, 1]: the LR batch, or with
+    ``back`` (a resize mode, ``pil_bicubic``, or ``random``: each image's own ``mode_back`` draw)
+    the LR view resized back to (H, W). Real-ESRGAN's view is rounded to 8 bits once, after the
+    resize back, as the released script does (``round_8bit``); the bicubic stage's LR is an 8-bit
+    picture before it is resized back (and rounded again), as the released bicubic class."""
+    if back is None:
+        return degrade(hr, kind, draws, scale)
+    size = hr.shape[-2:]
+    if kind != "realesrgan":
+        return resize_back(degrade(hr, kind, draws, scale), size, back, round_8bit)
+    lr = realesrgan_degrade(hr, draws, scale, round_8bit=False)
+    if back != "random":
+        return resize_back(lr, size, back, round_8bit)
+    modes = [RESIZE_MODES[int(m)] for m in draws["mode_back"]]
+    return torch.cat([resize_back(lr[i : i + 1], size, m, round_8bit) for i, m in enumerate(modes)])
 
 
 def bicubic_degrade(hr: torch.Tensor, scale: int = 4) -> torch.Tensor:

@@ -8,8 +8,9 @@ Lightning must own (so DDP syncs their gradients) and writes its weights in the 
   adaLN LoRA and the VAE-encoder LoRA, two optimisers (the authors' SD3 port); regulariser: the
   flow-matching family.
 - ``sd21`` / ``tiny_sd21``: OSEDiff-SD2.1 (:class:`coz.backbones.diffusion.sd21.OSEDiffSD21`): the UNet's
-  three LoRA adapters plus the fully trained ``conv_in``, and the VAE LoRA; regulariser: DDPM
-  epsilon with CFG 7.5 and a negative prompt in the real branch (OSEDiff's defaults).
+  three LoRA adapters plus the fully trained ``conv_in``, and the VAE LoRA, in ONE optimiser (as
+  OSEDiff); regulariser: DDPM epsilon with CFG 7.5 and a negative prompt in the real branch, the
+  fake LoRA on the layers of OSEDiff's one active fake adapter (OSEDiff's defaults).
 - ``realesrgan`` / ``tiny_realesrgan``: RRDBNet (spandrel's ESRGAN) trained in full (the CPU recipe);
   no regulariser. Checkpoints and exports name its weights as BasicSR does, as ``backbone=realesrgan`` loads them.
 - ``span`` / ``tiny_span``: SPAN (spandrel's, training-time branches of every re-parameterisable
@@ -96,7 +97,14 @@ class Generator:
 
 class SD3Generator(Generator):
     def __init__(self, backbone) -> None:
+        from coz.backbones.diffusion.lora_formats import LoRALinear
+
         self.backbone, self.name = backbone, backbone.name
+        # the released training script's add_mp_hook: the adaLN LoRA's rank-4 activation in fp16
+        # (with the layer's fp16 output, i.e. backbone.adaln_fp16 in an fp32 transformer)
+        for module in backbone.transformer.modules():
+            if isinstance(module, LoRALinear):
+                module.fp16_rank = module.fp16_output
 
     def modules(self):
         return {"transformer": self.backbone.transformer, "vae": self.backbone.vae}
@@ -186,11 +194,8 @@ class SD21Generator(Generator):
         return named
 
     def optimiser_groups(self):
-        named = self._named_trainable()
-        return {
-            "unet": [p for k, p in named.items() if k.startswith("unet.")],
-            "vae_lora": [p for k, p in named.items() if k.startswith("vae.")],
-        }
+        # OSEDiff: ONE AdamW over the UNet LoRA, conv_in and the VAE LoRA, so one joint gradient clip
+        return {"generator": list(self._named_trainable().values())}
 
     def restore(self, x, prompts):
         b = self.backbone
@@ -207,11 +212,9 @@ class SD21Generator(Generator):
 
         conv_in = {k: v.to(self.backbone.device) for k, v in self.frozen_conv_in.items()}
         family = EpsilonScore(self.backbone.unet, self.backbone.scheduler.alphas_cumprod, conv_in)
-        # OSEDiff's fake UNet: LoRA where the generator's three adapters are (conv, attention, feed-forward)
-        osediff = tuple(n for names in self.backbone.unet_targets.values() for n in names)
         return Regulariser(
             family,
-            tuple(cfg.targets or osediff),
+            tuple(cfg.targets or self.fake_targets(cfg.fake_adapters)),
             rank=cfg.rank,
             alpha=cfg.alpha,
             cfg_scale=cfg.cfg_scale or 7.5,
@@ -220,6 +223,18 @@ class SD21Generator(Generator):
             timesteps=cfg.timesteps or "sample",
             loss_space=cfg.loss_space or "target",
         )
+
+    def fake_targets(self, adapters: str) -> list[str]:
+        """The fake UNet's LoRA layers. OSEDiff gives its fake UNet the generator's three adapter lists
+        with ``unet.add_adapter`` and never calls ``set_adapter``: diffusers activates only the adapter
+        added last, so only ``default_others`` (the mid block and the rest outside the down/up blocks)
+        computes and trains (``others``, the default). ``all``: the three lists, as its generator."""
+        lists = self.backbone.unet_targets
+        if adapters == "others":
+            return list(lists["default_others"])
+        if adapters == "all":
+            return [n for names in lists.values() for n in names]
+        raise CozError(f"regulariser.fake_adapters={adapters!r}: use others (as released) or all")
 
     def to(self, device):
         self.backbone.to(device)

@@ -145,7 +145,7 @@ def _resize(rng: np.random.Generator, probs, scale_range) -> tuple[float, int]:
     return scale, int(rng.integers(len(RESIZE_MODES)))
 
 
-def item_draws(seed: int, index: int, batch_index: int, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+def item_draws(seed: int, index: int, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Every random choice of one item's Real-ESRGAN degradation, as tensors (collated by the loader).
 
     ``cfg`` is the ``degradation`` config as a plain dict (conf/train_sr/degradation/realesrgan.yaml).
@@ -173,14 +173,15 @@ def item_draws(seed: int, index: int, batch_index: int, cfg: dict[str, Any]) -> 
     for name, noise in (("noise1", noise1), ("noise2", noise2)):
         for key, value in noise.items():
             out[f"{name}_{key}"] = torch.tensor(float(value))
-    out.update(batch_draws(seed, batch_index, cfg))
+    out.update(resize_draws(seed, index, cfg))
     return {k: v.float() if v.dtype == torch.float64 else v for k, v in out.items()}
 
 
-def batch_draws(seed: int, batch_index: int, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The draws a whole batch shares (sizes must agree): resize factors and modes, and the order
-    of the last two operations ([resize back + sinc] then JPEG, or JPEG then [resize back + sinc])."""
-    rng = rng_for(seed, 2, batch_index)
+def resize_draws(seed: int, index: int, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """One item's resize factors and modes, and the order of the last two operations ([resize back
+    + sinc] then JPEG, or JPEG then [resize back + sinc]): per image, as the released dataset
+    degrades each image on its own (BasicSR's batched trainer shares them across a batch)."""
+    rng = rng_for(seed, 2, index)
     first, second = cfg["first"], cfg["second"]
     scale1, mode1 = _resize(rng, first["resize_prob"], first["resize_range"])
     scale2, mode2 = _resize(rng, second["resize_prob"], second["resize_range"])

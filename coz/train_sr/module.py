@@ -1,6 +1,6 @@
 """The Lightning module of ``coz.train_sr``: OSEDiff's training step, coarse-to-fine.
 
-One optimisation step (after ``accumulate`` micro-batches), implementation-facts.md section 4:
+One optimisation step (after ``accumulate`` micro-batches), docs/fidelity.md "Training the SR backbone":
 
 1. the loader's HR crops (B, 3, S, S) are degraded on the device by the current stage's pipeline
    (Real-ESRGAN two-stage or bicubic 4x) -> LR (B, 3, S/4, S/4), resized back to S for diffusion
@@ -11,8 +11,9 @@ One optimisation step (after ``accumulate`` micro-batches), implementation-facts
    score LoRA's own diffusion loss ``reg_diffusion * L_diff(stopgrad(z0))``. The two losses touch
    disjoint parameters (DMD runs the score models without grad, L_diff sees a detached z0), so one
    backward of their sum gives each exactly its own gradient (and DDP one reduction per step);
-4. each optimiser (transformer / UNet LoRA, VAE-encoder LoRA, fake LoRA: three AdamW) clips its
-   gradients to ``optim.max_grad_norm`` and steps; LR schedulers step.
+4. each optimiser (SD3: transformer LoRA, VAE-encoder LoRA, fake LoRA: three AdamW, as the
+   authors' port; SD2.1: generator (UNet LoRA, conv_in, VAE LoRA) and fake LoRA: two, as OSEDiff)
+   clips its gradients to ``optim.max_grad_norm`` and steps; LR schedulers step.
 
 Randomness per step (the VAE posterior noise, DMD and diffusion-loss timesteps and noise) is
 seeded from (seed, step, micro-batch, rank) and the data from (seed, item index), so a resumed run
@@ -34,8 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from coz.train_sr.data import Layout, StepSampler, TrainingImages
-from coz.train_sr.degradation import degrade, resize_back
-from coz.train_sr.kernels import RESIZE_MODES
+from coz.train_sr.degradation import training_view
 from coz.train_sr.losses import LPIPSLoss, l2_loss
 from coz.train_sr.regulariser import step_seed
 from coz.train_sr.stages import Stages
@@ -305,14 +305,12 @@ class SRTrainingModule(L.LightningModule):
 
         hr = batch["hr"].to(self.device).float() / 255.0  # (B, 3, S, S)
         with torch.no_grad():
-            lr = degrade(hr, kind, batch.get("deg"), self.cfg.degradation.scale)  # (B, 3, S/4, S/4)
-            x = lr
-            if self.gen.takes_upsampled_input:
-                deg = self.cfg.degradation
-                mode = deg.bicubic_back if kind == "bicubic" else "bicubic"
+            deg, back = self.cfg.degradation, None  # CNNs restore the LR batch (B, 3, S/4, S/4) itself
+            if self.gen.takes_upsampled_input:  # diffusion backbones: the LR view resized back to S
+                back = deg.bicubic_back if kind == "bicubic" else "bicubic"
                 if kind == "realesrgan" and deg.resize_back == "random":
-                    mode = RESIZE_MODES[int(batch["deg"]["mode_back"][0])]
-                x = resize_back(lr, hr.shape[-2:], mode, deg.round_8bit)  # (B, 3, S, S)
+                    back = "random"
+            x = training_view(hr, kind, batch.get("deg"), deg.scale, back, deg.round_8bit)
             prompts = self.prompts(hr) if self.prompts is not None else [""] * hr.shape[0]
         target = hr * 2 - 1
         sr, z0, cond = self.gen.restore(x, prompts)

@@ -1,4 +1,5 @@
-"""Prompts during backbone training: tags of the ground-truth crop (implementation-facts.md s.4).
+"""Prompts during backbone training: tags of the ground-truth crop (docs/fidelity.md, "Training the SR
+backbone").
 
 ``prompts.mode``: ``ram`` (the authors: plain RAM, Swin-L, no DAPE LoRA; needs ``ram_weights`` and
 ``tags``), ``dape`` (RAM + SeeSR's DAPE LoRA), ``tiny_dape`` (the random offline twin), ``null``

@@ -1,5 +1,5 @@
 """OSEDiff's regulariser: variational score distillation with "real" and "fake" score models that
-share the generator's own frozen denoiser (implementation-facts.md section 4).
+share the generator's own frozen denoiser (docs/fidelity.md "Training the SR backbone").
 
 One copy of the transformer (SD3) or UNet (SD2.1) plays three roles:
 
@@ -119,7 +119,11 @@ class FakeLoRA(nn.Module):
                 return None
             x = inputs[0]
             down, up = self.down[key], self.up[key]
-            return output + (up(down(x.to(down.weight.dtype))) * self.scale).to(output.dtype)
+            h = down(x.to(down.weight.dtype))  # (..., r); fp16-rounded like the released add_mp_hook
+            h = h.half().to(h.dtype) if getattr(module, "fp16_rank", False) else h
+            out = output + (up(h) * self.scale).to(output.dtype)
+            # the released SD3 port's fake adaLN layer rounds its output to fp16 like the generator's
+            return out.half() if getattr(module, "fp16_output", False) else out
 
         return hook
 
@@ -220,16 +224,28 @@ class ScoreFamily:
 
 class FlowScore(ScoreFamily):
     """SD3 (rectified flow): ``z_t = (1 - s) z0 + s n``, the transformer predicts ``v = n - z0``,
-    ``x0 = z_t - s v``; ``s`` from t/1000 with SD3's timestep shift (3.0)."""
+    ``x0 = z_t - s v``; ``s`` of integer t in [0, 1000) on the released port's grid (:meth:`exact_sigma`)."""
 
     def __init__(self, denoiser: nn.Module, shift: float = 3.0, sigma_fp16: bool = False) -> None:
         super().__init__(denoiser)
         self.shift, self.sigma_fp16 = float(shift), bool(sigma_fp16)
 
+    def _shifted(self, s: torch.Tensor) -> torch.Tensor:
+        return self.shift * s / (1 + (self.shift - 1) * s)
+
+    def exact_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, 1) sigma of integer t in [0, 1000): the released port draws from
+        ``FlowMatchEulerDiscreteScheduler.set_timesteps(1000)``, which spaces 1000 values evenly
+        between the training grid's ends (shifted(1/1000) and 1) and shifts them AGAIN: sigma runs
+        from 0.0089 (t = 0) to 1 (t = 999), not the training grid's 0.0030."""
+        lowest = float(self._shifted(torch.tensor(1 / 1000, dtype=torch.float64)))
+        s = lowest + (1 - lowest) * t.double() / 999
+        return self._shifted(s).float().view(-1, 1, 1, 1)
+
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """Shifted sigma of integer t; ``sigma_fp16`` rounds it to float16 as the released SD3 port."""
-        s = (t.float() + 1) / 1000.0  # FlowMatchEulerDiscreteScheduler: t in 0..999 -> sigma in (0, 1]
-        sigma = (self.shift * s / (1 + (self.shift - 1) * s)).view(-1, 1, 1, 1)
+        """The sigma that noises and denoises: :meth:`exact_sigma`, rounded to float16 with
+        ``sigma_fp16`` as the released port (``sigma.half()``)."""
+        sigma = self.exact_sigma(t)
         return sigma.half().float() if self.sigma_fp16 else sigma
 
     def add_noise(self, z0, noise, t):
@@ -237,7 +253,7 @@ class FlowScore(ScoreFamily):
         return (1 - s) * z0 + s * noise
 
     def predict(self, z_t, t, cond, negative=False):
-        timestep = self.sigma(t).flatten() * 1000.0
+        timestep = self.exact_sigma(t).flatten() * 1000.0  # the released port feeds t itself, unrounded
         return self.denoiser(
             hidden_states=z_t.to(cond["dtype"]),
             timestep=timestep,

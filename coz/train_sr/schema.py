@@ -152,6 +152,7 @@ class Regulariser:
     rank: int = whole(1)
     alpha: float | None = number(above=0, null=True)
     targets: list[str] | None = words(null=True)
+    fake_adapters: str = one_of("others", "all")  # SD2.1's fake UNet
     cfg_scale: float | None = number(0, null=True)
     shift: float = number(above=0)
     sigma_fp16: bool = MISSING

@@ -2,7 +2,7 @@
 
 ``backbone=sd3`` (the paper's), ``sd21``, their offline twins ``tiny_sd3`` / ``tiny_sd21``, or
 ``realesrgan`` (the CNN recipe: full fine-tuning of the embedded Real-ESRGAN, CPU-friendly). Data,
-degradation, stages, losses and optimisers follow implementation-facts.md section 4; see
+degradation, stages, losses and optimisers follow docs/fidelity.md "Training the SR backbone"; see
 ``conf/train_sr/train_sr.yaml``. A run folder holds ``run.json``, ``train_sr.log``, ``checkpoints/``
 (safetensors, ``last.safetensors``: :mod:`coz.run.checkpoints`), ``images/`` (LR / SR / HR grids),
 the logger's files and ``export/`` (the final weights in coz.zoom's formats). Rerunning a command into its run

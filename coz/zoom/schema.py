@@ -36,6 +36,7 @@ class ZoomMode:
     steps: int = whole(1)
     factor: int = whole(2)
     size: int = whole(1)
+    to_8bit: str = one_of("backbone", "round", "truncate")
 
 
 @dataclass
@@ -52,7 +53,7 @@ class FullZoom(ZoomMode):
     latent_overlap: int = whole(0)
     pixel_tile: int = whole(1)
     pixel_overlap: int = whole(0)
-    vae_tiling: str = one_of("shared_norm", "blended")
+    vae_tiling: str = one_of("fast", "shared_norm", "blended")
     vae_encoder_tile: int = whole(8)
     vae_encoder_pad: int = whole(0)
     vae_encoder_overlap: int = whole(0)

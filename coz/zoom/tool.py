@@ -206,6 +206,7 @@ def build_chain(
         user_prompt=str(cfg.user_prompt),
         timer=timer,
         full=full,
+        to_8bit=str(cfg.zoom.get("to_8bit", "backbone")),
     )
 
 

@@ -2,7 +2,7 @@
 
 One-step diffusion SR can drift in colour. The authors' scripts offer two fixes, applied to the
 restored image with the bicubic-upsampled input as the colour reference
-(implementation-facts.md section 5: OSEDiff-SD2.1 defaults to AdaIN, S3Diff to wavelet; the
+(docs/fidelity.md "Other backbones": OSEDiff-SD2.1 defaults to AdaIN, S3Diff to wavelet; the
 CoZ SD3 script defaults to none):
 
 - ``adain``: per-image, per-channel mean and standard deviation of the output are replaced by

@@ -1,6 +1,6 @@
 """S3Diff's degradation estimator (``de_net.pth``): scores how blurred and how noisy a LOW-RES image is.
 
-The network (the authors' ``DEResNet``, implementation-facts.md s.5) has one branch per degradation
+The network (the authors' ``DEResNet``, docs/fidelity.md "Other backbones") has one branch per degradation
 (two: blur, noise), each a BN-free ResNet ending in a small MLP and a sigmoid:
 
     x (B, 3, h, w) in [0, 1]                   the low-res image itself, not its upsampling

@@ -1,4 +1,5 @@
-"""LoRA layers of OSEDiff-SD3 and the checkpoint formats that hold them (implementation-facts.md s.3).
+"""LoRA layers of OSEDiff-SD3 and the checkpoint formats that hold them (docs/fidelity.md,
+"OSEDiff-SD3 inference and full-image SR").
 
 Two adapters:
 - Transformer: a rank-4 LoRA on every ``nn.Linear`` inside an ``AdaLayerNormZero`` module (the
@@ -47,7 +48,16 @@ FORMAT = "coz-lora"
 
 
 class LoRALinear(nn.Module):
-    """``linear(x) + up(down(x)) * scale``; the LoRA branch runs in its own dtype (fp32 by default)."""
+    """``linear(x) + up(down(x)) * scale``; the LoRA branch runs in its own dtype (fp32 by default).
+
+    ``fp16_output``: return the sum cast to float16, as the released ``LoraInjectedLinear`` does
+    (``.half()``) even inside the fp32 transformer; the adaLN modulation then runs on those rounded
+    values (``1 + scale`` itself in float16), as there. ``fp16_rank``: round the rank-r activation
+    ``down(x)`` to float16 before ``up``, as the released training script's ``add_mp_hook`` does
+    (training only: its inference code has no such hook)."""
+
+    fp16_output = False
+    fp16_rank = False
 
     def __init__(
         self, linear: nn.Linear, rank: int = 4, scale: float = 1.0, lora_dtype=torch.float32
@@ -62,8 +72,10 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.lora_up.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lora = self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype)))
-        return self.linear(x) + lora.to(x.dtype) * self.scale
+        h = self.lora_down(x.to(self.lora_down.weight.dtype))  # (..., r)
+        lora = self.lora_up(h.half().to(h.dtype) if self.fp16_rank else h)
+        out = self.linear(x) + lora.to(x.dtype) * self.scale
+        return out.half() if self.fp16_output else out
 
 
 def inject_adaln_lora(transformer: nn.Module, rank: int = 4) -> list[str]:

@@ -19,6 +19,9 @@ class OneStepDiffusion(Backbone):
     """
 
     takes_upsampled_input = True
+    # the released scripts (Chain-of-Zoom, OSEDiff, S3Diff) save each output with ToPILImage,
+    # which truncates (mul(255).byte()); the chain reads that state back for the next step
+    to_8bit = "truncate"
     seed: int
     generator: torch.Generator
     color_fix: str

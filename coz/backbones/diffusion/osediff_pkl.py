@@ -1,4 +1,5 @@
-"""OSEDiff-SD2.1's LoRA layout and its released checkpoint, ``osediff.pkl`` (implementation-facts.md s.5).
+"""OSEDiff-SD2.1's LoRA layout and its released checkpoint, ``osediff.pkl`` (docs/fidelity.md,
+"Other backbones").
 
 LoRA placement (the authors' ``initialize_unet`` / ``initialize_vae``, reproduced name for name):
 - UNet: every weight (not bias, not a norm) whose name contains one of ``UNET_LORA_PATTERNS``

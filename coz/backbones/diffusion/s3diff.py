@@ -1,4 +1,4 @@
-"""S3Diff: one-step SR on SD-Turbo with degradation-guided LoRA (implementation-facts.md s.5).
+"""S3Diff: one-step SR on SD-Turbo with degradation-guided LoRA (docs/fidelity.md "Other backbones").
 
 One step, on the bicubic view x in [-1, 1] (B, 3, H, W) and its low-res crop l in [0, 1] (B, 3, H/4, W/4):
 
@@ -52,7 +52,7 @@ from coz.backbones.diffusion.s3diff_lora import (
 from coz.backbones.diffusion.sd3_text import CLIP_TOKENS
 from coz.errors import CozError
 from coz.run.atomic import write_atomic
-from coz.run.dtypes import resolve_dtype
+from coz.run.dtypes import cast_keeping_fp32, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,7 @@ class S3Diff(OneStepDiffusion):
         self.lora_rank_unet, self.lora_rank_vae = lora_rank_unet, lora_rank_vae
         self.unet, self.vae, self.text_encoder, self.estimator = unet, vae, text_encoder, estimator
         for module in self.modules():
-            nn.Module.to(module, dtype=self.dtype)  # nn.Module's own: diffusers' to() warns on casts
-            module.eval()
+            cast_keeping_fp32(module, self.dtype).eval()  # what from_pretrained keeps fp32 stays so
         self.set_trainable(trainable)
         self.generator = torch.Generator("cpu")
         self.reseed(seed)

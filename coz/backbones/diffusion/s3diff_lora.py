@@ -1,4 +1,5 @@
-"""S3Diff's degradation-guided LoRA and the checkpoint formats that hold it (implementation-facts.md s.5).
+"""S3Diff's degradation-guided LoRA and the checkpoint formats that hold it (docs/fidelity.md,
+"Other backbones").
 
 A degradation-guided LoRA layer computes, for an input x of sample b,
 

@@ -1,4 +1,5 @@
-"""OSEDiff on Stable Diffusion 2.1-base: the original one-step diffusion SR (implementation-facts.md s.5).
+"""OSEDiff on Stable Diffusion 2.1-base: the original one-step diffusion SR (docs/fidelity.md,
+"Other backbones").
 
 One step, on the bicubic 512 view x in [-1, 1]:
 
@@ -40,7 +41,7 @@ from coz.backbones.diffusion.osediff_pkl import (
 )
 from coz.errors import CozError
 from coz.prompts.base import with_user_prompt
-from coz.run.dtypes import resolve_dtype
+from coz.run.dtypes import cast_keeping_fp32, resolve_dtype
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 TIMESTEP = 999  # the one DDPM step, from the noise end
@@ -103,7 +104,7 @@ class OSEDiffSD21(OneStepDiffusion):
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         nn.Module.to(self.unet, dtype=self.dtype)  # nn.Module's own: diffusers' to() warns on casts
         nn.Module.to(self.vae, dtype=self.dtype)
-        self.text_encoder.to(dtype=self.text_dtype).eval()
+        cast_keeping_fp32(self.text_encoder, self.text_dtype).eval()
         self.set_trainable(trainable)
         self.generator = torch.Generator("cpu")
         self.reseed(seed)

@@ -1,4 +1,5 @@
-"""OSEDiff on SD3-medium: the paper's one-step diffusion SR backbone (implementation-facts.md s.3).
+"""OSEDiff on SD3-medium: the paper's one-step diffusion SR backbone (docs/fidelity.md, "OSEDiff-SD3
+inference and full-image SR").
 
 One step, on the bicubic 512 view x in [-1, 1]:
 
@@ -44,8 +45,9 @@ from coz.backbones.diffusion.lora_formats import (
 )
 from coz.backbones.diffusion.one_step import OneStepDiffusion
 from coz.backbones.diffusion.sd3_text import SD3TextEncoders
-from coz.backbones.diffusion.vae_tiling import shared_norm_decode, shared_norm_encode
+from coz.backbones.diffusion.vae_tiling import tiled_decode, tiled_encode
 from coz.errors import CozError
+from coz.geometry import to_8bit
 from coz.run.dtypes import resolve_dtype
 from coz.tiling import tile_boxes, tiled_apply
 
@@ -83,6 +85,7 @@ class OSEDiffSD3(OneStepDiffusion):
         vae_lora_rank: int = 4,
         vae_lora_alpha: int = 8,
         trainable: bool = False,
+        adaln_fp16: bool = True,
         name: str = "osediff-sd3",
         base_model: str = DEFAULT_MODEL,
     ) -> None:
@@ -105,6 +108,8 @@ class OSEDiffSD3(OneStepDiffusion):
             if isinstance(module, LoRALinear):
                 module.lora_down.float()
                 module.lora_up.float()
+                # the released layer's output is .half() in the fp32 transformer (no-op below fp32)
+                module.fp16_output = bool(adaln_fp16) and self.dtype == torch.float32
         self.set_trainable(trainable)
         self.generator = torch.Generator("cpu")
         self.reseed(seed)
@@ -168,6 +173,7 @@ class OSEDiffSD3(OneStepDiffusion):
             drop_t5=bool(get("drop_t5", False)),
             offload_text_encoders=bool(get("offload_text_encoders", False)),
             text_dtype=str(get("text_dtype", "float16")),
+            adaln_fp16=bool(get("adaln_fp16", True)),
         )
         if str(cfg.name).startswith("tiny_"):
             backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
@@ -301,9 +307,11 @@ class OSEDiffSD3(OneStepDiffusion):
         """The authors' full-image path, one tile on the device at a time (see
         :meth:`Backbone.upscale_full` for the arguments):
 
-        1. tiled VAE encode of ``up`` (``options.vae_tiling``: shared GroupNorm statistics, the
-           posterior noise from (seed, the image); or blended tiles, the noise per tile from (seed,
-           the tile's pixels)), reused from :meth:`full_image_views` when it just encoded ``up``;
+        1. tiled VAE encode of ``up`` (``options.vae_tiling``: VAEHook's tiles with GroupNorm
+           statistics shared by all tiles, estimated on a shrunk copy (``fast``, as released) or
+           gathered exactly (``shared_norm``), the posterior noise from (seed, the image); or
+           blended tiles, the noise per tile from (seed, the tile's pixels)), reused from
+           :meth:`full_image_views` when it just encoded ``up``;
         2. the one-step update on latent tiles of ``latent_tile``, each with its own prompt;
         3. tiled VAE decode (latent tiles of ``vae_decoder_tile``), the colour fix per decoded
            tile against its crop of ``up``;
@@ -313,7 +321,7 @@ class OSEDiffSD3(OneStepDiffusion):
         """
         shift = self._full_shift(up, options)
         dev = self._device
-        shared = options.vae_tiling == "shared_norm"
+        hooked = options.vae_tiling != "blended"  # fast | shared_norm: the released VAEHook's tiles
 
         def pixels(tile: torch.Tensor) -> torch.Tensor:  # uint8 -> float [0, 1] on the device
             return tile.to(dev).float().div_(255)
@@ -348,15 +356,16 @@ class OSEDiffSD3(OneStepDiffusion):
                 y = color_fix(self.color_fix, y, pixels(up[..., t:b, le:r]))
             return y.cpu()
 
-        if shared:
+        if hooked:
             cfg = self.vae.config
             offset = 0.0 if shift == "none" else (cfg.shift_factor or 0.0)
             with torch.no_grad():
-                y = shared_norm_decode(
+                y = tiled_decode(
                     self.vae,
                     (z / cfg.scaling_factor + offset).to(self.dtype),
                     options.vae_decoder_tile,
                     options.vae_decoder_pad,
+                    options.vae_tiling,
                     dev,
                     "VAE decode",
                 )
@@ -387,8 +396,8 @@ class OSEDiffSD3(OneStepDiffusion):
         """(1, 3, H, W) uint8 -> z (1, 16, H/8, W/8) float32 on the host, by the tiled VAE of
         ``options.vae_tiling``."""
         shift = self._full_shift(up, options)
-        if options.vae_tiling == "shared_norm":  # the released technique: shared GroupNorm statistics
-            return self._shared_norm_encode(up, options, shift)
+        if options.vae_tiling != "blended":  # the released VAEHook technique (fast or exact statistics)
+            return self._hooked_encode(up, options, shift)
         dev = self._device
 
         def encode_tile(tile: torch.Tensor, _: int) -> torch.Tensor:
@@ -418,21 +427,22 @@ class OSEDiffSD3(OneStepDiffusion):
             for top, left, bottom, right in tiles:
                 zt = z[..., top // 8 : bottom // 8, left // 8 : right // 8].to(self._device, self.dtype)
                 y = (self.decode(zt, latent_shift=shift).float().clamp(-1.0, 1.0) + 1) / 2
-                pixels = y[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                pixels = to_8bit(y[0], self.to_8bit).permute(1, 2, 0).cpu().numpy()  # ToPILImage, as released
                 views.append(Image.fromarray(pixels))
         return views
 
-    def _shared_norm_encode(self, up: torch.Tensor, options: FullImageOptions, shift: str) -> torch.Tensor:
+    def _hooked_encode(self, up: torch.Tensor, options: FullImageOptions, shift: str) -> torch.Tensor:
         """(1, 3, H, W) uint8 -> z (1, 16, H/8, W/8) float32 on the host: the encoder's moments by
-        the shared-GroupNorm tiled VAE, the posterior sampled with the image's own generator."""
+        the VAEHook-style tiled VAE, the posterior sampled with the image's own generator."""
         x = up.float().div_(255)
         generator = self.image_generators(x)[0]
         with torch.no_grad():
-            moments = shared_norm_encode(
+            moments = tiled_encode(
                 self.vae,
                 (x * 2 - 1).to(self.dtype),
                 options.vae_encoder_tile,
                 options.vae_encoder_pad,
+                options.vae_tiling,
                 self._device,
                 "VAE encode",
             ).float()

@@ -1,4 +1,5 @@
-"""SD3's three text encoders, as the OSEDiff-SD3 code uses them (implementation-facts.md s.3).
+"""SD3's three text encoders, as the OSEDiff-SD3 code uses them (docs/fidelity.md, "OSEDiff-SD3
+inference and full-image SR").
 
     CLIP-L, CLIP-G: padded/truncated to 77 tokens, penultimate hidden states   (B, 77, dL), (B, 77, dG)
     clip = cat([L, G], -1) zero-padded to the joint width D                     (B, 77, D)
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+
+from coz.run.dtypes import cast_keeping_fp32
 
 CLIP_TOKENS = 77
 T5_TOKENS = 512
@@ -43,8 +46,8 @@ class SD3TextEncoders:
         self.tokenizers, self.encoders = tokenizers, encoders
         self.joint_dim, self.dtype, self.offload, self.t5_tokens = joint_dim, dtype, offload, t5_tokens
         self.device = torch.device("cpu")
-        for enc in self.modules():
-            enc.to(dtype=dtype).eval().requires_grad_(False)
+        for enc in self.modules():  # T5's ``wo`` stays fp32 in fp16, as from_pretrained keeps it
+            cast_keeping_fp32(enc, dtype).eval().requires_grad_(False)
 
     def modules(self) -> list[nn.Module]:
         return [e for e in self.encoders if e is not None]
