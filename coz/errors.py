@@ -15,3 +15,11 @@ class RunEnvironmentError(CozError):
     a run folder that is a file, a corrupt run file. The message names the path (exit status 3)."""
 
     exit_code = 3
+
+
+class TrainingDiverged(CozError):
+    """A loss or a trained weight became NaN or infinite: training stops at that step, before any
+    checkpoint or export of it is written (exit status 3: the run, not the command line, failed;
+    rerun from the last finite checkpoint with a lower optim.lr)."""
+
+    exit_code = 3

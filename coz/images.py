@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import errno
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from coz.errors import CozError
 
@@ -23,6 +24,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageInputError",
     "find_images",
+    "not_images",
     "load_rgb",
     "prepare_x0",
     "to_rgb",
@@ -99,6 +101,55 @@ def find_images(path: str | Path) -> list[Path]:
     raise ImageInputError(path, "no such file or folder")
 
 
+#: Image formats people keep in photo folders that coz does not read: named as such when skipped.
+_UNSUPPORTED_FORMATS = frozenset(
+    {
+        ".avif",
+        ".heic",
+        ".heif",
+        ".jp2",
+        ".j2k",
+        ".jpx",
+        ".jxl",
+        ".psd",
+        ".svg",
+        ".ico",
+        ".tga",
+        ".exr",
+        ".hdr",
+        ".dng",
+        ".cr2",
+        ".cr3",
+        ".nef",
+        ".arw",
+        ".orf",
+        ".rw2",
+        ".raw",
+    }
+)
+
+
+def not_images(path: str | Path) -> dict[str, str]:
+    """The files of folder ``path`` that :func:`find_images` leaves out, each with the reason (a
+    tool lists them as skipped inputs: nothing in a folder is dropped without a word). Hidden files
+    and sub-folders are not inputs; a file ``path`` has none."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return {}
+    exts = ", ".join(sorted(x.lstrip(".") for x in IMAGE_EXTENSIONS))
+    found = {}
+    for entry in sorted(p.iterdir(), key=lambda e: e.name):
+        if entry.name.startswith(".") or _is_image_name(entry) or not entry.is_file():
+            continue
+        suffix = entry.suffix.lower()
+        if suffix in _UNSUPPORTED_FORMATS:
+            problem = f"unsupported image format ({suffix}); convert it to PNG or JPEG"
+        else:
+            problem = f"not an image file name (coz reads {exts})"
+        found[str(entry)] = str(ImageInputError(entry, problem))
+    return found
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -161,6 +212,19 @@ def _source_is_16bit_rgb(img: Image.Image) -> bool:
     return img.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in tiles)
 
 
+@contextmanager
+def _truncation_is_an_error():
+    """Pillow fills the missing rest of a truncated file with black when
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set, and libraries set it on import (pyiqa's datasets):
+    an input that stops early must be refused, whatever they set."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def _decode(img: Image.Image, name: str, notes: list[str]) -> Image.Image:
     """Fully decode the first frame, so truncation and corrupt data surface here, not later."""
     try:
@@ -170,7 +234,8 @@ def _decode(img: Image.Image, name: str, notes: list[str]) -> Image.Image:
             notes.append(f"{name}: has {n_frames} frames; using the first")
         if _source_is_16bit_rgb(img):
             notes.append(f"{name}: 16-bit {img.mode} converted to 8-bit")
-        img.load()
+        with _truncation_is_an_error():
+            img.load()
     except MemoryError:
         raise
     except Exception as e:
@@ -236,18 +301,26 @@ def _finite(block: np.ndarray) -> np.ndarray:
 
 def _flatten_alpha(img: Image.Image, name: str, alpha: str, notes: list[str]) -> Image.Image:
     """Drop or composite transparency; the SR model has no alpha, and black behind
-    transparent pixels (what a plain ``convert("RGB")`` may reveal) is rarely intended."""
-    rgba = img.convert("RGBA")
-    lo, _ = rgba.getchannel("A").getextrema()
+    transparent pixels (what a plain ``convert("RGB")`` may reveal) is rarely intended.
+    Row bands of about ``_BLOCK_PIXELS`` at a time: the peak is the decoded image, its RGB result
+    and one band, not five full-size copies (a 0.6-MB RGBA PNG of 144 MP peaked at 3.6 GB)."""
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")  # LA, PA, P/L/RGB with a transparent color
+    lo = rgba.getextrema()[3][0]
     if lo == 255:
         notes.append(f"{name}: fully opaque alpha channel dropped")
-        return rgba.convert("RGB")
-    if alpha == "drop":
+    elif alpha == "drop":
         notes.append(f"{name}: alpha channel dropped")
-        return rgba.convert("RGB")
-    notes.append(f"{name}: alpha composited on white")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
+    else:
+        notes.append(f"{name}: alpha composited on white")
+    w, h = rgba.size
+    out = Image.new("RGB", (w, h))
+    rows = max(1, _BLOCK_PIXELS // w)
+    for top in range(0, h, rows):
+        band = rgba.crop((0, top, w, min(h, top + rows)))
+        if lo != 255 and alpha != "drop":
+            band = Image.alpha_composite(Image.new("RGBA", band.size, (255, 255, 255, 255)), band)
+        out.paste(band.convert("RGB"), (0, top))
+    return out
 
 
 def _to_rgb(img: Image.Image, name: str, alpha: str, notes: list[str]) -> Image.Image:

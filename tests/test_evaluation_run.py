@@ -332,3 +332,30 @@ def test_smoke_preset_runs_the_whole_evaluation(niqe_params, tmp_path):
     rows = read_rows(tmp_path / "s")
     assert {r["method"] for r in rows} == {"NN Interpolation", "Direct SR", "CoZ (tiny VLM)"}
     assert all(not math.isnan(r["niqe"]) for r in rows)
+
+
+def test_a_folder_without_a_preset_is_named_by_its_folder_and_compared_with_nothing(niqe_params, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(photos / "a.png")
+    # no dataset=: the default preset is DIV2K, but input=FOLDER is not DIV2K
+    cfg = compose_evaluate(
+        [
+            "backbone=bicubic",
+            "metrics=offline",
+            "zoom.size=128",
+            "zoom.steps=1",
+            "method=nn",
+            f"input={photos}",
+        ]
+    )
+    run(cfg, run_dir=tmp_path / "job", results_root=tmp_path)
+    assert {r["dataset"] for r in read_rows(tmp_path)} == {"photos"}
+    rows = table(tmp_path)
+    assert {r["dataset"] for r in rows} == {"photos"}
+    assert [r["method"] for r in rows] == ["NN Interpolation"]  # no paper rows beside it
+    assert "paper" not in (tmp_path / "table.md").read_text().lower()

@@ -111,13 +111,15 @@ def test_folder_with_bad_files_keeps_good_results_and_exits_nonzero(samples, tmp
     for p in samples[:2]:
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (folder / "notes.txt").write_text("not an image, not picked up")
+    (folder / "notes.txt").write_text("not an image: listed as skipped, with its reason")
     out = tmp_path / "run"
     result = coz_zoom([*FAST, f"input={folder}", f"hydra.run.dir={out}"], cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "broken.jpg" in result.stdout and str(out) in result.stdout
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(p.stem for p in samples[:2])
-    assert list(json.loads((out / "run.json").read_text())["failed"]) == [str(folder / "broken.jpg")]
+    failed = json.loads((out / "run.json").read_text())["failed"]
+    assert sorted(failed) == [str(folder / "broken.jpg"), str(folder / "notes.txt")]
+    assert "not an image file name" in failed[str(folder / "notes.txt")]
 
 
 def test_cli_from_outside_the_repo_uses_a_new_folder_per_run(samples, tmp_path):
@@ -145,7 +147,7 @@ def test_sweep_syntax_with_prompt_null(samples, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == [
         "0-prompt=null,save.gif=False,zoom.steps=1,zoom=nearest",
         "1-prompt=null,save.gif=False,zoom.steps=1,zoom=bicubic",

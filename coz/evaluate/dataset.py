@@ -28,6 +28,11 @@ def dataset_root(cfg: DictConfig) -> Path:
 
 
 def dataset_name(cfg: DictConfig) -> str:
+    """``input=FOLDER`` is named by its folder whatever ``dataset=`` says (the default is DIV2K):
+    its rows must not be labelled, and compared with the paper's numbers, as a dataset they are
+    not (``paper_dataset=DIV2K`` asks for that comparison explicitly)."""
+    if cfg.get("input"):
+        return dataset_root(cfg).resolve().name
     return str(cfg.dataset.name or dataset_root(cfg).resolve().name)
 
 

@@ -58,7 +58,9 @@ def build_report(root: Path, cfg: DictConfig | None = None) -> dict[str, Path]:
     table_rows = merged(records, paper, method_order(records, paper), not_implemented)
     columns = display_columns(records, paper)
     backbones = sorted({r["backbone"] for r in records if r.get("backbone") not in ("", "-")})
-    title = f"{TITLES.get(table, table)}: ours with {', '.join(backbones) or 'no model'}, beside the paper's numbers"
+    title = f"{TITLES.get(table, table)}: ours with {', '.join(backbones) or 'no model'}"
+    if paper:  # a folder of the user's own is compared with nothing (unless paper_dataset= asks)
+        title += ", beside the paper's numbers"
 
     outputs = {
         "table (csv)": write_text_atomic(root / "table.csv", to_csv(table_rows)),

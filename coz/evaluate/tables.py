@@ -64,25 +64,27 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict], columns: list[str], title: str) -> str:
-    """Per dataset: | Scale | Method | <metric> ours | paper | ... | images (failed) |."""
+    """Per dataset: | Scale | Method | <metric> ours | paper | ... | images (failed) |; a dataset the
+    paper has no numbers for (the user's own folder) has no paper columns."""
     out = [f"# {title}", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         out += [f"## {dataset}", ""]
+        block = [r for r in rows if r["dataset"] == dataset]
+        with_paper = any(_has(r.get(f"{col}_paper")) for r in block for col in columns)
         head = ["Scale", "Method"]
         for col in columns:
             name, lower = NAMES.get(col, (col, None))
             arrow = "" if lower is None else (" ↓" if lower else " ↑")
-            head += [f"{name}{arrow}", "paper"]
+            head += [f"{name}{arrow}", "paper"] if with_paper else [f"{name}{arrow}"]
         head.append("images (failed)")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
-        for r in (r for r in rows if r["dataset"] == dataset):
+        for r in block:
             cells = [f"{r['scale']}x", r["method"]]
             for col in columns:
-                cells += [
-                    _fmt(r[col], _digits(col)) if not r["status"] else "",
-                    _fmt(r[f"{col}_paper"], _digits(col)),
-                ]
+                cells.append(_fmt(r[col], _digits(col)) if not r["status"] else "")
+                if with_paper:
+                    cells.append(_fmt(r[f"{col}_paper"], _digits(col)))
             count = count_cell(r)
             cells.append(count)
             out.append("| " + " | ".join(cells) + " |")

@@ -43,7 +43,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None 
     check_chain(cfg)  # every value, before any image is read or model loads
     job = describe_job(cfg)
     items = split(dataset_items(cfg), int(cfg.shard.index), int(cfg.shard.count))
-    with claim(run_dir):  # one process per folder, from before the first write
+    with claim(run_dir, "evaluate"):  # one process per folder, from before the first write
         _check_resumable(run_dir, cfg, job)
         record_attempt(run_dir, cfg)
         return _evaluate(cfg, run_dir, root, job, items)

@@ -86,11 +86,12 @@ def load_adapter(model, path: str | Path, merge: bool = False, adapter_name: str
             f"adapter {path}: no adapter_config.json there (expected a PEFT adapter folder, "
             f"e.g. the released checkpoint-10000 or a coz.train_grpo output)"
         )
-    from coz.run.weights import read_weights
+    from coz.run.weights import read_weights, refuse_nonfinite
 
     config = read_weights("prompt.adapter", path, lambda: LoraConfig.from_pretrained(str(path)))
     config.inference_mode = True
     weights = read_weights("prompt.adapter", path, lambda: load_peft_weights(str(path), device="cpu"))
+    refuse_nonfinite(f"prompt.adapter={path}", weights)
     if is_old_layout(list(weights)):
         weights = {
             PEFT_PREFIX + old_to_new(k[len(PEFT_PREFIX) :]) if k.startswith(PEFT_PREFIX) else k: v

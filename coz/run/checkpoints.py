@@ -90,8 +90,14 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_checkpoint_file(checkpoint: dict[str, Any], path: str | Path) -> None:
     from safetensors.torch import save_file
 
+    from coz.errors import TrainingDiverged
+    from coz.run.finite import first_nonfinite
+
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(checkpoint, tensors)
+    weights = ((k, v) for k, v in tensors.items() if k.startswith("/state_dict/"))
+    if (bad := first_nonfinite(weights)) is not None:  # the trainers stop before; never write one anyway
+        raise TrainingDiverged(f"checkpoint {path}: {bad} holds NaN/Inf; not written")
     # safetensors refuses tensors that share memory (tied weights): copy all but the first of each
     # storage, not everything (ddp_spawn hands the whole model back through this file)
     seen: set[int] = set()
@@ -184,6 +190,35 @@ def checkpoint_step(path: str | Path, option: str = "resume") -> int:
     return int(found["step"])
 
 
+def checkpoint_identity(path: str | Path) -> dict[str, str]:
+    """The tool (``coz.train_sr`` / ``coz.train_grpo``) and, for train_sr, the backbone a checkpoint
+    was written by, from its metadata (no tensor is read); {} for an older coz's ``.ckpt``."""
+    from safetensors import safe_open
+
+    if _is_torch_file(Path(path)):
+        return {}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        top = json.loads((f.metadata() or {}).get("skeleton", "{}")).get("__dict__", {})
+    if "coz_grpo" in top:  # each trainer's own record (coz/train_*/module.py, on_save_checkpoint)
+        return {"tool": "coz.train_grpo"}
+    if "coz" in top:
+        return {"tool": "coz.train_sr", "backbone": str(top["coz"]["__dict__"].get("backbone"))}
+    return {}
+
+
+def refuse_foreign(path: Path, option: str, tool: str, backbone: str | None = None) -> None:
+    """One line if the checkpoint at ``path`` was written by another trainer or for another backbone."""
+    from coz.run.weights import read_weights
+
+    found = read_weights(option, path, lambda: checkpoint_identity(path))
+    if found.get("tool", tool) != tool:
+        raise CozError(f"{option}: {path} is a checkpoint of {found['tool']}, not of {tool}")
+    if backbone is not None and found.get("backbone", backbone) != backbone:
+        raise CozError(
+            f"{option}: {path} is a checkpoint of backbone={found['backbone']}, not backbone={backbone}"
+        )
+
+
 def newest_checkpoint(folder: Path) -> Path | None:
     """The readable checkpoint of ``folder`` with the most steps (``last`` on a tie): the periodic
     step file of a run killed after writing it is newer than the ``last`` of the run before. An older
@@ -201,7 +236,9 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return best
 
 
-def resume_from(spec: str | None, run_dir: Path) -> Path | None:
+def resume_from(
+    spec: str | None, run_dir: Path, tool: str | None = None, backbone: str | None = None
+) -> Path | None:
     """The checkpoint a trainer resumes from, by ``resume=`` (the same in train_sr and train_grpo):
 
     - ``auto`` (the default): the run folder's newest checkpoint if it has one, else a fresh start, so
@@ -209,11 +246,16 @@ def resume_from(spec: str | None, run_dir: Path) -> Path | None:
     - ``none``: a fresh start, refused where the folder already holds checkpoints (it would train from
       scratch over the earlier run's logs and exports);
     - a path: that checkpoint file, or the newest checkpoint of that run folder.
+
+    A checkpoint written by another ``tool`` or for another ``backbone`` is refused in one line.
     """
     here = Path(run_dir) / "checkpoints"
     mode = "auto" if spec is None else str(spec)
     if mode == "auto":
-        return newest_checkpoint(here)
+        path = newest_checkpoint(here)
+        if path is not None and tool is not None:
+            refuse_foreign(path, f"resume=auto (run folder {run_dir})", tool, backbone)
+        return path
     if mode == "none":
         if newest_checkpoint(here):
             raise CozError(
@@ -224,6 +266,8 @@ def resume_from(spec: str | None, run_dir: Path) -> Path | None:
     path = newest_checkpoint(path / "checkpoints") if path.is_dir() else path
     if path is None or not path.is_file():
         raise CozError(f"resume={mode}: no checkpoint there (give a .safetensors checkpoint or a run folder)")
+    if tool is not None:
+        refuse_foreign(path, f"resume={mode}", tool, backbone)
     return path
 
 

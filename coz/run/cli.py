@@ -32,7 +32,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from coz.run import schema, shared_configs
+from coz.run import closed_stdout, exit_codes, schema, shared_configs
 from coz.run.shared_configs import config_dir
 
 CONFIG_DIR = str(config_dir())  # conf/: the tools' roots conf/<tool>/ and conf/shared/
@@ -140,11 +140,13 @@ def hydra_entry(
         entry.run_job(run, cfg, jobs)
 
     def main() -> None:
+        jobs.count, jobs.failed = 0, []  # this command's jobs only (main may run twice in one process)
         args = rewrite_overrides(sys.argv[1:], config_name)
         if problem := entry.unparsable_argument(args):
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)
         sys.argv = [sys.argv[0], *args]
+        closed_stdout.guard()  # before Hydra points its log handler at sys.stdout
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach us: one line each, below
         try:
             _main()
@@ -154,6 +156,13 @@ def hydra_entry(
             )
             print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C: every finished unit is on disk, a rerun resumes
+            print(f"coz.{config_name}: interrupted, rerun to resume", file=sys.stderr)
+            sys.exit(exit_codes.INTERRUPTED)
+        except BrokenPipeError:
+            if not closed_stdout.stdout_closed():
+                raise
+            closed_stdout.exit_quietly()
         except OSError as err:  # Hydra could not make the run folder
             code, message = entry.classify(err) or (3, str(err))
             print(f"error: {message}", file=sys.stderr)

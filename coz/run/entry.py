@@ -16,8 +16,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from coz.run import sweep
-from coz.run.exit_codes import DONE, ENVIRONMENT, SKIPPED, USAGE, classify, one_line, status_of
+from coz.run import closed_stdout, sweep
+from coz.run.exit_codes import (
+    DONE,
+    ENVIRONMENT,
+    SKIPPED,
+    USAGE,
+    classify,
+    one_line,
+    status_of,
+)
 from coz.run.extras import missing_package
 
 
@@ -49,6 +57,10 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
         code, message = status_of(run(cfg)), "some inputs were skipped (listed above)"
     except (KeyboardInterrupt, SystemExit):
         raise
+    except BrokenPipeError:
+        if not closed_stdout.stdout_closed():
+            raise
+        closed_stdout.exit_quietly()  # `| head -1` has all it wanted
     except Exception as err:  # noqa: BLE001 - sorted below: user errors are one line, bugs a traceback
         missing = missing_package(err, jobs.tool)
         known = (ENVIRONMENT, missing) if missing else classify(err)

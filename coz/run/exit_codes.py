@@ -2,7 +2,10 @@
 
 0 done; 1 done, but some inputs were skipped (the tool lists them); 2 a usage or config error (one
 line naming the option); 3 an environment error: disk full, a read-only or unwritable folder, a run
-folder that is a file, a corrupt run file (one line naming the path).
+folder that is a file, a corrupt run file (one line naming the path), a missing extra, or training that
+diverged to NaN/Inf (:class:`coz.errors.TrainingDiverged`: one line naming the step); 130 interrupted
+(Ctrl-C: the run folder resumes on a rerun); 141 stdout closed (``| head -1``: a quiet exit, as a shell
+tool killed by SIGPIPE).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import errno
 from coz.errors import CozError
 
 DONE, SKIPPED, USAGE, ENVIRONMENT = 0, 1, 2, 3
+INTERRUPTED, STDOUT_CLOSED = 130, 141  # 128 + SIGINT, 128 + SIGPIPE: what a shell reports
 
 # OSErrors that say the machine cannot hold the run, not that the program is wrong
 _ENVIRONMENT_ERRNOS = {

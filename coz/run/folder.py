@@ -1,20 +1,30 @@
-"""Claiming a run folder: made if missing, locked for this process before anything is written,
-cleared of the temporary files a killed run left, and each attempt's Hydra config kept.
+"""Claiming a run folder: made if missing, refused if others may write into it, locked for this
+process before anything is written, owned by the tool that made it, cleared of the temporary files a
+killed run left, and each attempt's Hydra config kept.
+
+Ownership: the first claim writes the tool's name into ``.coz-tool``; a claim by any other tool is
+refused in one line naming both, so ``coz.evaluate`` never rewrites a ``coz.zoom`` run's ``run.json``.
+Safety: a folder anyone may write into (mode o+w), or one holding a symbolic link, could send the
+run's writes elsewhere (a planted ``run.json`` -> ``~/.bashrc``), so both are refused before the
+first write.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from coz.errors import RunEnvironmentError
+from coz.errors import CozError, RunEnvironmentError
 from coz.run import lock
 
 # coz.run.atomic's temporary names: ".<stem>.<8 random>.tmp<suffix>"
 _TEMP = re.compile(r"^\..*\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
+
+OWNER_NAME = ".coz-tool"  # the name of the tool that made the folder
 
 
 def is_main_process() -> bool:
@@ -37,20 +47,67 @@ def make_run_dir(run_dir: Path) -> Path:
 
 
 @contextmanager
-def claim(run_dir: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``run_dir`` for the duration: a second process is refused in one line; the lock dies
-    with this process. The first claim of a process removes leftover temporary files."""
+def claim(run_dir: str | os.PathLike, tool: str | None = None) -> Iterator[Path]:
+    """Hold ``run_dir`` for ``tool`` (``zoom``, ``evaluate``...) for the duration: a second process,
+    another tool's folder, a world-writable folder or a symbolic link inside it is refused in one
+    line; the lock dies with this process. The first claim of a process removes leftover temporary
+    files."""
     run_dir = make_run_dir(Path(run_dir))
     if not is_main_process():
         yield run_dir
         return
+    check_not_shared(run_dir)
     first = lock.acquire(run_dir)
     try:
         if first:
+            if tool is not None:
+                check_owner(run_dir, tool)
             remove_leftovers(run_dir)
         yield run_dir
     finally:
         lock.release(run_dir)
+
+
+def check_not_shared(run_dir: Path) -> None:
+    """Refuse a run folder others may write into, or one holding a symbolic link (wandb's own
+    ``latest-run`` links aside): either could redirect this run's writes."""
+    mode = run_dir.stat().st_mode
+    if mode & stat.S_IWOTH:
+        raise RunEnvironmentError(
+            f"{run_dir}: the run folder is writable by every user (mode {stat.filemode(mode)}); "
+            f"run chmod o-w {run_dir} or choose another hydra.run.dir"
+        )
+    for folder, dirs, files in os.walk(run_dir):
+        if Path(folder) == run_dir:
+            dirs[:] = [d for d in dirs if d != "wandb"]  # wandb links its runs; wandb's business
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise RunEnvironmentError(
+                    f"{path}: a symbolic link inside the run folder could redirect its writes; "
+                    "remove it or choose another hydra.run.dir"
+                )
+
+
+def check_owner(run_dir: Path, tool: str) -> None:
+    """Refuse a folder another tool made; mark a new one as ``tool``'s."""
+    from coz.run.atomic import write_text_atomic
+
+    owner_file = run_dir / OWNER_NAME
+    try:
+        owner = owner_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        write_text_atomic(owner_file, tool + "\n")
+        return
+    except OSError as err:
+        raise RunEnvironmentError(
+            f"{owner_file}: cannot read the run folder's owner ({err.strerror})"
+        ) from None
+    if owner != tool:
+        raise CozError(
+            f"{run_dir} is a coz.{owner} run folder: coz.{tool} cannot run in it; "
+            "choose another hydra.run.dir"
+        )
 
 
 def remove_leftovers(run_dir: Path) -> list[Path]:

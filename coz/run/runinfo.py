@@ -13,7 +13,6 @@ from typing import Any
 from coz.run.atomic import write_text_atomic
 
 PACKAGES = (
-    "coz",
     "torch",
     "torchvision",
     "numpy",
@@ -33,7 +32,13 @@ PACKAGES = (
 
 
 def versions() -> dict[str, str]:
+    from coz.run.extras import DISTRIBUTION
+
     found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    try:
+        found["coz"] = metadata.version(DISTRIBUTION)  # installed as chain-of-zoom, imported as coz
+    except metadata.PackageNotFoundError:
+        pass
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)

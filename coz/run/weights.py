@@ -79,6 +79,30 @@ def reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {line}"[:300] if line else type(err).__name__
 
 
+def refuse_nonfinite(where: str, weights: object) -> None:
+    """One line if any floating-point tensor in ``weights`` (a tensor, or dicts / lists of them) holds
+    a NaN or an Inf: such weights (a training run that diverged) would zoom every photo to black.
+    ``where`` names the option and file, e.g. ``backbone.weights=lora.safetensors``."""
+    from coz.run.finite import first_nonfinite
+
+    if (bad := first_nonfinite(_tensors(weights))) is not None:
+        raise CozError(
+            f"{where}: tensor {bad} holds NaN or Inf values (weights of a training run that diverged?)"
+        )
+
+
+def _tensors(obj: object, path: str = ""):
+    """(name, tensor) of every tensor in nested dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{path}[{i}]")
+    elif hasattr(obj, "is_floating_point"):
+        yield path or "(the file's tensor)", obj
+
+
 def mismatch(expected: dict[str, tuple[int, ...]], given: dict[str, object], show: int = 2) -> str | None:
     """How the tensors ``given`` (name -> tensor) differ from the ``expected`` names and shapes, in
     words; None when they match. The one state-dict check of every loader: each names its own file."""

@@ -44,7 +44,7 @@ def build_command(cfg: DictConfig, study_dir: Path | None = None) -> dict:
 
     study_dir = Path(study_dir or _hydra_run_dir())
     opts, runs = check(cfg, study_dir)  # before the folder is claimed: a bad option leaves nothing behind
-    with claim(study_dir):
+    with claim(study_dir, "study"):
         manifest = build(cfg, study_dir, opts, runs)
         record_attempt(study_dir, cfg)
     print(

@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from coz.run.finite import check_training
 from coz.train_grpo.data import Geometry, Pair, TrainPairs, ValPairs, val_specs
 from coz.train_grpo.loss import group_advantages, grpo_loss
 from coz.train_grpo.rewards import Rewards, RewardWeights
@@ -162,7 +163,7 @@ class GRPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self.trainable_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["coz_grpo"] = {"step": self.global_step}
+        checkpoint["coz_grpo"] = {"tool": "coz.train_grpo", "step": self.global_step}
         if self.trainer.is_global_zero:
             self.save_adapter(self.run_dir / "adapters" / f"step-{self.global_step:06d}")
 
@@ -245,6 +246,8 @@ class GRPOModule(L.LightningModule):
             aggregation=g.loss_aggregation,
             max_completion_length=g.max_new_tokens,
         )
+        checkpoints = self.run_dir / "checkpoints"
+        check_training("train_grpo", step + 1, "loss term", {"grpo": loss}, checkpoints)
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         optimizer.zero_grad(set_to_none=True)
@@ -254,6 +257,8 @@ class GRPOModule(L.LightningModule):
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
+        trained = ((n, p) for n, p in self.policy.named_parameters() if p.requires_grad)
+        check_training("train_grpo", step + 1, "weight", dict(trained), checkpoints)
         timings["update_s"] = time.perf_counter() - started
         if self.device.type == "cuda":  # this step's peak, generation and update together
             timings["peak_gpu_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20

@@ -41,12 +41,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir or hydra_run_dir())
     cfg = typed(TrainGRPOTool, cfg)  # every key and value, before anything is written or loads
     check_config(cfg)  # and the rules that span keys
-    with claim(run_dir):  # one process per folder, from before the first write
+    with claim(run_dir, "train_grpo"):  # one process per folder, from before the first write
         return _train(cfg, run_dir, started)
 
 
 def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    ckpt = resume_from(cfg.resume, run_dir)
+    ckpt = resume_from(cfg.resume, run_dir, "coz.train_grpo")
     resume_step = checkpoint_step(ckpt) if ckpt else None
     config = OmegaConf.to_container(cfg, resolve=True)
     earlier = read_record(run_dir / "run.json")

@@ -34,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from coz.run.finite import check_training
 from coz.train_sr.data import Layout, StepSampler, TrainingImages
 from coz.train_sr.degradation import training_view
 from coz.train_sr.losses import LPIPSLoss, l2_loss
@@ -115,6 +116,7 @@ class SRTrainingModule(L.LightningModule):
         from coz.run.atomic import write_text_atomic
 
         folder = self.run_dir / "export"
+        check_training("train_sr", self.step, "weight", self.state_dict(), self.run_dir / "checkpoints")
         files = self.gen.export(folder)
         record = {
             "step": self.step,
@@ -157,6 +159,7 @@ class SRTrainingModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["coz"] = {
+            "tool": "coz.train_sr",  # what coz.run.checkpoints.resume_from checks
             "step": self.step,
             "stage": self.stages.index_at(self.step),
             "stage_name": self.stages.at(self.step).name,
@@ -324,6 +327,7 @@ class SRTrainingModule(L.LightningModule):
         if self.reg is not None and self.weights["reg_diffusion"] > 0:
             terms["reg_diffusion"] = self.reg.diffusion_loss(z0, cond, generator)
             loss = loss + self.weights["reg_diffusion"] * terms["reg_diffusion"]
+        check_training("train_sr", self.step + 1, "loss term", terms, self.run_dir / "checkpoints")
         self.manual_backward(loss / self.accumulate)
         self.skipped_files += int(torch.as_tensor(batch["skipped"]).sum())
         self._images_since += hr.shape[0]
@@ -333,6 +337,7 @@ class SRTrainingModule(L.LightningModule):
         self.micro = 0
         self._optimiser_step()
         self.step += 1
+        check_training("train_sr", self.step, "weight", self.state_dict(), self.run_dir / "checkpoints")
         self.stepped_now = True
         scores = {}
         if getattr(self, "validation", None) and self.step % self.cfg.val.every_n_steps == 0:

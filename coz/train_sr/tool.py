@@ -36,14 +36,14 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     """Train into ``run_dir`` (the Hydra run folder by default); returns what was written."""
     run_dir = Path(run_dir or hydra_run_dir())
     cfg = check_config(cfg)  # typed and checked: every key, before any model loads or a file is written
-    with claim(run_dir):  # one process per folder, from before the first write
+    with claim(run_dir, "train_sr"):  # one process per folder, from before the first write
         return _train(cfg, run_dir)
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from coz.run.checkpoints import resume_from
 
-    checkpoint = resume_from(cfg.resume, run_dir)
+    checkpoint = resume_from(cfg.resume, run_dir, "coz.train_sr", str(cfg.backbone.name))
     ckpt_path = None if checkpoint is None else str(checkpoint)
     if ckpt_path is not None and is_main_process():
         earlier = read_record(run_dir / "run.json")

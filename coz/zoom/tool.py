@@ -19,7 +19,7 @@ from coz.backbones import build_backbone
 from coz.chain import INTERPOLATION_MODES, ZoomChain
 from coz.errors import CozError
 from coz.full_image import FullImageOptions, prepare_full_x0
-from coz.images import ImageInputError, find_images, load_rgb, prepare_x0
+from coz.images import ImageInputError, find_images, load_rgb, not_images, prepare_x0
 from coz.prompts import NullPrompt, build_prompt_extractor
 from coz.run.cli import hydra_entry
 from coz.run.cpu_share import CpuShare
@@ -47,13 +47,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     check_zoom(cfg)  # every value, before any image is read or model loads
     full = full_options(cfg)
     images = find_images(cfg.input)
+    skipped = not_images(cfg.input)  # listed as skipped inputs (exit 1), never dropped without a word
     names = output_names(images)
     config = OmegaConf.to_container(cfg, resolve=True)
-    with claim(run_dir):  # one process per folder, from before the first write
+    with claim(run_dir, "zoom"):  # one process per folder, from before the first write
         earlier = read_record(run_dir / "run.json")
         check_resume(earlier and earlier.get("config"), config, "zoom", run_dir)
         record_attempt(run_dir, cfg)
-        return _zoom(cfg, run_dir, images, names, config, full)
+        return _zoom(cfg, run_dir, images, names, config, full, skipped)
 
 
 def _zoom(
@@ -63,6 +64,7 @@ def _zoom(
     names: list[str],
     config: dict[str, Any],
     full: FullImageOptions | None,
+    skipped: dict[str, str],
 ) -> dict[str, Any]:
     timer = PhaseTimer()
     batch_size = int(cfg.batch_size)
@@ -85,8 +87,10 @@ def _zoom(
         "versions": versions(),
         "machine": machine(),
         "images": finished_images(run_dir, names),  # an earlier attempt's, kept
-        "failed": {},
+        "failed": dict(skipped),
     }
+    for reason in skipped.values():
+        log.error("%s", reason)
     write_run_json(run_dir, record)  # from the start: a rerun compares its config with this one
     todo = [(path, name) for path, name in zip(images, names, strict=True) if not is_finished(run_dir, name)]
     if len(todo) < len(images):

@@ -27,6 +27,13 @@ def m(id, file, old, new, promise, *tests, more=(), note=""):  # noqa: A002
 
 OUT = "tests/test_promises_outputs.py"
 IMG = "tests/test_promises_images.py"
+CHAIN = "tests/test_promises_chain.py"
+RUN = "tests/test_promises_run.py"
+EVAL = "tests/test_promises_evaluation.py"
+PROMPT_SETTINGS = "tests/test_promises_prompt_settings.py"
+BACKBONES = "tests/test_promises_backbones.py"
+TRAINING = "tests/test_promises_training.py"
+WANDB = "tests/test_promises_wandb.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -124,7 +131,7 @@ MUTATIONS: list[Mutation] = [
     m(
         "error-traceback",
         "coz/run/entry.py",
-        "        known = classify(err)\n",
+        "        known = (ENVIRONMENT, missing) if missing else classify(err)\n",
         "        raise\n",
         "bad input is one line, never a traceback",
         "tests/test_zoom_cli.py::test_missing_input_is_one_clear_line",
@@ -472,5 +479,176 @@ MUTATIONS: list[Mutation] = [
         "a warning says when CLIP's 77 tokens truncate a prompt",
         "tests/test_prompts_hygiene.py",
         "tests/test_promises_hygiene.py",
+    ),
+    # ----------------------------------------------------------- issue 28: survivors of round two
+    m(
+        "onestep-ar2-context",
+        "coz/chain.py",
+        "self._super_resolve([z.x0 for z in zooms], scale, scale, multiscale=False)",
+        "self._super_resolve([z.x0 for z in zooms], scale, scale, multiscale=True)",
+        "onestep prompts see the view alone (AR-1), not x0 as AR-2 context",
+        CHAIN,
+    ),
+    m(
+        "center-box-half-sides",
+        "coz/geometry.py",
+        "    return ((size - side) // 2, (size - side) // 2, (size + side) // 2, (size + side) // 2)",
+        "    half, mid = size // (2 * factor), size // 2\n"
+        "    return (mid - half, mid - half, mid - half + side, mid - half + side)",
+        "the center box is the official arithmetic at every zoom.size (not only 512)",
+        CHAIN,
+    ),
+    m(
+        "x0-not-clamped",
+        "coz/images.py",
+        "    new_w, new_h = max(size, int(width * scale)), max(size, int(height * scale))",
+        "    new_w, new_h = int(width * scale), int(height * scale)",
+        "x0 is exactly filled where float truncation gives 511 px (no black strip, fidelity.md)",
+        CHAIN,
+    ),
+    m(
+        "thin-x0-bicubic",
+        "coz/images.py",
+        "        out = img.resize((size, size), Image.LANCZOS, box=x0_source_box(w, h, size))",
+        "        out = img.resize((size, size), Image.BICUBIC, box=x0_source_box(w, h, size))",
+        "a thin image's x0 is LANCZOS-resampled like every other x0",
+        CHAIN,
+    ),
+    m(
+        "resume-seed-may-change",
+        "coz/run/resume.py",
+        'MAY_CHANGE = ("batch_size", "threads", "device", "logger")',
+        'MAY_CHANGE = ("batch_size", "threads", "device", "logger", "seed")',
+        "a resumed run refuses another seed (every tool)",
+        RUN,
+    ),
+    m(
+        "sweep-last-failed-code",
+        "coz/run/entry.py",
+        "        return max((code for _, code, _ in self.failed), default=DONE)",
+        "        return self.failed[-1][1] if self.failed else DONE",
+        "a -m sweep exits with its highest code, not its last failed job's",
+        RUN,
+    ),
+    m(
+        "zoom-bar-skips-failed",
+        "coz/zoom/tool.py",
+        '                    record["failed"][str(path)] = str(err)\n                    progress.update(chain.steps)\n',
+        '                    record["failed"][str(path)] = str(err)\n',
+        "the zoom bar counts a failed image's steps (it reaches its total)",
+        RUN,
+    ),
+    m(
+        "niqe-higher-better",
+        "coz/evaluate/aggregate.py",
+        '    "niqe": ("NIQE", True),',
+        '    "niqe": ("NIQE", False),',
+        "NIQE is lower-better: the report's CoZ-vs-direct verdicts follow it",
+        EVAL,
+    ),
+    m(
+        "shards-not-merged",
+        "coz/evaluate/report.py",
+        '        config = {k: v for k, v in data.get("config", {}).items() if k != "shard"}',
+        '        config = dict(data.get("config", {}))',
+        "the shard jobs of one evaluation merge into one table cell",
+        EVAL,
+    ),
+    m(
+        "tile-tokens-128-without-adapter",
+        "coz/prompts/__init__.py",
+        "    return 16 if tiles else 32 if adapter else 128",
+        "    return 16 if tiles and adapter else 32 if adapter else 128",
+        "max_new_tokens=auto is 16 per full-image tile, with or without an adapter",
+        PROMPT_SETTINGS,
+    ),
+    m(
+        "vlm-fp16-on-gpus",
+        "coz/prompts/__init__.py",
+        'resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="prompt.dtype")',
+        'resolve_dtype(str(cfg.dtype), device, gpu_default=torch.float16, option="prompt.dtype")',
+        "the VLM runs in bfloat16 on GPUs (dtype=auto)",
+        PROMPT_SETTINGS,
+    ),
+    m(
+        "dape-resize-aliased",
+        "coz/prompts/dape.py",
+        'mode="bilinear", antialias=True, align_corners=False',
+        'mode="bilinear", antialias=False, align_corners=False',
+        "DAPE downsizes its views to 384 antialiased (as RAM's PIL transform does)",
+        PROMPT_SETTINGS,
+    ),
+    m(
+        "s3diff-colour-fix-adain",
+        "coz/backbones/diffusion/s3diff.py",
+        '        color_fix: str = "wavelet",\n',
+        '        color_fix: str = "adain",\n',
+        "S3Diff's colour fix is wavelet by default (its authors' default)",
+        BACKBONES,
+    ),
+    m(
+        "s3diff-config-colour-fix-adain",
+        "conf/shared/backbone/s3diff.yaml",
+        "color_fix: wavelet ",
+        "color_fix: adain   ",
+        "backbone=s3diff composes the wavelet colour fix",
+        BACKBONES,
+    ),
+    m(
+        "cnn-auto-float32-on-gpus",
+        "coz/backbones/cnn/backbone.py",
+        'resolve_dtype(self._dtype_option, self._device, option="backbone.dtype")',
+        'resolve_dtype(self._dtype_option, self._device, torch.float32, option="backbone.dtype")',
+        "a CNN backbone's dtype=auto is float16 on a GPU, float32 on the CPU",
+        BACKBONES,
+    ),
+    m(
+        "reg-diffusion-weight-ignored",
+        "coz/train_sr/module.py",
+        '            loss = loss + self.weights["reg_diffusion"] * terms["reg_diffusion"]',
+        '            loss = loss + terms["reg_diffusion"]',
+        "loss.reg_diffusion weights the regulariser's diffusion loss",
+        TRAINING + "::test_the_regularisers_diffusion_loss_is_scaled_by_its_weight",
+    ),
+    m(
+        "train-sr-test-latent-shift",
+        "coz/train_sr/generators.py",
+        '            latent_shift=str(train.get("latent_shift") or cfg.get("latent_shift", "test")),',
+        '            latent_shift=str(cfg.get("latent_shift", "test")),',
+        "train_sr encodes with the training latent shift (model.latent_shift=train)",
+        TRAINING + "::test_train_sr_encodes_with_the_training_latent_shift",
+    ),
+    m(
+        "grpo-bar-from-zero",
+        "coz/train_grpo/module.py",
+        'Progress(steps, "train_grpo", "steps", initial=self.global_step, enabled=shown)',
+        'Progress(steps, "train_grpo", "steps", initial=0, enabled=shown)',
+        "a resumed GRPO run's bar counts on from its checkpoint",
+        TRAINING + "::test_a_resumed_grpo_run_counts_on_from_its_checkpoint",
+    ),
+    m(
+        "api-seeds-once",
+        "coz/api.py",
+        "        seed_everything(int(cfg.seed))\n        total, done",
+        '        if not getattr(self, "_seeded", False):\n'
+        "            seed_everything(int(cfg.seed))\n            self._seeded = True\n        total, done",
+        "the API reseeds from seed= at every call",
+        "tests/test_promises_api.py",
+    ),
+    m(
+        "logger-group-ignored",
+        "coz/run/wandb_run.py",
+        '        "group": str(logger_cfg.get("group") or group or default_group(tool)),',
+        '        "group": str(group or default_group(tool)),',
+        "logger.group= names the W&B group, over the sweep and the preset",
+        WANDB,
+    ),
+    m(
+        "preset-group-dropped",
+        "coz/run/wandb_run.py",
+        '    return f"{tool}/{preset}" if preset else tool',
+        "    return tool",
+        "an experiment= preset's W&B runs are grouped as <tool>/<preset>",
+        WANDB,
     ),
 ]

@@ -24,7 +24,7 @@ from coz.backbones.cnn.rrdbnet import rrdbnet, to_basicsr
 from coz.errors import CozError
 from coz.run.atomic import atomic_path
 from coz.run.paths import cache_dir
-from coz.run.weights import read_weights, torch_file
+from coz.run.weights import read_weights, refuse_nonfinite, torch_file
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"Real-ESRGAN weights not found: {path}")
     if path.suffix == ".safetensors":
-        return read_weights("backbone.weights", path, lambda: load_file(str(path), device="cpu"))
+        state = read_weights("backbone.weights", path, lambda: load_file(str(path), device="cpu"))
+        refuse_nonfinite(f"backbone.weights={path}", state)
+        return state
     if path.suffix in (".pth", ".pt", ".ckpt"):
         ckpt = torch_file("backbone.weights", path)
         if isinstance(ckpt, Mapping):
@@ -65,6 +67,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(
                 f"{path}: not a state dict (nor a BasicSR checkpoint with 'params_ema'/'params')"
             )
+        refuse_nonfinite(f"backbone.weights={path}", ckpt)
         return {k.removeprefix("module."): v for k, v in ckpt.items()}
     raise ValueError(
         f"{path}: unsupported weights format {path.suffix!r}; use .safetensors or a BasicSR .pth"

@@ -73,12 +73,13 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, o
         raise CozError(
             f"backbone.weights={path}: SPAN weights must be a .safetensors file (spandrel's SPAN layout)"
         )
-    from coz.run.weights import refuse_placeholder
+    from coz.run.weights import refuse_nonfinite, refuse_placeholder
 
     refuse_placeholder("backbone.weights", path)
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
     state = load_file(str(path), device="cpu")
+    refuse_nonfinite(f"backbone.weights={path}", state)
     if "conv_1.sk.weight" not in state or "upsampler.0.weight" not in state:
         raise CozError(f"backbone.weights={path}: not a SPAN state dict (no conv_1.sk / upsampler.0 weights)")
     return state, norm_from_metadata(metadata)

@@ -25,7 +25,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     option = f"backbone.weights={path}"
     if not path.is_file():
         raise CozError(f"{option}: file not found")
-    from coz.run.weights import placeholder
+    from coz.run.weights import placeholder, refuse_nonfinite
 
     if problem := placeholder(path):
         raise CozError(f"{option}: {problem}")
@@ -34,8 +34,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu")
-        if suffix in (".pth", ".pt", ".ckpt"):
+            state = load_file(str(path), device="cpu")
+        elif suffix in (".pth", ".pt", ".ckpt"):
             state = torch.load(path, map_location="cpu", weights_only=True)
         else:
             raise CozError(
@@ -47,6 +47,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CozError(f"{option}: cannot be read as a weights file ({type(err).__name__}: {err})") from None
     if not isinstance(state, Mapping):
         raise CozError(f"{option}: holds a {type(state).__name__}, not a state dict")
+    refuse_nonfinite(option, state)
     return dict(state)
 
 

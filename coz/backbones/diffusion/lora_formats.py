@@ -106,12 +106,12 @@ def adaln_lora_modules(transformer: nn.Module) -> list[tuple[str, LoRALinear]]:
 
 def load_torch_file(path: Path, what: str):
     """``torch.load(weights_only=True)`` on the CPU; an unreadable file is one CozError naming it."""
-    from coz.run.weights import placeholder
+    from coz.run.weights import placeholder, refuse_nonfinite
 
     if problem := placeholder(path):
         raise CozError(f"{what} {path}: {problem}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
         # torch's weights_only refusals are paragraphs; the line naming the offending content is the one
@@ -119,6 +119,8 @@ def load_torch_file(path: Path, what: str):
         raise CozError(
             f"{what} {path}: not a readable torch.save file ({type(e).__name__}: {reason})"[:500]
         ) from None
+    refuse_nonfinite(f"{what} {path}", loaded)
+    return loaded
 
 
 def load_released_transformer_lora(transformer: nn.Module, path: str | Path) -> None:
@@ -264,14 +266,17 @@ def read_lora_file(
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise CozError(f"LoRA weights {path}: not a readable safetensors file ({e})") from None
+        raise CozError(f"backbone.weights={path}: not a readable safetensors file ({e})") from None
     if metadata.get("format") != FORMAT or metadata.get("backbone") != backbone:
         raise CozError(
-            f"LoRA weights {path}: metadata says format={metadata.get('format')!r}, "
+            f"backbone.weights={path}: metadata says format={metadata.get('format')!r}, "
             f"backbone={metadata.get('backbone')!r}; expected {FORMAT!r} for {backbone!r}"
         )
     if problem := mismatch(shapes(expected), tensors):
-        raise CozError(f"LoRA weights {path}: {problem}")
+        raise CozError(f"backbone.weights={path}: {problem}")
+    from coz.run.weights import refuse_nonfinite
+
+    refuse_nonfinite(f"backbone.weights={path}", tensors)
     return tensors, metadata
 
 

@@ -1,0 +1,163 @@
+"""Run folders from the user's side (issue 27): a folder belongs to the tool that made it, is never
+writable by others, and the command's exit code says what happened (Ctrl-C, a closed stdout, a sweep).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inprocess_cli import run_cli
+from PIL import Image
+
+# no model: a zoom in milliseconds
+TINY = ["zoom=bicubic", "zoom.steps=1", "zoom.size=64", "save.gif_size=16"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def errors(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def zoom(args: list[str], monkeypatch) -> int:
+    from coz.zoom.tool import main
+
+    return run_cli(main, [*TINY, *args], monkeypatch)
+
+
+# ---------------------------------------------------------------- a folder belongs to its tool
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "train_sr"])
+def test_another_tool_is_refused_in_a_zoom_run_folder_naming_both(
+    tool, photos, tmp_path, monkeypatch, capsys
+):
+    import importlib
+
+    run_dir = tmp_path / "zoomed"
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
+    before = (run_dir / "run.json").read_bytes()
+    capsys.readouterr()
+
+    args = {
+        "evaluate": ["method=nn", "metrics=offline", f"input={photos}", "zoom.steps=1"],
+        "train_sr": ["experiment=smoke", f"data.sources=[{{path: {photos}, prob: 1}}]"],
+    }[tool]
+    main = importlib.import_module(f"coz.{tool}.tool").main
+    code = run_cli(main, [*args, f"hydra.run.dir={run_dir}"], monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert errors(err) == [
+        f"error: {run_dir} is a coz.zoom run folder: coz.{tool} cannot run in it; choose another hydra.run.dir"
+    ]
+    assert (run_dir / "run.json").read_bytes() == before  # the zoom run is untouched, still resumable
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
+
+
+# ---------------------------------------------------------------- not writable by others
+
+
+def test_a_world_writable_run_folder_is_refused_in_one_line(photos, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "shared"
+    run_dir.mkdir()
+    run_dir.chmod(0o777)
+    code = zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert len(errors(err)) == 1 and errors(err)[0].startswith(
+        f"error: {run_dir}: the run folder is writable by every user"
+    )
+    assert "Traceback" not in err
+    assert not (run_dir / "run.json").exists()
+
+
+def test_a_symlink_planted_in_a_run_folder_is_refused_and_its_target_untouched(
+    photos, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run_dir / "run.json").unlink()
+    (run_dir / "run.json").symlink_to(victim)
+    capsys.readouterr()
+
+    code = zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert errors(err) == [
+        f"error: {run_dir / 'run.json'}: a symbolic link inside the run folder could redirect its writes; "
+        "remove it or choose another hydra.run.dir"
+    ]
+    assert victim.read_text() == "precious"
+
+
+# ---------------------------------------------------------------- exit codes: Ctrl-C, a closed stdout
+
+
+def coz_process(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "coz.zoom", *TINY, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    """Enough images for a few seconds of work: a signal or a closed pipe comes before the end."""
+    folder = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"m{i:02d}.png")
+    return folder
+
+
+def test_ctrl_c_mid_run_says_rerun_to_resume_and_exits_130(many, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = coz_process(
+        [f"input={many}", f"hydra.run.dir={run_dir}"],
+        tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert "image(s) ->" in proc.stdout.readline()  # started: the log line before the first image
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "coz.zoom: interrupted, rerun to resume"
+    assert "Traceback" not in err
+    assert len(list((run_dir / "images").glob("*/zoom.json"))) < 60  # it was mid-run
+
+
+def test_a_closed_stdout_exits_quietly(many, tmp_path):
+    # `coz.zoom ... | head -1`: head reads one line and closes the pipe; the summary comes later
+    proc = coz_process(
+        [f"input={many}", f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 141, err  # 128 + SIGPIPE, as a shell tool killed by the closed pipe
+    assert errors(err) == [] and "Traceback" not in err and "Broken pipe" not in err, err
