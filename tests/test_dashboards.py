@@ -161,7 +161,7 @@ def test_train_grpo_logs_the_critics_answer_and_training_rollouts(tmp_path, samp
 @pytest.mark.parametrize(
     ("tool", "override", "message"),
     [
-        ("train_sr", "val.every_n_steps=abc", "val.every_n_steps=abc: must be a whole number >= 0"),
+        ("train_sr", "val.every_n_steps=abc", "val.every_n_steps=abc: must be a whole number"),
         ("train_sr", "val.source=/no/such/folder", "data source /no/such/folder: no such folder or file"),
         ("train_grpo", "val.rollouts=-2", "val.rollouts=-2: must be a whole number >= 0"),
     ],

@@ -283,7 +283,9 @@ def test_every_preset_and_every_job_of_its_sweep_composes(preset):
     labels = set()
     for job in jobs:
         adapter = ["prompt.adapter=adapter/"] if preset.startswith("table") else []  # as users pass it
-        folder = ["input=photos/"] if preset in ("offline", "smoke") else []  # the table presets: each dataset from COZ_DATA
+        folder = (
+            ["input=photos/"] if preset in ("offline", "smoke") else []
+        )  # the table presets: each dataset from COZ_DATA
         job_cfg = compose_evaluate([f"experiment={preset}", *adapter, *folder, *job])
         described = describe_job(job_cfg)
         assert job_cfg.table.startswith("table")

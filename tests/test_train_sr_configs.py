@@ -51,8 +51,8 @@ def test_defaults_are_the_papers_recipe():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ([], "data.sources is empty"),
-        (["data.sources=[{path: x}]", "backbone=s3diff"], "coz.train_sr trains"),
+        ([], r"data.sources=\[\]: must be your training images"),
+        (["data.sources=[{path: x}]", "backbone=s3diff"], "backbone.name=s3diff: no such backbone"),
         (["data.sources=[{path: x}]", "trainer.strategy=horovod"], "trainer.strategy"),
         (["data.sources=[{path: x}]", "data.crop=100"], "multiple of 32"),
         (["data.sources=[{path: x}]", "data.crop=-32"], "positive multiple of 32"),
@@ -65,6 +65,13 @@ def test_defaults_are_the_papers_recipe():
         ),
         (["data.sources=[{path: x}]", "checkpoint.every_n_steps=1.5"], "checkpoint.every_n_steps"),
         (["data.sources=[{path: x}]", "seed=-1"], "seed=-1: must be a whole number from 0 to 4294967295"),
+        (["data.sources=[{path: x, prob: half}]"], "data.sources.0.prob=half: must be a number >= 0 or size"),
+        (["data.sources=[{path: x}]", "+trainer.max_tme=1"], "trainer.max_tme: not an argument of lightning"),
+        (["data.sources=[{path: x}]", "trainer.precision=15"], "trainer.precision=15: must be one of auto"),
+        (
+            ["data.sources=[{path: x}]", "degradation.second.kernel.kernel_prob=[0.5,0.5]"],
+            r"degradation.second.kernel.kernel_prob=\[0.5, 0.5\]: must give one probability per kernel",
+        ),
     ],
 )
 def test_bad_options_fail_in_one_line(overrides, message):
@@ -121,3 +128,35 @@ def test_checkpoint_format_round_trip(tmp_path):
     assert back["optimizer_states"][0]["param_groups"][0]["betas"] == (0.9, 0.999)
     assert back["global_step"] == 7 and back["none"] is None
     assert torch.equal(back["coz"]["rng"]["torch"], ckpt["coz"]["rng"]["torch"])
+
+
+def test_the_typed_config_fills_list_items_and_passes_other_trainer_arguments_on():
+    """A source without prob/limit and a stage without a name read as documented (prob 1, no limit,
+    the stage named by its degradation); any other lightning.Trainer argument passes through."""
+    from coz.train_sr.stages import Stages
+
+    cfg = check_config(
+        compose_train(
+            [
+                "data.sources=[{path: x}, {path: y, prob: size, limit: 3}]",
+                "stages=[{degradation: bicubic, steps: 2}]",
+                "+trainer.max_time=00:00:01:00",
+                "trainer.devices=auto",
+                "trainer.precision=32",
+            ]
+        )
+    )
+    assert [(s.path, s.prob, s.limit) for s in cfg.data.sources] == [("x", 1.0, None), ("y", "size", 3)]
+    assert [(s.name, s.degradation, s.steps) for s in Stages(cfg.stages).stages] == [
+        ("bicubic", "bicubic", 2)
+    ]
+    assert cfg.trainer.max_time == "00:00:01:00" and cfg.trainer.devices == "auto"
+    assert isinstance(cfg.optim.lr, float) and isinstance(cfg.data.crop, int)
+
+
+def test_a_backbone_of_ones_own_is_refused_in_one_line():
+    """A config with _target_ passes the schema (it has none) but coz.train_sr has no generator for it."""
+    cfg = compose_train(["data.sources=[{path: x}]"])
+    cfg.backbone = {"_target_": "my.Net"}
+    with pytest.raises(CozError, match="backbone=None: coz.train_sr trains sd3, tiny_sd3"):
+        check_config(cfg)

@@ -139,18 +139,16 @@ class SD3Generator(Generator):
         # the released SD3 port: rank-4 LoRA on the 47 AdaLayerNormZero linears (where the generator's is)
         adaln = tuple(n for n, m in transformer.named_modules() if isinstance(m, LoRALinear))
         return Regulariser(
-            FlowScore(
-                transformer, float(cfg.get("shift", 3.0)), sigma_fp16=bool(cfg.get("sigma_fp16", True))
-            ),
-            tuple(cfg.get("targets") or adaln),
-            rank=int(cfg.rank),
-            alpha=cfg.get("alpha"),
-            cfg_scale=float(cfg.get("cfg_scale") or 1.0),
-            dmd_t_range=tuple(cfg.get("dmd_t_range") or (0, 1000)),
-            diffusion_t_range=tuple(cfg.get("diffusion_t_range") or (0, 1000)),
+            FlowScore(transformer, cfg.shift, sigma_fp16=cfg.sigma_fp16),
+            tuple(cfg.targets or adaln),
+            rank=cfg.rank,
+            alpha=cfg.alpha,
+            cfg_scale=cfg.cfg_scale or 1.0,
+            dmd_t_range=tuple(cfg.dmd_t_range or (0, 1000)),
+            diffusion_t_range=tuple(cfg.diffusion_t_range or (0, 1000)),
             exclude=sd3_dead_layers(transformer),
-            timesteps=str(cfg.get("timesteps") or "batch"),
-            loss_space=str(cfg.get("loss_space") or "x0"),
+            timesteps=cfg.timesteps or "batch",
+            loss_space=cfg.loss_space or "x0",
         )
 
     def set_gradient_checkpointing(self, on):
@@ -216,14 +214,14 @@ class SD21Generator(Generator):
         family = EpsilonScore(self.backbone.unet, self.backbone.scheduler.alphas_cumprod, conv_in)
         return Regulariser(
             family,
-            tuple(cfg.get("targets") or self.fake_targets(cfg.get("fake_adapters") or "others")),
-            rank=int(cfg.rank),
-            alpha=cfg.get("alpha"),
-            cfg_scale=float(cfg.get("cfg_scale") or 7.5),
-            dmd_t_range=tuple(cfg.get("dmd_t_range") or (20, 980)),
-            diffusion_t_range=tuple(cfg.get("diffusion_t_range") or (0, 1000)),
-            timesteps=str(cfg.get("timesteps") or "sample"),
-            loss_space=str(cfg.get("loss_space") or "target"),
+            tuple(cfg.targets or self.fake_targets(cfg.fake_adapters)),
+            rank=cfg.rank,
+            alpha=cfg.alpha,
+            cfg_scale=cfg.cfg_scale or 7.5,
+            dmd_t_range=tuple(cfg.dmd_t_range or (20, 980)),
+            diffusion_t_range=tuple(cfg.diffusion_t_range or (0, 1000)),
+            timesteps=cfg.timesteps or "sample",
+            loss_space=cfg.loss_space or "target",
         )
 
     def fake_targets(self, adapters: str) -> list[str]:
@@ -318,53 +316,51 @@ class CNNGenerator(Generator):
 def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
     """The trainable backbone for ``backbone=<name>`` (conf/shared/backbone/<name>.yaml, or conf/train_sr/train_sr.yaml's
     ``tiny_realesrgan``), initialised from the weights the config names (none: a fresh LoRA)."""
-    name = str(cfg.name)
+    name = cfg.name
     if name in ("sd3", "tiny_sd3"):
         from coz.backbones.diffusion.sd3 import OSEDiffSD3
 
         opts = dict(
-            dtype=str(cfg.get("dtype", "float32")),
-            latent_shift=str(train.get("latent_shift") or cfg.get("latent_shift", "test")),
+            dtype=cfg.dtype,
+            latent_shift=train.latent_shift or cfg.latent_shift,
             color_fix="none",
-            seed=int(cfg.get("seed", 42)),
-            lora_rank=int(cfg.get("lora_rank", 4)),
-            drop_t5=bool(cfg.get("drop_t5", False)),
-            offload_text_encoders=bool(cfg.get("offload_text_encoders", False)),
-            text_dtype=str(cfg.get("text_dtype", "float16")),
+            seed=cfg.seed,
+            lora_rank=cfg.lora_rank,
+            drop_t5=cfg.drop_t5,
+            offload_text_encoders=cfg.offload_text_encoders,
+            text_dtype=cfg.text_dtype,
             trainable=True,
         )
         if name == "tiny_sd3":
-            backbone = OSEDiffSD3.tiny(model_seed=int(cfg.get("model_seed", 0)), **opts)
+            backbone = OSEDiffSD3.tiny(model_seed=cfg.model_seed, **opts)
         else:
-            from coz.backbones.diffusion.sd3 import DEFAULT_MODEL
-
-            backbone = OSEDiffSD3.from_pretrained(str(cfg.get("model") or DEFAULT_MODEL), **opts)
+            backbone = OSEDiffSD3.from_pretrained(cfg.model, **opts)
         _init_sd3(backbone, cfg)
         backbone.set_trainable(True)
         gen = SD3Generator(backbone)
         gen.name = name
         return gen
     if name in ("sd21", "tiny_sd21"):
-        from coz.backbones.diffusion.sd21 import DEFAULT_MODEL, OSEDiffSD21
+        from coz.backbones.diffusion.sd21 import OSEDiffSD21
 
         opts = dict(
-            dtype=str(cfg.get("dtype", "float32")) if str(cfg.get("dtype")) != "auto" else "float32",
+            dtype=cfg.dtype if cfg.dtype != "auto" else "float32",
             color_fix="none",
-            seed=int(cfg.get("seed", 42)),
-            lora_rank=int(cfg.get("lora_rank", 4)),
-            vae_lora_rank=int(cfg.get("vae_lora_rank", 4)),
+            seed=cfg.seed,
+            lora_rank=cfg.lora_rank,
+            vae_lora_rank=cfg.vae_lora_rank,
             trainable=True,
         )
         if name == "tiny_sd21":
-            backbone = OSEDiffSD21.tiny(model_seed=int(cfg.get("model_seed", 0)), **opts)
+            backbone = OSEDiffSD21.tiny(model_seed=cfg.model_seed, **opts)
         else:
-            backbone = OSEDiffSD21.from_pretrained(str(cfg.get("model") or DEFAULT_MODEL), **opts)
-        if cfg.get("osediff_pkl"):
+            backbone = OSEDiffSD21.from_pretrained(cfg.model, **opts)
+        if cfg.osediff_pkl:
             backbone.load_released(_file(cfg.osediff_pkl, "backbone.osediff_pkl"))
-        elif cfg.get("weights"):
+        elif cfg.weights:
             backbone.load_lora(_file(cfg.weights, "backbone.weights"))
         backbone.set_trainable(True)
-        gen = SD21Generator(backbone, negative_prompt=str(train.get("negative_prompt") or ""))
+        gen = SD21Generator(backbone, negative_prompt=train.negative_prompt)
         gen.name = name
         return gen
     if name in ("span", "tiny_span"):
@@ -384,7 +380,7 @@ def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
             from coz.backbones.cnn.realesrgan import ensure_cached_weights, load_weights
             from coz.run.weights import read_weights
 
-            weights = str(cfg.get("weights", "auto"))
+            weights = cfg.weights
             path = ensure_cached_weights() if weights == "auto" else _file(weights, "backbone.weights")
             # another network's weights (wrong keys or shapes) fail here in one line, as in coz.zoom
             net = read_weights("backbone.weights", path, lambda: rrdbnet(load_weights(path)))
@@ -405,8 +401,7 @@ def _span_generator(cfg: DictConfig, name: str) -> CNNGenerator:
             net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=int(cfg.get("num_feat", 8)))
         norm = {"rgb_mean": SPANDREL_MEAN, "img_range": 255.0}
     else:
-        weights = str(cfg.get("weights", "auto"))
-        model = str(cfg.get("model", "ClearReality4x"))
+        weights, model = cfg.weights, cfg.model
         path = ensure_cached_weights(model) if weights == "auto" else _file(weights, "backbone.weights")
         state, norm = load_weights(path)
         net = build_span(state, norm)
@@ -415,10 +410,10 @@ def _span_generator(cfg: DictConfig, name: str) -> CNNGenerator:
 
 def _init_sd3(backbone, cfg) -> None:
     """Start from the config's weights where it names some (fine-tuning a release), else fresh LoRA."""
-    if cfg.get("weights"):
+    if cfg.weights:
         backbone.load_lora(_file(cfg.weights, "backbone.weights"))
-    elif cfg.get("transformer_lora") or cfg.get("vae_encoder"):
-        if not (cfg.get("transformer_lora") and cfg.get("vae_encoder")):
+    elif cfg.transformer_lora or cfg.vae_encoder:
+        if not (cfg.transformer_lora and cfg.vae_encoder):
             raise CozError("give both backbone.transformer_lora and backbone.vae_encoder (or neither)")
         backbone.load_released(
             _file(cfg.transformer_lora, "backbone.transformer_lora"),

@@ -66,9 +66,9 @@ class SRTrainingModule(L.LightningModule):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.gen = self.prompts = self.reg = self.lpips = None  # built in configure_model, in each process
         w = cfg.loss
-        self.weights = {k: float(w.get(k, 0.0) or 0.0) for k in ("l2", "lpips", "dmd", "reg_diffusion")}
+        self.weights = {k: w[k] for k in ("l2", "lpips", "dmd", "reg_diffusion")}
         self.stages = Stages(OmegaConf.to_container(cfg.stages, resolve=True))
-        self.accumulate = int(cfg.optim.accumulate)
+        self.accumulate = cfg.optim.accumulate
         self.step = 0  # completed optimisation steps
         self.micro = 0  # micro-batches into the current step
         self.stepped_now = False
@@ -88,17 +88,17 @@ class SRTrainingModule(L.LightningModule):
 
         cfg = self.cfg
         if self.weights["lpips"] > 0:  # first: without its weights, fail before the large model loads
-            self.lpips = LPIPSLoss(cfg.loss.get("lpips_weights"))
+            self.lpips = LPIPSLoss(cfg.loss.lpips_weights)
         generator = build_generator(cfg.backbone, cfg.model)
         self.gen = generator
         self.models = nn.ModuleDict(generator.modules())  # registered: devices, DDP, FSDP
         diffusion = hasattr(generator.backbone, "vae")
         if diffusion and (self.weights["dmd"] > 0 or self.weights["reg_diffusion"] > 0):
             with torch.random.fork_rng(devices=[]):  # the fake LoRA's init is seeded too
-                torch.manual_seed(int(cfg.seed))
+                torch.manual_seed(cfg.seed)
                 self.reg = generator.regulariser(cfg.regulariser)
         self.prompts = TrainingPrompts(cfg.prompts) if diffusion else None
-        if bool(cfg.get("gradient_checkpointing", False)):
+        if cfg.gradient_checkpointing:
             generator.set_gradient_checkpointing(True)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
@@ -204,10 +204,10 @@ class SRTrainingModule(L.LightningModule):
         optimisers = [
             torch.optim.AdamW(
                 params,
-                lr=float(o.lr),
+                lr=o.lr,
                 betas=tuple(o.betas),
-                weight_decay=float(o.weight_decay),
-                eps=float(o.eps),
+                weight_decay=o.weight_decay,
+                eps=o.eps,
             )
             for params in groups.values()
         ]
@@ -215,31 +215,32 @@ class SRTrainingModule(L.LightningModule):
 
         # transformers' (and diffusers') linear warm-up: step s of the first w trains at lr * s / w (0 at
         # the first step), then lr; w = 0 is a constant lr. Stepped once per optimisation step.
-        warmup = int(o.get("warmup_steps", 0) or 0)
-        schedulers = [get_constant_schedule_with_warmup(opt, num_warmup_steps=warmup) for opt in optimisers]
+        schedulers = [
+            get_constant_schedule_with_warmup(opt, num_warmup_steps=o.warmup_steps) for opt in optimisers
+        ]
         return optimisers, schedulers
 
     # ---- data -------------------------------------------------------------------------------
     def layout(self) -> Layout:
-        return Layout(int(self.cfg.data.batch_size), self.accumulate, int(self.trainer.world_size))
+        return Layout(self.cfg.data.batch_size, self.accumulate, int(self.trainer.world_size))
 
     def train_dataloader(self):
         d = self.cfg.data
         layout = self.layout()
         dataset = TrainingImages(
             OmegaConf.to_container(d.sources, resolve=True),
-            crop=int(d.crop),
-            hflip=bool(d.hflip),
-            vflip=bool(d.vflip),
-            seed=int(self.cfg.seed),
+            crop=d.crop,
+            hflip=d.hflip,
+            vflip=d.vflip,
+            seed=self.cfg.seed,
             layout=layout,
             stage_kind=self.stages.kind_at,
             degradation=OmegaConf.to_container(self.cfg.degradation, resolve=True),
-            max_tries=int(d.max_tries),
+            max_tries=d.max_tries,
         )
         start, stop = self.step * self.accumulate, self.stages.total * self.accumulate
         sampler = StepSampler(layout, int(self.trainer.global_rank), start, stop)
-        workers = int(d.num_workers)
+        workers = d.num_workers
         return torch.utils.data.DataLoader(
             dataset,
             batch_sampler=sampler,
@@ -270,10 +271,10 @@ class SRTrainingModule(L.LightningModule):
 
         # our own bar, not Lightning's ("Epoch 0/0 ... v_num"): optimiser steps towards the stages'
         # total, counting on from the checkpoint after a resume, with the latest losses
-        shown = self.trainer.is_global_zero and bool(self.cfg.log.progress_bar)
+        shown = self.trainer.is_global_zero and self.cfg.log.progress_bar
         self.bar = Progress(self.stages.total, "train_sr", "steps", initial=self.step, enabled=shown)
         self.validation = None
-        if self.trainer.is_global_zero and int(self.cfg.val.every_n_steps or 0) > 0:
+        if self.trainer.is_global_zero and self.cfg.val.every_n_steps > 0:
             from coz.train_sr.validation import Validation
 
             self.validation = Validation(self.cfg, self.device)
@@ -301,7 +302,7 @@ class SRTrainingModule(L.LightningModule):
             self.stage_index = stage_index
         kind = self.stages.kind_at(self.step)
         rank = int(self.trainer.global_rank)
-        seed = step_seed(int(self.cfg.seed), self.step, self.micro, rank)
+        seed = step_seed(self.cfg.seed, self.step, self.micro, rank)
         self.gen.reseed(seed % 2**62)
         generator = torch.Generator(device=self.device).manual_seed(step_seed(seed, 1))
 
@@ -309,12 +310,10 @@ class SRTrainingModule(L.LightningModule):
         with torch.no_grad():
             deg, back = self.cfg.degradation, None  # CNNs restore the LR batch (B, 3, S/4, S/4) itself
             if self.gen.takes_upsampled_input:  # diffusion backbones: the LR view resized back to S
-                back = str(deg.get("bicubic_back", "pil_bicubic")) if kind == "bicubic" else "bicubic"
-                if kind == "realesrgan" and str(deg.resize_back) == "random":
+                back = deg.bicubic_back if kind == "bicubic" else "bicubic"
+                if kind == "realesrgan" and deg.resize_back == "random":
                     back = "random"
-            x = training_view(
-                hr, kind, batch.get("deg"), int(deg.scale), back, bool(deg.get("round_8bit", True))
-            )
+            x = training_view(hr, kind, batch.get("deg"), deg.scale, back, deg.round_8bit)
             prompts = self.prompts(hr) if self.prompts is not None else [""] * hr.shape[0]
         target = hr * 2 - 1
         sr, z0, cond = self.gen.restore(x, prompts)
@@ -341,12 +340,12 @@ class SRTrainingModule(L.LightningModule):
         check_training("train_sr", self.step, "weight", self.state_dict(), self.run_dir / "checkpoints")
         self.stepped_now = True
         scores = {}
-        if getattr(self, "validation", None) and self.step % int(self.cfg.val.every_n_steps) == 0:
+        if getattr(self, "validation", None) and self.step % self.cfg.val.every_n_steps == 0:
             scores = self.validation.run(self.gen, self.prompts, self.step, self.run_dir, self.loggers)
         self._log(terms, generator_loss, stage_index, scores)
         if getattr(self, "bar", None):
             self.bar.update()
-        every = int(self.cfg.log.images_every or 0)
+        every = self.cfg.log.images_every
         if every and (self.step % every == 0 or self.step == 1):
             self._log_images(x, sr, hr)
 
@@ -354,7 +353,7 @@ class SRTrainingModule(L.LightningModule):
         optimisers = self.optimizers()
         optimisers = optimisers if isinstance(optimisers, list) else [optimisers]
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        max_norm = float(self.cfg.optim.max_grad_norm or 0.0)
+        max_norm = self.cfg.optim.max_grad_norm
         if scaler is not None:  # fp16: one scale update for all optimisers (coz/train_sr/amp.py)
             from coz.train_sr.amp import step_with_one_scale
 
@@ -374,7 +373,7 @@ class SRTrainingModule(L.LightningModule):
     ) -> None:
         """The step's row (every ``log.every_n_steps``, and whenever validation ``scores`` come with it:
         one row per step, never two)."""
-        every = max(1, int(self.cfg.log.every_n_steps))
+        every = max(1, self.cfg.log.every_n_steps)
         if self.step % every and self.step != 1 and not scores:
             return
         now = time.perf_counter()
@@ -392,7 +391,7 @@ class SRTrainingModule(L.LightningModule):
             ips = self._images_since * int(self.trainer.world_size) / elapsed
             metrics["throughput/images_per_s"] = ips
             metrics["throughput/steps_per_s"] = ips / (
-                int(self.cfg.data.batch_size) * self.accumulate * int(self.trainer.world_size)
+                self.cfg.data.batch_size * self.accumulate * int(self.trainer.world_size)
             )
         self._clock, self._images_since = now, 0
         if getattr(self, "bar", None):
@@ -415,7 +414,7 @@ class SRTrainingModule(L.LightningModule):
 
         from coz.run.atomic import write_atomic
 
-        n = min(int(self.cfg.log.images), hr.shape[0])
+        n = min(self.cfg.log.images, hr.shape[0])
         size = hr.shape[-2:]
         lr_view = F.interpolate(x[:n].float(), size=size, mode="nearest") if x.shape[-2:] != size else x[:n]
         rows = [lr_view.float(), ((sr[:n].detach().float().clamp(-1, 1) + 1) / 2), hr[:n].float()]

@@ -23,12 +23,8 @@ class TrainingPrompts:
     """HR batch (B, 3, H, W) in [0, 1] -> one prompt per image."""
 
     def __init__(self, cfg: DictConfig, device: str | torch.device = "cpu") -> None:
-        self.mode = (
-            "null" if cfg.get("mode") is None else str(cfg.mode)
-        )  # prompts.mode=null reads as YAML null
-        if self.mode not in MODES:
-            raise CozError(f"prompts.mode={self.mode}: use one of {', '.join(MODES)}")
-        self.text = str(cfg.get("text") or "")
+        self.mode = cfg.mode or "null"  # prompts.mode=null reads as YAML null
+        self.text = cfg.text
         self.tagger = None
         if self.mode in ("ram", "dape", "tiny_dape"):
             self.tagger = _build_tagger(cfg, str(device))
@@ -64,12 +60,10 @@ def _build_tagger(cfg: DictConfig, device: str):
     if cfg.mode == "tiny_dape":
         from coz.prompts.tiny_dape import build_tiny_dape
 
-        return build_tiny_dape(
-            seed=int(cfg.get("seed", 0)), threshold=float(cfg.get("threshold", 0.68)), device=device
-        )
+        return build_tiny_dape(seed=cfg.seed, threshold=cfg.threshold, device=device)
     need = ["ram_weights", "tags"] + (["dape_weights"] if cfg.mode == "dape" else [])
     for key in need:
-        value = cfg.get(key)
+        value = cfg[key]
         if not value:
             raise CozError(
                 f"prompts.mode={cfg.mode} needs prompts.{key}=PATH (RAM: ram_swin_large_14m.pth and "
@@ -78,7 +72,7 @@ def _build_tagger(cfg: DictConfig, device: str):
         if not Path(value).expanduser().is_file():
             raise CozError(f"prompts.{key}={value}: no such file")
     tags = load_tags(Path(cfg.tags).expanduser())
-    thresholds = resolve_thresholds(cfg.get("thresholds"), cfg.tags, len(tags), option="prompts.thresholds")
+    thresholds = resolve_thresholds(cfg.thresholds, cfg.tags, len(tags), option="prompts.thresholds")
     tagger = ram_swin_tagger(len(tags))
     dape = Path(cfg.dape_weights).expanduser() if cfg.mode == "dape" else None
     load_ram_state(tagger, Path(cfg.ram_weights).expanduser(), dape)

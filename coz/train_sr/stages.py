@@ -32,7 +32,7 @@ class Stages:
                 raise CozError(f"stages[{i}].degradation={kind}: use one of {', '.join(KINDS)}")
             if steps < 1:
                 raise CozError(f"stages[{i}].steps={steps}: must be >= 1")
-            self.stages.append(Stage(str(s.get("name", kind)), kind, steps, start))
+            self.stages.append(Stage(str(s.get("name") or kind), kind, steps, start))  # unnamed: its kind
             start += steps
         self.total = start
 

@@ -26,16 +26,16 @@ from coz.run.cli import hydra_entry
 from coz.run.folder import claim, is_main_process, record_attempt
 from coz.run.resume import check_resume, read_record
 from coz.run.runtime import fixed_threads, hydra_choices, hydra_run_dir
+from coz.run.schema import typed
+from coz.train_sr.schema import TrainSR
 
 log = logging.getLogger("coz.train_sr")
-
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed")
 
 
 def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     """Train into ``run_dir`` (the Hydra run folder by default); returns what was written."""
     run_dir = Path(run_dir or hydra_run_dir())
-    check_config(cfg)
+    cfg = check_config(cfg)  # typed and checked: every key, before any model loads or a file is written
     with claim(run_dir, "train_sr"):  # one process per folder, from before the first write
         return _train(cfg, run_dir)
 
@@ -54,7 +54,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     # python, numpy and torch, and each loader worker from (seed, worker, rank); the module reseeds
     # every step from (seed, step, micro-batch, rank) anyway, so a resumed run stays exact
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     threads = fixed_threads(cfg.threads)
     if threads:
         import torch
@@ -83,7 +83,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
         files = {k: Path(v) for k, v in record["export"]["files"].items()}
         print(f"coz.train_sr: exported weights in {export.parent}")
-        print(f"coz.train_sr: use them with: {zoom_command(str(cfg.backbone.name), files)}")
+        print(f"coz.train_sr: use them with: {zoom_command(cfg.backbone.name, files)}")
     print(f"coz.train_sr: run folder {run_dir}")
     return record
 
@@ -98,50 +98,28 @@ def _finish_wandb(trainer) -> None:
             logger.experiment.finish()
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Fail in one line, before any model loads."""
-    from coz.run.validate import threads, whole
+def check_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` typed (coz/train_sr/schema.py: every key's type and range), then the rules that read
+    several keys or the disk, in one line each, before any model loads or a file is written."""
+    from coz.train_sr.data import list_source
     from coz.train_sr.generators import GENERATORS
-    from coz.train_sr.stages import Stages
+    from coz.train_sr.schema import check_trainer
 
-    whole(cfg, "seed", minimum=0, maximum=2**32 - 1)  # numpy's (and Lightning's) seed range
-    threads(cfg)
-    whole(cfg, "val.every_n_steps", minimum=0)
-    whole(cfg, "checkpoint.every_n_steps", minimum=0)  # 0: only at the end
-    whole(cfg, "checkpoint.keep", minimum=0)
-    whole(cfg, "val.images", minimum=1)
-    if cfg.val.get("source"):
-        from coz.train_sr.data import list_source
-
+    cfg = typed(TrainSR, cfg)
+    check_trainer(cfg.trainer)
+    if cfg.val.source:
         list_source(cfg.val.source)  # a missing or empty source is one line now, not after loading
-    name = str(cfg.backbone.name)
+    name = cfg.backbone.get("name")  # a config with _target_ passes the schema, but has no generator
     if name not in GENERATORS:
         raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
-    if not cfg.data.get("sources"):
-        raise CozError(
-            "data.sources is empty: give your training images, e.g. "
-            "'data.sources=[{path: /data/LSDIR, prob: 1}, {path: /data/ffhq.txt, prob: 1, limit: 10000}]' "
-            "(folders, or .txt lists of paths)"
-        )
-    Stages(OmegaConf.to_container(cfg.stages, resolve=True))
-    strategy = str(cfg.trainer.strategy)
-    if strategy not in STRATEGIES:
-        raise CozError(f"trainer.strategy={strategy}: use one of {', '.join(STRATEGIES)}")
-    if int(cfg.optim.accumulate) < 1 or int(cfg.data.batch_size) < 1:
-        raise CozError("optim.accumulate and data.batch_size must be >= 1")
-    crop = int(cfg.data.crop)
-    if crop <= 0 or crop % 32:
-        raise CozError(f"data.crop={crop}: must be a positive multiple of 32 (4x down, then the VAE's 8x)")
-    o = cfg.optim
-    for key in ("lr", "weight_decay", "eps", "max_grad_norm", "warmup_steps"):
-        if o.get(key) is not None and float(o[key]) < 0:
-            raise CozError(f"optim.{key}={o[key]}: must be >= 0")
-    resize = cfg.get("degradation", {}).get("resize_back")
-    if resize is not None and str(resize) not in ("random", "bicubic"):
-        raise CozError(f"degradation.resize_back={resize}: use random or bicubic")
-    back = cfg.get("degradation", {}).get("bicubic_back")
-    if back is not None and str(back) not in ("pil_bicubic", "bicubic"):
-        raise CozError(f"degradation.bicubic_back={back}: use pil_bicubic or bicubic")
+    for stage in ("first", "second"):
+        kernel = cfg.degradation[stage].kernel
+        if len(kernel.kernel_prob) != len(kernel.kernel_list):
+            raise CozError(
+                f"degradation.{stage}.kernel.kernel_prob={list(kernel.kernel_prob)}: must give one "
+                f"probability per kernel of kernel_list ({len(kernel.kernel_list)})"
+            )
+    return cfg
 
 
 def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
@@ -236,4 +214,4 @@ def _write_run_json(run_dir: Path, cfg: DictConfig, ckpt_path: str | None) -> No
     write_run_json(run_dir, record)
 
 
-main = hydra_entry(run, config_name="train_sr")
+main = hydra_entry(run, config_name="train_sr", tool_schema=TrainSR)

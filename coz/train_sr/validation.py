@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from coz.errors import CozError
+
 log = logging.getLogger("coz.train_sr")
 
 
@@ -43,10 +45,8 @@ class Validation:
         from coz.train_sr.data import list_source
 
         v = cfg.val
-        source = v.get("source") or (cfg.data.sources[0].path if cfg.data.sources else None)
-        if source is None:
-            raise ValueError("val.source: no validation images (set val.source= or data.sources)")
-        size, count = int(cfg.data.crop), int(v.images)
+        source = v.source or cfg.data.sources[0].path  # the schema: at least one source
+        size, count = cfg.data.crop, v.images
         crops = []
         for path in list_source(source):
             try:
@@ -59,14 +59,14 @@ class Validation:
             if len(crops) == count:
                 break
         if not crops:
-            raise ValueError(f"val.source={source}: no readable image of at least {size} px")
+            raise CozError(f"val.source={source}: no readable image of at least {size} px")
         self.hr = torch.stack([torch.from_numpy(np.array(c)).permute(2, 0, 1) for c in crops]).float() / 255
-        self.scale = int(cfg.degradation.scale)
+        self.scale = cfg.degradation.scale
         self.device = device
         self.metrics = {}
         for name in v.metrics:
             try:
-                self.metrics[str(name)] = _create_metric(str(name), device)
+                self.metrics[name] = _create_metric(name, device)
             except Exception as err:  # noqa: BLE001 - one missing metric must not stop training
                 log.warning("val: metric %s skipped (%s)", name, str(err).splitlines()[0][:200])
 
