@@ -228,7 +228,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     state.pop(next(k for k in state if "lora_A" in k))
     missing = tmp_path / "missing.pt"
     torch.save(state, missing)
-    with pytest.raises(CozError, match="1 missing"):
+    with pytest.raises(CozError, match="1 tensors missing"):
         dst.load_released(pkl, missing)
 
     wrong = tmp_path / "wrong.safetensors"
