@@ -515,6 +515,7 @@ def test_page_in_headless_chromium(server, samples, tmp_path):
         tab = DevTools(page["webSocketDebuggerUrl"])
         tab.call("Page.navigate", url=server[0])
         tab.wait_for("!!document.querySelector('#upload input[type=file]')")
+        tab.wait_for("!!document.querySelector('#backbone input')")  # rendered after the upload, under load
         assert tab.js("document.querySelector('#backbone input').value") == "span"
         root = tab.call("DOM.getDocument")["root"]["nodeId"]
         node = tab.call("DOM.querySelector", nodeId=root, selector="#upload input[type=file]")["nodeId"]
