@@ -22,6 +22,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import browser  # tests/browser.py: the DevTools driver the study's page test shares
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -447,58 +448,15 @@ def test_coz_app_starts_and_removes_its_folder_on_exit(samples, tmp_path):
     assert not list(tmp_path.glob("coz-app-*"))
 
 
-def _chromium() -> str | None:
-    return (
-        shutil.which("chromium-headless-shell")
-        or shutil.which("chromium")
-        or shutil.which("chromium-browser")
-    )
-
-
-class DevTools:
-    """The few DevTools-protocol calls the test needs, over one page's websocket."""
-
-    def __init__(self, ws_url: str) -> None:
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=None, open_timeout=30)
-        self.next_id = 0
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=60))
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-
-    def js(self, expression: str):
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 90.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-
-@pytest.mark.skipif(
-    _chromium() is None,
-    reason="needs a headless Chromium (apt-get install chromium-headless-shell; .ci/run installs it)",
-)
+@pytest.mark.skipif(browser.chromium() is None, reason=browser.MISSING)
 def test_page_in_headless_chromium(server, samples, tmp_path):
     """Upload, see it previewed, zoom with the page's defaults (span, 4 steps), see both pictures and
     the prompts. The screenshot goes to tmp_path; COZ_UPDATE_SCREENSHOT=1 also refreshes the README's
     picture (experiments/app/screenshot.png), so a plain test run changes no tracked file."""
     profile = Path(tempfile.mkdtemp(prefix="coz-chromium-"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0"]
-    browser = subprocess.Popen(
-        [_chromium(), *flags, f"--user-data-dir={profile}", "--window-size=1400,1300", "about:blank"],
+    chrome = subprocess.Popen(
+        [browser.chromium(), *flags, f"--user-data-dir={profile}", "--window-size=1400,1300", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its renderer processes too are stopped at the end, as one group
@@ -512,7 +470,7 @@ def test_page_in_headless_chromium(server, samples, tmp_path):
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
             page = next(t for t in json.load(response) if t["type"] == "page")
-        tab = DevTools(page["webSocketDebuggerUrl"])
+        tab = browser.Tab(page["webSocketDebuggerUrl"])
         tab.call("Page.navigate", url=server[0])
         tab.wait_for("!!document.querySelector('#upload input[type=file]')")
         tab.wait_for("!!document.querySelector('#backbone input')")  # rendered after the upload, under load
@@ -547,10 +505,10 @@ def test_page_in_headless_chromium(server, samples, tmp_path):
         # the websocket's reader is a non-daemon thread: left open, it keeps pytest from exiting
         if tab is not None:
             tab.ws.close()
-        os.killpg(browser.pid, signal.SIGTERM)
+        os.killpg(chrome.pid, signal.SIGTERM)
         try:
-            browser.wait(timeout=30)
+            chrome.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(browser.pid, signal.SIGKILL)
-            browser.wait(timeout=30)
+            os.killpg(chrome.pid, signal.SIGKILL)
+            chrome.wait(timeout=30)
         shutil.rmtree(profile, ignore_errors=True)
