@@ -115,7 +115,9 @@ def test_exported_release_format_loads_in_coz_zoom(two_steps, compose_zoom, phot
     trained.latent_shift = "test"  # what coz.zoom runs (training used the train path)
     from coz.backbones.diffusion.lora_formats import LoRALinear
 
-    for layer in trained.transformer.modules():  # nor does coz.zoom round the rank-4 activation (training does)
+    for (
+        layer
+    ) in trained.transformer.modules():  # nor does coz.zoom round the rank-4 activation (training does)
         if isinstance(layer, LoRALinear):
             layer.fp16_rank = False
     ours = compose_zoom(["backbone=tiny_sd3", f"backbone.weights={export / 'lora.safetensors'}"])

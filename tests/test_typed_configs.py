@@ -166,6 +166,7 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
             "error: grpo.steps=abc: must be a whole number",
         ),
         ("train_grpo", ["rewards.ngram=-2"], "error: rewards.ngram=-2: must be a whole number >= 1"),
+        ("train_grpo", ["trainer=gpu"], "error: trainer=gpu: must be a section of keys"),
         # a sweep preset: refused once, before the sweep makes its folder (was: every job "crashed")
         (
             "evaluate",

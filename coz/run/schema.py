@@ -222,6 +222,7 @@ _TYPE_WORDS = (
     (re.compile(r"to Float"), "a number"),
     (re.compile(r"not a valid bool"), "true or false"),
     (re.compile(r"to string", re.I), "text"),
+    (re.compile(r"Cannot assign \w+ to Dict"), "a section of keys (give KEY.NAME=VALUE), not a single value"),
     (
         re.compile(r"Invalid type assigned: \w+ is not a subclass of (\w+)"),
         "a {0} section, not a single value",
