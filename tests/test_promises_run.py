@@ -3,6 +3,8 @@ a sweep exits with its highest code (not its last), and the zoom bar counts a fa
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from PIL import Image
 
@@ -15,7 +17,8 @@ from coz.run.resume import differences
 def test_a_resume_refuses_another_seed_in_every_tool(tool):
     earlier = {"seed": 1, "batch_size": 2}
     now = {"seed": 2, "batch_size": 4}  # batch_size may change: it changes no result
-    assert differences(earlier, now, tool) == [("seed", 1, 2)]
+    declaration = importlib.import_module(f"coz.{tool}.tool").TOOL
+    assert differences(earlier, now, declaration.resume_keys()) == [("seed", 1, 2)]
 
 
 def test_a_sweep_exits_with_its_highest_code_not_its_last(monkeypatch, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -219,10 +220,10 @@ def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_pat
     last = folder / "checkpoints" / "last.safetensors"
     assert load_checkpoint_file(last)["coz"]["step"] == 3
     assert os.path.samefile(last, folder / "checkpoints" / "step_0000003.safetensors")
-    assert sorted(p.name for p in folder.glob("run-resumed-*.json")) == [
-        "run-resumed-1.json",
-        "run-resumed-2.json",
-    ]
+    # run.json lists every attempt (the refused resume=none is none of them), oldest first
+    attempts = json.loads((folder / "run.json").read_text())["attempts"]
+    assert [a["resumed_from"] for a in attempts][::2] == [None, str(older)]
+    assert len(attempts) == 3 and attempts[1]["resumed_from"].endswith(".safetensors")
 
 
 @pytest.mark.slow

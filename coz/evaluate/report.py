@@ -30,10 +30,23 @@ TITLES = {
 }
 
 
+def job_records(root: Path) -> list[tuple[Path, dict]]:
+    """(folder, run record) of every evaluation job under ``root``, by folder: the ``run.json`` of
+    coz.evaluate's runs (``tool``, ``job``, ``config``...), or the ``job.json`` of an older one."""
+    found: dict[Path, dict] = {}
+    for path in sorted(root.rglob("job.json")):
+        found[path.parent] = json.loads(path.read_text())
+    for path in sorted(root.rglob("run.json")):
+        record = json.loads(path.read_text())
+        if record.get("tool") == "evaluate" and "job" in record:
+            found[path.parent] = record
+    return sorted(found.items())
+
+
 def build_report(root: Path, cfg: DictConfig | None = None) -> dict[str, Path]:
     """Write the report files of ``root``; returns them by name."""
     root = Path(root)
-    jobs = [json.loads(p.read_text()) for p in sorted(root.rglob("job.json"))]
+    jobs = [record for _, record in job_records(root)]
     table = cfg.table if cfg is not None else (jobs[0]["job"]["table"] if jobs else "table1")
     options = jobs[0]["config"] if jobs else {}
     not_implemented = list(cfg.not_implemented) if cfg is not None else options.get("not_implemented", [])
@@ -87,12 +100,12 @@ def _distinguish_jobs(rows: list[dict], root: Path) -> list[dict]:
     two adapters) must not merge into one cell: their rows get the job folder's name appended to
     the label. Jobs that differ only in ``shard`` are parts of one evaluation and stay together."""
     settings: dict[tuple, dict[str, list[str]]] = {}
-    for job_file in root.rglob("job.json"):
-        data = json.loads(job_file.read_text())
-        config = {k: v for k, v in data.get("config", {}).items() if k != "shard"}
+    for folder, data in job_records(root):
+        # shards are parts of one evaluation; trainer and report say how it ran, not what it scored
+        config = {k: v for k, v in data.get("config", {}).items() if k not in ("shard", "trainer", "report")}
         key = (data["job"]["dataset"], data["job"]["method"])
         signature = json.dumps(config, sort_keys=True, default=str)
-        settings.setdefault(key, {}).setdefault(signature, []).append(str(job_file.parent.relative_to(root)))
+        settings.setdefault(key, {}).setdefault(signature, []).append(str(folder.relative_to(root)))
     renamed = {
         job: f"{method} [{Path(job).name}]"
         for (_, method), by_signature in settings.items()
@@ -134,9 +147,9 @@ def _notes(rows: list[dict], jobs: list[dict], table: str, backbones: list[str])
 
 def _strips(root: Path, jobs: list[dict]) -> dict[str, list[tuple[Path, str]]]:
     out: dict[str, list[tuple[Path, str]]] = {}
-    for job_file in sorted(root.rglob("job.json")):
-        job = json.loads(job_file.read_text())["job"]
-        for strip in sorted((job_file.parent / "strips").glob("*.jpg")):
+    for folder, record in job_records(root):
+        job = record["job"]
+        for strip in sorted((folder / "strips").glob("*.jpg")):
             name = strip.stem.split("-", 1)[-1]
             out.setdefault(f"{job['method']} ({job['dataset']})", []).append((strip, name))
     return out

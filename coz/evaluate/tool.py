@@ -9,10 +9,10 @@ Rows are appended per image as they are scored, so a rerun into the same folder
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,10 @@ from coz.errors import CozError
 from coz.evaluate.dataset import dataset_items, dataset_name, split
 from coz.evaluate.methods import method_label
 from coz.evaluate.rows import finished_images, read_rows
-from coz.evaluate.schema import EvaluateTool, typed_config
+from coz.evaluate.schema import EvaluateTool, check_config
 from coz.run.cli import hydra_entry
-from coz.run.folder import claim, record_attempt
-from coz.run.resume import check_resume, read_record
-from coz.run.runtime import hydra_choices, hydra_run_dir
+from coz.run.handle import Run, execute
+from coz.run.tool import Tool
 from coz.run.validate import check_chain
 
 log = logging.getLogger("coz.evaluate")
@@ -37,38 +36,52 @@ VLM_PROMPTS = ("vlm", "vlm_ar1", "tiny_vlm")
 
 def run(cfg: DictConfig, run_dir: Path | None = None, results_root: Path | None = None) -> dict[str, Any]:
     """Evaluate one method on one dataset into ``run_dir``; rebuild the report of ``results_root``
-    (the sweep folder in a multirun, else ``run_dir``). Returns the job record."""
-    run_dir = Path(run_dir or hydra_run_dir())
-    root = Path(results_root or _sweep_dir() or run_dir)
-    cfg = typed_config(cfg)  # every key and value, before any image is read or model loads
-    check_chain(cfg)  # the chain's geometry with this backbone, as coz.zoom
+    (the sweep folder in a multirun, else ``run_dir``). Returns the job record (``run.json``)."""
+    return execute(TOOL, cfg, run_dir, results_root=results_root)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`check` found: the job (as rows and reports name it) and this shard's images."""
+
+    job: dict[str, Any]
+    items: list
+
+
+def check(cfg: DictConfig) -> Plan:
+    """The rules that span keys, the chain's geometry (as coz.zoom) and the dataset, before the
+    folder is claimed."""
+    check_config(cfg)
+    check_chain(cfg)
     job = describe_job(cfg)
-    items = split(dataset_items(cfg), cfg.shard.index, cfg.shard.count)
-    with claim(run_dir, "evaluate"):  # one process per folder, from before the first write
-        _check_resumable(run_dir, cfg, job)
-        record_attempt(run_dir, cfg)
-        return _evaluate(cfg, run_dir, root, job, items)
+    return Plan(job, split(dataset_items(cfg), cfg.shard.index, cfg.shard.count))
 
 
-def _evaluate(cfg: DictConfig, run_dir: Path, root: Path, job: dict[str, Any], items: list) -> dict[str, Any]:
-
+def evaluate(run: Run) -> dict[str, Any]:
+    """The body: score the images not scored yet, then rebuild the report."""
+    cfg, job, items = run.cfg, run.plan.job, run.plan.items
+    root = Path(run.options.get("results_root") or _sweep_dir() or run.dir)
+    record = run.record
+    record["job"] = job  # the report finds the jobs of a sweep by their run.json
+    run.save_record()
     scales = [cfg.zoom.factor**k for k in range(1, cfg.zoom.steps + 1)]
-    done = finished_images(read_rows(run_dir), job["dataset"], job["method"], scales)
+    done = finished_images(read_rows(run.dir), job["dataset"], job["method"], scales)
     todo = [item for item in items if item.name not in done]
     if done:
         log.info(
-            "resuming: %d of %d images already scored in %s", len(items) - len(todo), len(items), run_dir
+            "resuming: %d of %d images already scored in %s", len(items) - len(todo), len(items), run.dir
         )
-    log.info("%s / %s: %d image(s) to score -> %s", job["dataset"], job["method"], len(todo), run_dir)
+    log.info("%s / %s: %d image(s) to score -> %s", job["dataset"], job["method"], len(todo), run.dir)
     if todo:
-        _predict(cfg, run_dir, todo, job, job_label(job))
+        _predict(cfg, run.dir, todo, job, job_label(job))
 
-    rows = [r for r in read_rows(run_dir) if r["dataset"] == job["dataset"] and r["method"] == job["method"]]
+    rows = [r for r in read_rows(run.dir) if r["dataset"] == job["dataset"] and r["method"] == job["method"]]
     images = {r["image"] for r in rows}
     failed = {r["image"] for r in rows if r["failed"]}
     if items and not images - failed:
         raise CozError(f"every image failed for {job['method']} on {job['dataset']}; see the log above")
-    record = {**job, "images": len(images), "failed_images": sorted(failed), "run_dir": str(run_dir)}
+    record.update(images=len(images), failed_images=sorted(failed), run_dir=str(run.dir))
+    run.save_record()
 
     from coz.evaluate.report import build_report
 
@@ -79,11 +92,11 @@ def _evaluate(cfg: DictConfig, run_dir: Path, root: Path, job: dict[str, Any], i
         from coz.evaluate.wandb_log import log_evaluation
 
         position, total = sweep_position()
-        log_evaluation(cfg, run_dir, root, job, rows, ends_sweep=total is None or position == total)
+        log_evaluation(cfg, run.dir, root, job, rows, ends_sweep=total is None or position == total)
     print(
         f"coz.evaluate: {job['dataset']} / {job['method']}: {len(images)} image(s) scored, {len(failed)} failed"
     )
-    print(f"coz.evaluate: rows in {run_dir / 'rows'}")
+    print(f"coz.evaluate: rows in {run.dir / 'rows'}")
     for name, path in outputs.items():
         print(f"coz.evaluate: {name}: {path}")
     return record
@@ -170,29 +183,6 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], la
         trainer.predict(EvaluationModule(cfg, run_dir, todo, job, label), return_predictions=False)
 
 
-def _check_resumable(run_dir: Path, cfg: DictConfig, job: dict[str, Any]) -> None:
-    """A folder holds one job: rerunning it resumes; another config there is refused."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("trainer", "report"):  # how the work is spread or shown, not what is computed
-        config.pop(key, None)
-    record = {"job": job, "config": config}
-    path = run_dir / "job.json"
-    earlier = read_record(path)
-    if earlier is not None:
-        check_resume(earlier.get("config"), config, "evaluate", run_dir)
-        if earlier.get("job") != job:
-            raise CozError(
-                f"{run_dir} holds the evaluation of {earlier.get('job')}, not of {job}; "
-                "choose another hydra.run.dir / hydra.sweep.dir (or omit it for a new folder)"
-            )
-        return
-    from coz.run.atomic import write_text_atomic
-    from coz.run.runinfo import machine, versions
-
-    record.update(choices=hydra_choices(), versions=versions(), machine=machine())
-    write_text_atomic(path, json.dumps(record, indent=2, default=str))
-
-
 def _sweep_dir() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -203,4 +193,12 @@ def _sweep_dir() -> Path | None:
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
 
 
-main = hydra_entry(run, config_name="evaluate", tool_schema=EvaluateTool)
+TOOL = Tool(
+    name="evaluate",
+    schema=EvaluateTool,
+    body=evaluate,
+    check=check,
+    may_change=("trainer", "report"),  # how the work is spread or shown, not what is computed
+)
+
+main = hydra_entry(TOOL)

@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from coz.run import closed_stdout, exit_codes, schema, shared_configs
 from coz.run.shared_configs import config_dir
+from coz.run.tool import Tool
 
 CONFIG_DIR = str(config_dir())  # conf/: the tools' roots conf/<tool>/ and conf/shared/
 
@@ -117,15 +118,27 @@ if not OmegaConf.has_resolver("coz_uid"):
 
 
 def hydra_entry(
-    run: Callable[[DictConfig], object], config_name: str, tool_schema: type | None = None
+    run: Tool | Callable[[DictConfig], object],
+    config_name: str | None = None,
+    tool_schema: type | None = None,
 ) -> Callable[[], None]:
-    """Wrap ``run(cfg)`` as a Hydra command-line entry point reading ``conf/<tool>/<tool>.yaml`` (``tool``
-    = ``config_name``; a console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the run
-    contract's errors, sweep and exit codes (``coz.run.entry``).
+    """Wrap a tool's declaration (:class:`coz.run.tool.Tool`, run by :func:`coz.run.handle.execute`), or
+    a plain ``run(cfg)``, as a Hydra command-line entry point reading ``conf/<tool>/<tool>.yaml``
+    (``tool`` = ``config_name``; a console script ``coz-<tool>`` and ``python -m coz.<tool>``), with the
+    run contract's errors, sweep and exit codes (``coz.run.entry``).
 
     Tests call ``run(cfg)`` directly with a composed config; users go through this wrapper.
     """
     from coz.run import entry
+
+    if isinstance(run, Tool):
+        from coz.run.handle import execute
+
+        tool = run
+        config_name, tool_schema = tool.name, tool.schema
+
+        def run(cfg: DictConfig) -> object:
+            return execute(tool, cfg)
 
     jobs = entry.Jobs(config_name)
 

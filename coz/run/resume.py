@@ -1,9 +1,9 @@
-"""Which config keys may change when a run folder is resumed, declared once for every tool.
+"""The resume check: may this config continue the run of a folder?
 
 Rerunning a tool into a folder that holds an earlier run continues it. The rerun must ask for the
 same results: every key must equal the earlier run's, except those that cannot change a result
-(how many images go through together, CPU threads, the device, the logger) and the tool's own
-"how long / how spread" keys. Paths that resolve to the same file (``photos`` and ``./photos/``)
+(how many images go through together, CPU threads, the device, the logger: ``coz.run.tool.MAY_CHANGE``)
+and the tool's own "how long / how spread" keys (its declaration's ``may_change``). Paths that resolve to the same file (``photos`` and ``./photos/``)
 are equal. A refusal names every differing key with both values.
 """
 
@@ -16,24 +16,15 @@ from typing import Any
 
 from coz.errors import CozError, RunEnvironmentError
 
-# keys (and whole sections) that may change in every tool
-MAY_CHANGE = ("batch_size", "threads", "device", "logger")
-
-# each tool's own, besides MAY_CHANGE
-TOOL_MAY_CHANGE = {
-    "zoom": (),
-    "evaluate": ("trainer", "report"),
-    "train_sr": ("resume", "trainer.devices", "trainer.num_nodes", "data.num_workers", "log", "stages"),
-    "train_grpo": ("grpo.steps", "trainer", "resume", "data.num_workers"),
-}
-
 # keys holding a path: compared by the file they name
 PATH_KEYS = ("input",)
 
 
-def differences(earlier: dict[str, Any], now: dict[str, Any], tool: str) -> list[tuple[str, Any, Any]]:
-    """``(key, earlier value, new value)`` for every key that differs and may not."""
-    skip = MAY_CHANGE + TOOL_MAY_CHANGE[tool]
+def differences(
+    earlier: dict[str, Any], now: dict[str, Any], skip: tuple[str, ...]
+) -> list[tuple[str, Any, Any]]:
+    """``(key, earlier value, new value)`` for every key that differs and is not (under) one of
+    ``skip``, the keys that may change (:meth:`coz.run.tool.Tool.resume_keys`)."""
     old, new = _flatten(earlier), _flatten(now)
     found = []
     for key in sorted(set(old) | set(new)):
@@ -47,11 +38,13 @@ def differences(earlier: dict[str, Any], now: dict[str, Any], tool: str) -> list
     return found
 
 
-def check_resume(earlier: dict[str, Any] | None, now: dict[str, Any], tool: str, run_dir: Path) -> None:
+def check_resume(
+    earlier: dict[str, Any] | None, now: dict[str, Any], skip: tuple[str, ...], run_dir: Path
+) -> None:
     """Refuse to continue ``run_dir`` with a config that would change its results."""
     if earlier is None:
         return
-    diffs = differences(earlier, now, tool)
+    diffs = differences(earlier, now, skip)
     if diffs:
         listed = "; ".join(f"{key}: {a!r} before, {b!r} now" for key, a, b in diffs)
         raise CozError(

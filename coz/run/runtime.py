@@ -22,7 +22,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, workers: bool = False) -> None:
+    """Seed python, numpy and torch; ``workers``: Lightning's ``seed_everything(workers=True)``,
+    which also seeds each data-loader worker from (seed, worker, rank)."""
+    if workers:
+        import lightning as L
+
+        L.seed_everything(seed, workers=True, verbose=False)
+        return
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

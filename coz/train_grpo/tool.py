@@ -17,18 +17,18 @@ import json
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from coz.errors import CozError
-from coz.run.checkpoints import checkpoint_step, resume_from
+from coz.run.checkpoints import checkpoint_step
 from coz.run.cli import hydra_entry
-from coz.run.folder import claim, record_attempt
-from coz.run.resume import check_resume, read_record
-from coz.run.runtime import hydra_choices, hydra_run_dir
+from coz.run.handle import Run, execute
 from coz.run.schema import typed
+from coz.run.tool import Tool
 from coz.train_grpo.schema import TrainGRPOTool, check_trainer
 
 log = logging.getLogger("coz.train_grpo")
@@ -37,24 +37,26 @@ log = logging.getLogger("coz.train_grpo")
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Train into ``run_dir`` (Hydra's run folder by default), resuming from its last checkpoint if it
     has one. Returns the run record (also ``run.json``)."""
-    started = time.perf_counter()
-    run_dir = Path(run_dir or hydra_run_dir())
-    cfg = typed(TrainGRPOTool, cfg)  # every key and value, before anything is written or loads
-    check_config(cfg)  # and the rules that span keys
-    with claim(run_dir, "train_grpo"):  # one process per folder, from before the first write
-        return _train(cfg, run_dir, started)
+    return execute(TOOL, cfg, run_dir)
 
 
-def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    ckpt = resume_from(cfg.resume, run_dir, "coz.train_grpo")
-    resume_step = checkpoint_step(ckpt) if ckpt else None
-    config = OmegaConf.to_container(cfg, resolve=True)
-    earlier = read_record(run_dir / "run.json")
-    check_resume(earlier and earlier.get("config"), config, "train_grpo", run_dir)
-    record_attempt(run_dir, cfg)
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`check` found: the images (split into training and validation) and the cached
+    commits of the models."""
 
+    root: str
+    train: list[Path]
+    val: list[Path]
+    commits: dict[str, str | None]
+
+
+def check(cfg: DictConfig) -> Plan:
+    """Everything that can refuse the run before its folder is claimed: the rules that span keys, the
+    images and the models (a missing model is one line here, before anything loads or is written)."""
     from coz.train_grpo.data import list_images, split_images
 
+    check_config(cfg)
     root = cfg.input or cfg.data.root
     if cfg.data.write_samples and not cfg.input:  # never into a folder the user gave
         from coz.samples import write_samples
@@ -63,37 +65,35 @@ def _train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     option = "input" if cfg.input else "data.root"
     paths = list_images(root, recursive=cfg.data.recursive, option=option)
     train, val = split_images(paths, cfg.data.val_fraction, cfg.seed)
-    commits = preflight(cfg)  # a missing model fails here, before anything loads
+    return Plan(root, train, val, preflight(cfg))
 
-    record: dict[str, Any] = {
-        "config": config,
-        "choices": hydra_choices(),
-        "images": {"root": root, "train": len(train), "val": len(val)},
-        "model_commits": commits,
-    }
-    _write_split(run_dir, Path(root), train, val)
+
+def train(run: Run) -> dict[str, Any]:
+    """The body: train from ``run.checkpoint`` (None: a fresh start) to ``grpo.steps``."""
+    cfg, plan, ckpt = run.cfg, run.plan, run.checkpoint
+    resume_step = checkpoint_step(ckpt) if ckpt else None
+    record = run.record
+    record.update(
+        images={"root": plan.root, "train": len(plan.train), "val": len(plan.val)},
+        model_commits=plan.commits,
+    )
+    _write_split(run.dir, Path(plan.root), plan.train, plan.val)
     if resume_step is not None and resume_step >= cfg.grpo.steps:
-        print(f"coz.train_grpo: {run_dir} already finished {resume_step} steps (grpo.steps={cfg.grpo.steps})")
-        return _finish(run_dir, record, started, resume_step)
+        print(f"coz.train_grpo: {run.dir} already finished {resume_step} steps (grpo.steps={cfg.grpo.steps})")
+        return _finish(run.dir, record, run.started, resume_step)
     if resume_step is not None:
         log.info("resuming from %s (step %d)", ckpt, resume_step)
     log.info(
         "GRPO: policy %s, critic %s, %d training / %d validation images -> %s",
         cfg.prompt.model if cfg.prompt.name != "tiny_vlm" else f"tiny_vlm (shape {cfg.prompt.shape})",
         cfg.critic.name,
-        len(train),
-        len(val),
-        run_dir,
+        len(plan.train),
+        len(plan.val),
+        run.dir,
     )
-    _write_record(run_dir, record)
-    import lightning as L
-
-    # python, numpy and torch, and each loader worker from (seed, worker, rank); every step reseeds
-    # torch from (seed, rank, step) anyway, so a resumed run stays exact
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer, _ = _fit(cfg, run_dir, train, val, ckpt, resume_step)
-    step = int(trainer.global_step)
-    return _finish(run_dir, record, started, step)
+    run.save_record()
+    trainer, _ = _fit(cfg, run.dir, plan.train, plan.val, ckpt, resume_step)
+    return _finish(run.dir, record, run.started, int(trainer.global_step))
 
 
 def check_config(cfg: DictConfig) -> DictConfig:
@@ -201,15 +201,8 @@ def _write_split(run_dir: Path, root: Path, train: list[Path], val: list[Path]) 
     write_text_atomic(run_dir / "split.json", json.dumps(split, indent=1))
 
 
-def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    from coz.run.runinfo import machine, versions, write_run_json
-
-    record.setdefault("versions", versions())
-    record.setdefault("machine", machine())
-    write_run_json(run_dir, record)
-
-
 def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) -> dict[str, Any]:
+    from coz.run.runinfo import write_run_json
     from coz.train_grpo.logs import CsvFile, plot_rewards
 
     rewards = CsvFile(run_dir / "rewards.csv").rows()
@@ -229,7 +222,7 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
             f"image(s) in {run_dir / 'split.json'} was readable (see the warnings above)"
         }
         print(f"coz.train_grpo: 1 input skipped:\n  {record['failed']['validation']}")
-    _write_record(run_dir, record)
+    write_run_json(run_dir, record)
     if rewards:
         first, last = rewards[0], rewards[-1]
         print(
@@ -241,4 +234,14 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
     return record
 
 
-main = hydra_entry(run, config_name="train_grpo", tool_schema=TrainGRPOTool)
+TOOL = Tool(
+    name="train_grpo",
+    schema=TrainGRPOTool,
+    body=train,
+    check=check,
+    may_change=("grpo.steps", "trainer", "resume", "data.num_workers"),  # longer, or spread otherwise
+    resume="checkpoint",
+    lightning=True,  # its logger: the module's own CSV files and W&B run (coz.train_grpo.logs)
+)
+
+main = hydra_entry(TOOL)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,45 +22,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.errors import CozError
 from coz.run.cli import hydra_entry
-from coz.run.folder import claim, is_main_process, record_attempt
-from coz.run.resume import check_resume, read_record
-from coz.run.runtime import fixed_threads, hydra_choices, hydra_run_dir
+from coz.run.handle import Run, execute
+from coz.run.lightning_loggers import finish_wandb, lightning_loggers, run_loggers
 from coz.run.schema import typed
+from coz.run.tool import Tool
 from coz.train_sr.schema import TrainSR
 
 log = logging.getLogger("coz.train_sr")
 
 
 def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
-    """Train into ``run_dir`` (the Hydra run folder by default); returns what was written."""
-    run_dir = Path(run_dir or hydra_run_dir())
-    cfg = check_config(cfg)  # typed and checked: every key, before any model loads or a file is written
-    with claim(run_dir, "train_sr"):  # one process per folder, from before the first write
-        return _train(cfg, run_dir)
+    """Train into ``run_dir`` (the Hydra run folder by default); returns the run record (``run.json``)."""
+    return execute(TOOL, cfg, run_dir)
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from coz.run.checkpoints import resume_from
-
-    checkpoint = resume_from(cfg.resume, run_dir, "coz.train_sr", str(cfg.backbone.name))
-    ckpt_path = None if checkpoint is None else str(checkpoint)
-    if ckpt_path is not None and is_main_process():
-        earlier = read_record(run_dir / "run.json")
-        config = OmegaConf.to_container(cfg, resolve=True)
-        check_resume(earlier and earlier.get("config"), config, "train_sr", run_dir)
-    record_attempt(run_dir, cfg)
-    import lightning as L
-
-    # python, numpy and torch, and each loader worker from (seed, worker, rank); the module reseeds
-    # every step from (seed, step, micro-batch, rank) anyway, so a resumed run stays exact
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    threads = fixed_threads(cfg.threads)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    _write_run_json(run_dir, cfg, ckpt_path)
-    trainer, module = build(cfg, run_dir, resumed=ckpt_path is not None)
+def train(run: Run) -> dict[str, Any]:
+    """The body: fit from ``run.checkpoint`` (None: a fresh start), then report the export."""
+    trainer, module = build(run.cfg, run.dir, logger=run.logger)
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore",
@@ -72,30 +49,22 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "ignore", message=".*module\\(s\\) in eval mode.*"
         )  # the frozen base, on purpose
         try:
-            trainer.fit(module, ckpt_path=ckpt_path)
+            trainer.fit(module, ckpt_path=None if run.checkpoint is None else str(run.checkpoint))
         finally:
-            _finish_wandb(trainer)
-    export = run_dir / "export" / "export.json"
-    record = {"run_dir": str(run_dir), "checkpoints": str(run_dir / "checkpoints")}
+            finish_wandb(trainer)
+    export = run.dir / "export" / "export.json"
+    record = run.record
+    record.update(run_dir=str(run.dir), checkpoints=str(run.dir / "checkpoints"))
     if export.is_file():
         record["export"] = json.loads(export.read_text())
         from coz.train_sr.export import zoom_command
 
         files = {k: Path(v) for k, v in record["export"]["files"].items()}
         print(f"coz.train_sr: exported weights in {export.parent}")
-        print(f"coz.train_sr: use them with: {zoom_command(cfg.backbone.name, files)}")
-    print(f"coz.train_sr: run folder {run_dir}")
+        print(f"coz.train_sr: use them with: {zoom_command(run.cfg.backbone.name, files)}")
+    run.save_record()
+    print(f"coz.train_sr: run folder {run.dir}")
     return record
-
-
-def _finish_wandb(trainer) -> None:
-    """Close this run's W&B run (Lightning leaves it open): a later run in the same process, such as a
-    resume from Python, must start its own, and an offline run file is complete once it returns."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
 
 
 def check_config(cfg: DictConfig) -> DictConfig:
@@ -105,7 +74,8 @@ def check_config(cfg: DictConfig) -> DictConfig:
     from coz.train_sr.generators import GENERATORS
     from coz.train_sr.schema import check_trainer
 
-    cfg = typed(TrainSR, cfg)
+    if OmegaConf.get_type(cfg) is not TrainSR:  # tests call this directly
+        cfg = typed(TrainSR, cfg)
     check_trainer(cfg.trainer)
     if cfg.val.source:
         list_source(cfg.val.source)  # a missing or empty source is one line now, not after loading
@@ -122,8 +92,9 @@ def check_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
-    """The Lightning trainer and module of a run (tests drive them directly)."""
+def build(cfg: DictConfig, run_dir: Path, resumed: bool = False, logger: Any = None):
+    """The Lightning trainer and module of a run (tests drive them directly); ``logger``: the run's
+    Lightning loggers (by default those of ``cfg.logger``)."""
     import torch
 
     from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
@@ -142,7 +113,11 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
         precision=precision,
         max_epochs=1,
         max_steps=-1,
-        logger=_logger(cfg, run_dir, resumed),
+        logger=logger
+        if logger is not None
+        else lightning_loggers(
+            cfg.logger, run_dir, "train_sr", OmegaConf.to_container(cfg, resolve=True), resumed
+        ),
         callbacks=[
             StepCheckpoint(
                 run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
@@ -162,56 +137,16 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False):
     return trainer, SRTrainingModule(cfg, run_dir)
 
 
-def _logger(cfg: DictConfig, run_dir: Path, resumed: bool = False):
-    """csv: ``logs/metrics.csv`` (a resume writes ``logs-resumed-N/``: never overwrite); wandb: the run
-    of :mod:`coz.run.wandb_run` (offline unless WANDB_MODE says otherwise; a resume continues the same W&B
-    run); both: the two."""
-    from coz.run.wandb_run import logger_kinds, wandb_init_args
+TOOL = Tool(
+    name="train_sr",
+    schema=TrainSR,
+    body=train,
+    check=check_config,
+    # how long (stages: a longer schedule trains on) and how spread the training is; what is logged
+    may_change=("resume", "trainer.devices", "trainer.num_nodes", "data.num_workers", "log", "stages"),
+    resume="checkpoint",
+    logger=run_loggers,
+    lightning=True,
+)
 
-    kinds = logger_kinds(cfg.logger)
-    loggers = []
-    if "csv" in kinds:
-        from lightning.pytorch.loggers import CSVLogger
-
-        version = "logs"
-        if resumed:
-            version = f"logs-resumed-{len(list(run_dir.glob('logs-resumed-*'))) + 1}"
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=version))
-    if "wandb" in kinds:
-        from lightning.pytorch.loggers import WandbLogger
-
-        args = wandb_init_args(cfg.logger, run_dir, "train_sr", OmegaConf.to_container(cfg, resolve=True))
-        os.environ.setdefault(
-            "WANDB_MODE", args.pop("mode")
-        )  # WandbLogger(offline=True) alone asks for a key
-        loggers.append(WandbLogger(save_dir=args.pop("dir"), **args))
-    return loggers or False
-
-
-def _write_run_json(run_dir: Path, cfg: DictConfig, ckpt_path: str | None) -> None:
-    from coz.run.runinfo import machine, versions, write_run_json
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {
-        "tool": "coz.train_sr",
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "choices": hydra_choices(),
-        "resumed_from": ckpt_path,
-        "versions": versions(),
-        "machine": machine(),
-    }
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if ckpt_path and rank_zero_only.rank != 0:  # DDP's other processes rerun this: one record a resume
-        return
-    if ckpt_path:  # keep the first run's record; note the resume beside it
-        n = len(list(run_dir.glob("run-resumed-*.json"))) + 1  # every resume its own record, as logs
-        write_run_json_path = run_dir / f"run-resumed-{n}.json"
-        from coz.run.atomic import write_text_atomic
-
-        write_text_atomic(write_run_json_path, json.dumps(record, indent=2, default=str))
-        return
-    write_run_json(run_dir, record)
-
-
-main = hydra_entry(run, config_name="train_sr", tool_schema=TrainSR)
+main = hydra_entry(TOOL)

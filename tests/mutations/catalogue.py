@@ -516,7 +516,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "resume-seed-may-change",
-        "coz/run/resume.py",
+        "coz/run/tool.py",
         'MAY_CHANGE = ("batch_size", "threads", "device", "logger")',
         'MAY_CHANGE = ("batch_size", "threads", "device", "logger", "seed")',
         "a resumed run refuses another seed (every tool)",
