@@ -191,16 +191,15 @@ def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
 
 
 def test_a_fresh_start_drops_the_logs_of_an_earlier_start_killed_before_its_first_checkpoint(tmp_path):
-    from omegaconf import OmegaConf
 
     from coz.train_grpo.logs import RunLogs
 
     (tmp_path / "train.csv").write_text("step,total\n1,0.5\n2,0.5\n")
     (tmp_path / "rewards.csv").write_text("step,total\n0,0.5\n")
-    RunLogs(tmp_path, OmegaConf.create({"name": "csv"}), {}, resume_step=None).close()
+    RunLogs(tmp_path, None, resume_step=None).close()
     assert read_csv(tmp_path / "train.csv") == [] and read_csv(tmp_path / "rewards.csv") == []
     (tmp_path / "train.csv").write_text("step,total\n1,0.5\n2,0.5\n3,0.5\n")
-    RunLogs(tmp_path, OmegaConf.create({"name": "csv"}), {}, resume_step=2).close()
+    RunLogs(tmp_path, None, resume_step=2).close()
     assert [r["step"] for r in read_csv(tmp_path / "train.csv")] == ["1", "2"]
 
 

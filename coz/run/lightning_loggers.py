@@ -16,15 +16,21 @@ from omegaconf import DictConfig
 
 
 def lightning_loggers(
-    logger_cfg: DictConfig, run_dir: Path, tool: str, config: dict[str, Any], resumed: bool = False
+    logger_cfg: DictConfig,
+    run_dir: Path,
+    tool: str,
+    config: dict[str, Any],
+    resumed: bool = False,
+    csv: bool = True,
 ) -> list[Any] | bool:
     """The Lightning loggers of ``logger_cfg`` for a run of ``tool`` (its resolved ``config`` goes to
-    W&B) in ``run_dir``, or False for none; ``resumed``: the run continues from a checkpoint."""
+    W&B) in ``run_dir``, or False for none; ``resumed``: the run continues from a checkpoint;
+    ``csv=False``: the tool writes its CSV files itself (train_grpo), whatever the logger."""
     from coz.run.wandb_run import logger_kinds, wandb_init_args
 
     kinds = logger_kinds(logger_cfg)
     loggers: list[Any] = []
-    if "csv" in kinds:
+    if "csv" in kinds and csv:
         from lightning.pytorch.loggers import CSVLogger
 
         version = "logs"
@@ -41,9 +47,21 @@ def lightning_loggers(
     return loggers or False
 
 
-def run_loggers(run) -> list[Any] | bool:
+def run_loggers(run, csv: bool = True) -> list[Any] | bool:
     """A Lightning tool's ``logger`` (its declaration's): :func:`lightning_loggers` of the run."""
-    return lightning_loggers(run.cfg.logger, run.dir, run.tool.name, run.config, run.checkpoint is not None)
+    resumed = run.checkpoint is not None
+    return lightning_loggers(run.cfg.logger, run.dir, run.tool.name, run.config, resumed, csv)
+
+
+def wandb_experiment(trainer):
+    """The W&B run of the trainer's W&B logger (opened on first use; rank 0 only), or None: for a
+    module that logs tables and pictures itself."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            return logger.experiment
+    return None
 
 
 def finish_wandb(trainer) -> None:

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from omegaconf import DictConfig
-
-if TYPE_CHECKING:
-    from coz.run.handle import Run
 
 # keys (and whole sections) that may change on a resume in every tool: they cannot change a result
 MAY_CHANGE = ("batch_size", "threads", "device", "logger")
@@ -44,11 +41,11 @@ class Tool:
 
     name: str
     schema: type
-    body: Callable[[Run], Any]
+    body: Callable[[Any], Any]  # body(run: coz.run.handle.Run) -> record (the handle imports this)
     check: Callable[[DictConfig], Any] | None = None
     may_change: tuple[str, ...] = ()
     resume: Literal["units", "checkpoint"] = "units"
-    logger: Callable[[Run], Any] | None = None
+    logger: Callable[[Any], Any] | None = None
     lightning: bool = False
 
     def resume_keys(self) -> tuple[str, ...]:

@@ -93,9 +93,9 @@ def _fmt(value: Any) -> Any:
 class RunLogs:
     """The run's CSV files and (``logger=wandb``) its W&B run."""
 
-    def __init__(
-        self, run_dir: Path, logger_cfg, run_config: dict[str, Any], resume_step: int | None
-    ) -> None:
+    def __init__(self, run_dir: Path, wandb_run: Any, resume_step: int | None) -> None:
+        """``wandb_run``: the W&B run of the trainer's logger (``logger=wandb|both``:
+        :func:`coz.run.lightning_loggers.wandb_experiment`), or None."""
         self.run_dir = run_dir
         self.rewards = CsvFile(run_dir / "rewards.csv", REWARD_FIELDS)
         self.train = CsvFile(run_dir / "train.csv")
@@ -105,11 +105,8 @@ class RunLogs:
         # start drops all, e.g. those of a start killed before its first checkpoint)
         for log in (self.rewards, self.train, self.samples, self.rollouts):
             log.truncate_after(resume_step if resume_step is not None else -1)
-        self.wandb = None
-        from coz.run.wandb_run import logger_kinds, start_wandb
-
-        if "wandb" in logger_kinds(logger_cfg):  # the CSV files are written either way: the run's record
-            self.wandb = start_wandb(logger_cfg, run_dir, "train_grpo", run_config)
+        self.wandb = wandb_run  # the CSV files are written either way: the run's record
+        if self.wandb is not None:
             self.wandb.define_metric("step")
             self.wandb.define_metric("*", step_metric="step")
 

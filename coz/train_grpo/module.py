@@ -22,7 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from coz.run.finite import check_training
@@ -104,11 +104,10 @@ class GRPOModule(L.LightningModule):
         self.val_specs = val_specs(len(self.val_paths), self.geometry, cfg.seed, v.limit, v.pairs_per_image)
         self.logs = None
         if self.global_rank == 0:
+            from coz.run.lightning_loggers import wandb_experiment
             from coz.train_grpo.logs import RunLogs
 
-            self.logs = RunLogs(
-                self.run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), self.resume_step
-            )
+            self.logs = RunLogs(self.run_dir, wandb_experiment(self.trainer), self.resume_step)
 
     def teardown(self, stage: str) -> None:
         if getattr(self, "cpu_share", None):

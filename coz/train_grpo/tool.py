@@ -18,6 +18,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from coz.errors import CozError
 from coz.run.checkpoints import checkpoint_step
 from coz.run.cli import hydra_entry
 from coz.run.handle import Run, execute
+from coz.run.lightning_loggers import run_loggers
 from coz.run.schema import typed
 from coz.run.tool import Tool
 from coz.train_grpo.schema import TrainGRPOTool, check_trainer
@@ -92,7 +94,7 @@ def train(run: Run) -> dict[str, Any]:
         run.dir,
     )
     run.save_record()
-    trainer, _ = _fit(cfg, run.dir, plan.train, plan.val, ckpt, resume_step)
+    trainer, _ = _fit(cfg, run.dir, plan.train, plan.val, ckpt, resume_step, logger=run.logger)
     return _finish(run.dir, record, run.started, int(trainer.global_step))
 
 
@@ -155,9 +157,12 @@ def preflight(cfg: DictConfig) -> dict[str, str | None]:
     return commits
 
 
-def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_step: int | None):
-
+def _fit(
+    cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_step: int | None, logger: Any = None
+):
+    """Train; ``logger``: the run's Lightning loggers (by default those of ``cfg.logger``)."""
     from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
+    from coz.run.lightning_loggers import finish_wandb, lightning_loggers
     from coz.run.trainer import build_trainer
     from coz.train_grpo.module import GRPOModule
 
@@ -174,7 +179,16 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
         trainer = build_trainer(
             cfg.trainer,
             max_steps=int(cfg.grpo.steps),
-            logger=False,
+            logger=logger
+            if logger is not None
+            else lightning_loggers(
+                cfg.logger,
+                run_dir,
+                "train_grpo",
+                OmegaConf.to_container(cfg, resolve=True),
+                ckpt is not None,
+                csv=False,
+            ),
             callbacks=[checkpoints],
             plugins=[SafetensorsCheckpointIO()],
             enable_model_summary=False,
@@ -184,7 +198,10 @@ def _fit(cfg: DictConfig, run_dir: Path, train, val, ckpt: Path | None, resume_s
             use_distributed_sampler=False,
             default_root_dir=str(run_dir),
         )
-        trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        try:
+            trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        finally:
+            finish_wandb(trainer)
     return trainer, module
 
 
@@ -241,7 +258,8 @@ TOOL = Tool(
     check=check,
     may_change=("grpo.steps", "trainer", "resume", "data.num_workers"),  # longer, or spread otherwise
     resume="checkpoint",
-    lightning=True,  # its logger: the module's own CSV files and W&B run (coz.train_grpo.logs)
+    logger=partial(run_loggers, csv=False),  # W&B; its CSV files are its own (coz.train_grpo.logs)
+    lightning=True,
 )
 
 main = hydra_entry(TOOL)
