@@ -8,25 +8,21 @@ default) | recursive | onestep | nearest | bicubic | full (full-image SR, ``coz.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from coz.chain import ZoomChain
 from coz.full_image import FullImageOptions
-from coz.images import ImageInputError, find_images, not_images
+from coz.images import find_images, not_images
 from coz.run.cli import hydra_entry
-from coz.run.cpu_share import CpuShare
-from coz.run.folder import claim, record_attempt
+from coz.run.handle import Run, execute
 from coz.run.loggers import build_logger
 from coz.run.names import output_names
-from coz.run.progress import Progress
-from coz.run.resume import check_resume, read_record
-from coz.run.runinfo import machine, versions, write_run_json
-from coz.run.runtime import fixed_threads, hydra_choices, hydra_run_dir, resolve_device, seed_everything
-from coz.run.schema import typed
 from coz.run.timing import PhaseTimer
+from coz.run.tool import Tool
 from coz.run.validate import check_zoom
 from coz.zoom.batches import Loaded, load_image, zoom_batches
 from coz.zoom.build import build_chain, full_options
@@ -39,123 +35,105 @@ log = logging.getLogger("coz.zoom")
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Zoom every image of ``cfg.input``; write results to ``run_dir`` (Hydra's run folder by
     default). Returns the run record (also written to ``run.json``)."""
-    run_dir = Path(run_dir or hydra_run_dir())
-    cfg = typed(ZoomTool, cfg)  # every key and value, before any image is read or model loads
-    check_zoom(cfg)  # every value, before any image is read or model loads
+    return execute(TOOL, cfg, run_dir)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`check` found: the images, their output names, the files of the input that are not
+    images (skipped, each with its reason) and ``zoom=full``'s settings."""
+
+    images: list[Path]
+    names: list[str]
+    skipped: dict[str, str]
+    full: FullImageOptions | None
+
+
+def check(cfg: DictConfig) -> Plan:
+    """Every value (the chain's geometry with this backbone) and the input, before any image is read
+    or model loads."""
+    check_zoom(cfg)
     full = full_options(cfg)
     images = find_images(cfg.input)
     skipped = not_images(cfg.input)  # listed as skipped inputs (exit 1), never dropped without a word
-    names = output_names(images)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    with claim(run_dir, "zoom"):  # one process per folder, from before the first write
-        earlier = read_record(run_dir / "run.json")
-        check_resume(earlier and earlier.get("config"), config, "zoom", run_dir)
-        record_attempt(run_dir, cfg)
-        return _zoom(cfg, run_dir, images, names, config, full, skipped)
+    return Plan(images, output_names(images), skipped, full)
 
 
-def _zoom(
-    cfg: DictConfig,
-    run_dir: Path,
-    images: list[Path],
-    names: list[str],
-    config: dict[str, Any],
-    full: FullImageOptions | None,
-    skipped: dict[str, str],
-) -> dict[str, Any]:
+def zoom(run: Run) -> dict[str, Any]:
+    """The body: zoom the images whose results are not in the folder yet, in batches."""
+    cfg, plan = run.cfg, run.plan
     timer = PhaseTimer()
-    batch_size = int(cfg.batch_size)
-    seed_everything(int(cfg.seed))
-    device = resolve_device(cfg.device)
-    cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
-    threads = cpu_share.refresh()
-    mode = str(cfg.zoom.mode)
-    chain = build_chain(cfg, device, timer, full)
-    backbone, prompter = chain.backbone, chain.prompter
-    logger = build_logger(cfg, run_dir, names)
-
-    record: dict[str, Any] = {
-        "config": config,
-        "choices": hydra_choices(),
-        "seed": int(cfg.seed),
-        "device": str(device),
-        "threads": threads,
-        "versions": versions(),
-        "machine": machine(),
-        "images": finished_images(run_dir, names),  # an earlier attempt's, kept
-        "failed": dict(skipped),
-    }
-    for reason in skipped.values():
-        log.error("%s", reason)
-    write_run_json(run_dir, record)  # from the start: a rerun compares its config with this one
-    todo = [(path, name) for path, name in zip(images, names, strict=True) if not is_finished(run_dir, name)]
-    if len(todo) < len(images):
-        log.info(
-            "resuming: %d of %d images already zoomed in %s", len(images) - len(todo), len(images), run_dir
-        )
+    chain = build_chain(cfg, run.device, timer, plan.full)
+    record = run.record
+    record["images"] = finished_images(run.dir, plan.names)  # an earlier attempt's, kept
+    record["failed"] = {}
+    for item, reason in plan.skipped.items():
+        run.skip(item, reason)
+    run.save_record()
+    todo = [
+        (path, name)
+        for path, name in zip(plan.images, plan.names, strict=True)
+        if not is_finished(run.dir, name)
+    ]
+    total = len(plan.images)
+    if len(todo) < total:
+        log.info("resuming: %d of %d images already zoomed in %s", total - len(todo), total, run.dir)
     log.info(
         "zoom=%s backbone=%s prompt=%s: %d image(s) -> %s",
-        mode,
-        backbone.name if backbone else "none",
-        prompter.name,
+        cfg.zoom.mode,
+        chain.backbone.name if chain.backbone else "none",
+        chain.prompter.name,
         len(todo),
-        run_dir,
+        run.dir,
     )
 
-    writer = BackgroundWriter(run_dir, cfg.save, chain.factor, max_pending=2 * batch_size)
-    progress = Progress(  # a resumed run counts on from the images already zoomed
-        len(images) * chain.steps, "zoom", "image-steps", initial=(len(images) - len(todo)) * chain.steps
+    writer = BackgroundWriter(run.dir, cfg.save, chain.factor, max_pending=2 * cfg.batch_size)
+    progress = run.progress(  # a resumed run counts on from the images already zoomed
+        total * chain.steps, "zoom", "image-steps", initial=(total - len(todo)) * chain.steps
     )
-
-    def failed(item: tuple[Path, str], err: ImageInputError) -> None:
-        log.error("%s", err)
-        record["failed"][str(item[0])] = str(err)
-
     try:
         batches = zoom_batches(
             chain,
             todo,
-            batch_size,
-            load=lambda item: _load(item, cfg, chain, full),
-            on_step=lambda n: (progress.update(n), cpu_share.refresh()),
-            on_failure=failed,
+            cfg.batch_size,
+            load=lambda item: _load(item, cfg, chain, plan.full),
+            on_step=lambda n: (progress.update(n), run.refresh_threads()),
+            on_failure=lambda item, err: run.skip(item[0], str(err)),
             on_batch=lambda names: progress.set_postfix(", ".join(names)[:40]),
         )
         for batch in batches:
-            for image, zoom in batch:
+            for image, result in batch:
                 name, path, notes = image.name, image.source, image.notes
                 record["images"][name] = {
                     "source": str(path),
-                    "prompts": [s.prompt for s in zoom.steps],
+                    "prompts": [s.prompt for s in result.steps],
                     "notes": notes,
                 }
-                if zoom.full:
-                    record["images"][name]["size"] = [list(s.size) for s in zoom.states]
-                    record["images"][name]["tiles"] = [len(s.tiles or ()) for s in zoom.steps]
+                if result.full:
+                    record["images"][name]["size"] = [list(s.size) for s in result.states]
+                    record["images"][name]["tiles"] = [len(s.tiles or ()) for s in result.steps]
                 with timer.phase("write"):  # only the time spent waiting for the writer
-                    written = writer.submit(name, zoom, notes, str(path))
+                    written = writer.submit(name, result, notes, str(path))
                 for done in written:
-                    logger.log_zoom(*done)
+                    run.logger.log_zoom(*done)
             record["timings"] = timer.summary()
-            write_run_json(run_dir, record)  # after every batch: an interrupted run still says what it did
+            run.save_record()  # after every batch: an interrupted run still says what it did
         with timer.phase("write"):
             written = writer.drain(wait=True)
         for done in written:
-            logger.log_zoom(*done)
-    finally:  # also on errors: no stray worker thread, bar or core-share entry
+            run.logger.log_zoom(*done)
+    finally:  # also on errors: no stray worker thread (the bar and core share close with the run)
         writer.close()
-        progress.close()
-        cpu_share.close()
 
     record["timings"] = {**timer.summary(), "writer_busy_s": round(writer.busy_s, 4)}
-    record["images"] = finished_images(run_dir, names)  # every attempt's, in input order
+    record["images"] = finished_images(run.dir, plan.names)  # every attempt's, in input order
     record["finished"] = sorted(record["images"])
-    write_run_json(run_dir, record)
-    logger.log_summary(
+    run.save_record()
+    run.logger.log_summary(
         {"images": len(record["finished"]), "failed": len(record["failed"]), **record["timings"]}
     )
-    logger.close()
-    _report(run_dir, record)
+    run.logger.close()
+    _report(run.dir, record)
     return record
 
 
@@ -186,6 +164,13 @@ def _report(run_dir: Path, record: dict[str, Any]) -> None:
         print(f"coz.zoom: e.g. {run_dir / 'images' / first / 'strip.png'} and zoom.gif beside it")
 
 
-main = hydra_entry(
-    run, config_name="zoom", tool_schema=ZoomTool
-)  # exit 1 when inputs were skipped: every good result is kept
+TOOL = Tool(
+    name="zoom",
+    schema=ZoomTool,
+    body=zoom,
+    check=check,
+    resume="units",  # a rerun zooms the images whose results are not in the folder yet
+    logger=lambda run: build_logger(run.cfg, run.dir, run.plan.names),
+)
+
+main = hydra_entry(TOOL)  # exit 1 when inputs were skipped: every good result is kept
