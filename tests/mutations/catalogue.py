@@ -107,8 +107,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "resume-redoes-all",
         "coz/zoom/tool.py",
-        "if not is_finished(run_dir, name)]",
-        "if True]",
+        "if not is_finished(run.dir, name)",
+        "if True",
         "rerunning into the same folder resumes (finished images are not redone)",
         f"{OUT}::test_an_interrupted_image_is_redone_on_resume",
     ),
@@ -549,8 +549,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "shards-not-merged",
         "coz/evaluate/report.py",
-        '        config = {k: v for k, v in data.get("config", {}).items() if k != "shard"}',
-        '        config = dict(data.get("config", {}))',
+        'if k not in ("shard", "trainer", "report")}',
+        'if k not in ("trainer", "report")}',
         "the shard jobs of one evaluation merge into one table cell",
         EVAL,
     ),
