@@ -122,3 +122,19 @@ def test_a_run_refused_by_its_checks_leaves_no_folder_behind(inputs, photos, tmp
     assert run_cli(main, args, monkeypatch) == 2
     assert not (run_dir / ".coz-tool").exists()
     assert not run_dir.exists()  # Hydra's empty log went with it
+
+
+def test_a_folder_of_the_earlier_run_json_shape_still_resumes(photos, tmp_path, compose_zoom):
+    from coz.errors import CozError
+    from coz.zoom.tool import run
+
+    args = [f"input={photos}", "backbone=bicubic", "zoom.steps=1", "save.gif=false", "save.strip=false"]
+    run(compose_zoom(args), tmp_path)
+    record = json.loads((tmp_path / "run.json").read_text())
+    old = {k: v for k, v in record.items() if k not in ("tool", "attempts")}  # as the code before wrote it
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    with pytest.raises(CozError, match="zoom.steps: 1 before, 2 now"):
+        run(compose_zoom([*args[:2], "zoom.steps=2", *args[3:]]), tmp_path)
+    again = run(compose_zoom(args), tmp_path)
+    assert [a["started"] is None for a in again["attempts"]] == [True, False]  # the earlier one, undated
+    assert sorted(again["finished"]) == sorted(record["finished"])
