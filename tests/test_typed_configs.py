@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.app.schema import App
 from coz.evaluate.schema import EvaluateTool
-from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
+from coz.run.cli import CONFIG_DIR, quote_null_choices, tool_config_dir
 from coz.run.schema import ConfigError, Rule, config_key, typed
 from coz.study.schema import StudyTool
 from coz.train_grpo.schema import TrainGRPOTool
@@ -71,7 +71,7 @@ def composed(tool: str, overrides: list[str]) -> DictConfig:
 @functools.cache
 def _composed(tool: str, overrides: tuple[str, ...]) -> DictConfig:
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-        return compose(config_name=tool, overrides=rewrite_overrides([*REQUIRED[tool], *overrides], tool))
+        return compose(config_name=tool, overrides=quote_null_choices([*REQUIRED[tool], *overrides]))
 
 
 def leaves(node: DictConfig, path: str = "") -> typing.Iterator[tuple[str, object, Rule | None]]:
