@@ -341,7 +341,7 @@ def group(schemas: dict[str, type], by: str = "name") -> Any:
 def typed(schema: type, cfg: DictConfig) -> DictConfig:
     """``cfg`` merged into ``schema`` (and each group's node into its option's schema), checked:
     the typed config every tool runs on, or a :class:`ConfigError`."""
-    skeleton = structured(schema)
+    skeleton = _structured(schema)
     for spec in fields(schema):
         options = spec.metadata.get("options")
         node = cfg.get(spec.name) if options else None
@@ -352,7 +352,7 @@ def typed(schema: type, cfg: DictConfig) -> DictConfig:
                     f"{spec.name}.{options.by}={choice}: no such {spec.name} (use one of "
                     f"{', '.join(sorted(options.schemas))}, or a config with _target_)"
                 )
-            skeleton[spec.name] = structured(options.schemas[choice])
+            skeleton[spec.name] = _structured(options.schemas[choice])
     try:
         merged = OmegaConf.merge(skeleton, cfg)
     except OmegaConfBaseException as err:
@@ -361,7 +361,7 @@ def typed(schema: type, cfg: DictConfig) -> DictConfig:
     return merged
 
 
-def structured(schema: type) -> DictConfig:
+def _structured(schema: type) -> DictConfig:
     """``OmegaConf.structured(schema)`` with each field of a :func:`alias` under its config key (its
     typed node moved there: the type still applies). A tool's schema and a group option's may
     have such fields."""
