@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from inprocess_cli import run_cli
 from PIL import Image
 
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 
 # what README "Runs, resume and exit codes" promises in every run.json
 COMMON_KEYS = {"tool", "config", "choices", "seed", "device", "threads", "versions", "machine", "attempts"}
@@ -55,7 +55,7 @@ def overrides(tool: str, photos: Path) -> list[str]:
 
 def compose_tool(tool: str, args: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-        return compose(config_name=tool, overrides=rewrite_overrides(args, tool))
+        return compose(config_name=tool, overrides=quote_null_choices(args))
 
 
 def run_until_heavy(tool: str, args: list[str], run_dir: Path, monkeypatch) -> int:
