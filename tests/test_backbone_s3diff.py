@@ -21,6 +21,7 @@ from coz.backbones.diffusion.s3diff_lora import (
     unet_block,
     vae_block,
 )
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 
 PROMPTS = ["a cat on a sofa", "brick wall, window"]
@@ -53,8 +54,7 @@ def randomize(b: S3Diff, seed: int = 0, estimator: bool = False) -> S3Diff:
         for p in b.adapter_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     if estimator:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             b.estimator.init_weights(1.0)
     return b
 

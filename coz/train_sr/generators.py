@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.run.weights import mismatch, shapes
 
@@ -373,8 +374,7 @@ def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
                 raise CozError(
                     f"backbone.num_grow_ch={cfg.num_grow_ch}: spandrel's RRDBNet grows by {GROWTH}"
                 )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(cfg.get("model_seed", 0)))
+            with seeded(cfg.get("model_seed", 0)):
                 net = rrdbnet(num_feat=int(cfg.num_feat), num_block=int(cfg.num_block))
         else:
             from coz.backbones.cnn.realesrgan import ensure_cached_weights, load_weights
@@ -396,8 +396,7 @@ def _span_generator(cfg: DictConfig, name: str) -> CNNGenerator:
     if name == "tiny_span":
         from spandrel.architectures.SPAN import SPAN
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(cfg.get("model_seed", 0)))
+        with seeded(cfg.get("model_seed", 0)):
             net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=int(cfg.get("num_feat", 8)))
         norm = {"rgb_mean": SPANDREL_MEAN, "img_range": 255.0}
     else:

@@ -50,6 +50,7 @@ from coz.backbones.diffusion.s3diff_lora import (
     write_release,
 )
 from coz.backbones.diffusion.sd3_text import CLIP_TOKENS
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.run.atomic import write_atomic
 from coz.run.dtypes import cast_keeping_fp32, resolve_dtype
@@ -125,8 +126,7 @@ class S3Diff(OneStepDiffusion):
         self.dtype = resolve_dtype(dtype, option="backbone.dtype")
         self.scheduler, self.tokenizer = scheduler, tokenizer
         self.alpha_bar = float(scheduler.alphas_cumprod[TIMESTEP])
-        with torch.random.fork_rng(devices=[]):  # adapter init is seeded and leaves the caller's RNG alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # adapter init is seeded and leaves the caller's RNG alone
             self.unet_lora_names = inject_demod_lora(
                 unet, self.unet_targets, lora_rank_unet, UNET_ADAPTER, "unet"
             )

@@ -39,6 +39,7 @@ from coz.backbones.diffusion.osediff_pkl import (
     unet_release_state,
     vae_release_state,
 )
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.prompts.base import with_user_prompt
 from coz.run.dtypes import cast_keeping_fp32, resolve_dtype
@@ -95,8 +96,7 @@ class OSEDiffSD21(OneStepDiffusion):
         self.text_dtype = self.dtype if text_dtype in (None, "", "null") else resolve_dtype(text_dtype)
         alpha = float(scheduler.alphas_cumprod[TIMESTEP])
         self.sqrt_alpha, self.sqrt_one_minus_alpha = math.sqrt(alpha), math.sqrt(1.0 - alpha)
-        with torch.random.fork_rng(devices=[]):  # LoRA init is seeded and leaves the caller's RNG alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # LoRA init is seeded and leaves the caller's RNG alone
             self.unet_targets, self.vae_targets = inject_osediff_lora(
                 unet, vae, self.lora_rank, self.vae_lora_rank
             )

@@ -46,6 +46,7 @@ from coz.backbones.diffusion.lora_formats import (
 from coz.backbones.diffusion.one_step import OneStepDiffusion
 from coz.backbones.diffusion.sd3_text import SD3TextEncoders
 from coz.backbones.diffusion.vae_tiling import tiled_decode, tiled_encode
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.geometry import to_8bit
 from coz.run.dtypes import resolve_dtype
@@ -97,8 +98,7 @@ class OSEDiffSD3(OneStepDiffusion):
         self.latent_shift, self.color_fix = latent_shift, color_fix
         self.lora_rank, self.vae_lora_rank, self.vae_lora_alpha = lora_rank, vae_lora_rank, vae_lora_alpha
         self.dtype = resolve_dtype(dtype)
-        with torch.random.fork_rng(devices=[]):  # LoRA init is seeded and leaves the caller's RNG alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # LoRA init is seeded and leaves the caller's RNG alone
             self.lora_names = inject_adaln_lora(transformer, lora_rank)
             self.vae_lora_targets = inject_vae_encoder_lora(vae.encoder, vae_lora_rank, vae_lora_alpha)
         self.transformer, self.vae, self.text = transformer, vae, text
