@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.run.weights import mismatch, shapes
 
@@ -315,113 +314,31 @@ class CNNGenerator(Generator):
 
 
 def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
-    """The trainable backbone for ``backbone=<name>`` (conf/shared/backbone/<name>.yaml, or conf/train_sr/train_sr.yaml's
-    ``tiny_realesrgan``), initialised from the weights the config names (none: a fresh LoRA)."""
+    """The trainable backbone for ``backbone=<name>`` (conf/shared/backbone/<name>.yaml, or a
+    ``tiny_realesrgan`` / ``tiny_span`` node), built by :func:`coz.backbones.build_backbone` as
+    ``coz.zoom`` builds it, with ``trainable=True``, on the CPU; initialised from the weights the
+    config names (none: a fresh LoRA). ``train``: the ``model`` section (SD3's training latent
+    shift, SD2.1's negative prompt)."""
+    from coz.backbones import build_backbone
+    from coz.backbones.cnn.rrdbnet import basicsr_name
+    from coz.backbones.cnn.span_weights import norm_to_metadata
+
     name = cfg.name
+    if name not in GENERATORS:
+        raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
+    if "latent_shift" in cfg and train.get("latent_shift"):  # SD3 trains with its own shift
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.latent_shift = train.latent_shift
+    backbone = build_backbone(cfg, "cpu", trainable=True)
     if name in ("sd3", "tiny_sd3"):
-        from coz.backbones.diffusion.sd3 import OSEDiffSD3
-
-        opts = dict(
-            dtype=cfg.dtype,
-            latent_shift=train.latent_shift or cfg.latent_shift,
-            color_fix="none",
-            seed=cfg.seed,
-            lora_rank=cfg.lora_rank,
-            drop_t5=cfg.drop_t5,
-            offload_text_encoders=cfg.offload_text_encoders,
-            text_dtype=cfg.text_dtype,
-            trainable=True,
-        )
-        if name == "tiny_sd3":
-            backbone = OSEDiffSD3.tiny(model_seed=cfg.model_seed, **opts)
-        else:
-            backbone = OSEDiffSD3.from_pretrained(cfg.model, **opts)
-        _init_sd3(backbone, cfg)
-        backbone.set_trainable(True)
-        gen = SD3Generator(backbone)
-        gen.name = name
-        return gen
-    if name in ("sd21", "tiny_sd21"):
-        from coz.backbones.diffusion.sd21 import OSEDiffSD21
-
-        opts = dict(
-            dtype=cfg.dtype if cfg.dtype != "auto" else "float32",
-            color_fix="none",
-            seed=cfg.seed,
-            lora_rank=cfg.lora_rank,
-            vae_lora_rank=cfg.vae_lora_rank,
-            trainable=True,
-        )
-        if name == "tiny_sd21":
-            backbone = OSEDiffSD21.tiny(model_seed=cfg.model_seed, **opts)
-        else:
-            backbone = OSEDiffSD21.from_pretrained(cfg.model, **opts)
-        if cfg.osediff_pkl:
-            backbone.load_released(_file(cfg.osediff_pkl, "backbone.osediff_pkl"))
-        elif cfg.weights:
-            backbone.load_lora(_file(cfg.weights, "backbone.weights"))
-        backbone.set_trainable(True)
+        gen: Generator = SD3Generator(backbone)
+    elif name in ("sd21", "tiny_sd21"):
         gen = SD21Generator(backbone, negative_prompt=train.negative_prompt)
-        gen.name = name
-        return gen
-    if name in ("span", "tiny_span"):
-        return _span_generator(cfg, name)
-    if name in CNN:
-        from coz.backbones.cnn.rrdbnet import GROWTH, basicsr_name, rrdbnet
-
-        if name == "tiny_realesrgan":
-            if int(cfg.get("num_grow_ch", GROWTH)) != GROWTH:
-                raise CozError(
-                    f"backbone.num_grow_ch={cfg.num_grow_ch}: spandrel's RRDBNet grows by {GROWTH}"
-                )
-            with seeded(cfg.get("model_seed", 0)):
-                net = rrdbnet(num_feat=int(cfg.num_feat), num_block=int(cfg.num_block))
-        else:
-            from coz.backbones.cnn.realesrgan import ensure_cached_weights, load_weights
-            from coz.run.weights import read_weights
-
-            weights = cfg.weights
-            path = ensure_cached_weights() if weights == "auto" else _file(weights, "backbone.weights")
-            # another network's weights (wrong keys or shapes) fail here in one line, as in coz.zoom
-            net = read_weights("backbone.weights", path, lambda: rrdbnet(load_weights(path)))
-        return CNNGenerator(net, name, file_name=basicsr_name)
-    raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
-
-
-def _span_generator(cfg: DictConfig, name: str) -> CNNGenerator:
-    """SPAN from the config's model or weights (``tiny_span``: random, ``num_feat`` channels)."""
-    from coz.backbones.cnn.span import build_span, ensure_cached_weights, load_weights
-    from coz.backbones.cnn.span_weights import SPANDREL_MEAN, norm_to_metadata
-
-    if name == "tiny_span":
-        from spandrel.architectures.SPAN import SPAN
-
-        with seeded(cfg.get("model_seed", 0)):
-            net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=int(cfg.get("num_feat", 8)))
-        norm = {"rgb_mean": SPANDREL_MEAN, "img_range": 255.0}
-    else:
-        weights, model = cfg.weights, cfg.model
-        path = ensure_cached_weights(model) if weights == "auto" else _file(weights, "backbone.weights")
-        state, norm = load_weights(path)
-        net = build_span(state, norm)
-    return CNNGenerator(net, name, export_file="span.safetensors", metadata=norm_to_metadata(norm))
-
-
-def _init_sd3(backbone, cfg) -> None:
-    """Start from the config's weights where it names some (fine-tuning a release), else fresh LoRA."""
-    if cfg.weights:
-        backbone.load_lora(_file(cfg.weights, "backbone.weights"))
-    elif cfg.transformer_lora or cfg.vae_encoder:
-        if not (cfg.transformer_lora and cfg.vae_encoder):
-            raise CozError("give both backbone.transformer_lora and backbone.vae_encoder (or neither)")
-        backbone.load_released(
-            _file(cfg.transformer_lora, "backbone.transformer_lora"),
-            _file(cfg.vae_encoder, "backbone.vae_encoder"),
-        )
-
-
-def _file(path, option: str) -> Path:
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise CozError(f"{option}={path}: no such file")
-    return p
+    elif name in ("span", "tiny_span"):  # its input normalisation goes with the export
+        metadata = norm_to_metadata(backbone.norm)
+        gen = CNNGenerator(backbone.model, name, export_file="span.safetensors", metadata=metadata)
+    else:  # RRDBNet: files name its weights as BasicSR does
+        gen = CNNGenerator(backbone.model, name, file_name=basicsr_name)
+    gen.name = name
+    return gen

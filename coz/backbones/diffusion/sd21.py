@@ -152,21 +152,24 @@ class OSEDiffSD21(OneStepDiffusion):
         )
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device | str = "cpu") -> OSEDiffSD21:
-        """Build from a ``backbone=sd21`` / ``tiny_sd21`` config node (see conf/shared/backbone/sd21.yaml)."""
+    def from_config(cls, cfg, device: torch.device | str = "cpu", trainable: bool = False) -> OSEDiffSD21:
+        """Build from a ``backbone=sd21`` / ``tiny_sd21`` config node (see conf/shared/backbone/sd21.yaml);
+        ``trainable``: as coz.train_sr trains it (LoRA and ``conv_in`` requiring grad, no colour
+        fix, and without weights a fresh LoRA on the base model)."""
         get = cfg.get
-        weights = _weight_files(cfg)  # checked before the (large) base model loads
+        weights = _weight_files(cfg, fresh=trainable)  # checked before the (large) base model loads
         release = read_osediff_pkl(weights["osediff_pkl"]) if "osediff_pkl" in weights else None
         text_dtype = get("text_dtype")
         options = dict(
             dtype=resolve_dtype(str(get("dtype", "float32")), device, gpu_default=torch.float16),
             text_dtype=None if text_dtype in (None, "null", "") else str(text_dtype),
-            color_fix=str(get("color_fix", "adain")),
+            color_fix="none" if trainable else str(get("color_fix", "adain")),
             prompt_format=str(get("prompt_format", "osediff")),
             seed=int(get("seed", 42)),
             # a release brings its own ranks (the model must be built with them)
             lora_rank=release.rank_unet if release else int(get("lora_rank", 4)),
             vae_lora_rank=release.rank_vae if release else int(get("vae_lora_rank", 4)),
+            trainable=trainable,
         )
         if str(cfg.name).startswith("tiny_"):
             backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
@@ -176,6 +179,8 @@ class OSEDiffSD21(OneStepDiffusion):
             backbone.load_released(release)
         elif "weights" in weights:
             backbone.load_lora(weights["weights"])
+        if trainable:
+            backbone.set_trainable(True)  # after loading: the loaded LoRA trains too
         return backbone.to(device)
 
     # ---- weights --------------------------------------------------------------------------
@@ -343,8 +348,9 @@ def load_sd21_parts(model: str, text_dtype: torch.dtype = torch.float32) -> dict
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
-def _weight_files(cfg) -> dict[str, Path]:
-    """The checkpoint files a config names, each checked to exist (fast, before any model loads)."""
+def _weight_files(cfg, fresh: bool = False) -> dict[str, Path]:
+    """The checkpoint files a config names, each checked to exist (fast, before any model loads);
+    ``fresh``: none is fine (training starts a fresh LoRA on the base model)."""
     from coz.backbones.diffusion.hub import require_file
 
     name = str(cfg.name)
@@ -352,7 +358,7 @@ def _weight_files(cfg) -> dict[str, Path]:
         return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
     if cfg.get("osediff_pkl"):
         return {"osediff_pkl": require_file(cfg.osediff_pkl, "backbone.osediff_pkl", "OSEDiff's osediff.pkl")}
-    if name.startswith("tiny_"):
+    if name.startswith("tiny_") or fresh:
         return {}  # the random twin runs with its fresh LoRA (B = 0)
     raise CozError(
         f"backbone={name} needs OSEDiff weights: set backbone.osediff_pkl=.../osediff.pkl (the OSEDiff "

@@ -160,20 +160,23 @@ class OSEDiffSD3(OneStepDiffusion):
         return cls(parts["transformer"], parts["vae"], text, base_model=model, **options)
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device | str = "cpu") -> OSEDiffSD3:
-        """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/shared/backbone/sd3.yaml)."""
+    def from_config(cls, cfg, device: torch.device | str = "cpu", trainable: bool = False) -> OSEDiffSD3:
+        """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/shared/backbone/sd3.yaml);
+        ``trainable``: as coz.train_sr trains it (LoRA requiring grad, no colour fix, and without
+        weights a fresh LoRA on the base model)."""
         get = cfg.get
-        weights = _weight_files(cfg)  # checked before the (large) base model loads
+        weights = _weight_files(cfg, fresh=trainable)  # checked before the (large) base model loads
         options = dict(
             dtype=str(get("dtype", "float32")),
             latent_shift=str(get("latent_shift", "test")),
-            color_fix=str(get("color_fix", "none")),
+            color_fix="none" if trainable else str(get("color_fix", "none")),
             seed=int(get("seed", 42)),
             lora_rank=int(get("lora_rank", 4)),
             drop_t5=bool(get("drop_t5", False)),
             offload_text_encoders=bool(get("offload_text_encoders", False)),
             text_dtype=str(get("text_dtype", "float16")),
             adaln_fp16=bool(get("adaln_fp16", True)),
+            trainable=trainable,
         )
         if str(cfg.name).startswith("tiny_"):
             backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
@@ -183,6 +186,8 @@ class OSEDiffSD3(OneStepDiffusion):
             backbone.load_lora(weights["weights"])
         elif weights:
             backbone.load_released(weights["transformer_lora"], weights["vae_encoder"])
+        if trainable:
+            backbone.set_trainable(True)  # after loading: the loaded LoRA trains too
         return backbone.to(device)
 
     # ---- weights --------------------------------------------------------------------------
@@ -455,8 +460,9 @@ class OSEDiffSD3(OneStepDiffusion):
         return z * cfg.scaling_factor
 
 
-def _weight_files(cfg) -> dict[str, Path]:
-    """The checkpoint files a config names, each checked to exist (fast, before any model loads)."""
+def _weight_files(cfg, fresh: bool = False) -> dict[str, Path]:
+    """The checkpoint files a config names, each checked to exist (fast, before any model loads);
+    ``fresh``: none is fine (training starts a fresh LoRA on the base model)."""
     from coz.backbones.diffusion.hub import require_file
 
     name = str(cfg.name)
@@ -464,7 +470,7 @@ def _weight_files(cfg) -> dict[str, Path]:
         return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
     released = {"transformer_lora": cfg.get("transformer_lora"), "vae_encoder": cfg.get("vae_encoder")}
     if not any(released.values()):
-        if name.startswith("tiny_"):
+        if name.startswith("tiny_") or fresh:
             return {}  # the random twin runs with its fresh LoRA (up = 0)
         raise CozError(
             f"backbone={name} needs OSEDiff weights: set backbone.transformer_lora=.../model_20001.pkl "
