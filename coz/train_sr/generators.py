@@ -46,13 +46,29 @@ class Generator:
         """The nn.Modules holding trainable weights (registered in the LightningModule)."""
         raise NotImplementedError
 
-    def optimiser_groups(self) -> dict[str, list[nn.Parameter]]:
-        """One AdamW per entry, in this order."""
+    # one AdamW per entry, in this order: its name and the prefixes of the trained names it owns
+    optimisers: dict[str, tuple[str, ...]] = {}
+
+    def trains(self, module: str, parameter: str) -> bool:
+        """Whether ``parameter`` of ``modules()[module]`` trains."""
         raise NotImplementedError
 
     def _named_trainable(self) -> dict[str, nn.Parameter]:
-        """Every trained parameter by a stable name."""
-        raise NotImplementedError
+        """Every trained parameter by a stable name, ``<module>.<parameter>``."""
+        return {
+            f"{m}.{n}": p
+            for m, module in self.modules().items()
+            for n, p in module.named_parameters()
+            if self.trains(m, n)
+        }
+
+    def optimiser_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters of each optimiser (:attr:`optimisers`), in the order of :meth:`_named_trainable`."""
+        named = self._named_trainable()
+        return {
+            group: [p for k, p in named.items() if k.startswith(prefixes)]
+            for group, prefixes in self.optimisers.items()
+        }
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every trained tensor by its stable name (what checkpoints hold)."""
@@ -68,9 +84,6 @@ class Generator:
         with torch.no_grad():
             for key, value in state.items():
                 params[key].copy_(value.to(params[key].device, params[key].dtype))
-
-    def _named_trainable(self) -> dict[str, nn.Parameter]:
-        raise NotImplementedError
 
     def restore(self, x: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         """x (B, 3, H, W) in [0, 1] -> (output in about [-1, 1], clean latent z0 or None, text cond)."""
@@ -88,7 +101,12 @@ class Generator:
             self.backbone.reseed(seed)
 
     def set_gradient_checkpointing(self, on: bool) -> None:
-        pass
+        """Recompute the networks' activations in the backward (the diffusers networks can)."""
+        for module in self.modules().values():
+            if on:
+                module.enable_gradient_checkpointing()
+            else:
+                module.disable_gradient_checkpointing()
 
     def export(self, folder: Path) -> dict[str, Path]:
         """Write the final weights in every format coz.zoom loads; returns {format: file}."""
@@ -106,22 +124,14 @@ class SD3Generator(Generator):
             if isinstance(module, LoRALinear):
                 module.fp16_rank = module.fp16_output
 
+    # the authors' SD3 port: one AdamW for the transformer's adaLN LoRA, one for the VAE encoder's
+    optimisers = {"transformer_lora": ("transformer.",), "vae_lora": ("vae.",)}
+
     def modules(self):
         return {"transformer": self.backbone.transformer, "vae": self.backbone.vae}
 
-    def _named_trainable(self):
-        named = {
-            f"transformer.{n}": p for n, p in self.backbone.transformer.named_parameters() if "lora_" in n
-        }
-        named.update({f"vae.{n}": p for n, p in self.backbone.vae.named_parameters() if "lora_" in n})
-        return named
-
-    def optimiser_groups(self):
-        named = self._named_trainable()
-        return {
-            "transformer_lora": [p for k, p in named.items() if k.startswith("transformer.")],
-            "vae_lora": [p for k, p in named.items() if k.startswith("vae.")],
-        }
+    def trains(self, module, parameter):
+        return "lora_" in parameter
 
     def restore(self, x, prompts):
         b = self.backbone
@@ -151,13 +161,6 @@ class SD3Generator(Generator):
             loss_space=cfg.loss_space or "x0",
         )
 
-    def set_gradient_checkpointing(self, on):
-        for module in (self.backbone.transformer, self.backbone.vae):
-            if on:
-                module.enable_gradient_checkpointing()
-            else:
-                module.disable_gradient_checkpointing()
-
     def export(self, folder):
         from coz.backbones.diffusion.lora_formats import save_released_transformer_lora
 
@@ -183,19 +186,14 @@ class SD21Generator(Generator):
         # the pretrained conv_in, for the real and fake score models (the generator trains its own)
         self.frozen_conv_in = {"weight": conv.weight.detach().clone(), "bias": conv.bias.detach().clone()}
 
+    # OSEDiff: ONE AdamW over the UNet LoRA, conv_in and the VAE LoRA, so one joint gradient clip
+    optimisers = {"generator": ("",)}
+
     def modules(self):
         return {"unet": self.backbone.unet, "vae": self.backbone.vae}
 
-    def _named_trainable(self):
-        b = self.backbone
-        unet = {n: p for n, p in b.unet.named_parameters() if "lora_" in n or n.startswith("conv_in.")}
-        named = {f"unet.{n}": p for n, p in unet.items()}
-        named.update({f"vae.{n}": p for n, p in b.vae.named_parameters() if "lora_" in n})
-        return named
-
-    def optimiser_groups(self):
-        # OSEDiff: ONE AdamW over the UNet LoRA, conv_in and the VAE LoRA, so one joint gradient clip
-        return {"generator": list(self._named_trainable().values())}
+    def trains(self, module, parameter):
+        return "lora_" in parameter or (module == "unet" and parameter.startswith("conv_in."))
 
     def restore(self, x, prompts):
         b = self.backbone
@@ -241,13 +239,6 @@ class SD21Generator(Generator):
         self.frozen_conv_in = {k: v.to(device) for k, v in self.frozen_conv_in.items()}
         return self
 
-    def set_gradient_checkpointing(self, on):
-        for module in (self.backbone.unet, self.backbone.vae):
-            if on:
-                module.enable_gradient_checkpointing()
-            else:
-                module.disable_gradient_checkpointing()
-
     def export(self, folder):
         folder.mkdir(parents=True, exist_ok=True)
         files = {"coz_lora": folder / "lora.safetensors", "osediff_pkl": folder / "osediff.pkl"}
@@ -278,14 +269,16 @@ class CNNGenerator(Generator):
         self.file_name = file_name
         self._device = torch.device("cpu")
 
+    optimisers = {"net": ("",)}
+
     def modules(self):
         return {"net": self.net}
 
-    def _named_trainable(self):
+    def _named_trainable(self):  # every weight, by its name in files (not prefixed with "net.")
         return {self.file_name(k): p for k, p in self.net.named_parameters()}
 
-    def optimiser_groups(self):
-        return {"net": list(self.net.parameters())}
+    def set_gradient_checkpointing(self, on):
+        pass  # small CNNs: nothing worth recomputing
 
     def restore(self, x, prompts):
         # Every weight trains, so the net runs in train mode even though the LightningModule puts

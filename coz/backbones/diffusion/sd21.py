@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from coz.backbones.diffusion.color_fix import COLOR_FIXES
 from coz.backbones.diffusion.lora_formats import read_lora_file, write_lora_file
 from coz.backbones.diffusion.one_step import OneStepDiffusion
 from coz.backbones.diffusion.osediff_pkl import (
@@ -81,15 +80,13 @@ class OSEDiffSD21(OneStepDiffusion):
         name: str = "osediff-sd21",
         base_model: str = DEFAULT_MODEL,
     ) -> None:
-        if color_fix not in COLOR_FIXES:
-            raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
+        self._begin(name, base_model, color_fix)
         if prompt_format not in PROMPT_FORMATS:
             raise CozError(f"prompt_format={prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}")
         self.prompt_format = prompt_format
         prediction = str(scheduler.config.prediction_type)
         if prediction not in PREDICTION_TYPES:
             raise CozError(f"{base_model}: scheduler prediction_type={prediction!r} is not supported")
-        self.name, self.base_model, self.color_fix = name, base_model, color_fix
         self.prediction_type = prediction
         self.lora_rank, self.vae_lora_rank = int(lora_rank), int(vae_lora_rank)
         self.dtype = resolve_dtype(dtype)
@@ -105,10 +102,7 @@ class OSEDiffSD21(OneStepDiffusion):
         nn.Module.to(self.unet, dtype=self.dtype)  # nn.Module's own: diffusers' to() warns on casts
         nn.Module.to(self.vae, dtype=self.dtype)
         cast_keeping_fp32(self.text_encoder, self.text_dtype).eval()
-        self.set_trainable(trainable)
-        self.generator = torch.Generator("cpu")
-        self.reseed(seed)
-        self._device = torch.device("cpu")
+        self._finish(seed, trainable)
 
     def format_prompt(self, extracted: str, user_prompt: str) -> str:
         """``prompt_format=osediff``: OSEDiff's test script always writes "{tags}, {user}," (so
@@ -126,30 +120,14 @@ class OSEDiffSD21(OneStepDiffusion):
 
         parts = tiny_sd21_components(model_seed)
         options.setdefault("name", "tiny-osediff-sd21")
-        return cls(
-            parts["unet"],
-            parts["vae"],
-            parts["text_encoder"],
-            parts["tokenizer"],
-            parts["scheduler"],
-            base_model="tiny_sd21",
-            **options,
-        )
+        return cls(**parts, base_model="tiny_sd21", **options)
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, **options) -> OSEDiffSD21:
         """SD2.1-base from a hub id (the user's cache; downloads when online) or a local folder."""
         text_dtype = options.get("text_dtype") or options.get("dtype", "float32")
         parts = load_sd21_parts(model, text_dtype=resolve_dtype(text_dtype))
-        return cls(
-            parts["unet"],
-            parts["vae"],
-            parts["text_encoder"],
-            parts["tokenizer"],
-            parts["scheduler"],
-            base_model=model,
-            **options,
-        )
+        return cls(**parts, base_model=model, **options)
 
     @classmethod
     def from_config(cls, cfg, device: torch.device | str = "cpu", trainable: bool = False) -> OSEDiffSD21:
@@ -171,10 +149,7 @@ class OSEDiffSD21(OneStepDiffusion):
             vae_lora_rank=release.rank_vae if release else int(get("vae_lora_rank", 4)),
             trainable=trainable,
         )
-        if str(cfg.name).startswith("tiny_"):
-            backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
-        else:
-            backbone = cls.from_pretrained(str(get("model", DEFAULT_MODEL)), **options)
+        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
         if release is not None:
             backbone.load_released(release)
         elif "weights" in weights:
@@ -232,13 +207,8 @@ class OSEDiffSD21(OneStepDiffusion):
             ),
         )
 
-    def set_trainable(self, trainable: bool) -> None:
-        """Only the LoRA parameters (UNet and VAE) and the UNet's conv_in may require grad."""
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.requires_grad_(False)
-        if trainable:
-            for p in self.trainable_parameters():
-                p.requires_grad_(True)
+    def modules(self) -> list[nn.Module]:
+        return [self.unet, self.vae, self.text_encoder]
 
     def lora_parameters(self) -> list[nn.Parameter]:
         named = [*self.unet.named_parameters(), *self.vae.named_parameters()]
@@ -255,13 +225,6 @@ class OSEDiffSD21(OneStepDiffusion):
     # generator per image, seeded from (seed, pixels), for inference
 
     # ---- device -----------------------------------------------------------------------------
-    def to(self, device: torch.device | str) -> OSEDiffSD21:
-        self._device = torch.device(device)
-        self.unet.to(self._device)
-        self.vae.to(self._device)
-        self.text_encoder.to(self._device)
-        return self
-
     @property
     def device(self) -> torch.device:
         return self._device

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from coz.backbones.diffusion.color_fix import COLOR_FIXES, color_fix
+from coz.backbones.diffusion.color_fix import color_fix
 from coz.backbones.diffusion.lora_formats import (
     LoRALinear,
     inject_adaln_lora,
@@ -92,10 +92,8 @@ class OSEDiffSD3(OneStepDiffusion):
     ) -> None:
         if latent_shift not in LATENT_SHIFTS:
             raise CozError(f"latent_shift={latent_shift!r}: use one of {', '.join(LATENT_SHIFTS)}")
-        if color_fix not in COLOR_FIXES:
-            raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
-        self.name, self.base_model = name, base_model
-        self.latent_shift, self.color_fix = latent_shift, color_fix
+        self._begin(name, base_model, color_fix)
+        self.latent_shift = latent_shift
         self.lora_rank, self.vae_lora_rank, self.vae_lora_alpha = lora_rank, vae_lora_rank, vae_lora_alpha
         self.dtype = resolve_dtype(dtype)
         with seeded(seed):  # LoRA init is seeded and leaves the caller's RNG alone
@@ -110,10 +108,7 @@ class OSEDiffSD3(OneStepDiffusion):
                 module.lora_up.float()
                 # the released layer's output is .half() in the fp32 transformer (no-op below fp32)
                 module.fp16_output = bool(adaln_fp16) and self.dtype == torch.float32
-        self.set_trainable(trainable)
-        self.generator = torch.Generator("cpu")
-        self.reseed(seed)
-        self._device = torch.device("cpu")
+        self._finish(seed, trainable)
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
@@ -178,10 +173,7 @@ class OSEDiffSD3(OneStepDiffusion):
             adaln_fp16=bool(get("adaln_fp16", True)),
             trainable=trainable,
         )
-        if str(cfg.name).startswith("tiny_"):
-            backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
-        else:
-            backbone = cls.from_pretrained(str(get("model", DEFAULT_MODEL)), **options)
+        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
         if "weights" in weights:
             backbone.load_lora(weights["weights"])
         elif weights:
@@ -215,17 +207,14 @@ class OSEDiffSD3(OneStepDiffusion):
             ),
         )
 
-    def set_trainable(self, trainable: bool) -> None:
-        """Only the LoRA parameters (transformer adaLN and VAE encoder) may require grad."""
-        for module in (self.transformer, self.vae, *self.text.modules()):
-            module.requires_grad_(False)
-        if trainable:
-            for p in self.lora_parameters():
-                p.requires_grad_(True)
+    def modules(self) -> list[nn.Module]:
+        return [self.transformer, self.vae, *self.text.modules()]
 
     def lora_parameters(self) -> list[nn.Parameter]:
         named = [*self.transformer.named_parameters(), *self.vae.encoder.named_parameters()]
         return [p for n, p in named if "lora_" in n]
+
+    trainable_parameters = lora_parameters  # the adaLN and VAE-encoder LoRA
 
     # ---- device -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> OSEDiffSD3:
