@@ -103,4 +103,4 @@ def build_backbone(
         from coz.backbones.diffusion.s3diff import S3Diff
 
         return S3Diff.from_config(cfg, device=device)
-    raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join(BACKBONES)})")
+    raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join((*BACKBONES, *TINY_CNN))})")
