@@ -2,7 +2,9 @@
 
 A :class:`Generator` restores a degraded batch, names its optimiser groups, exposes the modules
 Lightning must own (so DDP syncs their gradients) and writes its weights in the formats
-``coz.zoom`` loads. Three of them:
+``coz.zoom`` loads. The backbone inside is built as ``coz.zoom`` builds it
+(:func:`coz.backbones.build_backbone` with ``trainable=True``); a generator adds only what training
+needs. Four of them:
 
 - ``sd3`` / ``tiny_sd3``: OSEDiff-SD3 (:class:`coz.backbones.diffusion.sd3.OSEDiffSD3`): the transformer's
   adaLN LoRA and the VAE-encoder LoRA, two optimisers (the authors' SD3 port); regulariser: the
