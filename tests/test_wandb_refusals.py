@@ -11,11 +11,22 @@ from inprocess_cli import run_cli
 
 # each tool's smallest command that composes; the refusal comes before any of it runs
 TOOLS = {
-    "zoom": ["input=missing.png", "backbone=bicubic", "prompt=none", "zoom.steps=1"],
+    "zoom": ["backbone=bicubic", "prompt=none", "zoom.steps=1", "zoom.size=64"],  # + input=, below
     "train_sr": ["experiment=smoke"],
     "train_grpo": ["experiment=smoke"],
     "evaluate": ["experiment=smoke", "hydra.mode=RUN", "method=nn"],  # one job, not the preset's sweep
 }
+
+
+def command(tool: str, tmp_path) -> list[str]:
+    """The tool's arguments, with W&B chosen and the run folder in ``tmp_path / "run"``."""
+    args = [*TOOLS[tool], "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}"]
+    if tool == "zoom":  # a real photo: the zoom would run as far as W&B before the refusal existed
+        from PIL import Image
+
+        Image.new("RGB", (64, 64), (90, 140, 60)).save(tmp_path / "photo.png")
+        args.append(f"input={tmp_path / 'photo.png'}")
+    return args
 
 
 def tool_main(tool: str):
@@ -36,7 +47,7 @@ def test_an_unknown_wandb_mode_is_one_line_naming_it_before_anything_is_written(
 ):
     monkeypatch.setenv("WANDB_MODE", "junk")
     run_dir = tmp_path / "run"
-    code = run_cli(tool_main(tool), [*TOOLS[tool], "logger=wandb", f"hydra.run.dir={run_dir}"], monkeypatch)
+    code = run_cli(tool_main(tool), command(tool, tmp_path), monkeypatch)
     line = refusal(capsys)
     assert code == 2
     assert line.startswith("error: WANDB_MODE=junk: ") and "offline, online, disabled" in line, line
@@ -65,7 +76,7 @@ def test_wandb_online_without_the_network_is_one_line_within_seconds(
     monkeypatch.delenv("WANDB_BASE_URL", raising=False)
     run_dir = tmp_path / "run"
     started = time.monotonic()
-    code = run_cli(tool_main(tool), [*TOOLS[tool], "logger=wandb", f"hydra.run.dir={run_dir}"], monkeypatch)
+    code = run_cli(tool_main(tool), command(tool, tmp_path), monkeypatch)
     seconds = time.monotonic() - started
     line = refusal(capsys)
     assert code == 3  # the machine (no network), not the command: an environment error
