@@ -102,3 +102,13 @@ def test_a_w_and_b_server_that_does_not_answer_is_given_up_after_wandb_init_time
     with pytest.raises(RunEnvironmentError, match=r"cannot reach 192\.0\.2\.1:443"):
         check_wandb(OmegaConf.create({"name": "both", "mode": "offline"}))
     assert time.monotonic() - started < 5
+
+
+def test_wandbs_own_refusals_are_one_line_environment_errors():
+    """Reached, but refused: no login (what wandb.init raises without an API key) is exit 3 in one line."""
+    import wandb
+
+    from coz.run.exit_codes import classify
+
+    code, line = classify(wandb.errors.UsageError("No API key configured. Use `wandb login` to log in."))
+    assert code == 3 and line.startswith("W&B: No API key configured.") and "WANDB_MODE=offline" in line
