@@ -86,22 +86,39 @@ def test_wandb_online_without_the_network_is_one_line_within_seconds(
     assert not run_dir.exists()
 
 
-def test_a_w_and_b_server_that_does_not_answer_is_given_up_after_wandb_init_timeout(
-    tmp_path, monkeypatch, capsys
-):
-    """192.0.2.1 (TEST-NET-1, RFC 5737) is never routed: the connection fails or hangs until the timeout."""
-    monkeypatch.setenv("WANDB_MODE", "online")
-    monkeypatch.setenv("WANDB_BASE_URL", "https://192.0.2.1")
-    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "1")
+def test_a_w_and_b_server_that_does_not_answer_is_given_up_after_wandb_init_timeout(monkeypatch):
+    """A server that never answers (here: a local one whose queue of connections is full, so the
+    kernel drops the next one, as a firewall would) is given up after WANDB_INIT_TIMEOUT seconds."""
+    import socket
+
     from omegaconf import OmegaConf
 
     from coz.errors import RunEnvironmentError
     from coz.run.wandb_run import check_wandb
 
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    for _ in range(4):  # fill the queue; none is accepted
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        queued.append(client)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "1")
     started = time.monotonic()
-    with pytest.raises(RunEnvironmentError, match=r"cannot reach 192\.0\.2\.1:443"):
-        check_wandb(OmegaConf.create({"name": "both", "mode": "offline"}))
-    assert time.monotonic() - started < 5
+    try:
+        with pytest.raises(
+            RunEnvironmentError, match=rf"cannot reach 127\.0\.0\.1:{port} \(no answer in 1 s\)"
+        ):
+            check_wandb(OmegaConf.create({"name": "both", "mode": "offline"}))
+    finally:
+        for sock in (*queued, server):
+            sock.close()
+    assert 0.9 < time.monotonic() - started < 5
 
 
 def test_wandbs_own_refusals_are_one_line_environment_errors():
