@@ -160,8 +160,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "alpha-on-black",
         "coz/images.py",
-        'white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))',
-        'white = Image.new("RGBA", rgba.size, (0, 0, 0, 255))',
+        'band = Image.alpha_composite(Image.new("RGBA", band.size, (255, 255, 255, 255)), band)',
+        'band = Image.alpha_composite(Image.new("RGBA", band.size, (0, 0, 0, 255)), band)',
         "transparency is composited on white",
         "tests/test_images.py",
     ),

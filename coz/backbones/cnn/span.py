@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from coz.backbones.cnn.backbone import CnnBackbone
 from coz.backbones.cnn.ncnn_runtime import NcnnNet, write_fp32_convs
@@ -75,16 +75,19 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, o
         raise CozError(
             f"backbone.weights={path}: SPAN weights must be a .safetensors file (spandrel's SPAN layout)"
         )
-    from coz.run.weights import refuse_nonfinite, refuse_placeholder
+    from coz.run.weights import read_weights, refuse_nonfinite, safe_load
 
-    refuse_placeholder("backbone.weights", path)
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-    state = load_file(str(path), device="cpu")
+    metadata = read_weights("backbone.weights", path, lambda: _metadata(path))
+    state = safe_load(f"backbone.weights={path}", path)
     refuse_nonfinite(f"backbone.weights={path}", state)
     if "conv_1.sk.weight" not in state or "upsampler.0.weight" not in state:
         raise CozError(f"backbone.weights={path}: not a SPAN state dict (no conv_1.sk / upsampler.0 weights)")
     return state, norm_from_metadata(metadata)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
 
 
 def build_span(state_dict: Mapping[str, torch.Tensor], norm: Mapping[str, object]) -> torch.nn.Module:
