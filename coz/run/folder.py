@@ -115,8 +115,9 @@ def check_owner(run_dir: Path, tool: str) -> None:
 
 def older_owner(run_dir: Path) -> str | None:
     """The tool that made a folder before ``.coz-tool`` existed, from the files only it writes:
-    ``run.json``'s ``tool`` (coz.train_sr), ``split.json`` (coz.train_grpo), ``job.json``
-    (coz.evaluate), else a ``run.json`` (coz.zoom); None for a folder of none of them."""
+    ``run.json``'s ``tool`` (every tool's since run.json has one shape; coz.train_sr's before),
+    ``split.json`` (coz.train_grpo), ``job.json`` (coz.evaluate), else a ``run.json`` (coz.zoom);
+    None for a folder of none of them."""
     import json
 
     try:
@@ -125,7 +126,7 @@ def older_owner(run_dir: Path) -> str | None:
         record = None
     except (OSError, ValueError):
         record = {}  # unreadable: the tool's own resume check names it
-    if isinstance(record, dict) and str(record.get("tool", "")).startswith("coz."):
+    if isinstance(record, dict) and record.get("tool"):  # "coz.train_sr" before run.json had one shape
         return str(record["tool"]).removeprefix("coz.")
     if (run_dir / "split.json").is_file():
         return "train_grpo"
