@@ -102,10 +102,10 @@ def server(samples, calls):
     shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _client(server, folder: Path):
+def _client(server, folder: Path, **httpx_kwargs):
     from gradio_client import Client
 
-    return Client(server[0], verbose=False, download_files=str(folder))
+    return Client(server[0], verbose=False, download_files=str(folder), httpx_kwargs=httpx_kwargs or None)
 
 
 def _job(photo: Path | None, backbone="nearest", steps=1, mode="coz", sample=None):
@@ -231,7 +231,9 @@ def test_ten_clients_at_once_three_with_the_same_photo(server, samples, calls, t
     barrier = threading.Barrier(len(photos))
 
     def one_user(i: int):
-        client = _client(server, tmp_path / f"user{i}")
+        # (gradio_client's own 20-s limit on an upload or a download, not the job: ten at once on a
+        # loaded machine can take longer, which is not what this test is about)
+        client = _client(server, tmp_path / f"user{i}", timeout=120)
         barrier.wait()
         return client.predict(*_job(photos[i]), api_name="/zoom")
 
