@@ -30,6 +30,7 @@ from PIL import Image
 
 from coz.chain import Zoom
 from coz.errors import CozError
+from coz.zoom.batches import Loaded, load_image, zoom_batches
 
 __all__ = ["ZoomResult", "Zoomer", "zoom_image"]
 
@@ -107,7 +108,7 @@ class Zoomer:
         steps: int | None = None,
         **options: Any,
     ) -> None:
-        from coz.zoom.tool import build_chain, full_options
+        from coz.zoom.build import build_chain, full_options
 
         keywords = {"backbone": backbone, "prompt": prompt, "steps": steps, **options}
         args = [_override(_ALIASES.get(k, k), v) for k, v in keywords.items() if v is not None]
@@ -176,27 +177,12 @@ class Zoomer:
                 if on_step:
                     on_step(done, total)
 
-            for start in range(0, len(loaded), batch_size):
-                batch = loaded[start : start + batch_size]
-                zooms = chain.run([x0 for _, x0, _ in batch], on_step=stepped, names=[n for n, _, _ in batch])
-                results += [
-                    ZoomResult(name, zoom, chain.factor, notes, cfg.save)
-                    for (name, _, notes), zoom in zip(batch, zooms, strict=True)
-                ]
+            for batch in zoom_batches(chain, loaded, batch_size, load=lambda image: image, on_step=stepped):
+                results += [ZoomResult(i.name, zoom, chain.factor, i.notes, cfg.save) for i, zoom in batch]
         return results[0] if single else results
 
-    def _load(self, item: ImageInput, name: str) -> tuple[str, Image.Image, list[str]]:
-        from coz.images import load_rgb, to_rgb
-        from coz.zoom.tool import make_x0
-
-        cfg = self.config
-        if isinstance(item, Image.Image):
-            image, notes = to_rgb(item, name=name, alpha=str(cfg.alpha))
-        else:
-            max_pixels = None if cfg.max_pixels is None else int(cfg.max_pixels)
-            image, notes = load_rgb(item, alpha=str(cfg.alpha), max_pixels=max_pixels)
-        x0, resize_notes = make_x0(image, self.chain, self.full, name)
-        return name, x0, notes + resize_notes
+    def _load(self, item: ImageInput, name: str) -> Loaded:
+        return load_image(item, name, self.config, self.chain, self.full)
 
 
 def zoom_image(

@@ -47,7 +47,7 @@ class EvaluationModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         from coz.run.cpu_share import CpuShare
         from coz.run.runtime import fixed_threads, seed_everything
-        from coz.zoom.tool import build_chain
+        from coz.zoom.build import build_chain
 
         cfg = self.cfg
         seed_everything(cfg.seed)

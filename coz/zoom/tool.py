@@ -11,16 +11,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
-from coz.backbones import build_backbone
-from coz.chain import INTERPOLATION_MODES, ZoomChain
-from coz.errors import CozError
-from coz.full_image import FullImageOptions, prepare_full_x0
-from coz.images import ImageInputError, find_images, load_rgb, not_images, prepare_x0
-from coz.prompts import NullPrompt, build_prompt_extractor
+from coz.chain import ZoomChain
+from coz.full_image import FullImageOptions
+from coz.images import ImageInputError, find_images, not_images
 from coz.run.cli import hydra_entry
 from coz.run.cpu_share import CpuShare
 from coz.run.folder import claim, record_attempt
@@ -33,6 +28,8 @@ from coz.run.runtime import fixed_threads, hydra_choices, hydra_run_dir, resolve
 from coz.run.schema import typed
 from coz.run.timing import PhaseTimer
 from coz.run.validate import check_zoom
+from coz.zoom.batches import Loaded, load_image, zoom_batches
+from coz.zoom.build import build_chain, full_options
 from coz.zoom.outputs import BackgroundWriter, finished_images, is_finished
 from coz.zoom.schema import ZoomTool
 
@@ -68,7 +65,6 @@ def _zoom(
 ) -> dict[str, Any]:
     timer = PhaseTimer()
     batch_size = int(cfg.batch_size)
-    max_pixels = None if cfg.max_pixels is None else int(cfg.max_pixels)
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     cpu_share = CpuShare(threads=fixed_threads(cfg.threads))
@@ -110,30 +106,24 @@ def _zoom(
     progress = Progress(  # a resumed run counts on from the images already zoomed
         len(images) * chain.steps, "zoom", "image-steps", initial=(len(images) - len(todo)) * chain.steps
     )
+
+    def failed(item: tuple[Path, str], err: ImageInputError) -> None:
+        log.error("%s", err)
+        record["failed"][str(item[0])] = str(err)
+
     try:
-        for start in range(0, len(todo), batch_size):
-            batch = []
-            for path, name in todo[start : start + batch_size]:
-                try:
-                    image, notes = load_rgb(path, alpha=str(cfg.alpha), max_pixels=max_pixels)
-                    x0, resize_notes = make_x0(image, chain, full, path.name)
-                except ImageInputError as err:
-                    log.error("%s", err)
-                    record["failed"][str(path)] = str(err)
-                    progress.update(chain.steps)
-                    continue
-                for note in notes + resize_notes:
-                    log.warning("%s", note)
-                batch.append((name, path, x0, notes + resize_notes))
-            if not batch:
-                continue
-            progress.set_postfix(", ".join(name for name, *_ in batch)[:40])
-            zooms = chain.run(
-                [x0 for _, _, x0, _ in batch],
-                on_step=lambda n: (progress.update(n), cpu_share.refresh()),
-                names=[name for name, *_ in batch],
-            )
-            for (name, path, _, notes), zoom in zip(batch, zooms, strict=True):
+        batches = zoom_batches(
+            chain,
+            todo,
+            batch_size,
+            load=lambda item: _load(item, cfg, chain, full),
+            on_step=lambda n: (progress.update(n), cpu_share.refresh()),
+            on_failure=failed,
+            on_batch=lambda names: progress.set_postfix(", ".join(names)[:40]),
+        )
+        for batch in batches:
+            for image, zoom in batch:
+                name, path, notes = image.name, image.source, image.notes
                 record["images"][name] = {
                     "source": str(path),
                     "prompts": [s.prompt for s in zoom.steps],
@@ -169,49 +159,13 @@ def _zoom(
     return record
 
 
-def full_options(cfg: DictConfig) -> FullImageOptions | None:
-    """``zoom=full``'s settings, checked (None for the other modes)."""
-    if str(cfg.zoom.mode) != "full":
-        return None
-    try:
-        return FullImageOptions.from_config(cfg.zoom)
-    except ValueError as err:
-        raise CozError(str(err)) from None
-
-
-def make_x0(
-    image: Image.Image, chain: ZoomChain, full: FullImageOptions | None, name: str
-) -> tuple[Image.Image, list[str]]:
-    """The chain's x0 of an RGB image, plus notes on resizing (ImageInputError if it cannot be)."""
-    if full is not None:
-        return prepare_full_x0(image, full, chain.steps, chain.factor, name)
-    return prepare_x0(image, size=chain.size, name=name)
-
-
-def build_chain(
-    cfg: DictConfig, device: torch.device, timer: PhaseTimer, full: FullImageOptions | None = None
-) -> ZoomChain:
-    """Load ``cfg``'s backbone and prompt extractor (none for the interpolation modes) into a
-    chain; the Python API (:mod:`coz.api`) builds its chain here too."""
-    mode = str(cfg.zoom.mode)
-    with timer.phase("load"):
-        if mode in INTERPOLATION_MODES:  # no model, no prompts
-            backbone, prompter = None, NullPrompt()
-        else:
-            backbone = build_backbone(cfg.backbone, device)
-            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device), tiles=mode == "full")
-    return ZoomChain(
-        mode,
-        backbone,
-        prompter,
-        steps=int(cfg.zoom.steps),
-        factor=int(cfg.zoom.factor),
-        size=int(cfg.zoom.size),
-        user_prompt=str(cfg.user_prompt),
-        timer=timer,
-        full=full,
-        to_8bit=str(cfg.zoom.get("to_8bit", "backbone")),
-    )
+def _load(item: tuple[Path, str], cfg: DictConfig, chain: ZoomChain, full: FullImageOptions | None) -> Loaded:
+    """One input file as the chain's x0 (named by its file name in messages); its notes logged."""
+    path, name = item
+    image = load_image(path, name, cfg, chain, full, label=path.name)
+    for note in image.notes:
+        log.warning("%s", note)
+    return image
 
 
 def _report(run_dir: Path, record: dict[str, Any]) -> None:

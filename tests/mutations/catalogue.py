@@ -533,9 +533,9 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "zoom-bar-skips-failed",
-        "coz/zoom/tool.py",
-        '                    record["failed"][str(path)] = str(err)\n                    progress.update(chain.steps)\n',
-        '                    record["failed"][str(path)] = str(err)\n',
+        "coz/zoom/batches.py",
+        "                on_failure(item, err)\n                on_step(chain.steps)\n",
+        "                on_failure(item, err)\n",
         "the zoom bar counts a failed image's steps (it reaches its total)",
         RUN,
     ),

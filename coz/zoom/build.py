@@ -1,0 +1,50 @@
+"""The chain a zoom config describes: its backbone and prompt extractor loaded once, its
+full-image options checked. ``python -m coz.zoom``, the Python API (:mod:`coz.api`) and
+``coz.evaluate`` build their chains here, so the three zoom alike."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from coz.backbones import build_backbone
+from coz.chain import INTERPOLATION_MODES, ZoomChain
+from coz.errors import CozError
+from coz.full_image import FullImageOptions
+from coz.prompts import NullPrompt, build_prompt_extractor
+from coz.run.timing import PhaseTimer
+
+
+def full_options(cfg: DictConfig) -> FullImageOptions | None:
+    """``zoom=full``'s settings, checked (None for the other modes)."""
+    if str(cfg.zoom.mode) != "full":
+        return None
+    try:
+        return FullImageOptions.from_config(cfg.zoom)
+    except ValueError as err:
+        raise CozError(str(err)) from None
+
+
+def build_chain(
+    cfg: DictConfig, device: torch.device, timer: PhaseTimer, full: FullImageOptions | None = None
+) -> ZoomChain:
+    """Load ``cfg``'s backbone and prompt extractor (none for the interpolation modes) into a chain."""
+    mode = str(cfg.zoom.mode)
+    with timer.phase("load"):
+        if mode in INTERPOLATION_MODES:  # no model, no prompts
+            backbone, prompter = None, NullPrompt()
+        else:
+            backbone = build_backbone(cfg.backbone, device)
+            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device), tiles=mode == "full")
+    return ZoomChain(
+        mode,
+        backbone,
+        prompter,
+        steps=int(cfg.zoom.steps),
+        factor=int(cfg.zoom.factor),
+        size=int(cfg.zoom.size),
+        user_prompt=str(cfg.user_prompt),
+        timer=timer,
+        full=full,
+        to_8bit=str(cfg.zoom.get("to_8bit", "backbone")),
+    )
