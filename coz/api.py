@@ -198,12 +198,12 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from coz.run.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import quote_null_choices, tool_config_dir
 
     for item in overrides:
         if not isinstance(item, str) or "=" not in item:
             raise CozError(f"{item!r}: options are keywords or 'key=value' strings")
-    args = rewrite_overrides(list(overrides), "zoom")
+    args = quote_null_choices(list(overrides))
     from hydra.core.global_hydra import GlobalHydra
 
     # Inside a Hydra app (python -m coz.app) Hydra is initialized with that app's config: set it

@@ -79,6 +79,4 @@ class FullImageOptions:
         values = {f.name: node[f.name] for f in dataclasses.fields(cls) if f.name in node}
         if values.get("latent_shift") == "backbone":
             values["latent_shift"] = None
-        if values.get("input_size") is not None:
-            values["input_size"] = int(values["input_size"])
         return cls(**values)

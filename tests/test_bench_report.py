@@ -23,14 +23,14 @@ def test_the_real_size_grpo_benchmark_runs_a_valid_command_line(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from coz.bench.grpo import SETTINGS, step_loop_overrides
-    from coz.run.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import quote_null_choices, tool_config_dir
     from coz.train_grpo.tool import check_config
 
     for device, settings in SETTINGS.items():
         overrides = step_loop_overrides(4, device, settings, tmp_path)
         overrides = [o for o in overrides if not o.startswith("hydra.")]
         with initialize_config_dir(config_dir=tool_config_dir("train_grpo"), version_base="1.3"):
-            cfg = compose(config_name="train_grpo", overrides=rewrite_overrides(overrides, "train_grpo"))
+            cfg = compose(config_name="train_grpo", overrides=quote_null_choices(overrides))
         assert cfg.prompt.shape == "3b" and cfg.prompt.dtype == "bfloat16" and cfg.critic.name == "keyword"
         assert cfg.grpo.generations == 4 and cfg.grpo.max_new_tokens == settings["max_new_tokens"]
         assert cfg.trainer.accelerator == ("gpu" if device == "cuda" else "cpu")

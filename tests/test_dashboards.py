@@ -17,14 +17,14 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from wandb_records import offline_runs, read_run
 
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def compose_tool(tool: str, overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-        return compose(config_name=tool, overrides=rewrite_overrides(overrides, tool))
+        return compose(config_name=tool, overrides=quote_null_choices(overrides))
 
 
 @pytest.fixture()

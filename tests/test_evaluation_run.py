@@ -18,7 +18,7 @@ from coz.errors import CozError
 from coz.evaluate.rows import read_rows
 from coz.evaluate.schema import CheckBeforeSweep, typed_config
 from coz.evaluate.tool import describe_job, run
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.run.schema import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ FAST = [
 
 def compose_evaluate(overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=rewrite_overrides(overrides, "evaluate"))
+        return compose(config_name="evaluate", overrides=quote_null_choices(overrides))
 
 
 @pytest.fixture()

@@ -8,14 +8,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_grpo.loss import group_advantages
 from coz.train_grpo.rewards import Rewards, repetition_reward
 
 
 def compose_grpo(overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir("train_grpo"), version_base="1.3"):
-        return compose(config_name="train_grpo", overrides=rewrite_overrides(overrides, "train_grpo"))
+        return compose(config_name="train_grpo", overrides=quote_null_choices(overrides))
 
 
 def test_scale_rewards_group_is_the_default_and_gives_plus_minus_0707_for_two_generations():

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from coz.errors import CozError
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_grpo.critic import (
     CRITIC_PROMPT,
     ChatTemplateCritic,
@@ -23,7 +23,7 @@ from coz.train_grpo.critic import (
 
 def compose_grpo(overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir("train_grpo"), version_base="1.3"):
-        return compose(config_name="train_grpo", overrides=rewrite_overrides(overrides, "train_grpo"))
+        return compose(config_name="train_grpo", overrides=quote_null_choices(overrides))
 
 
 @pytest.fixture(scope="module")

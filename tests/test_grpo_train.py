@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from coz.errors import CozError
 from coz.run.checkpoints import load_checkpoint_file
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_grpo.tool import _fit, preflight, run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ TARGET = "Illuminate"
 
 def compose_grpo(overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir("train_grpo"), version_base="1.3"):
-        return compose(config_name="train_grpo", overrides=rewrite_overrides(overrides, "train_grpo"))
+        return compose(config_name="train_grpo", overrides=quote_null_choices(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -173,21 +173,21 @@ def test_a_given_folder_is_never_filled_with_the_sample_photos(tmp_path):
 
 
 def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
-    """A run that ended at step 60 (last.ckpt) was continued and killed after its step-100 save: the
+    """A run that ended at step 60 (last) was continued and killed after its step-100 save: the
     next continuation starts from 100, not 60; an unreadable file is skipped."""
-    from coz.run.checkpoints import newest_checkpoint
+    from coz.run.checkpoints import LAST, newest_checkpoint, save_checkpoint_file
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     assert newest_checkpoint(folder) is None
-    torch.save({"global_step": 60}, folder / "last.ckpt")
-    assert newest_checkpoint(folder) == folder / "last.ckpt"
-    torch.save({"global_step": 100}, folder / "step-000100.ckpt")
-    torch.save({"global_step": 50}, folder / "step-000050.ckpt")
-    (folder / "step-000200.ckpt").write_bytes(b"half a checkpoint")
-    assert newest_checkpoint(folder) == folder / "step-000100.ckpt"
-    torch.save({"global_step": 100}, folder / "last.ckpt")
-    assert newest_checkpoint(folder) == folder / "last.ckpt"  # a tie goes to last.ckpt
+    save_checkpoint_file({"coz_step": 60}, folder / LAST)
+    assert newest_checkpoint(folder) == folder / LAST
+    save_checkpoint_file({"coz_step": 100}, folder / "step_0000100.safetensors")
+    save_checkpoint_file({"coz_step": 50}, folder / "step_0000050.safetensors")
+    (folder / "step_0000200.safetensors").write_bytes(b"half a checkpoint")
+    assert newest_checkpoint(folder) == folder / "step_0000100.safetensors"
+    save_checkpoint_file({"coz_step": 100}, folder / LAST)
+    assert newest_checkpoint(folder) == folder / LAST  # a tie goes to last
 
 
 def test_a_fresh_start_drops_the_logs_of_an_earlier_start_killed_before_its_first_checkpoint(tmp_path):

@@ -121,7 +121,7 @@ def test_evaluate_counts_images_times_scales(niqe_params, samples, tmp_path):
     from hydra import compose, initialize_config_dir
 
     from coz.evaluate.tool import run
-    from coz.run.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import quote_null_choices, tool_config_dir
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -129,7 +129,7 @@ def test_evaluate_counts_images_times_scales(niqe_params, samples, tmp_path):
         Image.open(path).convert("RGB").resize((96, 96)).save(folder / path.name)
     overrides = [f"input={folder}", "method=nn", "zoom.steps=2", "metrics=none", "report.strips=0"]
     with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=rewrite_overrides(overrides, "evaluate"))
+        cfg = compose(config_name="evaluate", overrides=quote_null_choices(overrides))
     run(cfg, run_dir=tmp_path / "job")
     bars = [c for c in progress.finished if c.unit == "image-scales"]
     assert len(bars) == 1 and bars[0].total == bars[0].n == 3 * 2

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from coz.prompts import _build_vlm, max_new_tokens
@@ -16,7 +15,7 @@ from coz.prompts.tiny_dape import tiny_tagger
 
 
 def test_full_image_tiles_get_16_new_tokens_without_an_adapter_too():
-    # the full-image script's setting is per tile, whatever the adapter (implementation-facts.md, section 2)
+    # the full-image script's setting is per tile, whatever the adapter (docs/fidelity.md, "Prompts")
     assert max_new_tokens("auto", adapter=False, tiles=True) == 16
     assert max_new_tokens("auto", adapter=False, tiles=False) == 128
 
@@ -26,16 +25,15 @@ class _Loaded(Exception):
 
 
 @pytest.mark.parametrize(("device", "expected"), [("cuda", torch.bfloat16), ("cpu", torch.float32)])
-def test_the_vlm_loads_in_bfloat16_on_gpus(monkeypatch, device, expected):
+def test_the_vlm_loads_in_bfloat16_on_gpus(compose_zoom, monkeypatch, device, expected):
     import coz.prompts.vlm as vlm
 
     def record(model, revision, dtype, device, max_pixels):
         raise _Loaded(dtype)
 
     monkeypatch.setattr(vlm, "load_qwen_vl", record)
-    cfg = OmegaConf.create(
-        {"name": "vlm", "dtype": "auto", "model": "Qwen/Qwen2.5-VL-3B-Instruct", "max_new_tokens": "auto"}
-    )
+    cfg = compose_zoom(["prompt=vlm", "input=x"]).prompt  # prompt.dtype=auto
+    assert cfg.dtype == "auto"
     with pytest.raises(_Loaded) as loaded:  # no GPU needed: the dtype is chosen before anything loads
         _build_vlm(cfg, device)
     assert loaded.value.args[0] == expected

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from coz.run import progress
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 
 TINY_SR = [
     "experiment=smoke",
@@ -27,7 +27,7 @@ TINY_SR = [
 
 def compose_tool(tool: str, overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-        return compose(config_name=tool, overrides=rewrite_overrides(overrides, tool))
+        return compose(config_name=tool, overrides=quote_null_choices(overrides))
 
 
 def sr_module(run_dir, *overrides):

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.run.wandb_run import wandb_init_args
 
 
@@ -23,7 +23,7 @@ def test_a_presets_runs_are_grouped_by_tool_and_preset(tmp_path):
     with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
         cfg = compose(
             config_name="train_sr",
-            overrides=rewrite_overrides(["experiment=smoke"], "train_sr"),
+            overrides=quote_null_choices(["experiment=smoke"]),
             return_hydra_config=True,
         )
     HydraConfig.instance().set_config(cfg)  # the job's Hydra state, as a run of the tool has it

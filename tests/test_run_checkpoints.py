@@ -1,7 +1,7 @@
 """coz.run.checkpoints, the checkpoints of both trainers, on a tiny Lightning module: Lightning's
 ModelCheckpoint counting optimisation steps (not micro-batches), every N steps and at the end, keeping
-the newest N, ``last`` a hard link to the newest, safetensors files; a resume from the newest (or from
-an older coz's pickle ``.ckpt``) continues exactly; a damaged file is skipped, a foreign one is one line."""
+the newest N, ``last`` a hard link to the newest, safetensors files; a resume from the newest continues exactly; a damaged file is skipped, a foreign one (a pickle
+``.ckpt`` too) is one line."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from coz.run.checkpoints import (
     checkpoint_step,
     load_checkpoint_file,
     newest_checkpoint,
+    resume_from,
     save_checkpoint_file,
 )
 
@@ -116,22 +117,21 @@ def test_resume_from_the_newest_continues_exactly_and_keep_counts_the_earlier_fi
     assert names(folder) == [LAST, "step_0000004.safetensors", "step_0000006.safetensors"]
 
 
-def test_an_older_pickle_ckpt_still_resumes(tmp_path):
-    """train_grpo's folders of an older coz hold checkpoints/last.ckpt (a Lightning pickle): it is the
-    newest checkpoint there, read with torch.load(weights_only=True), and the run continues exactly."""
-    straight = train(tmp_path / "straight", steps=4)
+def test_a_pickle_ckpt_is_no_checkpoint(tmp_path):
+    """Checkpoints are safetensors only: a Lightning pickle ``.ckpt`` in the folder is not a candidate
+    to resume from, and naming it is refused in one line (never unpickled)."""
     train(tmp_path / "new", steps=2)
     checkpoint = load_checkpoint_file(tmp_path / "new" / "checkpoints" / LAST)
-    checkpoint.pop("coz_step")  # an older coz did not write it
-    old = tmp_path / "old"
-    (old / "checkpoints").mkdir(parents=True)
-    torch.save(checkpoint, old / "checkpoints" / "last.ckpt")
-    legacy = newest_checkpoint(old / "checkpoints")
-    assert legacy == old / "checkpoints" / "last.ckpt" and checkpoint_step(legacy) == 2
-    resumed = train(old, steps=4, ckpt=legacy)
-    for key, value in straight.net.state_dict().items():
-        torch.testing.assert_close(resumed.net.state_dict()[key], value, rtol=0, atol=0)
-    assert checkpoint_step(old / "checkpoints" / LAST) == 4
+    old = tmp_path / "old" / "checkpoints"
+    old.mkdir(parents=True)
+    torch.save(checkpoint, old / "last.ckpt")
+    assert newest_checkpoint(old) is None
+    assert resume_from("auto", old.parent) is None  # a fresh start
+    with pytest.raises(CozError, match=f"resume={old / 'last.ckpt'}: ") as err:
+        resume_from(str(old / "last.ckpt"), tmp_path / "run", tool="coz.train_grpo")
+    assert "\n" not in str(err.value)
+    with pytest.raises(CozError, match="not a readable safetensors file"):
+        load_checkpoint_file(old / "last.ckpt")
 
 
 def test_newest_skips_damaged_files_and_foreign_files_are_one_line(tmp_path):

@@ -642,7 +642,7 @@ def test_every_tool_refuses_a_folder_another_process_holds(tool, held_folder, ti
 
     from hydra import compose, initialize_config_dir
 
-    from coz.run.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import quote_null_choices, tool_config_dir
 
     extra = {
         "evaluate": ["method=nn", f"input={tiny_photos}", "zoom.steps=1"],
@@ -650,7 +650,7 @@ def test_every_tool_refuses_a_folder_another_process_holds(tool, held_folder, ti
         "train_grpo": [f"input={tiny_photos}"],
     }[tool]
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-        cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", *extra], tool))
+        cfg = compose(config_name=tool, overrides=quote_null_choices(["experiment=smoke", *extra]))
     with pytest.raises(CozError, match="in use by another coz run"):
         importlib.import_module(f"coz.{tool}.tool").run(cfg, run_dir=held_folder)
     assert sorted(p.name for p in held_folder.iterdir()) == [".coz.lock"]  # nothing written
@@ -662,7 +662,7 @@ def test_the_training_tools_check_the_shared_keys_the_same_way(tool, tmp_path):
 
     from hydra import compose, initialize_config_dir
 
-    from coz.run.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import quote_null_choices, tool_config_dir
 
     for override, message in (
         ("seed=abc", "seed=abc: must be a whole number"),  # a typed config: not a number at all
@@ -670,6 +670,6 @@ def test_the_training_tools_check_the_shared_keys_the_same_way(tool, tmp_path):
         ("threads=0", "threads=0"),
     ):
         with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-            cfg = compose(config_name=tool, overrides=rewrite_overrides(["experiment=smoke", override], tool))
+            cfg = compose(config_name=tool, overrides=quote_null_choices(["experiment=smoke", override]))
         with pytest.raises(CozError, match=message):
             importlib.import_module(f"coz.{tool}.tool").check_config(cfg)

@@ -214,6 +214,11 @@ def test_command_line_reads_from_and_questions_as_lists():
         "command=build", "from=[a,b]", "questions=[image,text]",
     ]  # fmt: skip
     assert command_line(["serve", "study=s"]) == ["command=serve", "study=s", "hydra.run.dir=."]
+    assert command_line(["build", "from=a", "questions=text"]) == [
+        "command=build",
+        "from=[a]",
+        "questions=[text]",
+    ]
     assert "choose a command" in command_line(["frobnicate"])
 
 

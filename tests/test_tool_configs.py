@@ -11,7 +11,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from coz.run.cli import rewrite_overrides, tool_config_dir, tool_groups_help
+from coz.run.cli import quote_null_choices, tool_config_dir, tool_groups_help
 
 TOOLS = ("zoom", "evaluate", "train_sr", "train_grpo")
 GROUPS = {  # what each tool composes, and so all that --help and completion may offer
@@ -101,7 +101,7 @@ def test_experiment_is_a_real_group_of_each_tool():
     assert grpo.critic.name == "tiny" and grpo.prompt.name == "tiny_vlm"
     assert evaluate.metrics.names and evaluate.hydra.runtime.choices.experiment == "smoke"
     assert composed("train_sr", [])[0].hydra.runtime.choices.experiment == "none"
-    assert rewrite_overrides(["experiment=smoke", "prompt=null"], "evaluate") == [
+    assert quote_null_choices(["experiment=smoke", "prompt=null"]) == [
         "experiment=smoke",
         "prompt='null'",
     ]
@@ -109,7 +109,7 @@ def test_experiment_is_a_real_group_of_each_tool():
 
 def test_prompt_none_works_in_compose_and_null_on_the_command_line():
     assert composed("zoom", ["input=x"])[0].hydra.runtime.choices.prompt == "none"  # the YAML default
-    for overrides in (["prompt=none"], ["prompt='null'"], rewrite_overrides(["prompt=null"])):
+    for overrides in (["prompt=none"], ["prompt='null'"], quote_null_choices(["prompt=null"])):
         cfg, _ = composed("evaluate", overrides)
         assert cfg.prompt.name == "null", overrides
 

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from coz.errors import CozError
-from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
+from coz.run.cli import CONFIG_DIR, quote_null_choices, tool_config_dir
 from coz.train_sr.tool import check_config
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "train_sr" / "experiment").glob("*.yaml"))
@@ -18,7 +18,7 @@ def compose_train(overrides: list[str], hydra: bool = False):
     with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
         return compose(
             config_name="train_sr",
-            overrides=rewrite_overrides(overrides, "train_sr"),
+            overrides=quote_null_choices(overrides),
             return_hydra_config=hydra,
         )
 

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from coz.run.checkpoints import load_checkpoint_file
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_sr.tool import build, run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ TINY = [
 
 def compose_train(overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
-        return compose(config_name="train_sr", overrides=rewrite_overrides([*TINY, *overrides], "train_sr"))
+        return compose(config_name="train_sr", overrides=quote_null_choices([*TINY, *overrides]))
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:

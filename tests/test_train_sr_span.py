@@ -6,14 +6,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_sr.tool import build
 
 
 def compose_cnn(overrides: list[str]):
     base = ["experiment=cnn", "logger=csv", "data.crop=32", "log.images_every=0", "trainer.accelerator=cpu"]
     with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
-        return compose(config_name="train_sr", overrides=rewrite_overrides([*base, *overrides], "train_sr"))
+        return compose(config_name="train_sr", overrides=quote_null_choices([*base, *overrides]))
 
 
 @pytest.mark.slow

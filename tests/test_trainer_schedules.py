@@ -10,14 +10,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 
 LR = 0.5
 
 
 def compose_tool(name: str, overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir(name), version_base="1.3"):
-        return compose(config_name=name, overrides=rewrite_overrides(overrides, name))
+        return compose(config_name=name, overrides=quote_null_choices(overrides))
 
 
 def lrs(optimizer, scheduler, steps: int) -> list[float]:

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from coz.errors import CozError
-from coz.run.cli import rewrite_overrides, tool_config_dir
+from coz.run.cli import quote_null_choices, tool_config_dir
 
 
 class Stop(Exception):
@@ -20,7 +20,7 @@ class Stop(Exception):
 
 def compose_tool(name: str, overrides: list[str]):
     with initialize_config_dir(config_dir=tool_config_dir(name), version_base="1.3"):
-        return compose(config_name=name, overrides=rewrite_overrides(overrides, name))
+        return compose(config_name=name, overrides=quote_null_choices(overrides))
 
 
 def seeded_before_the_trainer(monkeypatch, module, target: str) -> dict[str, object]:

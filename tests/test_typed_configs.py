@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.app.schema import App
 from coz.evaluate.schema import EvaluateTool
-from coz.run.cli import CONFIG_DIR, rewrite_overrides, tool_config_dir
-from coz.run.schema import ConfigError, typed
+from coz.run.cli import CONFIG_DIR, quote_null_choices, tool_config_dir
+from coz.run.schema import ConfigError, Rule, config_key, typed
+from coz.study.schema import StudyTool
 from coz.train_grpo.schema import TrainGRPOTool
 from coz.train_sr.schema import TrainSR
 from coz.zoom.schema import ZoomTool
@@ -31,6 +32,7 @@ SCHEMAS: dict[str, type] = {
     "train_grpo": TrainGRPOTool,
     "train_sr": TrainSR,
     "evaluate": EvaluateTool,
+    "study": StudyTool,
 }
 REQUIRED = {  # what a tool needs to compose at all
     "zoom": ["input=x"],
@@ -38,6 +40,7 @@ REQUIRED = {  # what a tool needs to compose at all
     "train_grpo": [],
     "train_sr": ["data.sources=[{path: x}]"],
     "evaluate": [],
+    "study": [],  # command=??? is the first argument on the command line
 }
 # options of a shared group that a tool's schema refuses (tested below): GRPO trains a VLM policy only,
 # train_sr the backbones it has a generator for
@@ -69,19 +72,20 @@ def composed(tool: str, overrides: list[str]) -> DictConfig:
 @functools.cache
 def _composed(tool: str, overrides: tuple[str, ...]) -> DictConfig:
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-        return compose(config_name=tool, overrides=rewrite_overrides([*REQUIRED[tool], *overrides], tool))
+        return compose(config_name=tool, overrides=quote_null_choices([*REQUIRED[tool], *overrides]))
 
 
-def leaves(node: DictConfig, path: str = "") -> typing.Iterator[tuple[str, object]]:
-    """(dotted key, declared type) of every typed leaf."""
+def leaves(node: DictConfig, path: str = "") -> typing.Iterator[tuple[str, object, Rule | None]]:
+    """(dotted key, declared type, its rule if it has one) of every typed leaf."""
     schema = OmegaConf.get_type(node)
     hints = typing.get_type_hints(schema) if is_dataclass(schema) else {}
     for spec in fields(schema) if is_dataclass(schema) else ():
-        child = node._get_node(spec.name)
+        key = config_key(spec)  # from_ is read from from=
+        child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
-            yield from leaves(child, f"{path}{spec.name}.")
-        elif spec.name not in ("name", "mode"):  # the option's own name: a group choice
-            yield f"{path}{spec.name}", hints[spec.name]
+            yield from leaves(child, f"{path}{key}.")
+        elif key not in ("name", "mode"):  # the option's own name: a group choice
+            yield f"{path}{key}", hints[spec.name], spec.metadata.get("rule")
 
 
 def wrong_value(declared: object) -> object:
@@ -98,17 +102,17 @@ def wrong_value(declared: object) -> object:
     return "abc"  # lists
 
 
-def cases(tool: str) -> typing.Iterator[tuple[list[str], DictConfig, str, object]]:
-    """(overrides, their config, key, wrong value): the top-level keys with the defaults, each
-    option's own keys with that option."""
+def cases(tool: str) -> typing.Iterator[tuple[list[str], DictConfig, str, object, Rule | None]]:
+    """(overrides, their config, key, wrong value, the key's rule): the top-level keys with the
+    defaults, each option's own keys with that option."""
     groups = _group_fields(SCHEMAS[tool])
     for overrides in options(tool):
         cfg = composed(tool, overrides)
         group = overrides[0].split("=")[0] if overrides else None
-        for key, declared in leaves(typed(SCHEMAS[tool], cfg)):
+        for key, declared, rule in leaves(typed(SCHEMAS[tool], cfg)):
             mine = key.startswith(f"{group}.") if group else key.split(".")[0] not in groups
             if mine:
-                yield overrides, cfg, key, wrong_value(declared)
+                yield overrides, cfg, key, wrong_value(declared), rule
 
 
 def _group_fields(schema: type) -> set[str]:
@@ -130,8 +134,9 @@ def test_an_option_the_tool_cannot_use_is_refused_in_one_line(tool, option):
 
 @pytest.mark.parametrize("tool", sorted(SCHEMAS))
 def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
+    """... and says what the key allows: its rule's words (range, choices), as for a value out of range."""
     checked = 0
-    for overrides, cfg, key, value in cases(tool):
+    for overrides, cfg, key, value, rule in cases(tool):
         bad = copy.deepcopy(cfg)
         OmegaConf.update(bad, key, value, merge=True)  # as Hydra applies an override
         try:
@@ -141,6 +146,8 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
         else:
             pytest.fail(f"{overrides} {key}={value} was accepted")
         assert "\n" not in message and message.startswith(f"{key}="), (overrides, key, message)
+        if rule is not None:
+            assert message.endswith(f": must be {rule.allowed}"), (overrides, key, message)
         checked += 1
     assert checked >= 10, checked  # every leaf of the tool was tried
 
@@ -148,7 +155,7 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
 @pytest.mark.parametrize(
     ("tool", "args", "message"),
     [
-        ("zoom", ["zoom.steps=abc"], "error: zoom.steps=abc: must be a whole number"),
+        ("zoom", ["zoom.steps=abc"], "error: zoom.steps=abc: must be a whole number >= 1"),
         ("zoom", ["zom.steps=2"], "error: zom.steps: no such key; did you mean zoom.steps?"),
         ("zoom", ["+zom.steps=2"], "error: zom: no such key; did you mean zoom?"),
         (
@@ -164,7 +171,7 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
         (
             "train_grpo",
             ["experiment=smoke", "grpo.steps=abc"],
-            "error: grpo.steps=abc: must be a whole number",
+            "error: grpo.steps=abc: must be a whole number >= 1",
         ),
         ("train_grpo", ["rewards.ngram=-2"], "error: rewards.ngram=-2: must be a whole number >= 1"),
         ("train_grpo", ["trainer=gpu"], "error: trainer=gpu: must be a section of keys"),
@@ -172,12 +179,20 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
         (
             "evaluate",
             ["experiment=smoke", "shard.count=abc"],
-            "error: shard.count=abc: must be a whole number",
+            "error: shard.count=abc: must be a whole number >= 1",
         ),
         # before the VLM loads
         ("evaluate", ["prompt.cache=foo"], "error: prompt.cache=foo: must be one of none, memory, disk"),
-        ("train_sr", ["experiment=smoke", "data.crop=big"], "error: data.crop=big: must be a whole number"),
-        ("train_sr", ["experiment=smoke", "optim.lr=fast"], "error: optim.lr=fast: must be a number"),
+        (
+            "train_sr",
+            ["experiment=smoke", "data.crop=big"],
+            "error: data.crop=big: must be a positive multiple of 32 (4x down, then the VAE's 8x)",
+        ),
+        ("train_sr", ["experiment=smoke", "optim.lr=fast"], "error: optim.lr=fast: must be a number >= 0"),
+        # from= is a Python keyword: a field read from its config key (coz.run.schema.alias)
+        ("study", ["build", "from=a", "per_rater=abc"], "error: per_rater=abc: must be a whole number >= 1"),
+        ("study", ["build", "from={a: 1}"], "error: from=[{a: 1}]: must be a list of words"),
+        ("study", ["build", "fro=a"], "error: fro: no such key; did you mean from?"),
         (
             "train_sr",
             ["experiment=smoke", "checkpoint.every_n_step=5"],

@@ -32,7 +32,7 @@ def build_demo(service: ZoomService, uploads: Path):
 
     cfg = service.cfg
     backbone_default = service.backbones[0]
-    steps_default = min(int(cfg.steps), int(cfg.max_steps))
+    steps_default = min(cfg.steps, cfg.max_steps)
     modes = [
         ("Chain-of-Zoom: the center, 4x per step", "coz"),
         (f"The whole photo, 4x once (zoom=full; sides up to {cfg.full_max_side} px)", "full"),
@@ -61,7 +61,7 @@ def build_demo(service: ZoomService, uploads: Path):
                 prompt = gr.Dropdown(service.prompts, value=service.prompts[0], label="Prompt mode")
                 mode = gr.Radio(modes, value="coz", label="Zoom", elem_id="mode")
                 steps = gr.Slider(
-                    1, int(cfg.max_steps), value=steps_default, step=1, label="Steps (4x each; Chain-of-Zoom)"
+                    1, cfg.max_steps, value=steps_default, step=1, label="Steps (4x each; Chain-of-Zoom)"
                 )
                 user_prompt = gr.Textbox(label="Your prompt (optional, added to every step's)", max_lines=1)
                 with gr.Row():
@@ -92,7 +92,7 @@ def build_demo(service: ZoomService, uploads: Path):
             path = None
             try:
                 if upload:
-                    path = upload_path(upload, uploads, float(cfg.max_upload_mb))
+                    path = upload_path(upload, uploads, cfg.max_upload_mb)
                 request = JobRequest(
                     path, None if path else sample, backbone, prompt, mode, steps, user_prompt
                 )
@@ -141,7 +141,7 @@ def build_demo(service: ZoomService, uploads: Path):
         # in the browser only: an upload and a sample exclude each other
         sample.input(None, None, upload, js="() => null")
         upload.upload(None, None, sample, js="() => null")
-    demo.queue(max_size=int(cfg.queue_size), default_concurrency_limit=1, api_open=False)
+    demo.queue(max_size=cfg.queue_size, default_concurrency_limit=1, api_open=False)
     return demo
 
 

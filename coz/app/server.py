@@ -52,7 +52,7 @@ def _serve(cfg: DictConfig, work_dir: Path, block: bool):
     from coz.app.uploads import UploadGuard
 
     service = ZoomService(cfg, work_dir)
-    max_bytes = int(float(cfg.max_upload_mb) * 2**20)
+    max_bytes = int(cfg.max_upload_mb * 2**20)
     guard = Middleware(UploadGuard, folder=str(work_dir), max_bytes=max_bytes)
     demo = build_demo(service, work_dir / "uploads")
     log.info("backbones %s, prompt modes %s", service.backbones, service.prompts)
@@ -60,8 +60,8 @@ def _serve(cfg: DictConfig, work_dir: Path, block: bool):
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
     _, url, _ = demo.launch(
-        server_name=str(cfg.host),
-        server_port=int(cfg.port),
+        server_name=cfg.host,
+        server_port=cfg.port,
         prevent_thread_lock=not block,
         quiet=not block,
         theme=theme,

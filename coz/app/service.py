@@ -85,7 +85,7 @@ class ZoomService:
             n = int(request.steps)
         except (TypeError, ValueError):
             n = 0
-        if not 1 <= n <= int(self.cfg.max_steps):
+        if not 1 <= n <= self.cfg.max_steps:
             raise CozError(f"steps={request.steps}: choose 1 to {self.cfg.max_steps}")
         return n
 
@@ -96,7 +96,7 @@ class ZoomService:
         if request.upload is not None:
             path = request.upload
             try:
-                image = load_rgb(path, max_pixels=int(self.cfg.max_pixels))[0]
+                image = load_rgb(path, max_pixels=self.cfg.max_pixels)[0]
             except ImageInputError as err:  # name the user's file, not the server's copy
                 raise ImageInputError(path.name, err.problem) from None
             name = path.stem
@@ -106,7 +106,7 @@ class ZoomService:
             image, name = load_rgb(self.samples[request.sample])[0], request.sample
         else:
             raise CozError("upload a photo or pick a sample first")
-        side = int(self.cfg.full_max_side)
+        side = self.cfg.full_max_side
         if request.mode == "full" and max(image.size) > side:
             raise CozError(
                 f"{name}: {image.width}x{image.height} is too large for the whole-photo zoom "
@@ -176,7 +176,7 @@ class ZoomService:
         job = self.work_dir / "jobs" / uuid.uuid4().hex
         job.mkdir(parents=True)
         self._jobs.append(job)
-        while len(self._jobs) > int(self.cfg.keep_jobs):
+        while len(self._jobs) > self.cfg.keep_jobs:
             shutil.rmtree(self._jobs.pop(0), ignore_errors=True)
         return job
 

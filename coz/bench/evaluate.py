@@ -18,7 +18,7 @@ def bench_evaluate(photos: Path, repeats: int = 3, processes: tuple[int, ...] = 
 
     from coz.evaluate.rows import read_rows
     from coz.evaluate.tool import run
-    from coz.run.cli import rewrite_overrides, tool_config_dir
+    from coz.run.cli import quote_null_choices, tool_config_dir
 
     images = len(list(photos.glob("*.png")))
     walls: dict[int, list[float]] = {n: [] for n in processes}
@@ -36,7 +36,7 @@ def bench_evaluate(photos: Path, repeats: int = 3, processes: tuple[int, ...] = 
                     "report.plots=false",
                     "report.strips=0",
                 ]
-                cfg = compose(config_name="evaluate", overrides=rewrite_overrides(overrides, "evaluate"))
+                cfg = compose(config_name="evaluate", overrides=quote_null_choices(overrides))
                 folder = Path(tmp) / f"{i}-{n}"
                 start = time.perf_counter()
                 run(cfg, run_dir=folder, results_root=folder)

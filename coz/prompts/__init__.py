@@ -56,8 +56,8 @@ def max_new_tokens(value, adapter: bool, tiles: bool) -> int:
     """``prompt.max_new_tokens``; ``auto`` follows the authors' release of the setting
     (docs/fidelity.md "Prompts"): 16 per full-image tile, 32 with the GRPO adapter (the
     later release, the only one that loads it), 128 without (the first release)."""
-    if str(value) != "auto":
-        return int(value)
+    if value != "auto":
+        return value
     return 16 if tiles else 32 if adapter else 128
 
 
@@ -71,25 +71,21 @@ def _build_vlm(cfg: DictConfig, device: str, tiles: bool = False) -> tuple[Promp
         from coz.prompts.tiny import build_twin
 
         model, processor, shared = build_twin(cfg, device)
-        if cfg.get("adapter") and shared:  # the twin is shared within the process: adapt a copy
+        if cfg.adapter and shared:  # the twin is shared within the process: adapt a copy
             model = copy.deepcopy(model)
         dtype = model.dtype
     else:
-        dtype = resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="prompt.dtype")
-        model, processor = load_qwen_vl(
-            str(cfg.model), cfg.get("revision"), dtype, device, cfg.get("max_pixels")
-        )
+        dtype = resolve_dtype(cfg.dtype, device, gpu_default=torch.bfloat16, option="prompt.dtype")
+        model, processor = load_qwen_vl(cfg.model, cfg.revision, dtype, device, cfg.max_pixels)
     fingerprint = {}
-    if cfg.get("adapter"):
+    if cfg.adapter:
         from coz.prompts.lora import load_adapter
 
-        fingerprint = _file_fingerprint(str(cfg.adapter))
-        model = load_adapter(model, str(cfg.adapter), merge=bool(cfg.get("merge_adapter", False)))
-    tokens = max_new_tokens(cfg.max_new_tokens, bool(cfg.get("adapter")), tiles)
-    extractor = VLMPrompts(
-        model, processor, max_new_tokens=tokens, multiscale=bool(cfg.get("multiscale", True))
-    )
-    extractor.name = str(cfg.name)
+        fingerprint = _file_fingerprint(cfg.adapter)
+        model = load_adapter(model, cfg.adapter, merge=cfg.merge_adapter)
+    tokens = max_new_tokens(cfg.max_new_tokens, bool(cfg.adapter), tiles)
+    extractor = VLMPrompts(model, processor, max_new_tokens=tokens, multiscale=cfg.multiscale)
+    extractor.name = cfg.name
     return extractor, {"dtype": str(dtype), "adapter_files": fingerprint, "max_new_tokens": tokens}
 
 
@@ -99,7 +95,7 @@ def _build_dape(cfg: DictConfig, device: str) -> tuple[PromptExtractor, dict]:
     if cfg.name == "tiny_dape":  # random weights, offline
         from coz.prompts.tiny_dape import build_tiny_dape
 
-        extractor = build_tiny_dape(seed=int(cfg.seed), threshold=float(cfg.threshold), device=device)
+        extractor = build_tiny_dape(seed=cfg.seed, threshold=cfg.threshold, device=device)
     else:
         from coz.prompts.dape import build_dape
 

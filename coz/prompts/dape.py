@@ -292,13 +292,13 @@ class DAPEPrompts(PromptExtractor):
 def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
     """``prompt=dape``: the files named in the config, checked before anything loads."""
     for key in ("ram_weights", "dape_weights", "tags"):  # the tag list ships with RAM's code, not coz
-        if not cfg.get(key):
+        if not cfg[key]:
             raise CozError(f"prompt=dape needs prompt.{key}=PATH: {WHERE[key]}")
     from coz.run.weights import refuse_placeholder
 
     for key in ("ram_weights", "dape_weights", "tags"):
-        value = cfg.get(key)
-        if value and not Path(value).expanduser().is_file():
+        value = cfg[key]
+        if not Path(value).expanduser().is_file():
             raise CozError(f"prompt.{key}={value}: no such file (get {WHERE[key]})")
         refuse_placeholder(f"prompt.{key}", Path(value).expanduser())
     return load_dape(cfg, device)
@@ -313,15 +313,13 @@ def ram_swin_tagger(num_tags: int) -> RAMTagger:
 
 def load_dape(cfg, device: str = "cpu") -> DAPEPrompts:
     """RAM (strict) + DAPE's LoRA (non-strict) on the Swin-L tagger, the tag list and thresholds."""
-    if int(cfg.get("image_size", 384)) != 384:
+    if cfg.image_size != 384:
         raise CozError(f"prompt.image_size={cfg.image_size}: RAM's Swin-L is built for 384 px")
     tags = load_tags(Path(cfg.tags).expanduser())
-    thresholds = resolve_thresholds(cfg.get("thresholds"), cfg.tags, len(tags))  # before the big build
+    thresholds = resolve_thresholds(cfg.thresholds, cfg.tags, len(tags))  # before the big build
     tagger = ram_swin_tagger(len(tags))
     load_ram_state(tagger, Path(cfg.ram_weights).expanduser(), Path(cfg.dape_weights).expanduser())
     from coz.run.dtypes import resolve_dtype
 
-    dtype = resolve_dtype(
-        str(cfg.get("dtype", "float32")), device, gpu_default=torch.float16, option="prompt.dtype"
-    )
+    dtype = resolve_dtype(cfg.dtype, device, gpu_default=torch.float16, option="prompt.dtype")
     return DAPEPrompts(tagger.to(dtype), tags, thresholds, image_size=384, device=device)

@@ -184,17 +184,17 @@ def build_real_size_vlm(seed: int, max_pixels: int, dtype, device):
 def build_twin(cfg, device) -> tuple:
     """(model, processor, shared) of ``prompt=tiny_vlm``: ``prompt.shape=tiny`` is built once per
     process and shared (copy it before changing it); ``3b`` is a new real-size model each time."""
-    shape = str(cfg.get("shape", "tiny"))
+    shape = cfg.shape
     if shape not in SHAPES:
         raise CozError(f"prompt.shape={shape}: unknown twin shape (use {' or '.join(SHAPES)})")
     if shape == "tiny":
-        return *build_tiny_vlm(seed=int(cfg.seed), max_pixels=int(cfg.max_pixels)), True
+        return *build_tiny_vlm(seed=cfg.seed, max_pixels=cfg.max_pixels), True
     import torch
 
     from coz.run.dtypes import resolve_dtype
 
-    dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device, torch.bfloat16, option="prompt.dtype")
-    return *build_real_size_vlm(int(cfg.seed), int(cfg.max_pixels), dtype, device), False
+    dtype = resolve_dtype(cfg.dtype, device, torch.bfloat16, option="prompt.dtype")
+    return *build_real_size_vlm(cfg.seed, cfg.max_pixels, dtype, device), False
 
 
 @functools.lru_cache(maxsize=4)

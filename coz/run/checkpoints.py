@@ -12,6 +12,10 @@ pickle: a checkpoint loads with ``safetensors`` alone and cannot run code.
 ``checkpoints/step_XXXXXXX.safetensors`` every N steps and at the end of training, keeps the newest
 ``keep`` of them (0: all), and ``last.safetensors``, a hard link to the newest. A resume takes the run
 folder's newest checkpoint (:func:`newest_checkpoint`).
+
+Lightning's ``ddp_spawn`` hands the trained weights from rank 0 back to the main process through a
+``.temp.ckpt`` file that it writes and reads with the strategy's checkpoint IO, this one: despite its
+name it is a safetensors file too, so nothing here ever unpickles.
 """
 
 from __future__ import annotations
@@ -114,13 +118,9 @@ def save_checkpoint_file(checkpoint: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint of :func:`save_checkpoint_file`; a Lightning ``.ckpt`` of an older coz (pickle) is
-    read with ``torch.load(weights_only=True)``."""
+    """A checkpoint of :func:`save_checkpoint_file` (ddp_spawn's ``.temp.ckpt`` included)."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if _is_torch_file(path):
-        return _legacy_checkpoint(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -147,29 +147,6 @@ class SafetensorsCheckpointIO(CheckpointIO):
         Path(path).unlink(missing_ok=True)
 
 
-def _is_torch_file(path: Path) -> bool:
-    """An older coz's ``.ckpt`` (torch.save: a zip archive), by its content: Lightning's ddp_spawn hands
-    results back in a ``.temp.ckpt`` written by this module's IO, a safetensors file."""
-    if path.suffix != ".ckpt":
-        return False
-    try:
-        with path.open("rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
-
-
-def _legacy_checkpoint(path: Path, option: str = "resume") -> dict[str, Any]:
-    """An older coz's Lightning ``.ckpt`` (train_grpo's ``last.ckpt``), unpickled with weights_only."""
-    from coz.run.weights import torch_file
-
-    checkpoint = torch_file(option, path)
-    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
-        raise CozError(f"{option}={path}: not a Lightning checkpoint")
-    checkpoint.setdefault(STEP_KEY, int(checkpoint["global_step"]))
-    return checkpoint
-
-
 def checkpoint_step(path: str | Path, option: str = "resume") -> int:
     """The optimisation steps a checkpoint file was written after (its metadata; no tensor is read)."""
     from safetensors import safe_open
@@ -177,8 +154,6 @@ def checkpoint_step(path: str | Path, option: str = "resume") -> int:
     from coz.run.weights import read_weights
 
     path = Path(path)
-    if _is_torch_file(path):
-        return int(_legacy_checkpoint(path, option)[STEP_KEY])
 
     def metadata() -> dict[str, str]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -192,11 +167,9 @@ def checkpoint_step(path: str | Path, option: str = "resume") -> int:
 
 def checkpoint_identity(path: str | Path) -> dict[str, str]:
     """The tool (``coz.train_sr`` / ``coz.train_grpo``) and, for train_sr, the backbone a checkpoint
-    was written by, from its metadata (no tensor is read); {} for an older coz's ``.ckpt``."""
+    was written by, from its metadata (no tensor is read)."""
     from safetensors import safe_open
 
-    if _is_torch_file(Path(path)):
-        return {}
     with safe_open(str(path), framework="pt", device="cpu") as f:
         top = json.loads((f.metadata() or {}).get("skeleton", "{}")).get("__dict__", {})
     if "coz_grpo" in top:  # each trainer's own record (coz/train_*/module.py, on_save_checkpoint)
@@ -210,7 +183,7 @@ def refuse_foreign(path: Path, option: str, tool: str, backbone: str | None = No
     """One line if the checkpoint at ``path`` was written by another trainer or for another backbone."""
     from coz.run.weights import read_weights
 
-    found = read_weights(option, path, lambda: checkpoint_identity(path))
+    found = read_weights("resume", path, lambda: checkpoint_identity(path))  # resume=PATH: cannot load it
     if found.get("tool", tool) != tool:
         raise CozError(f"{option}: {path} is a checkpoint of {found['tool']}, not of {tool}")
     if backbone is not None and found.get("backbone", backbone) != backbone:
@@ -221,11 +194,9 @@ def refuse_foreign(path: Path, option: str, tool: str, backbone: str | None = No
 
 def newest_checkpoint(folder: Path) -> Path | None:
     """The readable checkpoint of ``folder`` with the most steps (``last`` on a tie): the periodic
-    step file of a run killed after writing it is newer than the ``last`` of the run before. An older
-    coz's ``.ckpt`` files count too."""
+    step file of a run killed after writing it is newer than the ``last`` of the run before."""
     best, best_step = None, -1
-    files = [*Path(folder).glob(f"*{SUFFIX}"), *Path(folder).glob("*.ckpt")]
-    for path in sorted(files, key=lambda p: (not p.stem == "last", p.suffix != SUFFIX, p.name)):
+    for path in sorted(Path(folder).glob(f"*{SUFFIX}"), key=lambda p: (p.stem != "last", p.name)):
         try:
             step = checkpoint_step(path)
         except Exception as err:  # noqa: BLE001 - a damaged file is skipped, the others still count

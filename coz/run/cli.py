@@ -60,12 +60,6 @@ def quote_null_choices(args: list[str]) -> list[str]:
     return fixed
 
 
-def rewrite_overrides(args: list[str], tool: str | None = None) -> list[str]:
-    """Everything coz changes on a command line before Hydra reads it. (``tool`` is no longer
-    needed: ``experiment=`` is a real group of each tool; kept for existing callers.)"""
-    return quote_null_choices(args)
-
-
 def _unique_run_suffix() -> str:
     # Two runs started in the same second must not share a folder: add 4 random hex digits.
     return secrets.token_hex(2)
@@ -141,7 +135,7 @@ def hydra_entry(
 
     def main() -> None:
         jobs.count, jobs.failed = 0, []  # this command's jobs only (main may run twice in one process)
-        args = rewrite_overrides(sys.argv[1:], config_name)
+        args = quote_null_choices(sys.argv[1:])
         if problem := entry.unparsable_argument(args):
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)

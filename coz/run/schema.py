@@ -10,6 +10,9 @@ in the field's metadata, and :func:`check` applies every rule in one walk. Every
 naming the key, the value and what is allowed (:class:`ConfigError`, exit 2), before a model loads or
 a file is written.
 
+A config key that Python cannot name (``from=``, a keyword) is the field ``from_`` declared with
+:func:`alias` (a tool's schema or a group option's): the typed config holds it under its config name.
+
 The schemas are applied after Hydra composes rather than registered in Hydra's ConfigStore: a stored
 schema group shows up in every tool's ``--help`` and shell completion. A user's own component (a
 config with ``_target_``) has no schema and passes through unchecked.
@@ -21,10 +24,10 @@ import difflib
 import re
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import Field, dataclass, field, fields, is_dataclass
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from coz.errors import CozError
@@ -75,6 +78,19 @@ def _within(value: float, minimum: float | None, maximum: float | None, above: f
 
 def _field(rule: Rule) -> Any:
     return field(default=MISSING, metadata={"rule": rule})
+
+
+def alias(name: str, spec: Any = MISSING) -> Any:
+    """``spec`` (a field of the rules below, or ``MISSING``) read from config key ``name``: for a key
+    that is a Python keyword (``from_: list[str] = alias("from", words())``)."""
+    if not isinstance(spec, Field):
+        spec = field(default=spec)
+    return field(default=spec.default, metadata={**spec.metadata, "key": name})
+
+
+def config_key(spec: Any) -> str:
+    """The config key of a schema field: its name, or the name :func:`alias` gave it."""
+    return spec.metadata.get("key", spec.name)
 
 
 def whole(minimum: int | None = None, maximum: int | None = None, *, null: bool = False, auto: bool = False):
@@ -167,7 +183,7 @@ def rule(allowed: str, ok: Callable[[Any], bool]):
 def check(cfg: DictConfig) -> None:
     """Every rule of every typed node of ``cfg``, and no key a schema does not declare."""
     for path, node, schema in _typed_nodes(cfg, ""):
-        declared = {f.name: f for f in fields(schema)}
+        declared = {config_key(f): f for f in fields(schema)}
         for key in node.keys():
             if key not in declared:
                 raise ConfigError(unknown_key_message(f"{path}{key}", list(declared), path))
@@ -247,15 +263,24 @@ def describe(err: BaseException, cfg: DictConfig | None = None) -> str | None:
         and is_dataclass(schema)
     ):
         path = key.rpartition(".")[0]
-        return unknown_key_message(key, [f.name for f in fields(schema)], f"{path}." if path else "")
+        return unknown_key_message(key, [config_key(f) for f in fields(schema)], f"{path}." if path else "")
     if isinstance(cause, ValidationError) and key:
         message = str(cause).splitlines()[0]
         value = _value_of(err, key, cfg)
+        if found := _rule_of(schema, key.rpartition(".")[2]):  # what the field allows, range included
+            return f"{key}={value}: must be {found.allowed}"
         for pattern, words_ in _TYPE_WORDS:
             if found := pattern.search(message):
                 return f"{key}={value}: must be {words_.format(*found.groups())}"
         return f"{key}={value}: {message}"
     return None
+
+
+def _rule_of(schema: Any, name: str) -> Rule | None:
+    """The rule of field ``name`` (a config key) of ``schema``, None if it has none."""
+    if not is_dataclass(schema):
+        return None
+    return next((f.metadata.get("rule") for f in fields(schema) if config_key(f) == name), None)
 
 
 def keys_of(schema: type, prefix: str = "") -> list[str]:
@@ -268,9 +293,9 @@ def keys_of(schema: type, prefix: str = "") -> list[str]:
         inner = [declared] if isinstance(declared, type) and is_dataclass(declared) else []
         inner += list(options.schemas.values()) if options else []
         if not inner:
-            found.append(prefix + spec.name)
+            found.append(prefix + config_key(spec))
         for option in dict.fromkeys(inner):
-            found += keys_of(option, f"{prefix}{spec.name}.")
+            found += keys_of(option, f"{prefix}{config_key(spec)}.")
     return sorted(set(found))
 
 
@@ -316,7 +341,7 @@ def group(schemas: dict[str, type], by: str = "name") -> Any:
 def typed(schema: type, cfg: DictConfig) -> DictConfig:
     """``cfg`` merged into ``schema`` (and each group's node into its option's schema), checked:
     the typed config every tool runs on, or a :class:`ConfigError`."""
-    skeleton = OmegaConf.structured(schema)
+    skeleton = _structured(schema)
     for spec in fields(schema):
         options = spec.metadata.get("options")
         node = cfg.get(spec.name) if options else None
@@ -327,13 +352,27 @@ def typed(schema: type, cfg: DictConfig) -> DictConfig:
                     f"{spec.name}.{options.by}={choice}: no such {spec.name} (use one of "
                     f"{', '.join(sorted(options.schemas))}, or a config with _target_)"
                 )
-            skeleton[spec.name] = OmegaConf.structured(options.schemas[choice])
+            skeleton[spec.name] = _structured(options.schemas[choice])
     try:
         merged = OmegaConf.merge(skeleton, cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(describe(err, cfg) or one_line(str(err))) from None
     check(merged)
     return merged
+
+
+def _structured(schema: type) -> DictConfig:
+    """``OmegaConf.structured(schema)`` with each field of a :func:`alias` under its config key (its
+    typed node moved there: the type still applies). A tool's schema and a group option's may
+    have such fields."""
+    node = OmegaConf.structured(schema)
+    for spec in fields(schema):
+        name = config_key(spec)
+        if name != spec.name:
+            with open_dict(node):
+                node[name] = node._get_node(spec.name)
+                del node[spec.name]
+    return node
 
 
 def one_line(text: str) -> str:

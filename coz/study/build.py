@@ -30,36 +30,23 @@ from coz.study.sources import Run, find_runs, zoom_record
 
 log = logging.getLogger("coz.study")
 
-KINDS = ("image", "text")
-
 
 def options(cfg: DictConfig) -> dict[str, Any]:
-    """The build's options, checked before anything is read or written (one line each)."""
-    sources = cfg["from"]
-    sources = [sources] if isinstance(sources, str) else list(sources or [])
+    """The build's options (their types and ranges: :mod:`coz.study.schema`); a build needs ``from=``."""
+    sources = list(cfg["from"])
     if not sources:
         raise CozError(
             "from= is missing: give the zoom run folders or evaluate sweeps to compare, from=[a,b]"
         )
-    kinds = cfg.questions
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
-    for kind in kinds:
-        if kind not in KINDS:
-            raise CozError(f"questions={kind}: use image, text or both (questions=[image,text])")
-    if not kinds:
-        raise CozError("questions= is empty: use image, text or both")
-    found = {}
-    for key in ("per_rater", "raters", "media.tile", "media.gif_size", "media.view_size"):
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CozError(f"{key}={value}: must be a whole number >= 1")
-        found[key] = value
-    step = cfg.text_step
-    if step != "last" and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
-        raise CozError(f"text_step={step}: use last or a step number >= 1")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise CozError(f"seed={cfg.seed}: must be a whole number")
-    return {"from": sources, "kinds": kinds, "text_step": step, **found}
+    sizes = {key: OmegaConf.select(cfg, key) for key in ("media.tile", "media.gif_size", "media.view_size")}
+    return {
+        "from": sources,
+        "kinds": list(cfg.questions),
+        "text_step": cfg.text_step,
+        "per_rater": cfg.per_rater,
+        "raters": cfg.raters,
+        **sizes,
+    }
 
 
 def check(cfg: DictConfig, study_dir: Path) -> tuple[dict[str, Any], list[Run]]:
@@ -106,9 +93,9 @@ def build(cfg: DictConfig, study_dir: Path, opts: dict[str, Any], runs: list[Run
         "sources": {run.method: str(run.folder.resolve()) for run in runs},
         "kinds": kinds,
         "per_rater": opts["per_rater"],
-        "seed": int(cfg.seed),
+        "seed": cfg.seed,
         "questions": questions,
-        "raters": rater_plans(questions, kinds, opts["per_rater"], opts["raters"], int(cfg.seed)),
+        "raters": rater_plans(questions, kinds, opts["per_rater"], opts["raters"], cfg.seed),
     }
     write_text_atomic(study_dir / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
     log.info(
@@ -164,7 +151,7 @@ def text_question(name: str, records: dict, media: Media, opts: dict) -> dict | 
     step = None
     for method, (run, record) in records.items():
         prompts = record.get("prompts") or []
-        step = len(prompts) if opts["text_step"] == "last" else int(opts["text_step"])
+        step = len(prompts) if opts["text_step"] == "last" else opts["text_step"]
         if not 1 <= step <= len(prompts):
             raise CozError(f"text_step={opts['text_step']}: {run.folder} has {len(prompts)} steps")
         text = (prompts[step - 1] or "").strip()

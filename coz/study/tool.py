@@ -9,7 +9,6 @@ Hydra override of ``conf/study/study.yaml``. ``build`` writes a study folder (Hy
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 import threading
@@ -20,22 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from coz.errors import CozError
 from coz.run.cli import hydra_entry
+from coz.run.schema import typed
+from coz.study.schema import COMMANDS, StudyTool
 
 log = logging.getLogger("coz.study")
 
-COMMANDS = ("build", "serve", "report")
-_LIST_KEYS = ("from", "questions")  # from=a,b means the list [a,b], not a sweep
+_LIST_KEYS = ("from", "questions")  # lists: from=a,b means [a,b] (not a sweep), from=a means [a]
 
 
 def run(cfg: DictConfig) -> Any:
-    command = cfg.command
-    if command == "build":
-        return build_command(cfg)
-    if command == "serve":
-        return serve_command(cfg)
-    if command == "report":
-        return report_command(cfg)
-    raise CozError(f"command={command}: use one of {', '.join(COMMANDS)}")
+    cfg = typed(StudyTool, cfg)  # every key and value, before anything is read or written
+    commands = {"build": build_command, "serve": serve_command, "report": report_command}
+    return commands[cfg.command](cfg)
 
 
 def build_command(cfg: DictConfig, study_dir: Path | None = None) -> dict:
@@ -70,12 +65,7 @@ def serve_command(cfg: DictConfig) -> int:
     from coz.study.server import StudyApp, make_server
 
     port = cfg.port
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise CozError(f"port={port}: must be a whole number from 0 to 65535")
     instructions = OmegaConf.to_container(cfg.instructions, resolve=True)
-    for key in ("welcome", "image", "text", "thanks"):
-        if not isinstance(instructions.get(key), str):
-            raise CozError(f"instructions.{key} is missing: the text raters read")
     manifest, store = open_study(cfg)
     app = StudyApp(manifest, store, instructions, cfg.access_code)
     try:
@@ -107,19 +97,13 @@ def serve_command(cfg: DictConfig) -> int:
 def report_command(cfg: DictConfig) -> dict:
     from coz.study.report import summary, write_report
 
-    for key in ("exclude.min_votes",):
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise CozError(f"{key}={value}: must be a whole number >= 0")
-    if not isinstance(cfg.exclude.constant, bool):
-        raise CozError(f"exclude.constant={cfg.exclude.constant}: must be true or false")
     manifest, store = open_study(cfg)
     try:
         votes = store.all_votes()
     finally:
         store.close()
     out = Path(manifest["folder"]) / "report"
-    result = write_report(manifest, votes, out, int(cfg.exclude.min_votes), bool(cfg.exclude.constant))
+    result = write_report(manifest, votes, out, cfg.exclude.min_votes, cfg.exclude.constant)
     print(summary(result))
     files = (
         "report.html, mos.png, mos.csv, ttests.csv"
@@ -161,7 +145,8 @@ def _hydra_run_dir() -> str:
 
 
 def command_line(args: list[str]) -> list[str] | str:
-    """``build from=a,b ...`` -> ``command=build from=[a,b] ...``; a problem as one line."""
+    """``build from=a,b ...`` -> ``command=build from=[a,b] ...`` (``from=a``: ``from=[a]``); a problem
+    as one line."""
     words = [a for a in args if not a.startswith("-") and "=" not in a]
     if (
         any(
@@ -180,7 +165,7 @@ def command_line(args: list[str]) -> list[str] | str:
     fixed = []
     for arg in rest:
         key, eq, value = arg.partition("=")
-        if eq and key in _LIST_KEYS and "," in value and not re.match(r"^\s*[\[\"']", value):
+        if eq and key in _LIST_KEYS and not value.lstrip().startswith("["):
             arg = f"{key}=[{value}]"
         fixed.append(arg)
     if command != "build" and not any(a.startswith("hydra.run.dir=") for a in fixed):
@@ -188,7 +173,7 @@ def command_line(args: list[str]) -> list[str] | str:
     return [f"command={command}", *fixed]
 
 
-_hydra_main = hydra_entry(run, config_name="study")
+_hydra_main = hydra_entry(run, config_name="study", tool_schema=StudyTool)
 
 
 def main() -> None:

@@ -105,7 +105,7 @@ class ChatTemplateCritic(Critic):
     def __init__(self, model, processor, max_new_tokens: int = 8, batch_size: int = 8, name: str = "qwen7b"):
         self.model, self.processor = model.eval().requires_grad_(False), processor
         self.processor.tokenizer.padding_side = "left"
-        self.max_new_tokens, self.batch_size, self.name = int(max_new_tokens), int(batch_size), name
+        self.max_new_tokens, self.batch_size, self.name = max_new_tokens, batch_size, name
 
     def render(self, descriptions, firsts, seconds) -> tuple[list[str], list[Image.Image]]:
         texts, images = [], []
@@ -188,7 +188,7 @@ class InternVLCritic(Critic):
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 8, image_size: int = 448, max_tiles: int = 12):
         self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
-        self.max_new_tokens, self.image_size, self.max_tiles = int(max_new_tokens), image_size, max_tiles
+        self.max_new_tokens, self.image_size, self.max_tiles = max_new_tokens, image_size, max_tiles
 
     @torch.no_grad()
     def answer(self, descriptions, firsts, seconds) -> list[str]:

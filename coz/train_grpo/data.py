@@ -111,7 +111,7 @@ def split_images(paths: Sequence[Path], val_fraction: float, seed: int) -> tuple
     if n < 2:
         raise CozError(f"need at least 2 images (one to train on, one to validate with); found {n}")
     n_val = max(1, math.floor(val_fraction * n + 1e-9))
-    chosen = set(np.random.default_rng([int(seed), 0]).permutation(n)[:n_val].tolist())
+    chosen = set(np.random.default_rng([seed, 0]).permutation(n)[:n_val].tolist())
     train = [p for i, p in enumerate(paths) if i not in chosen]
     val = [p for i, p in enumerate(paths) if i in chosen]
     return train, val
@@ -158,8 +158,8 @@ class TrainPairs(IterableDataset):
         updates: int = 1,
         max_pixels: float | None = None,
     ) -> None:
-        self.paths, self.geometry, self.batch_size = list(paths), geometry, int(batch_size)
-        self.seed, self.rank, self.updates, self.max_pixels = int(seed), int(rank), int(updates), max_pixels
+        self.paths, self.geometry, self.batch_size = list(paths), geometry, batch_size
+        self.seed, self.rank, self.updates, self.max_pixels = seed, rank, updates, max_pixels
         self.start = 0
 
     def specs(self, round_index: int) -> Iterator[PairSpec]:
@@ -209,7 +209,7 @@ def val_specs(
     specs = []
     for j in range(n_images):
         for k in range(per_image):
-            rng = np.random.default_rng([int(seed), 2, j] + ([k] if k else []))  # k = 0: as with one each
+            rng = np.random.default_rng([seed, 2, j] + ([k] if k else []))  # k = 0: as with one each
             depth = int(geometry.depths[(j + k) % len(geometry.depths)])
             specs.append(PairSpec(j, depth, *map(float, rng.random(2))))
     return specs[:limit] if limit is not None else specs

@@ -58,7 +58,7 @@ def _identity(batch):
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
-    return (int(seed) * 1_000_003 + rank * 7919 + step) % 2**63
+    return (seed * 1_000_003 + rank * 7919 + step) % 2**63
 
 
 class GRPOModule(L.LightningModule):

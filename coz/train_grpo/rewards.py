@@ -143,7 +143,7 @@ class Rewards:
         low, high = map(float, score_range)
         if not high > low:
             raise ValueError(f"rewards.score_range={score_range}: need low < high")
-        self.weights, self.ngram, self.max_penalty = weights, int(ngram), float(max_penalty)
+        self.weights, self.ngram, self.max_penalty = weights, ngram, max_penalty
         self.low, self.high = low, high
         self.blacklist = tuple(blacklist)
         self.pattern = phrase_pattern(self.blacklist)

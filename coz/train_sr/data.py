@@ -55,7 +55,7 @@ def list_source(path: str | Path, limit: int | None = None) -> list[Path]:
         from coz.run.paths import cache_dir
         from coz.samples import write_samples
 
-        return write_samples(cache_dir() / "samples")[: int(limit) if limit else None]
+        return write_samples(cache_dir() / "samples")[:limit]
     p = Path(path).expanduser()
     if p.is_dir():
         files = sorted(
@@ -72,8 +72,7 @@ def list_source(path: str | Path, limit: int | None = None) -> list[Path]:
         )
     else:
         raise CozError(f"data source {path}: no such folder or file")
-    if limit:
-        files = files[: int(limit)]
+    files = files[:limit]  # None: all
     if not files:
         raise CozError(f"data source {path}: no images found")
     return files
@@ -117,9 +116,9 @@ class TrainingImages(Dataset):
         if (probs < 0).any() or probs.sum() <= 0:
             raise CozError(f"data.sources: probabilities {probs.tolist()} must be >= 0 and not all 0")
         self.probs = probs / probs.sum()
-        self.crop, self.hflip, self.vflip = int(crop), bool(hflip), bool(vflip)
-        self.seed, self.layout, self.stage_kind = int(seed), layout, stage_kind
-        self.degradation, self.max_tries = degradation, int(max_tries)
+        self.crop, self.hflip, self.vflip = crop, hflip, vflip
+        self.seed, self.layout, self.stage_kind = seed, layout, stage_kind
+        self.degradation, self.max_tries = degradation, max_tries
         self._bad: set[Path] = set()  # per worker: files already found bad are not retried
 
     def __len__(self) -> int:  # indices are drawn by the sampler; any index is valid

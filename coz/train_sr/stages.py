@@ -27,12 +27,12 @@ class Stages:
         self.stages: list[Stage] = []
         start = 0
         for i, s in enumerate(stages):
-            kind, steps = str(s.get("degradation")), int(s.get("steps", 0))
+            kind, steps = s["degradation"], s["steps"]
             if kind not in KINDS:
                 raise CozError(f"stages[{i}].degradation={kind}: use one of {', '.join(KINDS)}")
             if steps < 1:
                 raise CozError(f"stages[{i}].steps={steps}: must be >= 1")
-            self.stages.append(Stage(str(s.get("name") or kind), kind, steps, start))  # unnamed: its kind
+            self.stages.append(Stage(s.get("name") or kind, kind, steps, start))  # unnamed: its kind
             start += steps
         self.total = start
 

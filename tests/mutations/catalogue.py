@@ -449,7 +449,7 @@ MUTATIONS: list[Mutation] = [
     m(
         "adapter-ignored",
         "coz/prompts/__init__.py",
-        '        model = load_adapter(model, str(cfg.adapter), merge=bool(cfg.get("merge_adapter", False)))\n',
+        "        model = load_adapter(model, cfg.adapter, merge=cfg.merge_adapter)\n",
         "",
         "prompt.adapter= loads a PEFT LoRA into the prompt extractor",
         "tests/test_promises_prompts.py",
@@ -566,8 +566,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "vlm-fp16-on-gpus",
         "coz/prompts/__init__.py",
-        'resolve_dtype(str(cfg.dtype), device, gpu_default=torch.bfloat16, option="prompt.dtype")',
-        'resolve_dtype(str(cfg.dtype), device, gpu_default=torch.float16, option="prompt.dtype")',
+        'resolve_dtype(cfg.dtype, device, gpu_default=torch.bfloat16, option="prompt.dtype")',
+        'resolve_dtype(cfg.dtype, device, gpu_default=torch.float16, option="prompt.dtype")',
         "the VLM runs in bfloat16 on GPUs (dtype=auto)",
         PROMPT_SETTINGS,
     ),
