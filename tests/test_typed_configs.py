@@ -209,7 +209,7 @@ def test_bad_values_are_one_line_and_exit_2_with_nothing_written(
     argv = [*REQUIRED[tool], *args, f"hydra.run.dir={folder}", f"hydra.sweep.dir={sweep}"]
     if _first_case_of_its_tool(tool, args):
         result = subprocess.run(
-            [sys.executable, "-m", f"coz.{tool}", *argv], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", f"coz.{tool}", *argv], capture_output=True, text=True, timeout=300
         )
         code, stderr = result.returncode, result.stderr
     else:

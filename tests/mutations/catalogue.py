@@ -656,8 +656,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "app-keeps-one-job-too-many",
         "coz/app/service.py",
-        "        while len(self._jobs) > int(self.cfg.keep_jobs):",
-        "        while len(self._jobs) > int(self.cfg.keep_jobs) + 1:",
+        "        while len(self._jobs) > self.cfg.keep_jobs:",
+        "        while len(self._jobs) > self.cfg.keep_jobs + 1:",
         "the app's results go after keep_jobs newer jobs (no more are kept or served)",
         APP + "::test_ten_clients_at_once_three_with_the_same_photo",
     ),
