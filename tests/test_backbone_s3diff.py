@@ -21,6 +21,7 @@ from coz.backbones.diffusion.s3diff_lora import (
     unet_block,
     vae_block,
 )
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 
 PROMPTS = ["a cat on a sofa", "brick wall, window"]
@@ -53,8 +54,7 @@ def randomize(b: S3Diff, seed: int = 0, estimator: bool = False) -> S3Diff:
         for p in b.adapter_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     if estimator:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             b.estimator.init_weights(1.0)
     return b
 
@@ -309,7 +309,9 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
     truncated = tmp_path / "truncated.pkl"
     truncated.write_bytes(pkl.read_bytes()[: pkl.stat().st_size // 2])
-    with pytest.raises(CozError, match=r"S3Diff weights .*truncated.pkl: not a readable torch.save file"):
+    with pytest.raises(
+        CozError, match=r"S3Diff weights .*truncated.pkl: cannot load it \(not a readable torch.save file"
+    ):
         dst.load_released(truncated)
     with pytest.raises(CozError, match="expected a dict"):
         dst.load_released(saved("list.pkl", [1, 2]))
@@ -331,7 +333,9 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
     cut = tmp_path / "cut.pth"
     cut.write_bytes(de_net.read_bytes()[:100])
-    with pytest.raises(CozError, match=r"degradation estimator .*cut.pth: not a readable torch.save file"):
+    with pytest.raises(
+        CozError, match=r"degradation estimator .*cut.pth: cannot load it \(not a readable torch.save file"
+    ):
         dst.load_estimator(cut)
     est = torch.load(de_net, weights_only=True)
     est["extra.weight"] = torch.zeros(1)

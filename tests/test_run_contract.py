@@ -538,7 +538,7 @@ def test_weight_files_that_fail_to_load_are_one_line(bad_weights):
     _one_clean_line(caught.value, f"prompt.adapter={bad_weights['adapter']}: cannot load it")
     with pytest.raises(CozError) as caught:
         load_ram_state(None, bad_weights["pth"], None)
-    _one_clean_line(caught.value, f"RAM={bad_weights['pth']}: cannot load it")
+    _one_clean_line(caught.value, f"prompt.ram_weights={bad_weights['pth']}: cannot load it")
     with pytest.raises(CozError) as caught:
         checkpoint_step(bad_weights["garbage"])
     _one_clean_line(caught.value, f"resume={bad_weights['garbage']}: cannot load it")

@@ -68,6 +68,35 @@ def test_another_tool_is_refused_in_a_zoom_run_folder_naming_both(
     assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
 
 
+def test_a_folder_an_older_coz_made_belongs_to_the_tool_its_run_files_name(
+    photos, tmp_path, monkeypatch, capsys
+):
+    """Before .coz-tool existed, a folder's run.json (or split.json, job.json) said whose it was."""
+    from coz.train_sr.tool import main as train_sr
+
+    run_dir = tmp_path / "zoomed"
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
+    (run_dir / ".coz-tool").unlink()  # as an older coz left it
+    before = (run_dir / "run.json").read_bytes()
+    capsys.readouterr()
+    args = ["experiment=smoke", f"data.sources=[{{path: {photos}, prob: 1}}]", f"hydra.run.dir={run_dir}"]
+    assert run_cli(train_sr, args, monkeypatch) == 2
+    assert errors(capsys.readouterr().err) == [
+        f"error: {run_dir} is a coz.zoom run folder: coz.train_sr cannot run in it; choose another hydra.run.dir"
+    ]
+    assert (run_dir / "run.json").read_bytes() == before and not (run_dir / ".coz-tool").exists()
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0  # its own tool resumes
+    assert (run_dir / ".coz-tool").read_text() == "zoom\n"
+
+    trained = tmp_path / "trained"  # a train_sr run.json names its tool
+    trained.mkdir()
+    (trained / "run.json").write_text('{"tool": "coz.train_sr", "config": {}}')
+    assert zoom([f"input={photos}", f"hydra.run.dir={trained}"], monkeypatch) == 2
+    assert errors(capsys.readouterr().err) == [
+        f"error: {trained} is a coz.train_sr run folder: coz.zoom cannot run in it; choose another hydra.run.dir"
+    ]
+
+
 # ---------------------------------------------------------------- not writable by others
 
 

@@ -95,3 +95,31 @@ def test_every_trainer_key_reaches_lightning():
     assert kwargs == {"accelerator": "cpu", "devices": 1, "logger": True, "max_time": "00:00:01:00"}
     with pytest.raises(CozError, match=r"^trainer\.max_tme: not an argument of lightning\.Trainer$"):
         trainer_kwargs(OmegaConf.create({"max_tme": 1}))
+
+
+def test_a_users_own_prompt_config_without_clean_passes_its_text_verbatim(user_code, tmp_path, monkeypatch):
+    """As every released setting (prompt=vlm, prompt=dape: clean: false), not cleaned behind the user's back."""
+    from inprocess_cli import run_cli
+
+    from coz.zoom.tool import main
+
+    text = "moss, Moss, moss; in the first image, bark"  # clean_prompt would make it "moss, bark"
+    conf = tmp_path / "myconf" / "prompt"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text(f"_target_: user_parts.Fixed\ntext: '{text}'\n")
+    (conf / "mine_clean.yaml").write_text(f"_target_: user_parts.Fixed\ntext: '{text}'\nclean: true\n")
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "in.png")
+    rows = {}
+    for option in ("mine", "mine_clean"):
+        args = ["--config-dir", str(tmp_path / "myconf"), f"prompt={option}", f"input={tmp_path / 'in.png'}"]
+        args += ["backbone=bicubic", "zoom.steps=1", "zoom.size=64", f"hydra.run.dir={tmp_path / option}"]
+        assert run_cli(main, [*args, "save.gif=false", "save.strip=false"], monkeypatch) == 0
+        rows[option] = (tmp_path / option / "metrics.csv").read_text().splitlines()[1]
+    assert rows["mine"].split(",", 3)[3] == f'"{text}",state_1.png'
+    assert rows["mine_clean"].split(",", 3)[3] == '"moss, bark",state_1.png'  # clean: true still cleans
+
+
+def test_a_named_prompt_option_without_clean_is_verbatim_too():
+    from coz.prompts.schema import VLM, Extracted
+
+    assert Extracted.clean is False and VLM.clean is False  # the typed config's value when unset

@@ -23,10 +23,19 @@ BACKBONES = (
     "s3diff",
     "tiny_s3diff",
 )
+# built here too, without a config file: coz.train_sr's test twins of the CPU recipe
+TINY_CNN = ("tiny_realesrgan", "tiny_span")
 
 
-def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backbone:
-    """A built-in backbone by ``name``, or the user's with ``_target_`` (called with ``device=``)."""
+def build_backbone(
+    cfg: DictConfig, device: torch.device | str = "cpu", *, trainable: bool = False
+) -> Backbone:
+    """A built-in backbone by ``name``, or the user's with ``_target_`` (called with ``device=``).
+
+    ``trainable``: the backbone as ``coz.train_sr`` trains it (:mod:`coz.train_sr.generators` wraps
+    it): what trains requires grad, no colour fix, a diffusion model without weights starts from a
+    fresh LoRA, a CNN runs PyTorch in float32 (NCHW) so its parameters are the ones trained.
+    """
     from coz.run.targets import has_target, instantiate_target
 
     if has_target(cfg):
@@ -36,14 +45,15 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
         from coz.backbones.interp import Interpolation
 
         return Interpolation(name)
+    # a trained CNN: PyTorch, float32, contiguous (no ncnn mirror, no channels_last copy)
+    cnn = dict(dtype="float32", runtime="torch", channels_last=False) if trainable else {}
     if name == "realesrgan":
         from coz.backbones.cnn.realesrgan import RealESRGAN
 
         return RealESRGAN.from_config(
             weights=str(cfg.weights),
             device=device,
-            dtype=str(cfg.dtype),
-            runtime=str(cfg.get("runtime", "auto")),
+            **(cnn or {"dtype": str(cfg.dtype), "runtime": str(cfg.get("runtime", "auto"))}),
         )
     if name == "span":
         from coz.backbones.cnn.span import Span
@@ -52,8 +62,28 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
             model=str(cfg.model),
             weights=str(cfg.weights),
             device=device,
-            dtype=str(cfg.dtype),
-            runtime=str(cfg.runtime),
+            **(cnn or {"dtype": str(cfg.dtype), "runtime": str(cfg.runtime)}),
+        )
+    if name == "tiny_realesrgan":
+        from coz.backbones.cnn.realesrgan import RealESRGAN
+        from coz.backbones.cnn.rrdbnet import GROWTH
+
+        return RealESRGAN.tiny(
+            model_seed=int(cfg.get("model_seed", 0)),
+            num_feat=int(cfg.num_feat),
+            num_block=int(cfg.num_block),
+            num_grow_ch=int(cfg.get("num_grow_ch", GROWTH)),
+            device=device,
+            **cnn,
+        )
+    if name == "tiny_span":
+        from coz.backbones.cnn.span import Span
+
+        return Span.tiny(
+            model_seed=int(cfg.get("model_seed", 0)),
+            num_feat=int(cfg.get("num_feat", 8)),
+            device=device,
+            **cnn,
         )
     if name == "spandrel":
         from coz.backbones.cnn.spandrel_model import SpandrelBackbone
@@ -64,13 +94,13 @@ def build_backbone(cfg: DictConfig, device: torch.device | str = "cpu") -> Backb
     if name in ("sd3", "tiny_sd3"):
         from coz.backbones.diffusion.sd3 import OSEDiffSD3
 
-        return OSEDiffSD3.from_config(cfg, device=device)
+        return OSEDiffSD3.from_config(cfg, device=device, trainable=trainable)
     if name in ("sd21", "tiny_sd21"):
         from coz.backbones.diffusion.sd21 import OSEDiffSD21
 
-        return OSEDiffSD21.from_config(cfg, device=device)
+        return OSEDiffSD21.from_config(cfg, device=device, trainable=trainable)
     if name in ("s3diff", "tiny_s3diff"):
         from coz.backbones.diffusion.s3diff import S3Diff
 
         return S3Diff.from_config(cfg, device=device)
-    raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join(BACKBONES)})")
+    raise ValueError(f"backbone={name}: unknown backbone (available: {', '.join((*BACKBONES, *TINY_CNN))})")

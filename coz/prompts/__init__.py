@@ -23,6 +23,7 @@ DAPE_NAMES = ("dape", "tiny_dape")
 PROMPTS = ("null", *VLM_NAMES, *DAPE_NAMES)
 # Options that change how results are kept or shown, not what the extractor computes.
 _NOT_IDENTITY = ("clean", "check_clip", "cache", "cache_dir", "merge_adapter")
+_WRAPPER_KEYS = ("clean", "check_clip", "cache", "cache_dir")  # read by _wrap, for every extractor
 
 
 def build_prompt_extractor(
@@ -38,7 +39,8 @@ def build_prompt_extractor(
     if name == "null":
         return NullPrompt()
     if has_target(cfg):
-        extractor, resolved = instantiate_target(cfg, "prompt", device=device), {}
+        extractor = instantiate_target(cfg, "prompt", coz_keys=_WRAPPER_KEYS, device=device)
+        resolved = {}
         return _wrap(extractor, cfg, {**resolved, "device_type": str(device).split(":")[0]})
     from coz.fetch.local import resolve_config
 
@@ -126,8 +128,9 @@ def _wrap(extractor: PromptExtractor, cfg: DictConfig, resolved: dict) -> Prompt
 
             folder = cfg.get("cache_dir") or cache_dir() / "prompts"
         extractor = CachedPrompts(extractor, PromptCache(identity, folder))
+    # clean unset (a user's own option): the text verbatim, as every released setting passes it
     return CleanPrompts(
-        extractor, clean=bool(cfg.get("clean", True)), check_clip=bool(cfg.get("check_clip", True))
+        extractor, clean=bool(cfg.get("clean", False)), check_clip=bool(cfg.get("check_clip", True))
     )
 
 

@@ -194,7 +194,7 @@ def load_ram_state(tagger: RAMTagger, ram_path: str | Path | None, dape_path: st
             continue
         from coz.run.weights import torch_file
 
-        state = torch_file("RAM" if strict else "DAPE", path)
+        state = torch_file("prompt.ram_weights" if strict else "prompt.dape_weights", path)
         if not isinstance(state, dict):
             raise CozError(f"{path}: not a state dict of RAM/DAPE weights")
         state = renamed_legacy(state.get("model", state))

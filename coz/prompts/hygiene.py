@@ -182,7 +182,7 @@ class CleanPrompts(PromptExtractor):
     appended) and names the image and step in the warning (:meth:`coz.chain.ZoomChain.check_clip`).
     """
 
-    def __init__(self, inner: PromptExtractor, clean: bool = True, check_clip: bool = True) -> None:
+    def __init__(self, inner: PromptExtractor, clean: bool = False, check_clip: bool = True) -> None:
         self.inner, self.clean, self.check_clip = inner, clean, check_clip
         self.name = inner.name
 

@@ -22,7 +22,7 @@ class Extracted:
     """What every extractor shares: text hygiene, the CLIP-length check and the prompt cache."""
 
     name: str = MISSING
-    clean: bool = MISSING
+    clean: bool = False  # unset: the text verbatim, as the released vlm and dape settings pass it
     check_clip: bool = MISSING
     cache: str = one_of("none", "memory", "disk")
     cache_dir: str | None = MISSING

@@ -32,7 +32,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from coz.run import closed_stdout, exit_codes, schema, shared_configs
+from coz.run import closed_stdout, exit_codes, schema, shared_configs, sweep
 from coz.run.shared_configs import config_dir
 
 CONFIG_DIR = str(config_dir())  # conf/: the tools' roots conf/<tool>/ and conf/shared/
@@ -135,6 +135,7 @@ def hydra_entry(
 
     def main() -> None:
         jobs.count, jobs.failed = 0, []  # this command's jobs only (main may run twice in one process)
+        sweep.finished = None  # and not an earlier command's sweep
         args = quote_null_choices(sys.argv[1:])
         if problem := entry.unparsable_argument(args):
             print(f"error: {problem}", file=sys.stderr)

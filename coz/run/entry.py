@@ -21,12 +21,12 @@ from coz.run.exit_codes import (
     DONE,
     ENVIRONMENT,
     SKIPPED,
-    USAGE,
     classify,
     one_line,
     status_of,
 )
 from coz.run.extras import missing_package
+from coz.run.wandb_run import check_wandb
 
 
 @dataclass
@@ -54,6 +54,7 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
     try:
+        check_wandb(cfg.get("logger"))  # W&B's mode and network, before the tool writes anything
         code, message = status_of(run(cfg)), "some inputs were skipped (listed above)"
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -71,8 +72,7 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
             known = (SKIPPED, f"crashed: {type(err).__name__}: {one_line(str(err))}")
         code, message = known
         print(f"error: {message}", file=sys.stderr)
-        if code == USAGE:
-            remove_if_unused(run_dir)
+        remove_if_unused(run_dir)
     if multirun:  # maybe in a process of its own (submitit): the launching one reads it back
         hydra = HydraConfig.get()
         sweep.record(Path(hydra.sweep.dir), hydra.job.num, str(run_dir), code, message)

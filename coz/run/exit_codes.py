@@ -44,6 +44,8 @@ def classify(err: BaseException) -> tuple[int, str] | None:
         if err.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir of a run folder where a file is
             problem = "a file is in the way of a folder (a run folder must be a folder)"
         return ENVIRONMENT, one_line(f"{where}: {problem}")
+    if type(err).__module__.startswith("wandb."):  # W&B's own: no login, a server that refused, a setting
+        return ENVIRONMENT, one_line(f"W&B: {err} (or WANDB_MODE=offline, and `wandb sync` later)")
     if isinstance(err, MemoryError):
         return ENVIRONMENT, "out of memory (try a smaller batch_size, max_pixels or zoom.size)"
     return None

@@ -4,6 +4,7 @@ killed run left, and each attempt's Hydra config kept.
 
 Ownership: the first claim writes the tool's name into ``.coz-tool``; a claim by any other tool is
 refused in one line naming both, so ``coz.evaluate`` never rewrites a ``coz.zoom`` run's ``run.json``.
+A folder an older coz made (no ``.coz-tool``) belongs to the tool its run files name (:func:`older_owner`).
 Safety: a folder anyone may write into (mode o+w), or one holding a symbolic link, could send the
 run's writes elsewhere (a planted ``run.json`` -> ``~/.bashrc``), so both are refused before the
 first write.
@@ -97,8 +98,10 @@ def check_owner(run_dir: Path, tool: str) -> None:
     try:
         owner = owner_file.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        write_text_atomic(owner_file, tool + "\n")
-        return
+        owner = older_owner(run_dir) or tool
+        if owner == tool:
+            write_text_atomic(owner_file, tool + "\n")
+            return
     except OSError as err:
         raise RunEnvironmentError(
             f"{owner_file}: cannot read the run folder's owner ({err.strerror})"
@@ -108,6 +111,27 @@ def check_owner(run_dir: Path, tool: str) -> None:
             f"{run_dir} is a coz.{owner} run folder: coz.{tool} cannot run in it; "
             "choose another hydra.run.dir"
         )
+
+
+def older_owner(run_dir: Path) -> str | None:
+    """The tool that made a folder before ``.coz-tool`` existed, from the files only it writes:
+    ``run.json``'s ``tool`` (coz.train_sr), ``split.json`` (coz.train_grpo), ``job.json``
+    (coz.evaluate), else a ``run.json`` (coz.zoom); None for a folder of none of them."""
+    import json
+
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        record = None
+    except (OSError, ValueError):
+        record = {}  # unreadable: the tool's own resume check names it
+    if isinstance(record, dict) and str(record.get("tool", "")).startswith("coz."):
+        return str(record["tool"]).removeprefix("coz.")
+    if (run_dir / "split.json").is_file():
+        return "train_grpo"
+    if (run_dir / "job.json").is_file():
+        return "evaluate"
+    return "zoom" if record is not None else None
 
 
 def remove_leftovers(run_dir: Path) -> list[Path]:

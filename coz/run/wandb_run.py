@@ -12,17 +12,22 @@
   same W&B run instead of starting a new one.
 
 W&B stays offline unless ``WANDB_MODE`` says otherwise (``logger.mode`` is used only when it is
-unset); ``wandb sync <run>/wandb/offline-run-*`` uploads later.
+unset); ``wandb sync <run>/wandb/offline-run-*`` uploads later. :func:`check_wandb` runs before a
+tool writes anything: an unknown ``WANDB_MODE`` is one line (exit 2), and an online run whose W&B
+server cannot be reached is one line within seconds (exit 3), not wandb's silent 90-s wait and
+traceback.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from coz.errors import CozError
+from coz.errors import CozError, RunEnvironmentError
 
 LOGGERS = {"csv": {"csv"}, "wandb": {"wandb"}, "both": {"csv", "wandb"}, "none": set()}
 
@@ -33,6 +38,55 @@ def logger_kinds(logger_cfg) -> set[str]:
     if name not in LOGGERS:
         raise CozError(f"logger={name}: use one of {', '.join(LOGGERS)}")
     return LOGGERS[name]
+
+
+# wandb's modes: offline (and its old name dryrun) writes locally, disabled logs nothing, online (and
+# its old name run, and shared, several writers to one run) uploads as the run goes
+WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
+UPLOADING = ("online", "run", "shared")
+REACH_TIMEOUT_S = 10.0  # the wait for the W&B server; WANDB_INIT_TIMEOUT (wandb's own setting) overrides
+
+
+def wandb_mode(logger_cfg) -> str:
+    """``WANDB_MODE`` if set, else ``logger.mode`` (offline by default); an unknown ``WANDB_MODE`` is
+    one line naming it and the modes wandb knows."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode is None:
+        return str(logger_cfg.get("mode") or "offline")
+    if mode not in WANDB_MODES:
+        raise CozError(
+            f"WANDB_MODE={mode}: W&B knows {', '.join(WANDB_MODES)}; set one of them "
+            f"or unset WANDB_MODE (logger.mode={logger_cfg.get('mode') or 'offline'} then applies)"
+        )
+    return mode
+
+
+def check_wandb(logger_cfg) -> None:
+    """Before a run writes anything: with W&B chosen, its mode is one wandb knows, and an uploading
+    mode can reach the W&B server (``WANDB_BASE_URL``, else api.wandb.ai) within
+    :data:`REACH_TIMEOUT_S` seconds."""
+    if logger_cfg is None or "_target_" in logger_cfg or "wandb" not in logger_kinds(logger_cfg):
+        return
+    if wandb_mode(logger_cfg) in UPLOADING:
+        reach_server()
+
+
+def reach_server() -> None:
+    """One TCP connection to the W&B server, or a :class:`RunEnvironmentError` saying what to do."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or REACH_TIMEOUT_S)
+    except ValueError:
+        raise CozError(f"WANDB_INIT_TIMEOUT={os.environ['WANDB_INIT_TIMEOUT']}: must be seconds") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        why = f"no answer in {timeout:g} s" if isinstance(err, TimeoutError) else err.strerror or err
+        raise RunEnvironmentError(
+            f"W&B online needs the network: cannot reach {host}:{port} ({why}); use WANDB_MODE=offline "
+            "and `wandb sync <run>/wandb/offline-run-*` later, or logger=csv"
+        ) from None
 
 
 def run_id(run_dir: Path) -> str:
@@ -89,7 +143,7 @@ def wandb_init_args(
     return {
         "project": str(logger_cfg.get("project") or "coz"),
         "entity": logger_cfg.get("entity"),
-        "mode": os.environ.get("WANDB_MODE", str(logger_cfg.get("mode") or "offline")),
+        "mode": wandb_mode(logger_cfg),
         "dir": str(run_dir),
         "id": run_id(run_dir),
         "resume": "allow",
@@ -106,4 +160,6 @@ def start_wandb(logger_cfg, run_dir: Path, tool: str, config: dict[str, Any], **
     import wandb
 
     args = wandb_init_args(logger_cfg, run_dir, tool, config, **kwargs)
+    if args["mode"] in UPLOADING:  # the command line checked it already; the Python API has not
+        reach_server()
     return wandb.init(**args, reinit="finish_previous")

@@ -4,6 +4,8 @@ coz loads pickles only with ``weights_only=True``)."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -49,10 +51,41 @@ def refuse_placeholder(option: str, path: str | Path) -> None:
 
 
 def read_weights(option: str, path: str | Path, load: Callable[[], T]) -> T:
-    """``load()``, with any failure turned into ``CozError("<option>=<path>: cannot load ...")``;
+    """``load()``, with any failure turned into ``CozError("<option>=<path>: cannot load it (...)")``;
     a Git LFS pointer or an HTML page in place of the weights is named as such."""
+    return _guarded(f"{option}={path}", path, load)
+
+
+def safe_load(where: str, path: str | Path) -> object:
+    """The contents of a weights file on the CPU, read without running any code from it: a
+    ``.safetensors`` file with safetensors, any other with ``torch.load(weights_only=True)``. Every
+    weights option of coz reads its file through here (or :func:`read_weights` for a library's own
+    reader), so a damaged or unsafe file is one line starting with ``where`` (the option and file,
+    e.g. ``backbone.weights=x.pth``), never a traceback or torch's advice to unpickle unsafely."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _guarded(where, path, lambda: load_file(str(path), device="cpu"), "safetensors")
+    import torch
+
+    def load():
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": a note on the way to a refusal
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+    return _guarded(where, path, load, "torch.save")
+
+
+def torch_file(option: str, path: str | Path):
+    """``<option>=<path>`` read by :func:`safe_load`."""
+    return safe_load(f"{option}={path}", path)
+
+
+def _guarded(where: str, path: str | Path, load: Callable[[], T], kind: str | None = None) -> T:
     if Path(path).exists():
-        refuse_placeholder(option, path)
+        if problem := placeholder(path):
+            raise CozError(f"{where}: {problem}")
     try:
         return load()
     except CozError:
@@ -60,23 +93,35 @@ def read_weights(option: str, path: str | Path, load: Callable[[], T]) -> T:
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged or foreign file fails in countless ways
-        raise CozError(f"{option}={path}: cannot load it ({reason(err)})") from None
+        raise CozError(f"{where}: cannot load it ({reason(err, kind)})") from None
 
 
-def torch_file(option: str, path: str | Path):
-    """``torch.load(path, weights_only=True)`` on the CPU, failing in one line."""
-    import torch
-
-    return read_weights(option, path, lambda: torch.load(path, map_location="cpu", weights_only=True))
+# torch's refusal names the first Python object the pickle would build: "GLOBAL argparse.Namespace"
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def reason(err: BaseException) -> str:
-    """The telling line of a loader's error: torch's weights-only refusals are paragraphs whose
-    useful line names the unsupported content; its advice to unpickle unsafely is dropped."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    lines = [line for line in lines if "weights_only" not in line and "WeightsUnpickler" not in line] or lines
-    line = next((x for x in lines if "Unsupported" in x), lines[0] if lines else "")
-    return f"{type(err).__name__}: {line}"[:300] if line else type(err).__name__
+def reason(err: BaseException, kind: str | None = None) -> str:
+    """What is wrong with a file, from its loader's error, in one line. A pickle that
+    ``weights_only=True`` refuses holds Python objects, not just tensors: it is named as not a safe
+    checkpoint, and torch's advice (load with ``weights_only=False``, or allowlist the object, both of
+    which let the file run code) is never passed on. ``kind``: the format the loader expected."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch bolds part of its advice
+    refused = "Weights only load failed" in text or "WeightsUnpickler" in text
+    if refused and (found := _UNSAFE_GLOBAL.search(text)):
+        return (
+            f"not a safe checkpoint: it pickles {found[1]}, and coz never unpickles Python objects (that "
+            "can run code); give a .safetensors file or a plain state dict of tensors"
+        )
+    if refused:  # a pickle opcode no torch.save of tensors uses, or bytes that are no pickle at all
+        step = next((x.strip() for x in text.splitlines() if x.strip().startswith("Unsupported")), "")
+        return f"not a readable {kind or 'torch.save'} file (WeightsUnpickler: {step or 'refused'})"
+    if isinstance(err, FileNotFoundError):
+        return "file not found"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kind = kind or ("safetensors" if type(err).__name__ == "SafetensorError" else None)
+    first = lines[0].split(". ")[0] if lines else ""  # torch's first sentence says it; the rest speculates
+    line = f"{type(err).__name__}: {first}"[:300] if first else type(err).__name__
+    return f"not a readable {kind} file ({line})" if kind else line
 
 
 def refuse_nonfinite(where: str, weights: object) -> None:

@@ -2,7 +2,9 @@
 
 A :class:`Generator` restores a degraded batch, names its optimiser groups, exposes the modules
 Lightning must own (so DDP syncs their gradients) and writes its weights in the formats
-``coz.zoom`` loads. Three of them:
+``coz.zoom`` loads. The backbone inside is built as ``coz.zoom`` builds it
+(:func:`coz.backbones.build_backbone` with ``trainable=True``); a generator adds only what training
+needs. Four of them:
 
 - ``sd3`` / ``tiny_sd3``: OSEDiff-SD3 (:class:`coz.backbones.diffusion.sd3.OSEDiffSD3`): the transformer's
   adaLN LoRA and the VAE-encoder LoRA, two optimisers (the authors' SD3 port); regulariser: the
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from coz.errors import CozError
@@ -46,13 +48,29 @@ class Generator:
         """The nn.Modules holding trainable weights (registered in the LightningModule)."""
         raise NotImplementedError
 
-    def optimiser_groups(self) -> dict[str, list[nn.Parameter]]:
-        """One AdamW per entry, in this order."""
+    # one AdamW per entry, in this order: its name and the prefixes of the trained names it owns
+    optimisers: dict[str, tuple[str, ...]] = {}
+
+    def trains(self, module: str, parameter: str) -> bool:
+        """Whether ``parameter`` of ``modules()[module]`` trains."""
         raise NotImplementedError
 
     def _named_trainable(self) -> dict[str, nn.Parameter]:
-        """Every trained parameter by a stable name."""
-        raise NotImplementedError
+        """Every trained parameter by a stable name, ``<module>.<parameter>``."""
+        return {
+            f"{m}.{n}": p
+            for m, module in self.modules().items()
+            for n, p in module.named_parameters()
+            if self.trains(m, n)
+        }
+
+    def optimiser_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters of each optimiser (:attr:`optimisers`), in the order of :meth:`_named_trainable`."""
+        named = self._named_trainable()
+        return {
+            group: [p for k, p in named.items() if k.startswith(prefixes)]
+            for group, prefixes in self.optimisers.items()
+        }
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every trained tensor by its stable name (what checkpoints hold)."""
@@ -68,9 +86,6 @@ class Generator:
         with torch.no_grad():
             for key, value in state.items():
                 params[key].copy_(value.to(params[key].device, params[key].dtype))
-
-    def _named_trainable(self) -> dict[str, nn.Parameter]:
-        raise NotImplementedError
 
     def restore(self, x: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         """x (B, 3, H, W) in [0, 1] -> (output in about [-1, 1], clean latent z0 or None, text cond)."""
@@ -88,7 +103,12 @@ class Generator:
             self.backbone.reseed(seed)
 
     def set_gradient_checkpointing(self, on: bool) -> None:
-        pass
+        """Recompute the networks' activations in the backward (the diffusers networks can)."""
+        for module in self.modules().values():
+            if on:
+                module.enable_gradient_checkpointing()
+            else:
+                module.disable_gradient_checkpointing()
 
     def export(self, folder: Path) -> dict[str, Path]:
         """Write the final weights in every format coz.zoom loads; returns {format: file}."""
@@ -106,22 +126,14 @@ class SD3Generator(Generator):
             if isinstance(module, LoRALinear):
                 module.fp16_rank = module.fp16_output
 
+    # the authors' SD3 port: one AdamW for the transformer's adaLN LoRA, one for the VAE encoder's
+    optimisers = {"transformer_lora": ("transformer.",), "vae_lora": ("vae.",)}
+
     def modules(self):
         return {"transformer": self.backbone.transformer, "vae": self.backbone.vae}
 
-    def _named_trainable(self):
-        named = {
-            f"transformer.{n}": p for n, p in self.backbone.transformer.named_parameters() if "lora_" in n
-        }
-        named.update({f"vae.{n}": p for n, p in self.backbone.vae.named_parameters() if "lora_" in n})
-        return named
-
-    def optimiser_groups(self):
-        named = self._named_trainable()
-        return {
-            "transformer_lora": [p for k, p in named.items() if k.startswith("transformer.")],
-            "vae_lora": [p for k, p in named.items() if k.startswith("vae.")],
-        }
+    def trains(self, module, parameter):
+        return "lora_" in parameter
 
     def restore(self, x, prompts):
         b = self.backbone
@@ -151,13 +163,6 @@ class SD3Generator(Generator):
             loss_space=cfg.loss_space or "x0",
         )
 
-    def set_gradient_checkpointing(self, on):
-        for module in (self.backbone.transformer, self.backbone.vae):
-            if on:
-                module.enable_gradient_checkpointing()
-            else:
-                module.disable_gradient_checkpointing()
-
     def export(self, folder):
         from coz.backbones.diffusion.lora_formats import save_released_transformer_lora
 
@@ -183,19 +188,14 @@ class SD21Generator(Generator):
         # the pretrained conv_in, for the real and fake score models (the generator trains its own)
         self.frozen_conv_in = {"weight": conv.weight.detach().clone(), "bias": conv.bias.detach().clone()}
 
+    # OSEDiff: ONE AdamW over the UNet LoRA, conv_in and the VAE LoRA, so one joint gradient clip
+    optimisers = {"generator": ("",)}
+
     def modules(self):
         return {"unet": self.backbone.unet, "vae": self.backbone.vae}
 
-    def _named_trainable(self):
-        b = self.backbone
-        unet = {n: p for n, p in b.unet.named_parameters() if "lora_" in n or n.startswith("conv_in.")}
-        named = {f"unet.{n}": p for n, p in unet.items()}
-        named.update({f"vae.{n}": p for n, p in b.vae.named_parameters() if "lora_" in n})
-        return named
-
-    def optimiser_groups(self):
-        # OSEDiff: ONE AdamW over the UNet LoRA, conv_in and the VAE LoRA, so one joint gradient clip
-        return {"generator": list(self._named_trainable().values())}
+    def trains(self, module, parameter):
+        return "lora_" in parameter or (module == "unet" and parameter.startswith("conv_in."))
 
     def restore(self, x, prompts):
         b = self.backbone
@@ -241,13 +241,6 @@ class SD21Generator(Generator):
         self.frozen_conv_in = {k: v.to(device) for k, v in self.frozen_conv_in.items()}
         return self
 
-    def set_gradient_checkpointing(self, on):
-        for module in (self.backbone.unet, self.backbone.vae):
-            if on:
-                module.enable_gradient_checkpointing()
-            else:
-                module.disable_gradient_checkpointing()
-
     def export(self, folder):
         folder.mkdir(parents=True, exist_ok=True)
         files = {"coz_lora": folder / "lora.safetensors", "osediff_pkl": folder / "osediff.pkl"}
@@ -278,14 +271,16 @@ class CNNGenerator(Generator):
         self.file_name = file_name
         self._device = torch.device("cpu")
 
+    optimisers = {"net": ("",)}
+
     def modules(self):
         return {"net": self.net}
 
-    def _named_trainable(self):
+    def _named_trainable(self):  # every weight, by its name in files (not prefixed with "net.")
         return {self.file_name(k): p for k, p in self.net.named_parameters()}
 
-    def optimiser_groups(self):
-        return {"net": list(self.net.parameters())}
+    def set_gradient_checkpointing(self, on):
+        pass  # small CNNs: nothing worth recomputing
 
     def restore(self, x, prompts):
         # Every weight trains, so the net runs in train mode even though the LightningModule puts
@@ -314,115 +309,31 @@ class CNNGenerator(Generator):
 
 
 def build_generator(cfg: DictConfig, train: DictConfig) -> Generator:
-    """The trainable backbone for ``backbone=<name>`` (conf/shared/backbone/<name>.yaml, or conf/train_sr/train_sr.yaml's
-    ``tiny_realesrgan``), initialised from the weights the config names (none: a fresh LoRA)."""
+    """The trainable backbone for ``backbone=<name>`` (conf/shared/backbone/<name>.yaml, or a
+    ``tiny_realesrgan`` / ``tiny_span`` node), built by :func:`coz.backbones.build_backbone` as
+    ``coz.zoom`` builds it, with ``trainable=True``, on the CPU; initialised from the weights the
+    config names (none: a fresh LoRA). ``train``: the ``model`` section (SD3's training latent
+    shift, SD2.1's negative prompt)."""
+    from coz.backbones import build_backbone
+    from coz.backbones.cnn.rrdbnet import basicsr_name
+    from coz.backbones.cnn.span_weights import norm_to_metadata
+
     name = cfg.name
+    if name not in GENERATORS:
+        raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
+    if "latent_shift" in cfg and train.get("latent_shift"):  # SD3 trains with its own shift
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.latent_shift = train.latent_shift
+    backbone = build_backbone(cfg, "cpu", trainable=True)
     if name in ("sd3", "tiny_sd3"):
-        from coz.backbones.diffusion.sd3 import OSEDiffSD3
-
-        opts = dict(
-            dtype=cfg.dtype,
-            latent_shift=train.latent_shift or cfg.latent_shift,
-            color_fix="none",
-            seed=cfg.seed,
-            lora_rank=cfg.lora_rank,
-            drop_t5=cfg.drop_t5,
-            offload_text_encoders=cfg.offload_text_encoders,
-            text_dtype=cfg.text_dtype,
-            trainable=True,
-        )
-        if name == "tiny_sd3":
-            backbone = OSEDiffSD3.tiny(model_seed=cfg.model_seed, **opts)
-        else:
-            backbone = OSEDiffSD3.from_pretrained(cfg.model, **opts)
-        _init_sd3(backbone, cfg)
-        backbone.set_trainable(True)
-        gen = SD3Generator(backbone)
-        gen.name = name
-        return gen
-    if name in ("sd21", "tiny_sd21"):
-        from coz.backbones.diffusion.sd21 import OSEDiffSD21
-
-        opts = dict(
-            dtype=cfg.dtype if cfg.dtype != "auto" else "float32",
-            color_fix="none",
-            seed=cfg.seed,
-            lora_rank=cfg.lora_rank,
-            vae_lora_rank=cfg.vae_lora_rank,
-            trainable=True,
-        )
-        if name == "tiny_sd21":
-            backbone = OSEDiffSD21.tiny(model_seed=cfg.model_seed, **opts)
-        else:
-            backbone = OSEDiffSD21.from_pretrained(cfg.model, **opts)
-        if cfg.osediff_pkl:
-            backbone.load_released(_file(cfg.osediff_pkl, "backbone.osediff_pkl"))
-        elif cfg.weights:
-            backbone.load_lora(_file(cfg.weights, "backbone.weights"))
-        backbone.set_trainable(True)
+        gen: Generator = SD3Generator(backbone)
+    elif name in ("sd21", "tiny_sd21"):
         gen = SD21Generator(backbone, negative_prompt=train.negative_prompt)
-        gen.name = name
-        return gen
-    if name in ("span", "tiny_span"):
-        return _span_generator(cfg, name)
-    if name in CNN:
-        from coz.backbones.cnn.rrdbnet import GROWTH, basicsr_name, rrdbnet
-
-        if name == "tiny_realesrgan":
-            if int(cfg.get("num_grow_ch", GROWTH)) != GROWTH:
-                raise CozError(
-                    f"backbone.num_grow_ch={cfg.num_grow_ch}: spandrel's RRDBNet grows by {GROWTH}"
-                )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(cfg.get("model_seed", 0)))
-                net = rrdbnet(num_feat=int(cfg.num_feat), num_block=int(cfg.num_block))
-        else:
-            from coz.backbones.cnn.realesrgan import ensure_cached_weights, load_weights
-            from coz.run.weights import read_weights
-
-            weights = cfg.weights
-            path = ensure_cached_weights() if weights == "auto" else _file(weights, "backbone.weights")
-            # another network's weights (wrong keys or shapes) fail here in one line, as in coz.zoom
-            net = read_weights("backbone.weights", path, lambda: rrdbnet(load_weights(path)))
-        return CNNGenerator(net, name, file_name=basicsr_name)
-    raise CozError(f"backbone={name}: coz.train_sr trains {', '.join(GENERATORS)}")
-
-
-def _span_generator(cfg: DictConfig, name: str) -> CNNGenerator:
-    """SPAN from the config's model or weights (``tiny_span``: random, ``num_feat`` channels)."""
-    from coz.backbones.cnn.span import build_span, ensure_cached_weights, load_weights
-    from coz.backbones.cnn.span_weights import SPANDREL_MEAN, norm_to_metadata
-
-    if name == "tiny_span":
-        from spandrel.architectures.SPAN import SPAN
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(cfg.get("model_seed", 0)))
-            net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=int(cfg.get("num_feat", 8)))
-        norm = {"rgb_mean": SPANDREL_MEAN, "img_range": 255.0}
-    else:
-        weights, model = cfg.weights, cfg.model
-        path = ensure_cached_weights(model) if weights == "auto" else _file(weights, "backbone.weights")
-        state, norm = load_weights(path)
-        net = build_span(state, norm)
-    return CNNGenerator(net, name, export_file="span.safetensors", metadata=norm_to_metadata(norm))
-
-
-def _init_sd3(backbone, cfg) -> None:
-    """Start from the config's weights where it names some (fine-tuning a release), else fresh LoRA."""
-    if cfg.weights:
-        backbone.load_lora(_file(cfg.weights, "backbone.weights"))
-    elif cfg.transformer_lora or cfg.vae_encoder:
-        if not (cfg.transformer_lora and cfg.vae_encoder):
-            raise CozError("give both backbone.transformer_lora and backbone.vae_encoder (or neither)")
-        backbone.load_released(
-            _file(cfg.transformer_lora, "backbone.transformer_lora"),
-            _file(cfg.vae_encoder, "backbone.vae_encoder"),
-        )
-
-
-def _file(path, option: str) -> Path:
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise CozError(f"{option}={path}: no such file")
-    return p
+    elif name in ("span", "tiny_span"):  # its input normalisation goes with the export
+        metadata = norm_to_metadata(backbone.norm)
+        gen = CNNGenerator(backbone.model, name, export_file="span.safetensors", metadata=metadata)
+    else:  # RRDBNet: files name its weights as BasicSR does
+        gen = CNNGenerator(backbone.model, name, file_name=basicsr_name)
+    gen.name = name
+    return gen

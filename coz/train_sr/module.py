@@ -34,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from coz.backbones.seeded import seeded
 from coz.run.finite import check_training
 from coz.train_sr.data import Layout, StepSampler, TrainingImages
 from coz.train_sr.degradation import training_view
@@ -94,8 +95,7 @@ class SRTrainingModule(L.LightningModule):
         self.models = nn.ModuleDict(generator.modules())  # registered: devices, DDP, FSDP
         diffusion = hasattr(generator.backbone, "vae")
         if diffusion and (self.weights["dmd"] > 0 or self.weights["reg_diffusion"] > 0):
-            with torch.random.fork_rng(devices=[]):  # the fake LoRA's init is seeded too
-                torch.manual_seed(cfg.seed)
+            with seeded(cfg.seed):  # the fake LoRA's init is seeded too
                 self.reg = generator.regulariser(cfg.regulariser)
         self.prompts = TrainingPrompts(cfg.prompts) if diffusion else None
         if cfg.gradient_checkpointing:

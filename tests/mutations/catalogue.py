@@ -161,8 +161,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "alpha-on-black",
         "coz/images.py",
-        'white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))',
-        'white = Image.new("RGBA", rgba.size, (0, 0, 0, 255))',
+        'band = Image.alpha_composite(Image.new("RGBA", band.size, (255, 255, 255, 255)), band)',
+        'band = Image.alpha_composite(Image.new("RGBA", band.size, (0, 0, 0, 255)), band)',
         "transparency is composited on white",
         "tests/test_images.py",
     ),
@@ -614,8 +614,8 @@ MUTATIONS: list[Mutation] = [
     m(
         "train-sr-test-latent-shift",
         "coz/train_sr/generators.py",
-        '            latent_shift=str(train.get("latent_shift") or cfg.get("latent_shift", "test")),',
-        '            latent_shift=str(cfg.get("latent_shift", "test")),',
+        "            cfg.latent_shift = train.latent_shift\n",
+        "            pass\n",
         "train_sr encodes with the training latent shift (model.latent_shift=train)",
         TRAINING + "::test_train_sr_encodes_with_the_training_latent_shift",
     ),

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from coz.backbones.cnn.backbone import CnnBackbone
 from coz.backbones.cnn.ncnn_runtime import NcnnRRDBNet, ncnn_available
 from coz.backbones.cnn.ncnn_weights import DEFAULT_MODEL, convert_ncnn_to_state_dict, find_model_files
-from coz.backbones.cnn.rrdbnet import rrdbnet, to_basicsr
+from coz.backbones.cnn.rrdbnet import GROWTH, rrdbnet, to_basicsr
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.run.atomic import atomic_path
 from coz.run.paths import cache_dir
@@ -89,14 +91,15 @@ class RealESRGAN(CnnBackbone):
 
     def __init__(
         self,
-        state_dict: Mapping[str, torch.Tensor],
+        state_dict: Mapping[str, torch.Tensor] | nn.Module,
         *,
         device: torch.device | str = "cpu",
         dtype: str | torch.dtype = "auto",
         channels_last: bool | None = None,
         runtime: str = "auto",
     ) -> None:
-        model = rrdbnet(state_dict)  # spandrel's ESRGAN; x4plus sizes, strictly
+        # BasicSR-named weights of x4plus sizes, strictly; or an RRDBNet already built (tiny)
+        model = state_dict if isinstance(state_dict, nn.Module) else rrdbnet(state_dict)
         super().__init__(
             model, scale=4, device=device, dtype=dtype, channels_last=channels_last, runtime=runtime
         )
@@ -122,6 +125,20 @@ class RealESRGAN(CnnBackbone):
                 load_weights(path), device=device, dtype=dtype, channels_last=channels_last, runtime=runtime
             ),
         )
+
+    @classmethod
+    def tiny(
+        cls, model_seed: int = 0, num_feat: int = 8, num_block: int = 1, num_grow_ch: int = GROWTH, **options
+    ) -> RealESRGAN:
+        """A random RRDBNet of ``num_feat`` features and ``num_block`` blocks, seeded by ``model_seed``
+        (the CPU training recipe's test twin); PyTorch runtime unless ``runtime`` says otherwise."""
+        if num_grow_ch != GROWTH:
+            raise CozError(f"backbone.num_grow_ch={num_grow_ch}: spandrel's RRDBNet grows by {GROWTH}")
+        with seeded(model_seed):
+            net = rrdbnet(num_feat=num_feat, num_block=num_block)
+        backbone = cls(net, **{"runtime": "torch", **options})
+        backbone.name = backbone.config_name = "tiny_realesrgan"
+        return backbone
 
     def _ncnn_unavailable(self) -> str | None:
         return ncnn_available()

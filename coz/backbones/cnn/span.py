@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from coz.backbones.cnn.backbone import CnnBackbone
 from coz.backbones.cnn.ncnn_runtime import NcnnNet, write_fp32_convs
 from coz.backbones.cnn.span_weights import (
     DEFAULT_MODEL,
+    SPANDREL_MEAN,
     conv_names,
     convert_span_ncnn,
     find_model_files,
@@ -35,6 +36,7 @@ from coz.backbones.cnn.span_weights import (
     norm_from_metadata,
     norm_to_metadata,
 )
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.run.atomic import atomic_path
 from coz.run.paths import cache_dir
@@ -73,16 +75,19 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, o
         raise CozError(
             f"backbone.weights={path}: SPAN weights must be a .safetensors file (spandrel's SPAN layout)"
         )
-    from coz.run.weights import refuse_nonfinite, refuse_placeholder
+    from coz.run.weights import read_weights, refuse_nonfinite, safe_load
 
-    refuse_placeholder("backbone.weights", path)
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-    state = load_file(str(path), device="cpu")
+    metadata = read_weights("backbone.weights", path, lambda: _metadata(path))
+    state = safe_load(f"backbone.weights={path}", path)
     refuse_nonfinite(f"backbone.weights={path}", state)
     if "conv_1.sk.weight" not in state or "upsampler.0.weight" not in state:
         raise CozError(f"backbone.weights={path}: not a SPAN state dict (no conv_1.sk / upsampler.0 weights)")
     return state, norm_from_metadata(metadata)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
 
 
 def build_span(state_dict: Mapping[str, torch.Tensor], norm: Mapping[str, object]) -> torch.nn.Module:
@@ -128,7 +133,7 @@ class Span(CnnBackbone):
 
     def __init__(
         self,
-        state_dict: Mapping[str, torch.Tensor],
+        state_dict: Mapping[str, torch.Tensor] | torch.nn.Module,
         norm: Mapping[str, object],
         *,
         name: str = "span",
@@ -137,7 +142,8 @@ class Span(CnnBackbone):
         channels_last: bool | None = None,
         runtime: str = "auto",
     ) -> None:
-        model = build_span(state_dict, norm)
+        # spandrel-named weights; or a SPAN already built with this normalisation (tiny)
+        model = state_dict if isinstance(state_dict, torch.nn.Module) else build_span(state_dict, norm)
         self.name = name
         self.norm = {"rgb_mean": tuple(norm["rgb_mean"]), "img_range": float(norm["img_range"])}
         super().__init__(
@@ -157,12 +163,28 @@ class Span(CnnBackbone):
         device: torch.device | str = "cpu",
         dtype: str | torch.dtype = "auto",
         runtime: str = "auto",
+        channels_last: bool | None = None,
     ) -> Span:
         """Build ``model`` from the cached conversion (``weights="auto"``) or a safetensors file."""
         path = ensure_cached_weights(str(model)) if str(weights) == "auto" else Path(weights)
         state, norm = load_weights(path)
         name = f"span-{model}" if str(weights) == "auto" else f"span-{path.stem}"
-        return cls(state, norm, name=name, device=device, dtype=dtype, runtime=runtime)
+        return cls(
+            state, norm, name=name, device=device, dtype=dtype, runtime=runtime, channels_last=channels_last
+        )
+
+    @classmethod
+    def tiny(cls, model_seed: int = 0, num_feat: int = 8, **options) -> Span:
+        """A random SPAN of ``num_feat`` channels with spandrel's input normalisation, seeded by
+        ``model_seed`` (the CPU training recipe's test twin); PyTorch runtime unless ``runtime`` says otherwise."""
+        from spandrel.architectures.SPAN import SPAN
+
+        with seeded(model_seed):
+            net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=num_feat)
+        norm = {"rgb_mean": SPANDREL_MEAN, "img_range": 255.0}
+        backbone = cls(net, norm, name="tiny_span", **{"runtime": "torch", **options})
+        backbone.config_name = "tiny_span"
+        return backbone
 
     def _graph_key(self) -> tuple[int, int, float]:
         return (self.model.conv_1.sk.weight.shape[0], self.scale, self.norm["img_range"])

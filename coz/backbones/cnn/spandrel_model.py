@@ -25,26 +25,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     option = f"backbone.weights={path}"
     if not path.is_file():
         raise CozError(f"{option}: file not found")
-    from coz.run.weights import placeholder, refuse_nonfinite
+    from coz.run.weights import refuse_nonfinite, safe_load
 
-    if problem := placeholder(path):
-        raise CozError(f"{option}: {problem}")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        elif suffix in (".pth", ".pt", ".ckpt"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise CozError(
-                f"{option}: unsupported file type {suffix!r}; use .safetensors, .pth, .pt or .ckpt"
-            )
-    except CozError:
-        raise
-    except Exception as err:  # a corrupt file, or a pickle with more than tensors in it
-        raise CozError(f"{option}: cannot be read as a weights file ({type(err).__name__}: {err})") from None
+    if suffix not in (".safetensors", ".pth", ".pt", ".ckpt"):
+        raise CozError(f"{option}: unsupported file type {suffix!r}; use .safetensors, .pth, .pt or .ckpt")
+    state = safe_load(option, path)
     if not isinstance(state, Mapping):
         raise CozError(f"{option}: holds a {type(state).__name__}, not a state dict")
     refuse_nonfinite(option, state)

@@ -17,9 +17,7 @@ plus metadata ``{"format": "coz-lora", "backbone": ..., "rank": ..., ...}``.
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -105,20 +103,11 @@ def adaln_lora_modules(transformer: nn.Module) -> list[tuple[str, LoRALinear]]:
 
 
 def load_torch_file(path: Path, what: str):
-    """``torch.load(weights_only=True)`` on the CPU; an unreadable file is one CozError naming it."""
-    from coz.run.weights import placeholder, refuse_nonfinite
+    """``what``'s file read safely (:func:`coz.run.weights.safe_load`); any problem, NaN/Inf
+    included, is one CozError naming it."""
+    from coz.run.weights import refuse_nonfinite, safe_load
 
-    if problem := placeholder(path):
-        raise CozError(f"{what} {path}: {problem}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
-        # torch's weights_only refusals are paragraphs; the line naming the offending content is the one
-        reason = next((line for line in lines if "Unsupported" in line), lines[0])
-        raise CozError(
-            f"{what} {path}: not a readable torch.save file ({type(e).__name__}: {reason})"[:500]
-        ) from None
+    loaded = safe_load(f"{what} {path}", path)
     refuse_nonfinite(f"{what} {path}", loaded)
     return loaded
 

@@ -1,20 +1,25 @@
-"""What the one-step diffusion SR backbones (OSEDiff on SD3 and SD2.1, S3Diff) share: posterior noise
-drawn per image, and ``upscale`` as one ``restore`` of the bicubic view with the colour fix."""
+"""What the one-step diffusion SR backbones (OSEDiff on SD3 and SD2.1, S3Diff) share: the frame of
+their constructors (names and colour fix checked first; trainability, posterior noise and device
+last), which parameters train, building the tiny twin or the pretrained model, posterior noise drawn
+per image, and ``upscale`` as one ``restore`` of the bicubic view with the colour fix."""
 
 from __future__ import annotations
 
 import hashlib
 
 import torch
+from torch import nn
 
 from coz.backbones.base import Backbone
-from coz.backbones.diffusion.color_fix import color_fix
+from coz.backbones.diffusion.color_fix import COLOR_FIXES, color_fix
+from coz.errors import CozError
 
 
 class OneStepDiffusion(Backbone):
     """A backbone that restores the bicubic view in one diffusion step.
 
-    Subclasses set ``seed``, ``generator``, ``color_fix`` and ``_device`` and implement
+    A subclass's constructor starts with :meth:`_begin` and ends with :meth:`_finish`; it lists its
+    networks in :meth:`modules` and what trains in :meth:`trainable_parameters`, and implements
     ``restore(x, prompts, generators) -> (image in [-1, 1], latent)`` on ``x`` in [-1, 1].
     """
 
@@ -26,6 +31,49 @@ class OneStepDiffusion(Backbone):
     generator: torch.Generator
     color_fix: str
     _device: torch.device
+
+    def _begin(self, name: str, base_model: str, color_fix: str) -> None:
+        """The start of every constructor: the colour fix checked, the names kept."""
+        if color_fix not in COLOR_FIXES:
+            raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
+        self.name, self.base_model, self.color_fix = name, base_model, color_fix
+
+    def _finish(self, seed: int, trainable: bool) -> None:
+        """The end of every constructor, its networks in place: what trains requires grad (if
+        ``trainable``), the posterior noise seeded from ``seed``, on the CPU."""
+        self.set_trainable(trainable)
+        self.generator = torch.Generator("cpu")
+        self.reseed(seed)
+        self._device = torch.device("cpu")
+
+    @classmethod
+    def _tiny_or_pretrained(cls, cfg, default_model: str, **options):
+        """The ``tiny_*`` twin (seeded by ``backbone.model_seed``) or ``backbone.model``, by the config's name."""
+        if str(cfg.name).startswith("tiny_"):
+            return cls.tiny(model_seed=int(cfg.get("model_seed", 0)), **options)
+        return cls.from_pretrained(str(cfg.get("model", default_model)), **options)
+
+    def modules(self) -> list[nn.Module]:
+        """Every network of the backbone."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What training updates (everything else stays frozen)."""
+        raise NotImplementedError
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Only :meth:`trainable_parameters` may require grad (none unless ``trainable``)."""
+        for module in self.modules():
+            module.requires_grad_(False)
+        if trainable:
+            for p in self.trainable_parameters():
+                p.requires_grad_(True)
+
+    def to(self, device: torch.device | str):
+        self._device = torch.device(device)
+        for module in self.modules():
+            module.to(self._device)
+        return self
 
     def reseed(self, seed: int) -> None:
         """Restart the VAE posterior noise (a CPU generator: the same noise on every device)."""

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coz.backbones.diffusion.color_fix import COLOR_FIXES, color_fix
+from coz.backbones.diffusion.color_fix import color_fix
 from coz.backbones.diffusion.degradation_estimator import DegradationEstimator, load_estimator_weights
 from coz.backbones.diffusion.one_step import OneStepDiffusion
 from coz.backbones.diffusion.s3diff_lora import (
@@ -50,6 +50,7 @@ from coz.backbones.diffusion.s3diff_lora import (
     write_release,
 )
 from coz.backbones.diffusion.sd3_text import CLIP_TOKENS
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.run.atomic import write_atomic
 from coz.run.dtypes import cast_keeping_fp32, resolve_dtype
@@ -107,8 +108,7 @@ class S3Diff(OneStepDiffusion):
         name: str = "s3diff",
         base_model: str = DEFAULT_MODEL,
     ) -> None:
-        if color_fix not in COLOR_FIXES:
-            raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
+        self._begin(name, base_model, color_fix)
         if input_resize not in INPUT_RESIZES:
             raise CozError(f"input_resize={input_resize!r}: use one of {', '.join(INPUT_RESIZES)}")
         self.input_resize = input_resize
@@ -117,16 +117,14 @@ class S3Diff(OneStepDiffusion):
             raise CozError(f"scheduler prediction_type={cfg.prediction_type!r} is not supported")
         if cfg.get("thresholding", False):
             raise CozError("scheduler thresholding is not supported by the one-step S3Diff path")
-        self.name, self.base_model = name, base_model
-        self.color_fix, self.guidance_scale = color_fix, float(guidance_scale)
+        self.guidance_scale = float(guidance_scale)
         self.positive_prompt, self.negative_prompt = positive_prompt, negative_prompt
         self.unet_targets = unet_targets if isinstance(unet_targets, str) else tuple(unet_targets)
         self.vae_targets = vae_targets if isinstance(vae_targets, str) else tuple(vae_targets)
         self.dtype = resolve_dtype(dtype, option="backbone.dtype")
         self.scheduler, self.tokenizer = scheduler, tokenizer
         self.alpha_bar = float(scheduler.alphas_cumprod[TIMESTEP])
-        with torch.random.fork_rng(devices=[]):  # adapter init is seeded and leaves the caller's RNG alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # adapter init is seeded and leaves the caller's RNG alone
             self.unet_lora_names = inject_demod_lora(
                 unet, self.unet_targets, lora_rank_unet, UNET_ADAPTER, "unet"
             )
@@ -136,10 +134,7 @@ class S3Diff(OneStepDiffusion):
         self.unet, self.vae, self.text_encoder, self.estimator = unet, vae, text_encoder, estimator
         for module in self.modules():
             cast_keeping_fp32(module, self.dtype).eval()  # what from_pretrained keeps fp32 stays so
-        self.set_trainable(trainable)
-        self.generator = torch.Generator("cpu")
-        self.reseed(seed)
-        self._device = torch.device("cpu")
+        self._finish(seed, trainable)
         self.pad_multiple = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (
             len(unet.config.block_out_channels) - 1
         )
@@ -194,10 +189,7 @@ class S3Diff(OneStepDiffusion):
                 unet_targets=release["unet_lora_target_modules"],
                 vae_targets=release["vae_lora_target_modules"],
             )
-        if tiny:
-            backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
-        else:
-            backbone = cls.from_pretrained(model, **options)
+        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
         if release is not None:
             backbone.load_release_state(files["pretrained_path"], release)
         elif "weights" in files:
@@ -251,14 +243,6 @@ class S3Diff(OneStepDiffusion):
     def modules(self) -> list[nn.Module]:
         return [self.unet, self.vae, self.text_encoder, self.estimator, self.modulation]
 
-    def set_trainable(self, trainable: bool) -> None:
-        """Only the adapter parameters (see the class docstring) may require grad."""
-        for module in self.modules():
-            module.requires_grad_(False)
-        if trainable:
-            for p in self.adapter_parameters():
-                p.requires_grad_(True)
-
     def adapter_parameters(self) -> list[nn.Parameter]:
         """UNet and VAE-encoder LoRA, UNet ``conv_in``, modulation MLPs and block embeddings."""
         params = [
@@ -266,14 +250,9 @@ class S3Diff(OneStepDiffusion):
         ]
         return params + list(self.unet.conv_in.parameters()) + list(self.modulation.parameters())
 
-    lora_parameters = adapter_parameters  # the name training code uses for every backbone
+    lora_parameters = trainable_parameters = adapter_parameters  # what trains
 
     # ---- device -----------------------------------------------------------------------------
-    def to(self, device: torch.device | str) -> S3Diff:
-        self._device = torch.device(device)
-        for module in self.modules():
-            module.to(self._device)
-        return self
 
     @property
     def device(self) -> torch.device:

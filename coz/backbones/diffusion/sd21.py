@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from coz.backbones.diffusion.color_fix import COLOR_FIXES
 from coz.backbones.diffusion.lora_formats import read_lora_file, write_lora_file
 from coz.backbones.diffusion.one_step import OneStepDiffusion
 from coz.backbones.diffusion.osediff_pkl import (
@@ -39,6 +38,7 @@ from coz.backbones.diffusion.osediff_pkl import (
     unet_release_state,
     vae_release_state,
 )
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.prompts.base import with_user_prompt
 from coz.run.dtypes import cast_keeping_fp32, resolve_dtype
@@ -80,23 +80,20 @@ class OSEDiffSD21(OneStepDiffusion):
         name: str = "osediff-sd21",
         base_model: str = DEFAULT_MODEL,
     ) -> None:
-        if color_fix not in COLOR_FIXES:
-            raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
+        self._begin(name, base_model, color_fix)
         if prompt_format not in PROMPT_FORMATS:
             raise CozError(f"prompt_format={prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}")
         self.prompt_format = prompt_format
         prediction = str(scheduler.config.prediction_type)
         if prediction not in PREDICTION_TYPES:
             raise CozError(f"{base_model}: scheduler prediction_type={prediction!r} is not supported")
-        self.name, self.base_model, self.color_fix = name, base_model, color_fix
         self.prediction_type = prediction
         self.lora_rank, self.vae_lora_rank = int(lora_rank), int(vae_lora_rank)
         self.dtype = resolve_dtype(dtype)
         self.text_dtype = self.dtype if text_dtype in (None, "", "null") else resolve_dtype(text_dtype)
         alpha = float(scheduler.alphas_cumprod[TIMESTEP])
         self.sqrt_alpha, self.sqrt_one_minus_alpha = math.sqrt(alpha), math.sqrt(1.0 - alpha)
-        with torch.random.fork_rng(devices=[]):  # LoRA init is seeded and leaves the caller's RNG alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # LoRA init is seeded and leaves the caller's RNG alone
             self.unet_targets, self.vae_targets = inject_osediff_lora(
                 unet, vae, self.lora_rank, self.vae_lora_rank
             )
@@ -105,10 +102,7 @@ class OSEDiffSD21(OneStepDiffusion):
         nn.Module.to(self.unet, dtype=self.dtype)  # nn.Module's own: diffusers' to() warns on casts
         nn.Module.to(self.vae, dtype=self.dtype)
         cast_keeping_fp32(self.text_encoder, self.text_dtype).eval()
-        self.set_trainable(trainable)
-        self.generator = torch.Generator("cpu")
-        self.reseed(seed)
-        self._device = torch.device("cpu")
+        self._finish(seed, trainable)
 
     def format_prompt(self, extracted: str, user_prompt: str) -> str:
         """``prompt_format=osediff``: OSEDiff's test script always writes "{tags}, {user}," (so
@@ -126,56 +120,42 @@ class OSEDiffSD21(OneStepDiffusion):
 
         parts = tiny_sd21_components(model_seed)
         options.setdefault("name", "tiny-osediff-sd21")
-        return cls(
-            parts["unet"],
-            parts["vae"],
-            parts["text_encoder"],
-            parts["tokenizer"],
-            parts["scheduler"],
-            base_model="tiny_sd21",
-            **options,
-        )
+        return cls(**parts, base_model="tiny_sd21", **options)
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, **options) -> OSEDiffSD21:
         """SD2.1-base from a hub id (the user's cache; downloads when online) or a local folder."""
         text_dtype = options.get("text_dtype") or options.get("dtype", "float32")
         parts = load_sd21_parts(model, text_dtype=resolve_dtype(text_dtype))
-        return cls(
-            parts["unet"],
-            parts["vae"],
-            parts["text_encoder"],
-            parts["tokenizer"],
-            parts["scheduler"],
-            base_model=model,
-            **options,
-        )
+        return cls(**parts, base_model=model, **options)
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device | str = "cpu") -> OSEDiffSD21:
-        """Build from a ``backbone=sd21`` / ``tiny_sd21`` config node (see conf/shared/backbone/sd21.yaml)."""
+    def from_config(cls, cfg, device: torch.device | str = "cpu", trainable: bool = False) -> OSEDiffSD21:
+        """Build from a ``backbone=sd21`` / ``tiny_sd21`` config node (see conf/shared/backbone/sd21.yaml);
+        ``trainable``: as coz.train_sr trains it (LoRA and ``conv_in`` requiring grad, no colour
+        fix, and without weights a fresh LoRA on the base model)."""
         get = cfg.get
-        weights = _weight_files(cfg)  # checked before the (large) base model loads
+        weights = _weight_files(cfg, fresh=trainable)  # checked before the (large) base model loads
         release = read_osediff_pkl(weights["osediff_pkl"]) if "osediff_pkl" in weights else None
         text_dtype = get("text_dtype")
         options = dict(
             dtype=resolve_dtype(str(get("dtype", "float32")), device, gpu_default=torch.float16),
             text_dtype=None if text_dtype in (None, "null", "") else str(text_dtype),
-            color_fix=str(get("color_fix", "adain")),
+            color_fix="none" if trainable else str(get("color_fix", "adain")),
             prompt_format=str(get("prompt_format", "osediff")),
             seed=int(get("seed", 42)),
             # a release brings its own ranks (the model must be built with them)
             lora_rank=release.rank_unet if release else int(get("lora_rank", 4)),
             vae_lora_rank=release.rank_vae if release else int(get("vae_lora_rank", 4)),
+            trainable=trainable,
         )
-        if str(cfg.name).startswith("tiny_"):
-            backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
-        else:
-            backbone = cls.from_pretrained(str(get("model", DEFAULT_MODEL)), **options)
+        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
         if release is not None:
             backbone.load_released(release)
         elif "weights" in weights:
             backbone.load_lora(weights["weights"])
+        if trainable:
+            backbone.set_trainable(True)  # after loading: the loaded LoRA trains too
         return backbone.to(device)
 
     # ---- weights --------------------------------------------------------------------------
@@ -227,13 +207,8 @@ class OSEDiffSD21(OneStepDiffusion):
             ),
         )
 
-    def set_trainable(self, trainable: bool) -> None:
-        """Only the LoRA parameters (UNet and VAE) and the UNet's conv_in may require grad."""
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.requires_grad_(False)
-        if trainable:
-            for p in self.trainable_parameters():
-                p.requires_grad_(True)
+    def modules(self) -> list[nn.Module]:
+        return [self.unet, self.vae, self.text_encoder]
 
     def lora_parameters(self) -> list[nn.Parameter]:
         named = [*self.unet.named_parameters(), *self.vae.named_parameters()]
@@ -250,13 +225,6 @@ class OSEDiffSD21(OneStepDiffusion):
     # generator per image, seeded from (seed, pixels), for inference
 
     # ---- device -----------------------------------------------------------------------------
-    def to(self, device: torch.device | str) -> OSEDiffSD21:
-        self._device = torch.device(device)
-        self.unet.to(self._device)
-        self.vae.to(self._device)
-        self.text_encoder.to(self._device)
-        return self
-
     @property
     def device(self) -> torch.device:
         return self._device
@@ -343,8 +311,9 @@ def load_sd21_parts(model: str, text_dtype: torch.dtype = torch.float32) -> dict
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
-def _weight_files(cfg) -> dict[str, Path]:
-    """The checkpoint files a config names, each checked to exist (fast, before any model loads)."""
+def _weight_files(cfg, fresh: bool = False) -> dict[str, Path]:
+    """The checkpoint files a config names, each checked to exist (fast, before any model loads);
+    ``fresh``: none is fine (training starts a fresh LoRA on the base model)."""
     from coz.backbones.diffusion.hub import require_file
 
     name = str(cfg.name)
@@ -352,7 +321,7 @@ def _weight_files(cfg) -> dict[str, Path]:
         return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
     if cfg.get("osediff_pkl"):
         return {"osediff_pkl": require_file(cfg.osediff_pkl, "backbone.osediff_pkl", "OSEDiff's osediff.pkl")}
-    if name.startswith("tiny_"):
+    if name.startswith("tiny_") or fresh:
         return {}  # the random twin runs with its fresh LoRA (B = 0)
     raise CozError(
         f"backbone={name} needs OSEDiff weights: set backbone.osediff_pkl=.../osediff.pkl (the OSEDiff "

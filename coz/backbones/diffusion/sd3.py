@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from coz.backbones.diffusion.color_fix import COLOR_FIXES, color_fix
+from coz.backbones.diffusion.color_fix import color_fix
 from coz.backbones.diffusion.lora_formats import (
     LoRALinear,
     inject_adaln_lora,
@@ -46,6 +46,7 @@ from coz.backbones.diffusion.lora_formats import (
 from coz.backbones.diffusion.one_step import OneStepDiffusion
 from coz.backbones.diffusion.sd3_text import SD3TextEncoders
 from coz.backbones.diffusion.vae_tiling import tiled_decode, tiled_encode
+from coz.backbones.seeded import seeded
 from coz.errors import CozError
 from coz.geometry import to_8bit
 from coz.run.dtypes import resolve_dtype
@@ -91,14 +92,11 @@ class OSEDiffSD3(OneStepDiffusion):
     ) -> None:
         if latent_shift not in LATENT_SHIFTS:
             raise CozError(f"latent_shift={latent_shift!r}: use one of {', '.join(LATENT_SHIFTS)}")
-        if color_fix not in COLOR_FIXES:
-            raise CozError(f"color_fix={color_fix!r}: use one of {', '.join(COLOR_FIXES)}")
-        self.name, self.base_model = name, base_model
-        self.latent_shift, self.color_fix = latent_shift, color_fix
+        self._begin(name, base_model, color_fix)
+        self.latent_shift = latent_shift
         self.lora_rank, self.vae_lora_rank, self.vae_lora_alpha = lora_rank, vae_lora_rank, vae_lora_alpha
         self.dtype = resolve_dtype(dtype)
-        with torch.random.fork_rng(devices=[]):  # LoRA init is seeded and leaves the caller's RNG alone
-            torch.manual_seed(seed)
+        with seeded(seed):  # LoRA init is seeded and leaves the caller's RNG alone
             self.lora_names = inject_adaln_lora(transformer, lora_rank)
             self.vae_lora_targets = inject_vae_encoder_lora(vae.encoder, vae_lora_rank, vae_lora_alpha)
         self.transformer, self.vae, self.text = transformer, vae, text
@@ -110,10 +108,7 @@ class OSEDiffSD3(OneStepDiffusion):
                 module.lora_up.float()
                 # the released layer's output is .half() in the fp32 transformer (no-op below fp32)
                 module.fp16_output = bool(adaln_fp16) and self.dtype == torch.float32
-        self.set_trainable(trainable)
-        self.generator = torch.Generator("cpu")
-        self.reseed(seed)
-        self._device = torch.device("cpu")
+        self._finish(seed, trainable)
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
@@ -160,29 +155,31 @@ class OSEDiffSD3(OneStepDiffusion):
         return cls(parts["transformer"], parts["vae"], text, base_model=model, **options)
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device | str = "cpu") -> OSEDiffSD3:
-        """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/shared/backbone/sd3.yaml)."""
+    def from_config(cls, cfg, device: torch.device | str = "cpu", trainable: bool = False) -> OSEDiffSD3:
+        """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/shared/backbone/sd3.yaml);
+        ``trainable``: as coz.train_sr trains it (LoRA requiring grad, no colour fix, and without
+        weights a fresh LoRA on the base model)."""
         get = cfg.get
-        weights = _weight_files(cfg)  # checked before the (large) base model loads
+        weights = _weight_files(cfg, fresh=trainable)  # checked before the (large) base model loads
         options = dict(
             dtype=str(get("dtype", "float32")),
             latent_shift=str(get("latent_shift", "test")),
-            color_fix=str(get("color_fix", "none")),
+            color_fix="none" if trainable else str(get("color_fix", "none")),
             seed=int(get("seed", 42)),
             lora_rank=int(get("lora_rank", 4)),
             drop_t5=bool(get("drop_t5", False)),
             offload_text_encoders=bool(get("offload_text_encoders", False)),
             text_dtype=str(get("text_dtype", "float16")),
             adaln_fp16=bool(get("adaln_fp16", True)),
+            trainable=trainable,
         )
-        if str(cfg.name).startswith("tiny_"):
-            backbone = cls.tiny(model_seed=int(get("model_seed", 0)), **options)
-        else:
-            backbone = cls.from_pretrained(str(get("model", DEFAULT_MODEL)), **options)
+        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
         if "weights" in weights:
             backbone.load_lora(weights["weights"])
         elif weights:
             backbone.load_released(weights["transformer_lora"], weights["vae_encoder"])
+        if trainable:
+            backbone.set_trainable(True)  # after loading: the loaded LoRA trains too
         return backbone.to(device)
 
     # ---- weights --------------------------------------------------------------------------
@@ -210,17 +207,14 @@ class OSEDiffSD3(OneStepDiffusion):
             ),
         )
 
-    def set_trainable(self, trainable: bool) -> None:
-        """Only the LoRA parameters (transformer adaLN and VAE encoder) may require grad."""
-        for module in (self.transformer, self.vae, *self.text.modules()):
-            module.requires_grad_(False)
-        if trainable:
-            for p in self.lora_parameters():
-                p.requires_grad_(True)
+    def modules(self) -> list[nn.Module]:
+        return [self.transformer, self.vae, *self.text.modules()]
 
     def lora_parameters(self) -> list[nn.Parameter]:
         named = [*self.transformer.named_parameters(), *self.vae.encoder.named_parameters()]
         return [p for n, p in named if "lora_" in n]
+
+    trainable_parameters = lora_parameters  # the adaLN and VAE-encoder LoRA
 
     # ---- device -----------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> OSEDiffSD3:
@@ -455,8 +449,9 @@ class OSEDiffSD3(OneStepDiffusion):
         return z * cfg.scaling_factor
 
 
-def _weight_files(cfg) -> dict[str, Path]:
-    """The checkpoint files a config names, each checked to exist (fast, before any model loads)."""
+def _weight_files(cfg, fresh: bool = False) -> dict[str, Path]:
+    """The checkpoint files a config names, each checked to exist (fast, before any model loads);
+    ``fresh``: none is fine (training starts a fresh LoRA on the base model)."""
     from coz.backbones.diffusion.hub import require_file
 
     name = str(cfg.name)
@@ -464,7 +459,7 @@ def _weight_files(cfg) -> dict[str, Path]:
         return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
     released = {"transformer_lora": cfg.get("transformer_lora"), "vae_encoder": cfg.get("vae_encoder")}
     if not any(released.values()):
-        if name.startswith("tiny_"):
+        if name.startswith("tiny_") or fresh:
             return {}  # the random twin runs with its fresh LoRA (up = 0)
         raise CozError(
             f"backbone={name} needs OSEDiff weights: set backbone.transformer_lora=.../model_20001.pkl "

@@ -17,8 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 
-import torch
-
+from coz.backbones.seeded import seeded
 from coz.backbones.tiny.parts import tiny_clip_text, tiny_vae
 
 TEXT_DIM = 16
@@ -64,8 +63,7 @@ def _components(seed: int) -> dict:
     from coz.backbones.diffusion.degradation_estimator import DegradationEstimator
     from coz.prompts.hygiene import clip_tokenizer
 
-    with torch.random.fork_rng(devices=[]):  # building the twin must not move the caller's RNG
-        torch.manual_seed(seed)
+    with seeded(seed):  # building the twin must not move the caller's RNG
         parts = dict(
             unet=_unet(),
             vae=tiny_vae(),

@@ -21,8 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 
-import torch
-
+from coz.backbones.seeded import seeded
 from coz.backbones.tiny.parts import tiny_clip_text, tiny_vae
 
 CLIP_DIMS = (16, 24)  # CLIP-L, CLIP-G hidden = projection width
@@ -85,8 +84,7 @@ def _components(seed: int) -> dict:
     from coz.prompts.hygiene import clip_tokenizer
 
     t5_tok = t5_like_tokenizer()
-    with torch.random.fork_rng(devices=[]):  # building the twin must not move the caller's RNG
-        torch.manual_seed(seed)
+    with seeded(seed):  # building the twin must not move the caller's RNG
         parts = dict(
             transformer=_transformer(),
             vae=tiny_vae(16, 1.5305, 0.0609),  # SD3's latent channels, scale and shift
