@@ -89,9 +89,7 @@ def _worker_stays_registered(_cpu_share_between_workers):
         _cpu_share_between_workers.touch()
 
 
-@pytest.fixture()
-def niqe_params(monkeypatch) -> Path:
-    """NIQE's pristine parameters as `make install` wrote them (python -m coz.evaluate.niqe_params)."""
+def _niqe_params_path() -> Path:
     base = (
         Path(_USER_CACHE)
         if _USER_CACHE
@@ -99,8 +97,26 @@ def niqe_params(monkeypatch) -> Path:
     )
     path = Path(os.environ.get("COZ_NIQE_PARAMS") or base / "pyiqa" / "niqe_modelparameters.mat")
     assert path.is_file(), f"{path} is missing: run `make install` (python -m coz.evaluate.niqe_params)"
+    return path
+
+
+@pytest.fixture()
+def niqe_params(monkeypatch) -> Path:
+    """NIQE's pristine parameters as `make install` wrote them (python -m coz.evaluate.niqe_params)."""
+    path = _niqe_params_path()
     monkeypatch.setenv("COZ_NIQE_PARAMS", str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def shared_run_env(tmp_path_factory):
+    """For a module-scoped fixture that runs a tool once for several tests (a shared run): the
+    environment a test gets from the function-scoped fixtures, which are set up after it (the
+    session's cache, NIQE's parameters), for as long as the module's tests last."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COZ_CACHE", str(_session_cache(tmp_path_factory)))
+        patch.setenv("COZ_NIQE_PARAMS", str(_niqe_params_path()))
+        yield patch
 
 
 @pytest.fixture()
@@ -122,11 +138,17 @@ def no_network(monkeypatch) -> list:
 
 # Under pytest-xdist (``--dist loadfile``) each file goes to one worker, in collection order: the
 # longest files go first, so that the short ones fill the end instead of one long file running alone.
+# (By CPU time alone, -n 0, 2026-12-06: test_app.py ~170 s, the training and evaluation runs
+# 40-110 s each; experiments/test-suite.md.)
 LONGEST_FILES_FIRST = (
+    "test_app.py",
     "test_grpo_train.py",
     "test_train_sr_run.py",
     "test_run_contract.py",
     "test_evaluation_run.py",
+    "test_promises_training.py",
+    "test_study.py",
+    "test_typed_configs.py",
     "test_zoom_cli.py",
     "test_dashboards.py",
     "test_backbone_sd21.py",

@@ -58,10 +58,21 @@ def evaluate(folder: Path, root: Path, job: str, *overrides: str) -> dict:
     return run(cfg, run_dir=root / job, results_root=root)
 
 
-def test_two_cell_sweep_writes_rows_and_the_aggregate(niqe_params, photos, tmp_path):
-    root = tmp_path / "sweep"
-    evaluate(photos, root, "0-nn", "method=nn")
-    evaluate(photos, root, "1-coz", "method=coz", "prompt=null")
+@pytest.fixture(scope="module")
+def two_cells(samples, tmp_path_factory, shared_run_env) -> Path:
+    """A two-cell sweep (NN interpolation and CoZ with the null prompt) on three photos, run once for
+    the tests that only read it (its rows and aggregate, its HTML report)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for path in samples[:3]:
+        shutil.copy(path, folder / path.name)
+    root = tmp_path_factory.mktemp("two-cells") / "sweep"
+    evaluate(folder, root, "0-nn", "method=nn")
+    evaluate(folder, root, "1-coz", "method=coz", "prompt=null")
+    return root
+
+
+def test_two_cell_sweep_writes_rows_and_the_aggregate(two_cells):
+    root = two_cells
     rows = read_rows(root)
     assert len(rows) == 3 * 2 * 2  # images x scales x methods
     assert {r["method"] for r in rows} == {"NN Interpolation", "CoZ (Null)"}
@@ -239,10 +250,8 @@ def chromium() -> str | None:
     chromium() is None,
     reason="needs a headless Chromium (apt-get install chromium-headless-shell; .ci/run installs it)",
 )
-def test_html_report_renders_in_headless_chromium(niqe_params, photos, tmp_path):
-    evaluate(photos, tmp_path, "0-nn", "method=nn")
-    evaluate(photos, tmp_path, "1-coz", "method=coz", "prompt=null")
-    url = (tmp_path / "report.html").resolve().as_uri()
+def test_html_report_renders_in_headless_chromium(two_cells, tmp_path):
+    url = (two_cells / "report.html").resolve().as_uri()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
     dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert 'data-images-loaded="' in dom.stdout, dom.stderr[-500:]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess_cli import run_cli
 from PIL import Image
 
 from coz.errors import CozError
@@ -35,6 +36,20 @@ def coz(tool: str, args: list[str], cwd: Path, **kwargs) -> subprocess.Completed
         timeout=300,
         **kwargs,
     )
+
+
+def zoom_here(args: list[str], cwd: Path, monkeypatch, capfd) -> subprocess.CompletedProcess:
+    """``python -m coz.zoom ARGS`` through the same entry point in this process (a fresh Python's
+    imports cost seconds): its exit status and what it wrote. The exit codes and one-line errors
+    as a program are checked by the subprocess tests here."""
+    from coz.zoom import main
+
+    capfd.readouterr()
+    with monkeypatch.context() as patch:
+        patch.chdir(cwd)
+        code = run_cli(main, args, patch)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["coz.zoom", *args], code, out, err)
 
 
 def start(tool: str, args: list[str], cwd: Path) -> subprocess.Popen:
@@ -379,10 +394,12 @@ def test_a_submitit_job_that_dies_before_reporting_is_one_line_and_exit_3(tiny_p
 # ---------------------------------------------------------------------------- 10: the environment
 
 
-def test_environment_errors_are_exit_3_naming_the_path(tiny_photos, tmp_path):
+def test_environment_errors_are_exit_3_naming_the_path(tiny_photos, tmp_path, monkeypatch, capfd):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
-    result = coz("zoom", [*TINY, f"input={tiny_photos}", f"hydra.run.dir={blocked}"], cwd=tmp_path)
+    result = zoom_here(
+        [*TINY, f"input={tiny_photos}", f"hydra.run.dir={blocked}"], tmp_path, monkeypatch, capfd
+    )
     assert result.returncode == 3, result.stderr
     assert len(errors(result)) == 1 and str(blocked) in errors(result)[0]
     assert "Traceback" not in result.stderr
@@ -390,7 +407,9 @@ def test_environment_errors_are_exit_3_naming_the_path(tiny_photos, tmp_path):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "run.json").write_text('{"config": {"inp')
-    result = coz("zoom", [*TINY, f"input={tiny_photos}", f"hydra.run.dir={corrupt}"], cwd=tmp_path)
+    result = zoom_here(
+        [*TINY, f"input={tiny_photos}", f"hydra.run.dir={corrupt}"], tmp_path, monkeypatch, capfd
+    )
     assert result.returncode == 3, result.stderr
     assert errors(result)[0].startswith(f"error: {corrupt / 'run.json'}: corrupt run file")
 
@@ -418,18 +437,22 @@ def test_a_full_disk_or_read_only_folder_is_exit_3_naming_the_path(
 # ---------------------------------------------------------------------------- 12: quoting
 
 
-def test_a_path_hydra_cannot_parse_is_named_with_how_to_quote_it(tiny_photos, tmp_path):
+def test_a_path_hydra_cannot_parse_is_named_with_how_to_quote_it(tiny_photos, tmp_path, monkeypatch, capfd):
     odd = tmp_path / "a=b it's"
     odd.mkdir()
     (odd / "p.png").write_bytes((tiny_photos / "p0.png").read_bytes())
-    result = coz("zoom", [*TINY, f"input={odd}", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    result = zoom_here(
+        [*TINY, f"input={odd}", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, monkeypatch, capfd
+    )
     assert result.returncode == 2
     (line,) = errors(result)
     assert (
         f"cannot read the argument 'input={odd}'" in line or f'cannot read the argument "input={odd}"' in line
     )
     assert "quoted" in line
-    result = coz("zoom", [*TINY, f'input="{odd}"', f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    result = zoom_here(
+        [*TINY, f'input="{odd}"', f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, monkeypatch, capfd
+    )
     assert result.returncode == 0, result.stderr  # quoted for Hydra, it works
     assert (tmp_path / "r" / "images" / "p" / "zoom.json").exists()
 
@@ -456,16 +479,18 @@ def test_a_refused_resume_names_every_differing_key_with_both_values(compose_zoo
     assert "alpha: 'white' before, 'drop' now" in message and "zoom.steps: 2 before, 1 now" in message
 
 
-def test_every_attempt_keeps_its_hydra_config_and_a_refused_one_changes_nothing(tiny_photos, tmp_path):
+def test_every_attempt_keeps_its_hydra_config_and_a_refused_one_changes_nothing(
+    tiny_photos, tmp_path, monkeypatch, capfd
+):
     out = tmp_path / "run"
     args = [*TINY, f"input={tiny_photos / 'p0.png'}", f"hydra.run.dir={out}"]
-    assert coz("zoom", args, cwd=tmp_path).returncode == 0
+    assert zoom_here(args, tmp_path, monkeypatch, capfd).returncode == 0
     overrides = (out / ".hydra" / "overrides.yaml").read_text()
-    refused = coz("zoom", [*args, "zoom.steps=1"], cwd=tmp_path)
+    refused = zoom_here([*args, "zoom.steps=1"], tmp_path, monkeypatch, capfd)
     assert refused.returncode == 2 and "zoom.steps: 2 before, 1 now" in refused.stderr
     assert (out / ".hydra" / "overrides.yaml").read_text() == overrides
     assert not list(out.glob(".hydra-resumed-*"))
-    assert coz("zoom", [*args, "batch_size=1"], cwd=tmp_path).returncode == 0
+    assert zoom_here([*args, "batch_size=1"], tmp_path, monkeypatch, capfd).returncode == 0
     assert "batch_size=1" in (out / ".hydra-resumed-1" / "overrides.yaml").read_text()
     assert (out / ".hydra" / "overrides.yaml").read_text() == overrides
 
@@ -519,9 +544,11 @@ def test_weight_files_that_fail_to_load_are_one_line(bad_weights):
     _one_clean_line(caught.value, f"resume={bad_weights['garbage']}: cannot load it")
 
 
-def test_bad_backbone_weights_on_the_command_line_are_exit_2(bad_weights, tiny_photos, tmp_path):
+def test_bad_backbone_weights_on_the_command_line_are_exit_2(
+    bad_weights, tiny_photos, tmp_path, monkeypatch, capfd
+):
     args = ["zoom.steps=1", f"backbone.weights={bad_weights['pth']}", f"input={tiny_photos / 'p0.png'}"]
-    result = coz("zoom", [*args, f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    result = zoom_here([*args, f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, monkeypatch, capfd)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = errors(result)
     assert line.startswith(f"error: backbone.weights={bad_weights['pth']}: cannot load it")

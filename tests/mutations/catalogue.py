@@ -34,6 +34,7 @@ PROMPT_SETTINGS = "tests/test_promises_prompt_settings.py"
 BACKBONES = "tests/test_promises_backbones.py"
 TRAINING = "tests/test_promises_training.py"
 WANDB = "tests/test_promises_wandb.py"
+APP = "tests/test_app.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -650,5 +651,32 @@ MUTATIONS: list[Mutation] = [
         "    return tool",
         "an experiment= preset's W&B runs are grouped as <tool>/<preset>",
         WANDB,
+    ),
+    # ---------------------------------------------------------------- the web demo: what it keeps
+    m(
+        "app-keeps-one-job-too-many",
+        "coz/app/service.py",
+        "        while len(self._jobs) > self.cfg.keep_jobs:",
+        "        while len(self._jobs) > self.cfg.keep_jobs + 1:",
+        "the app's results go after keep_jobs newer jobs (no more are kept or served)",
+        APP + "::test_ten_clients_at_once_three_with_the_same_photo",
+    ),
+    m(
+        "app-refused-upload-kept",
+        "coz/app/page.py",
+        "                if path is not None:\n                    delete_upload(path)\n",
+        "",
+        "an upload goes when its request is refused before any job runs",
+        APP + "::test_bad_uploads_get_a_message_and_the_next_good_one_works",
+    ),
+    m(
+        "app-failed-upload-kept",
+        "coz/app/page.py",
+        "    try:\n        return service.run(request, report)\n    finally:\n"
+        "        if request.upload is not None:\n            delete_upload(request.upload)\n",
+        "    result = service.run(request, report)\n"
+        "    if request.upload is not None:\n        delete_upload(request.upload)\n    return result\n",
+        "a bad upload (not an image, truncated, a pixel bomb) is deleted when its job fails",
+        APP + "::test_bad_uploads_get_a_message_and_the_next_good_one_works",
     ),
 ]
