@@ -190,3 +190,36 @@ def test_a_closed_stdout_exits_quietly(many, tmp_path):
     proc.wait(timeout=120)
     assert proc.returncode == 141, err  # 128 + SIGPIPE, as a shell tool killed by the closed pipe
     assert errors(err) == [] and "Traceback" not in err and "Broken pipe" not in err, err
+
+
+# ---------------------------------------------------------------- an attempt's config is whole or absent
+
+
+def test_a_kill_while_an_attempt_config_is_written_leaves_no_half_folder(photos, tmp_path, monkeypatch):
+    """The kill-9 contract: every ``.hydra*`` folder holds config, hydra and overrides. A process that
+    dies after the first of the three files (simulated: the second write raises) leaves no
+    ``.hydra-resumed-N`` behind, and the rerun records a complete one."""
+    run_dir = tmp_path / "run"
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
+
+    real_write = Path.write_text
+    written: list[str] = []
+
+    def dies_after_one(self, *args, **kwargs):
+        if self.name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            written.append(self.name)
+            if len(written) == 2:
+                raise KeyboardInterrupt  # stands for SIGKILL between two writes
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", dies_after_one)
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 130  # interrupted
+    monkeypatch.setattr(Path, "write_text", real_write)
+    assert written[:2] == ["config.yaml", "hydra.yaml"]  # the simulated death came mid-attempt
+    attempts = sorted(p.name for p in run_dir.glob(".hydra*"))
+    assert all((run_dir / a / "overrides.yaml").is_file() for a in attempts), attempts
+
+    assert zoom([f"input={photos}", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
+    attempts = sorted(p.name for p in run_dir.glob(".hydra*"))
+    assert attempts == [".hydra", ".hydra-resumed-1"]
+    assert all((run_dir / a / "overrides.yaml").is_file() for a in attempts)

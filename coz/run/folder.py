@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,10 @@ from coz.run import lock
 _TEMP = re.compile(r"^\..*\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 OWNER_NAME = ".coz-tool"  # the name of the tool that made the folder
+
+# an attempt's config folder is written under this prefix, then renamed: a kill never leaves a
+# ``.hydra-resumed-N`` without its files
+ATTEMPT_TEMP = ".hydra-attempt-"
 
 
 def is_main_process() -> bool:
@@ -139,6 +145,9 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
     """Delete the hidden temporary files of writes a kill interrupted (the lock guarantees no live
     writer); returns what was removed."""
     removed = []
+    for partial in run_dir.glob(ATTEMPT_TEMP + "*"):
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
     for folder, dirs, files in os.walk(run_dir):
         dirs[:] = [d for d in dirs if d != "wandb"]  # wandb's own files are wandb's business
         for name in files:
@@ -164,9 +173,18 @@ def record_attempt(run_dir: Path, cfg) -> Path | None:
         n += 1
         folder = run_dir / f".hydra-resumed-{n}"
     hydra = HydraConfig.get()
-    from coz.run.atomic import write_text_atomic
-
-    write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
-    write_text_atomic(folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})))
-    write_text_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(hydra.overrides.task))
+    files = {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
+        "overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
+    }
+    partial = run_dir / f"{ATTEMPT_TEMP}{secrets.token_hex(4)}"
+    partial.mkdir()  # the usual permissions (the folder lock keeps other writers out)
+    try:
+        for name, text in files.items():
+            (partial / name).write_text(text, encoding="utf-8")
+        os.rename(partial, folder)  # all three files or none, whenever the process dies
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return folder
