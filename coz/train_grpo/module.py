@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from coz.run.finite import check_training
+from coz.run.divergence import check_training
 from coz.train_grpo.data import Geometry, Pair, TrainPairs, ValPairs, val_specs
 from coz.train_grpo.loss import group_advantages, grpo_loss
 from coz.train_grpo.rewards import Rewards, RewardWeights

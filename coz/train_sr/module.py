@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from coz.backbones.seeded import seeded
-from coz.run.finite import check_training
+from coz.run.divergence import check_training
 from coz.train_sr.data import Layout, StepSampler, TrainingImages
 from coz.train_sr.degradation import training_view
 from coz.train_sr.losses import LPIPSLoss, l2_loss
