@@ -29,3 +29,13 @@ def test_live_processes_share_the_cores(tmp_path):
         assert share.refresh() == cores  # the dead process's entry is cleaned up
         assert sorted(p.name for p in tmp_path.iterdir()) == [str(os.getpid())]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_closing_gives_back_the_callers_thread_count(tmp_path):
+    """A run from Python (API, notebook, test) must not leave torch's thread count changed: another
+    count gives other float sums, so a later computation in the caller would differ bit for bit."""
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    with CpuShare(threads=wanted, folder=tmp_path) as share:
+        assert share.refresh() == wanted and torch.get_num_threads() == wanted
+    assert torch.get_num_threads() == before

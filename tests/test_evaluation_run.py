@@ -363,7 +363,7 @@ def test_a_sweep_is_refused_once_before_it_writes_its_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         callback.on_multirun_start(config=cfg)
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == "error: shard.count=abc: must be a whole number\n"
+    assert capsys.readouterr().err == "error: shard.count=abc: must be a whole number >= 1\n"
     callback.on_multirun_start(config=compose_evaluate(["experiment=smoke"]))  # a good sweep goes on
 
 

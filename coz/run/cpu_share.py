@@ -26,7 +26,9 @@ def available_cores() -> int:
 class CpuShare:
     """Registers this process; ``refresh()`` sets torch's thread count to this process's share.
 
-    With a fixed ``threads`` the count is never changed (the user's override wins).
+    With a fixed ``threads`` the count is never changed (the user's override wins). ``close()`` puts
+    torch's thread count back as it found it: a run called from Python (the API, a notebook, a test)
+    leaves the caller's threads, and so its numerics, as they were.
     """
 
     def __init__(self, threads: int | None = None, folder: Path | None = None) -> None:
@@ -34,6 +36,7 @@ class CpuShare:
         self.cores = available_cores()
         self.folder = folder or cache_dir() / "cpu-share"
         self.token: Path | None = None
+        self.threads_before = torch.get_num_threads()
         if threads is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.token = self.folder / str(os.getpid())
@@ -62,6 +65,8 @@ class CpuShare:
         if self.token is not None:
             self.token.unlink(missing_ok=True)
             self.token = None
+        if torch.get_num_threads() != self.threads_before:
+            torch.set_num_threads(self.threads_before)
 
     def __enter__(self) -> CpuShare:
         return self
