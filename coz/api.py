@@ -164,10 +164,10 @@ class Zoomer:
         cfg, chain = self.config, self.chain
         loaded = [self._load(item, name) for item, name in zip(inputs, _names(inputs), strict=True)]
 
-        seed_everything(int(cfg.seed))
+        seed_everything(cfg.seed)
         total, done = len(loaded) * chain.steps, 0
         results: list[ZoomResult] = []
-        batch_size = max(1, int(cfg.batch_size))
+        batch_size = cfg.batch_size
         with CpuShare(threads=fixed_threads(cfg.threads)) as share:
 
             def stepped(n: int) -> None:
@@ -247,7 +247,7 @@ def quote(text: str) -> str:
 def _device(cfg: DictConfig):
     from coz.run.runtime import resolve_device
 
-    return resolve_device(str(cfg.device))
+    return resolve_device(cfg.device)
 
 
 def _is_folder(item: ImageInput) -> bool:

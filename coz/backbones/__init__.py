@@ -40,7 +40,7 @@ def build_backbone(
 
     if has_target(cfg):
         return instantiate_target(cfg, "backbone", device=device)
-    name = str(cfg.name)
+    name = cfg.name
     if name in ("nearest", "bicubic"):
         from coz.backbones.interp import Interpolation
 
@@ -51,28 +51,26 @@ def build_backbone(
         from coz.backbones.cnn.realesrgan import RealESRGAN
 
         return RealESRGAN.from_config(
-            weights=str(cfg.weights),
-            device=device,
-            **(cnn or {"dtype": str(cfg.dtype), "runtime": str(cfg.get("runtime", "auto"))}),
+            weights=cfg.weights, device=device, **(cnn or {"dtype": cfg.dtype, "runtime": cfg.runtime})
         )
     if name == "span":
         from coz.backbones.cnn.span import Span
 
         return Span.from_config(
-            model=str(cfg.model),
-            weights=str(cfg.weights),
+            model=cfg.model,
+            weights=cfg.weights,
             device=device,
-            **(cnn or {"dtype": str(cfg.dtype), "runtime": str(cfg.runtime)}),
+            **(cnn or {"dtype": cfg.dtype, "runtime": cfg.runtime}),
         )
     if name == "tiny_realesrgan":
         from coz.backbones.cnn.realesrgan import RealESRGAN
         from coz.backbones.cnn.rrdbnet import GROWTH
 
         return RealESRGAN.tiny(
-            model_seed=int(cfg.get("model_seed", 0)),
-            num_feat=int(cfg.num_feat),
-            num_block=int(cfg.num_block),
-            num_grow_ch=int(cfg.get("num_grow_ch", GROWTH)),
+            model_seed=cfg.get("model_seed", 0),
+            num_feat=cfg.num_feat,
+            num_block=cfg.num_block,
+            num_grow_ch=cfg.get("num_grow_ch", GROWTH),
             device=device,
             **cnn,
         )
@@ -80,8 +78,8 @@ def build_backbone(
         from coz.backbones.cnn.span import Span
 
         return Span.tiny(
-            model_seed=int(cfg.get("model_seed", 0)),
-            num_feat=int(cfg.get("num_feat", 8)),
+            model_seed=cfg.get("model_seed", 0),
+            num_feat=cfg.get("num_feat", 8),
             device=device,
             **cnn,
         )
@@ -89,7 +87,7 @@ def build_backbone(
         from coz.backbones.cnn.spandrel_model import SpandrelBackbone
 
         return SpandrelBackbone.from_config(
-            weights=cfg.weights, scale=int(cfg.scale), device=device, dtype=str(cfg.dtype)
+            weights=cfg.weights, scale=cfg.scale, device=device, dtype=cfg.dtype
         )
     if name in ("sd3", "tiny_sd3"):
         from coz.backbones.diffusion.sd3 import OSEDiffSD3

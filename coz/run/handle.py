@@ -65,7 +65,7 @@ class Run:
         self.config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
         self.earlier: dict[str, Any] | None = None
         self.checkpoint: Path | None = None
-        self.seed = int(cfg.seed)
+        self.seed = cfg.seed
         self.device: torch.device = torch.device("cpu")
         self.threads = 0
         self.record: dict[str, Any] = {}
@@ -189,7 +189,7 @@ def run_device(cfg: DictConfig) -> torch.device:
     """The device of a run: ``device=`` where the tool has it, else the Lightning trainer's
     ``trainer.accelerator`` (cuda for gpu, or auto on a machine with CUDA)."""
     if "trainer" in cfg and "accelerator" in cfg.trainer:
-        accelerator = str(cfg.trainer.accelerator)
+        accelerator = cfg.trainer.accelerator
         cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         return torch.device("cuda" if cuda else "cpu")
-    return resolve_device(str(cfg.device))
+    return resolve_device(cfg.device)

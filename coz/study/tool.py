@@ -56,7 +56,7 @@ def open_study(cfg: DictConfig):
     if cfg.study in (None, ""):
         raise CozError("study= is missing: give the folder that python -m coz.study build wrote")
     manifest = load_manifest(cfg.study)
-    url = str(cfg.db) if cfg.db not in (None, "") else default_url(manifest["folder"])
+    url = cfg.db if cfg.db not in (None, "") else default_url(manifest["folder"])
     return manifest, VoteStore(url, manifest["sha256"])
 
 
@@ -69,7 +69,7 @@ def serve_command(cfg: DictConfig) -> int:
     manifest, store = open_study(cfg)
     app = StudyApp(manifest, store, instructions, cfg.access_code)
     try:
-        server = make_server(app, str(cfg.host), port)
+        server = make_server(app, cfg.host, port)
     except OSError as err:
         raise CozError(
             f"host={cfg.host} port={port}: cannot listen there ({err.strerror or err}); choose another port="

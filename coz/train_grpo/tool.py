@@ -168,9 +168,7 @@ def _fit(
 
     module = GRPOModule(cfg, run_dir, train, val)
     module.resume_step = resume_step
-    checkpoints = StepCheckpoint(
-        run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
-    )
+    checkpoints = StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps, cfg.checkpoint.keep)
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore",
@@ -178,7 +176,7 @@ def _fit(
         )
         trainer = build_trainer(
             cfg.trainer,
-            max_steps=int(cfg.grpo.steps),
+            max_steps=cfg.grpo.steps,
             logger=logger
             if logger is not None
             else lightning_loggers(

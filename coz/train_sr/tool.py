@@ -103,7 +103,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False, logger: Any = N
     from coz.train_sr.module import SRTrainingModule
 
     t = cfg.trainer
-    accelerator = str(t.accelerator)
+    accelerator = t.accelerator
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = str(t.precision)
     if precision == "auto":
@@ -119,9 +119,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False, logger: Any = N
             cfg.logger, run_dir, "train_sr", OmegaConf.to_container(cfg, resolve=True), resumed
         ),
         callbacks=[
-            StepCheckpoint(
-                run_dir / "checkpoints", int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)
-            ),
+            StepCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps, cfg.checkpoint.keep),
             FinalExport(),
         ],
         plugins=[SafetensorsCheckpointIO()],
@@ -132,7 +130,7 @@ def build(cfg: DictConfig, run_dir: Path, resumed: bool = False, logger: Any = N
         num_sanity_val_steps=0,
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,  # the sampler shards by itself (coz/train_sr/data.py)
-        deterministic=bool(cfg.get("deterministic", False)),
+        deterministic=cfg.deterministic,
     )
     return trainer, SRTrainingModule(cfg, run_dir)
 

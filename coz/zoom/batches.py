@@ -53,10 +53,9 @@ def load_image(
     ImageInputError (one line) when it cannot be used."""
     label = name if label is None else label
     if isinstance(source, Image.Image):
-        image, notes = to_rgb(source, name=label, alpha=str(cfg.alpha))
+        image, notes = to_rgb(source, name=label, alpha=cfg.alpha)
     else:
-        max_pixels = None if cfg.max_pixels is None else int(cfg.max_pixels)
-        image, notes = load_rgb(source, alpha=str(cfg.alpha), max_pixels=max_pixels)
+        image, notes = load_rgb(source, alpha=cfg.alpha, max_pixels=cfg.max_pixels)
     x0, resize_notes = make_x0(image, chain, full, label)
     return Loaded(name, source, x0, notes + resize_notes)
 

@@ -17,7 +17,7 @@ from coz.run.timing import PhaseTimer
 
 def full_options(cfg: DictConfig) -> FullImageOptions | None:
     """``zoom=full``'s settings, checked (None for the other modes)."""
-    if str(cfg.zoom.mode) != "full":
+    if cfg.zoom.mode != "full":
         return None
     try:
         return FullImageOptions.from_config(cfg.zoom)
@@ -29,21 +29,21 @@ def build_chain(
     cfg: DictConfig, device: torch.device, timer: PhaseTimer, full: FullImageOptions | None = None
 ) -> ZoomChain:
     """Load ``cfg``'s backbone and prompt extractor (none for the interpolation modes) into a chain."""
-    mode = str(cfg.zoom.mode)
+    mode = cfg.zoom.mode
     with timer.phase("load"):
         if mode in INTERPOLATION_MODES:  # no model, no prompts
             backbone, prompter = None, NullPrompt()
         else:
             backbone = build_backbone(cfg.backbone, device)
-            prompter = build_prompt_extractor(cfg.get("prompt"), device=str(device), tiles=mode == "full")
+            prompter = build_prompt_extractor(cfg.prompt, device=str(device), tiles=mode == "full")
     return ZoomChain(
         mode,
         backbone,
         prompter,
-        steps=int(cfg.zoom.steps),
-        factor=int(cfg.zoom.factor),
-        size=int(cfg.zoom.size),
-        user_prompt=str(cfg.user_prompt),
+        steps=cfg.zoom.steps,
+        factor=cfg.zoom.factor,
+        size=cfg.zoom.size,
+        user_prompt=cfg.user_prompt,
         timer=timer,
         full=full,
         to_8bit=str(cfg.zoom.get("to_8bit", "backbone")),

@@ -630,9 +630,9 @@ MUTATIONS: list[Mutation] = [
     m(
         "api-seeds-once",
         "coz/api.py",
-        "        seed_everything(int(cfg.seed))\n        total, done",
+        "        seed_everything(cfg.seed)\n        total, done",
         '        if not getattr(self, "_seeded", False):\n'
-        "            seed_everything(int(cfg.seed))\n            self._seeded = True\n        total, done",
+        "            seed_everything(cfg.seed)\n            self._seeded = True\n        total, done",
         "the API reseeds from seed= at every call",
         "tests/test_promises_api.py",
     ),

@@ -49,9 +49,9 @@ class OneStepDiffusion(Backbone):
     @classmethod
     def _tiny_or_pretrained(cls, cfg, default_model: str, **options):
         """The ``tiny_*`` twin (seeded by ``backbone.model_seed``) or ``backbone.model``, by the config's name."""
-        if str(cfg.name).startswith("tiny_"):
-            return cls.tiny(model_seed=int(cfg.get("model_seed", 0)), **options)
-        return cls.from_pretrained(str(cfg.get("model", default_model)), **options)
+        if cfg.name.startswith("tiny_"):
+            return cls.tiny(model_seed=cfg.get("model_seed", 0), **options)
+        return cls.from_pretrained(cfg.get("model", default_model), **options)
 
     def modules(self) -> list[nn.Module]:
         """Every network of the backbone."""

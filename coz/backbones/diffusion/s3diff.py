@@ -164,22 +164,19 @@ class S3Diff(OneStepDiffusion):
         """Build from a ``backbone=s3diff`` / ``tiny_s3diff`` config node (see conf/shared/backbone/s3diff.yaml)."""
         from coz.backbones.diffusion.hub import resolve_model
 
-        get = cfg.get
-        tiny = str(cfg.name).startswith("tiny_")
         files = _weight_files(cfg)  # checked before anything large loads
-        model = str(get("model", DEFAULT_MODEL))
-        if not tiny:
-            resolve_model(model, "backbone.model")  # a missing base model fails before the checkpoints load
+        if not cfg.name.startswith("tiny_"):  # a missing base model fails before the checkpoints load
+            resolve_model(cfg.model, "backbone.model")
         options = dict(
-            dtype=str(get("dtype", "float32")),
-            guidance_scale=float(get("guidance_scale", GUIDANCE_SCALE)),
-            positive_prompt=str(get("positive_prompt", POSITIVE_PROMPT)),
-            negative_prompt=str(get("negative_prompt", NEGATIVE_PROMPT)),
-            color_fix=str(get("color_fix", "wavelet")),
-            input_resize=str(get("input_resize", "bilinear")),
-            seed=int(get("seed", 42)),
-            lora_rank_unet=int(get("lora_rank_unet", 8 if tiny else 32)),
-            lora_rank_vae=int(get("lora_rank_vae", 4 if tiny else 16)),
+            dtype=cfg.dtype,
+            guidance_scale=cfg.guidance_scale,
+            positive_prompt=cfg.positive_prompt,
+            negative_prompt=cfg.negative_prompt,
+            color_fix=cfg.color_fix,
+            input_resize=cfg.input_resize,
+            seed=cfg.seed,
+            lora_rank_unet=cfg.lora_rank_unet,
+            lora_rank_vae=cfg.lora_rank_vae,
         )
         release = read_release(files["pretrained_path"]) if "pretrained_path" in files else None
         if release is not None:  # the file's ranks and targets define the adapter, as in the authors' code
@@ -422,19 +419,19 @@ def _weight_files(cfg) -> dict[str, Path]:
     """The checkpoint files a config names, each checked to exist (fast, before any model loads)."""
     from coz.backbones.diffusion.hub import require_file
 
-    name = str(cfg.name)
+    name = cfg.name
     files = {}
-    if cfg.get("pretrained_path"):
+    if cfg.pretrained_path:
         files["pretrained_path"] = require_file(
             cfg.pretrained_path, "backbone.pretrained_path", "the S3Diff weights, s3diff.pkl"
         )
-    if cfg.get("weights"):
+    if cfg.weights:
         if "pretrained_path" in files:
             raise CozError("backbone.pretrained_path and backbone.weights are both set: give one of them")
         files["weights"] = require_file(
             cfg.weights, "backbone.weights", "an S3Diff .safetensors saved by coz"
         )
-    if cfg.get("de_net_path"):
+    if cfg.de_net_path:
         files["de_net_path"] = require_file(
             cfg.de_net_path, "backbone.de_net_path", "the degradation estimator, de_net.pth"
         )

@@ -316,7 +316,7 @@ def _weight_files(cfg, fresh: bool = False) -> dict[str, Path]:
     ``fresh``: none is fine (training starts a fresh LoRA on the base model)."""
     from coz.backbones.diffusion.hub import require_file
 
-    name = str(cfg.name)
+    name = cfg.name
     if cfg.get("weights"):
         return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
     if cfg.get("osediff_pkl"):
