@@ -211,7 +211,7 @@ def test_released_osediff_pkl_round_trip_is_exact(images, src, tmp_path):
     fresh.load_released(pkl)
     assert torch.equal(out(fresh, images), expected)
 
-    cfg = sd21_cfg(name="tiny_sd21", osediff_pkl=str(pkl), seed=9)  # the config route
+    cfg = tiny_cfg(osediff_pkl=str(pkl), seed=9)  # the config route
     assert torch.equal(out(OSEDiffSD21.from_config(cfg), images), expected)
 
 
@@ -220,7 +220,7 @@ def test_release_ranks_come_from_the_file(images, tmp_path):
     randomize(small)
     pkl = tmp_path / "osediff.pkl"
     small.save_released(pkl)
-    loaded = OSEDiffSD21.from_config(sd21_cfg(name="tiny_sd21", osediff_pkl=str(pkl)))
+    loaded = OSEDiffSD21.from_config(tiny_cfg(osediff_pkl=str(pkl)))
     assert (loaded.lora_rank, loaded.vae_lora_rank) == (2, 8)
     assert torch.equal(out(loaded, images), out(small, images))
     with pytest.raises(CozError, match=r"ranks unet 2 / vae 8.*built with 4 / 4"):
@@ -238,7 +238,7 @@ def test_our_safetensors_round_trip_is_exact(images, src, tmp_path):
         keys, meta = list(f.keys()), f.metadata()
     assert keys and all(k.startswith(("unet.", "vae.")) and ("lora_" in k or "conv_in" in k) for k in keys)
     assert meta["format"] == "coz-lora" and meta["backbone"] == "sd21" and meta["rank"] == "4"
-    via_config = OSEDiffSD21.from_config(sd21_cfg(name="tiny_sd21", weights=str(path), seed=2))
+    via_config = OSEDiffSD21.from_config(tiny_cfg(weights=str(path), seed=2))
     assert torch.equal(out(via_config, images), expected)
 
     sd3_file = tmp_path / "sd3.safetensors"
@@ -292,6 +292,12 @@ def test_bad_osediff_pkl_gives_one_clear_error(src, tmp_path):
 
 def sd21_cfg(**kw):
     base = OmegaConf.load("conf/shared/backbone/sd21.yaml")
+    base.seed = 0
+    return OmegaConf.merge(base, kw)
+
+
+def tiny_cfg(**kw):
+    base = OmegaConf.load("conf/shared/backbone/tiny_sd21.yaml")
     base.seed = 0
     return OmegaConf.merge(base, kw)
 

@@ -4,6 +4,8 @@ only what trains requiring grad; and the training recipe's tiny CNN twins build 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -13,7 +15,7 @@ from coz.train_sr.generators import build_generator
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
-CONFIGS = {
+CONFIGS = {  # the diffusion twins: their YAML (as a typed config has every key) with these values
     "tiny_sd3": {"name": "tiny_sd3", "model_seed": 1, "seed": 5, "lora_rank": 2, "text_dtype": "float32"},
     "tiny_sd21": {"name": "tiny_sd21", "model_seed": 1, "seed": 5, "lora_rank": 2, "vae_lora_rank": 2},
     "tiny_realesrgan": {"name": "tiny_realesrgan", "model_seed": 1, "num_feat": 8, "num_block": 1},
@@ -26,9 +28,14 @@ def network(backbone, key: str) -> torch.nn.Module:
     return backbone.model if key == "net" else getattr(backbone, key)
 
 
+def config(name: str):
+    yaml = Path(f"conf/shared/backbone/{name}.yaml")
+    return OmegaConf.merge(OmegaConf.load(yaml) if yaml.exists() else {}, CONFIGS[name])
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_training_trains_the_network_zoom_runs(name):
-    cfg = OmegaConf.create(CONFIGS[name])
+    cfg = config(name)
     zoom = build_backbone(cfg)
     gen = build_generator(cfg, OmegaConf.create({"negative_prompt": ""}))
     trained = {id(p) for p in gen._named_trainable().values()}

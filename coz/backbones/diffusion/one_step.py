@@ -47,11 +47,11 @@ class OneStepDiffusion(Backbone):
         self._device = torch.device("cpu")
 
     @classmethod
-    def _tiny_or_pretrained(cls, cfg, default_model: str, **options):
+    def _tiny_or_pretrained(cls, cfg, **options):
         """The ``tiny_*`` twin (seeded by ``backbone.model_seed``) or ``backbone.model``, by the config's name."""
         if cfg.name.startswith("tiny_"):
-            return cls.tiny(model_seed=cfg.get("model_seed", 0), **options)
-        return cls.from_pretrained(cfg.get("model", default_model), **options)
+            return cls.tiny(model_seed=cfg.model_seed, **options)
+        return cls.from_pretrained(cfg.model, **options)
 
     def modules(self) -> list[nn.Module]:
         """Every network of the backbone."""

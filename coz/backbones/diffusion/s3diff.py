@@ -186,7 +186,7 @@ class S3Diff(OneStepDiffusion):
                 unet_targets=release["unet_lora_target_modules"],
                 vae_targets=release["vae_lora_target_modules"],
             )
-        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
+        backbone = cls._tiny_or_pretrained(cfg, **options)
         if release is not None:
             backbone.load_release_state(files["pretrained_path"], release)
         elif "weights" in files:

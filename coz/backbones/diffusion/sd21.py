@@ -134,22 +134,20 @@ class OSEDiffSD21(OneStepDiffusion):
         """Build from a ``backbone=sd21`` / ``tiny_sd21`` config node (see conf/shared/backbone/sd21.yaml);
         ``trainable``: as coz.train_sr trains it (LoRA and ``conv_in`` requiring grad, no colour
         fix, and without weights a fresh LoRA on the base model)."""
-        get = cfg.get
         weights = _weight_files(cfg, fresh=trainable)  # checked before the (large) base model loads
         release = read_osediff_pkl(weights["osediff_pkl"]) if "osediff_pkl" in weights else None
-        text_dtype = get("text_dtype")
         options = dict(
-            dtype=resolve_dtype(str(get("dtype", "float32")), device, gpu_default=torch.float16),
-            text_dtype=None if text_dtype in (None, "null", "") else str(text_dtype),
-            color_fix="none" if trainable else str(get("color_fix", "adain")),
-            prompt_format=str(get("prompt_format", "osediff")),
-            seed=int(get("seed", 42)),
+            dtype=resolve_dtype(cfg.dtype, device, gpu_default=torch.float16),
+            text_dtype=cfg.text_dtype,
+            color_fix="none" if trainable else cfg.color_fix,
+            prompt_format=cfg.prompt_format,
+            seed=cfg.seed,
             # a release brings its own ranks (the model must be built with them)
-            lora_rank=release.rank_unet if release else int(get("lora_rank", 4)),
-            vae_lora_rank=release.rank_vae if release else int(get("vae_lora_rank", 4)),
+            lora_rank=release.rank_unet if release else cfg.lora_rank,
+            vae_lora_rank=release.rank_vae if release else cfg.vae_lora_rank,
             trainable=trainable,
         )
-        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
+        backbone = cls._tiny_or_pretrained(cfg, **options)
         if release is not None:
             backbone.load_released(release)
         elif "weights" in weights:
@@ -317,9 +315,9 @@ def _weight_files(cfg, fresh: bool = False) -> dict[str, Path]:
     from coz.backbones.diffusion.hub import require_file
 
     name = cfg.name
-    if cfg.get("weights"):
+    if cfg.weights:
         return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
-    if cfg.get("osediff_pkl"):
+    if cfg.osediff_pkl:
         return {"osediff_pkl": require_file(cfg.osediff_pkl, "backbone.osediff_pkl", "OSEDiff's osediff.pkl")}
     if name.startswith("tiny_") or fresh:
         return {}  # the random twin runs with its fresh LoRA (B = 0)

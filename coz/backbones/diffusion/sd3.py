@@ -159,21 +159,20 @@ class OSEDiffSD3(OneStepDiffusion):
         """Build from a ``backbone=sd3`` / ``tiny_sd3`` config node (see conf/shared/backbone/sd3.yaml);
         ``trainable``: as coz.train_sr trains it (LoRA requiring grad, no colour fix, and without
         weights a fresh LoRA on the base model)."""
-        get = cfg.get
         weights = _weight_files(cfg, fresh=trainable)  # checked before the (large) base model loads
         options = dict(
-            dtype=str(get("dtype", "float32")),
-            latent_shift=str(get("latent_shift", "test")),
-            color_fix="none" if trainable else str(get("color_fix", "none")),
-            seed=int(get("seed", 42)),
-            lora_rank=int(get("lora_rank", 4)),
-            drop_t5=bool(get("drop_t5", False)),
-            offload_text_encoders=bool(get("offload_text_encoders", False)),
-            text_dtype=str(get("text_dtype", "float16")),
-            adaln_fp16=bool(get("adaln_fp16", True)),
+            dtype=cfg.dtype,
+            latent_shift=cfg.latent_shift,
+            color_fix="none" if trainable else cfg.color_fix,
+            seed=cfg.seed,
+            lora_rank=cfg.lora_rank,
+            drop_t5=cfg.drop_t5,
+            offload_text_encoders=cfg.offload_text_encoders,
+            text_dtype=cfg.text_dtype,
+            adaln_fp16=cfg.adaln_fp16,
             trainable=trainable,
         )
-        backbone = cls._tiny_or_pretrained(cfg, DEFAULT_MODEL, **options)
+        backbone = cls._tiny_or_pretrained(cfg, **options)
         if "weights" in weights:
             backbone.load_lora(weights["weights"])
         elif weights:
@@ -455,9 +454,9 @@ def _weight_files(cfg, fresh: bool = False) -> dict[str, Path]:
     from coz.backbones.diffusion.hub import require_file
 
     name = cfg.name
-    if cfg.get("weights"):
+    if cfg.weights:
         return {"weights": require_file(cfg.weights, "backbone.weights", "a LoRA .safetensors saved by coz")}
-    released = {"transformer_lora": cfg.get("transformer_lora"), "vae_encoder": cfg.get("vae_encoder")}
+    released = {"transformer_lora": cfg.transformer_lora, "vae_encoder": cfg.vae_encoder}
     if not any(released.values()):
         if name.startswith("tiny_") or fresh:
             return {}  # the random twin runs with its fresh LoRA (up = 0)
