@@ -46,5 +46,5 @@ def build_chain(
         user_prompt=cfg.user_prompt,
         timer=timer,
         full=full,
-        to_8bit=str(cfg.zoom.get("to_8bit", "backbone")),
+        to_8bit=cfg.zoom.to_8bit,
     )
