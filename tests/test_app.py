@@ -544,6 +544,15 @@ def test_pending_uploads_over_the_cap_are_refused(swept, tmp_path):
     assert _upload(swept[0], content).status_code == 200
 
 
+def test_a_pending_cap_below_one_upload_is_refused_before_serving(samples):
+    from coz.app.tool import _cli
+    from coz.run.schema import ConfigError
+
+    cfg = _app_config(samples[0].parent, max_upload_mb=20, max_pending_upload_mb=10)
+    with pytest.raises(ConfigError, match="max_pending_upload_mb=10.*at least max_upload_mb=20"):
+        _cli(cfg)
+
+
 def test_service_refuses_unknown_choices(samples, tmp_path):
     from coz.app.service import JobRequest, ZoomService
     from coz.errors import CozError
