@@ -5,7 +5,8 @@ zoom and steps, press Zoom: the page shows the Chain-of-Zoom result and direct S
 the chosen scale, every scale-state with its prompt, the strip, the animated zoom and a zip of every
 file. Jobs wait in one queue and run one at a time (the page shows the queue position and each
 step); Cancel stops a job. Only an upload or a named sample is ever read; only the server's own
-working folder (uploads and results) is ever served, and it goes with the server. Options:
+working folder (uploads and results) is ever served, and it goes with the server; an upload no job
+uses goes after ``upload_ttl_s``. Options:
 ``conf/app/app.yaml``.
 
 - :mod:`coz.app.tool`: the command line (Hydra)
@@ -14,6 +15,7 @@ working folder (uploads and results) is ever served, and it goes with the server
 - :mod:`coz.app.jobs`: one job at a time, progress, cancellation
 - :mod:`coz.app.service`: the choices and one job, on :class:`coz.Zoomer`
 - :mod:`coz.app.uploads`: request-size limits and private uploads
+- :mod:`coz.app.pending`: uploads no job uses go after ``upload_ttl_s``; their total is capped
 """
 
 

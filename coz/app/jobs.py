@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from coz.errors import CozError
 
 #: held while a job computes: one job at a time, whatever route or event started it
 _COMPUTE = threading.Lock()
+#: the jobs not yet ended (a cancelled one goes on to its next step after Gradio forgot it)
+_LIVE: set[Job] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def held_files() -> set[Path]:
+    """The uploads the jobs not yet ended hold: the upload sweep leaves them."""
+    with _LIVE_LOCK:
+        return {job.holds for job in _LIVE if job.holds is not None}
 
 
 class JobCancelled(CozError):
@@ -24,10 +34,14 @@ class JobCancelled(CozError):
 class Job:
     """``work(report, cancelled)`` in a thread: ``report(done, total, desc)`` records progress (and
     raises :class:`JobCancelled` once :meth:`cancel` was called); :meth:`wait` returns the progress
-    when it changes, :attr:`result` / :attr:`error` when it ends."""
+    when it changes, :attr:`result` / :attr:`error` when it ends. ``holds``: its upload, kept until
+    it ends."""
 
-    def __init__(self, work: Callable[[Callable[[int, int, str], None]], Any]) -> None:
+    def __init__(
+        self, work: Callable[[Callable[[int, int, str], None]], Any], holds: Path | None = None
+    ) -> None:
         self._work = work
+        self.holds = holds
         self._cancelled = threading.Event()
         self._changed = threading.Condition()
         self.progress: tuple[int, int, str] = (0, 1, "waiting for the previous job to stop")
@@ -35,6 +49,8 @@ class Job:
         self.result: Any = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="coz-app-job", daemon=True)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self._thread.start()
 
     def cancel(self) -> None:
@@ -69,6 +85,8 @@ class Job:
         except BaseException as err:  # handed to the page: a bad input, a cancel, or a bug
             self.error = err
         finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
             with self._changed:
                 self.done = True
                 self._changed.notify_all()

@@ -102,7 +102,7 @@ def build_demo(service: ZoomService, uploads: Path):
                     delete_upload(path)
                 yield _failed(err, len(outputs))
                 return
-            job = Job(lambda report: _run(service, request, report))
+            job = Job(lambda report: _run(service, request, report), holds=path)
             try:
                 while not job.done:
                     done, total, desc = job.wait(_POLL_S)

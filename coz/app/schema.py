@@ -30,6 +30,8 @@ class App:
     full_max_side: int = whole(0)
     zoom_overrides: list[str] = MISSING
     max_upload_mb: float = number(above=0)
+    upload_ttl_s: float = number(above=0)
+    max_pending_upload_mb: float = number(above=0)
     max_pixels: int = whole(1)
     queue_size: int = whole(1)
     samples: str = MISSING

@@ -47,32 +47,52 @@ def _serve(cfg: DictConfig, work_dir: Path, block: bool):
     import gradio as gr
     from starlette.middleware import Middleware
 
+    from coz.app import jobs
     from coz.app.page import build_demo
+    from coz.app.pending import PendingUploads, queued_files
     from coz.app.service import ZoomService
     from coz.app.uploads import UploadGuard
 
     service = ZoomService(cfg, work_dir)
     max_bytes = int(cfg.max_upload_mb * 2**20)
-    guard = Middleware(UploadGuard, folder=str(work_dir), max_bytes=max_bytes)
     demo = build_demo(service, work_dir / "uploads")
+
+    def held():
+        queued = queued_files(demo)
+        return None if queued is None else queued | jobs.held_files()
+
+    pending = PendingUploads(
+        work_dir / "uploads",
+        ttl_s=cfg.upload_ttl_s,
+        max_bytes=int(cfg.max_pending_upload_mb * 2**20),
+        held=held,
+    )
+    guard = Middleware(UploadGuard, folder=str(work_dir), max_bytes=max_bytes, pending=pending)
+    pending.start()  # until the working folder goes (or the server, below)
     log.info("backbones %s, prompt modes %s", service.backbones, service.prompts)
     theme = gr.themes.Default(  # system fonts: the page loads nothing from the internet
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    _, url, _ = demo.launch(
-        server_name=cfg.host,
-        server_port=cfg.port,
-        prevent_thread_lock=not block,
-        quiet=not block,
-        theme=theme,
-        max_file_size=max_bytes,  # Gradio's own check of each uploaded file, as it arrives
-        allowed_paths=[],
-        app_kwargs={"middleware": [guard]},
-        footer_links=["gradio", "settings"],
-        ssr_mode=False,  # no Node server beside Python
-        pwa=False,
-        mcp_server=False,
-        enable_monitoring=False,
-        run_history=False,
-    )
+    try:
+        _, url, _ = demo.launch(
+            server_name=cfg.host,
+            server_port=cfg.port,
+            prevent_thread_lock=not block,
+            quiet=not block,
+            theme=theme,
+            max_file_size=max_bytes,  # Gradio's own check of each uploaded file, as it arrives
+            allowed_paths=[],
+            app_kwargs={"middleware": [guard]},
+            footer_links=["gradio", "settings"],
+            ssr_mode=False,  # no Node server beside Python
+            pwa=False,
+            mcp_server=False,
+            enable_monitoring=False,
+            run_history=False,
+        )
+    except BaseException:
+        pending.stop()
+        raise
+    if block:  # served until now
+        pending.stop()
     return demo, url

@@ -14,6 +14,11 @@ def _cli(cfg: DictConfig) -> None:
     cfg = typed(App, cfg)  # every key and value, before the server starts
     if cfg.steps > cfg.max_steps:
         raise ConfigError(f"steps={cfg.steps}: must be at most max_steps={cfg.max_steps}")
+    if cfg.max_pending_upload_mb < cfg.max_upload_mb:
+        raise ConfigError(
+            f"max_pending_upload_mb={cfg.max_pending_upload_mb}: must be at least "
+            f"max_upload_mb={cfg.max_upload_mb} (else no upload fits)"
+        )
     launch(cfg)
 
 

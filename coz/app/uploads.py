@@ -8,7 +8,9 @@
 - Gradio files an upload under the hash of its bytes, so two users uploading the same photo get the
   same path, and the first job to finish would delete the other's input. The guard moves every
   upload at once to a folder of its own (``uploads/<random>/<name>``) and hands the client that
-  path, so each job owns its input and deletes it when it ends.
+  path, so each job owns its input and deletes it when it ends;
+- an upload that would take the uploads waiting for a job over ``max_pending_upload_mb`` is refused
+  with 429, and a job's request renews the age of the uploads it names (:mod:`coz.app.pending`).
 
 :func:`upload_path` checks the path a job is handed: a regular file (no link, no device) under the
 uploads folder, within the size limit.
@@ -24,6 +26,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from coz.app.pending import PendingUploads, named_paths
 from coz.errors import CozError
 
 #: room for the multipart form (boundaries, headers) or the JSON around a file
@@ -33,8 +36,9 @@ _FORM_SLACK = 1 << 16
 class UploadGuard:
     """ASGI middleware: the size limit on every request, private copies of uploads (module help)."""
 
-    def __init__(self, app, *, folder: str, max_bytes: int) -> None:
+    def __init__(self, app, *, folder: str, max_bytes: int, pending: PendingUploads) -> None:
         self.app = app
+        self.pending = pending
         self.uploads = Path(folder) / "uploads"
         self.max_body = int(max_bytes) + _FORM_SLACK
         self._lock = threading.Lock()
@@ -69,12 +73,22 @@ class UploadGuard:
             await send(message)
 
         is_upload = scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/upload")
+        if is_upload and not self.pending.room_for(int(length or 0)):
+            mb = self.pending.max_bytes / 2**20
+            return await _refuse(
+                send,
+                429,
+                f"too many uploads are waiting for a job (max_pending_upload_mb={mb:g}): "
+                f"press Zoom on yours, or try again within {self.pending.ttl_s:g} s",
+            )
         if scope["method"] == "POST" and not is_upload:  # a job's inputs: JSON, small
             body = await _read_body(limited_receive)
             if over:
                 return await _too_large(send, self.max_body)
-            if _names_a_url(body):
+            data = _json(body)
+            if _names_a_url(data):
                 return await _refuse(send, 400, "files come from uploads only, not from URLs")
+            self.pending.claim(named_paths(data))  # before Gradio queues the job (coz.app.pending)
             limited_receive = _replay(body)
         try:
             await self.app(
@@ -168,24 +182,17 @@ def _replay(body: bytes):
     return receive
 
 
-def _names_a_url(body: bytes) -> bool:
-    """Whether a JSON body hands Gradio a file by URL (``{"path": "https://..."}``), which Gradio
-    would download before any of our checks."""
+def _json(body: bytes):
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except ValueError:
-        return False
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            path = item.get("path")
-            if isinstance(path, str) and path.lower().lstrip().startswith(("http:", "https:")):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+        return None
+
+
+def _names_a_url(data) -> bool:
+    """Whether a request's JSON data hands Gradio a file by URL (``{"path": "https://..."}``),
+    which Gradio would download before any of our checks."""
+    return any(p.lower().lstrip().startswith(("http:", "https:")) for p in named_paths(data))
 
 
 def upload_path(path: str | Path, folder: Path, max_mb: float) -> Path:

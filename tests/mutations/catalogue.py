@@ -679,4 +679,13 @@ MUTATIONS: list[Mutation] = [
         "a bad upload (not an image, truncated, a pixel bomb) is deleted when its job fails",
         APP + "::test_bad_uploads_get_a_message_and_the_next_good_one_works",
     ),
+    m(
+        "app-unused-upload-kept",
+        "coz/app/pending.py",
+        "                if age > self.ttl_s and folder not in held_folders:",
+        "                if age > self.ttl_s and folder not in held_folders and not folder.exists():",
+        "an unused upload is deleted after upload_ttl_s",
+        APP + "::test_an_unused_upload_goes_after_the_ttl",
+        APP + "::test_a_request_gradio_refuses_loses_its_upload_after_the_ttl",
+    ),
 ]
