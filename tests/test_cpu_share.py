@@ -39,3 +39,13 @@ def test_closing_gives_back_the_callers_thread_count(tmp_path):
     with CpuShare(threads=wanted, folder=tmp_path) as share:
         assert share.refresh() == wanted and torch.get_num_threads() == wanted
     assert torch.get_num_threads() == before
+
+
+def test_an_inner_share_leaves_the_process_registered(tmp_path):
+    """A run inside a process that already takes part (a pytest worker, a second API call) must not
+    unregister it when it ends: the other processes would then take every core."""
+    with CpuShare(folder=tmp_path):
+        with CpuShare(folder=tmp_path):
+            pass
+        assert sorted(p.name for p in tmp_path.iterdir()) == [str(os.getpid())]
+    assert list(tmp_path.iterdir()) == []

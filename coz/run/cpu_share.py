@@ -39,8 +39,10 @@ class CpuShare:
         self.threads_before = torch.get_num_threads()
         if threads is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.token = self.folder / str(os.getpid())
-            self.token.touch()
+            token = self.folder / str(os.getpid())
+            if not token.exists():  # else this process is registered already (an outer share keeps it)
+                token.touch()
+                self.token = token
         self.refresh()
 
     def live_processes(self) -> int:
