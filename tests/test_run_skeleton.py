@@ -138,3 +138,14 @@ def test_a_folder_of_the_earlier_run_json_shape_still_resumes(photos, tmp_path, 
     again = run(compose_zoom(args), tmp_path)
     assert [a["started"] is None for a in again["attempts"]] == [True, False]  # the earlier one, undated
     assert sorted(again["finished"]) == sorted(record["finished"])
+
+
+@pytest.mark.parametrize("tool", ["train_sr", "train_grpo"])
+def test_a_resume_path_that_is_no_checkpoint_leaves_no_folder(tool, photos, tmp_path):
+    from coz.errors import CozError
+
+    module = importlib.import_module(f"coz.{tool}.tool")
+    cfg = compose_tool(tool, [*overrides(tool, photos), f"resume={tmp_path / 'none.safetensors'}"])
+    with pytest.raises(CozError, match="resume="):
+        module.run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

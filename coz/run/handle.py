@@ -159,6 +159,11 @@ def execute(tool: Tool, cfg: DictConfig, run_dir: Path | str | None = None, **op
     run_dir = Path(run_dir or hydra_run_dir())
     cfg = typed(tool.schema, cfg)  # every key and value, before any model loads or a file is written
     plan = tool.check(cfg) if tool.check is not None else None
+    if tool.resume == "checkpoint" and str(cfg.resume) not in ("auto", "none"):
+        from coz.run.checkpoints import resume_from  # resume=PATH names no folder: check it unclaimed
+
+        backbone = cfg.backbone.get("name") if "backbone" in cfg else None
+        resume_from(cfg.resume, run_dir, f"coz.{tool.name}", backbone)
     with claim(run_dir, tool.name):  # one process per folder, from before the first write
         run = Run(tool, cfg, run_dir, plan, options)
         try:
