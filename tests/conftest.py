@@ -148,6 +148,7 @@ LONGEST_FILES_FIRST = (
     "test_evaluation_run.py",
     "test_promises_training.py",
     "test_study.py",
+    "test_app_uploads.py",
     "test_typed_configs.py",
     "test_zoom_cli.py",
     "test_dashboards.py",

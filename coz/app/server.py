@@ -18,13 +18,31 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from coz.run.schema import ConfigError
+
 log = logging.getLogger("coz.app")
+
+#: the page this process serves (at most one: see :func:`launch`)
+_serving = None
 
 
 def launch(cfg: DictConfig, block: bool = True):
-    """Serve the page; with ``block=False`` return (demo, url, work_dir) at once (tests)."""
+    """Serve the page; with ``block=False`` return (demo, url, work_dir) at once (tests).
+
+    One page per process: Gradio reads its upload folder from the process environment
+    (``GRADIO_TEMP_DIR``) at every request, so a second page would make the first refuse its own
+    uploads ("not uploaded by a user"). A second launch while one serves is refused; close the first
+    (``demo.close()``) or serve the other from another process.
+    """
+    global _serving
+    if _serving is not None and _serving.is_running:
+        raise ConfigError(
+            "coz.app: this process already serves a page; close it (demo.close()) or start the "
+            "other server in a process of its own (Gradio keeps one upload folder per process)"
+        )
     work_dir = Path(tempfile.mkdtemp(prefix="coz-app-")).resolve()
-    # Gradio's upload folder and file cache, read when the page is built: ours, and gone with us
+    before = {key: os.environ.get(key) for key in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    # Gradio's upload folder and file cache, read at every request: ours, and gone with us
     os.environ["GRADIO_TEMP_DIR"] = str(work_dir)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(work_dir / "examples")  # else .gradio/ under the cwd
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -35,7 +53,13 @@ def launch(cfg: DictConfig, block: bool = True):
         demo, url = _serve(cfg, work_dir, block)
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
+        for key, value in before.items():  # a refused launch leaves the environment as it was
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         raise
+    _serving = demo
     if block:
         demo.close()
         shutil.rmtree(work_dir, ignore_errors=True)
