@@ -8,6 +8,7 @@ are finite (~1e9) and step 2's forward overflows: step 1's checkpoint is the las
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,9 @@ def test_train_sr_refuses_a_checkpoint_of_another_backbone(sr_nan, tmp_path, mon
     assert train_sr(args, monkeypatch) == 2
     line = last_line(capsys)
     assert str(checkpoint) in line and "backbone=tiny_sd3" in line and "backbone=tiny_sd21" in line, line
+    # the refused run's folder is gone, and so is Hydra's log handler into it: the next record this
+    # process logs (a later run, an API call) would otherwise fail reopening the removed log file
+    assert not (tmp_path / "run").exists()
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = [h for lg in loggers for h in getattr(lg, "handlers", [])]
+    assert not [h for h in handlers if str(tmp_path / "run") in getattr(h, "baseFilename", "")]

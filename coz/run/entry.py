@@ -8,6 +8,7 @@ arguments that Hydra cannot parse are named, with how to quote them.
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -86,11 +87,29 @@ def remove_if_unused(run_dir: Path) -> None:
     try:
         entries = list(run_dir.iterdir())
         if all(e.is_file() and e.suffix == ".log" and e.stat().st_size == 0 for e in entries):
+            close_log_files_in(run_dir)
             for e in entries:
                 e.unlink()
             run_dir.rmdir()
     except OSError:
         pass
+
+
+def close_log_files_in(folder: Path) -> None:
+    """Detach and close the logging handlers that write into ``folder`` (Hydra's job log): left
+    attached, the next record logged in this process (a later in-process run, an API call) would try
+    to reopen a file whose folder is gone and fail there."""
+    folder = folder.resolve()
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            name = getattr(handler, "baseFilename", None)
+            if name and Path(name).resolve().is_relative_to(folder):
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def report(jobs: Jobs) -> int:
