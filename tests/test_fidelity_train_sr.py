@@ -4,13 +4,11 @@ draws over concatenated lists, 8-bit rounding after the resize back, effective b
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 import yaml
+from inprocess_cli import run_cli
 from PIL import Image
 from torch import nn
 
@@ -36,6 +34,15 @@ def regulariser(**options) -> Regulariser:
 
 
 COND = {"dtype": torch.float32, "prompt_embeds": None, "pooled": None}
+
+
+def composed_job(args: list[str], monkeypatch, capsys) -> dict:
+    """The config ``python -m coz.train_sr ARGS --cfg job`` prints (its entry point, in this process)."""
+    from coz.train_sr.tool import main
+
+    capsys.readouterr()
+    assert run_cli(main, [*args, "--cfg", "job"], monkeypatch) == 0
+    return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_x0_space_loss_is_the_sigma_squared_weighted_velocity_loss():
@@ -136,14 +143,8 @@ def test_lr_view_is_rounded_to_8_bits_after_the_pil_like_bicubic_resize_back():
     assert np.abs(pixels - pil).mean() < 1.0 < np.abs(torch_bicubic - pil).mean()  # PIL's kernel, not torch's
 
 
-def test_paper_preset_composes_to_effective_batch_4_in_fp32_with_the_two_stage_schedule():
-    out = subprocess.run(
-        [sys.executable, "-m", "coz.train_sr", "backbone=sd3", "experiment=paper", "--cfg", "job"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    cfg = yaml.safe_load(out.stdout)
+def test_paper_preset_composes_to_effective_batch_4_in_fp32_with_the_two_stage_schedule(monkeypatch, capsys):
+    cfg = composed_job(["backbone=sd3", "experiment=paper"], monkeypatch, capsys)
     effective = cfg["data"]["batch_size"] * cfg["optim"]["accumulate"] * cfg["trainer"]["devices"]
     assert effective == 4 and cfg["trainer"]["precision"] == "32-true"
     assert [s["prob"] for s in cfg["data"]["sources"]] == ["size", "size"]
@@ -224,16 +225,10 @@ def test_sd21_generator_has_one_adamw_over_unet_lora_conv_in_and_vae_lora():
     assert {id(p) for p in params} == {id(p) for p in released} and len(params) == len(set(map(id, params)))
 
 
-def test_paper_osediff_preset_is_the_papers_stated_effective_batch_16_in_fp16_mixed():
+def test_paper_osediff_preset_is_the_papers_stated_effective_batch_16_in_fp16_mixed(monkeypatch, capsys):
     # paper B.3: batch size and lr follow OSEDiff's defaults; OSEDiff's README: 4 GPUs x --train_batch_size=4,
     # --gradient_accumulation_steps=1, --mixed_precision fp16, --learning_rate=5e-5
-    out = subprocess.run(
-        [sys.executable, "-m", "coz.train_sr", "experiment=paper_osediff", "--cfg", "job"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    cfg = yaml.safe_load(out.stdout)
+    cfg = composed_job(["experiment=paper_osediff"], monkeypatch, capsys)
     effective = cfg["data"]["batch_size"] * cfg["optim"]["accumulate"] * cfg["trainer"]["devices"]
     assert (effective, cfg["trainer"]["precision"], cfg["optim"]["lr"]) == (4 * 4 * 1, "16-mixed", 5e-5)
     assert [s["prob"] for s in cfg["data"]["sources"]] == ["size", "size"]  # the rest is experiment=paper's

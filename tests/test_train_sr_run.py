@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from inprocess_cli import run_cli
 
 from coz.run.checkpoints import load_checkpoint_file
 from coz.run.cli import quote_null_choices, tool_config_dir
@@ -140,52 +141,6 @@ def test_exported_release_format_loads_in_coz_zoom(two_steps, compose_zoom, phot
 
 
 @pytest.mark.slow
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    import lightning as L
-
-    overrides = [
-        "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: 2}]",
-        "checkpoint.every_n_steps=2",
-        "optim.accumulate=2",
-    ]
-    straight = tmp_path / "straight"
-    run(compose_train(overrides), straight)
-
-    class Killed(Exception):
-        pass
-
-    class KillAtStep3(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if pl_module.step == 3:
-                raise Killed
-
-    resumed = tmp_path / "resumed"
-    trainer, module = build(compose_train(overrides), resumed)
-    trainer.callbacks.append(KillAtStep3())
-    with pytest.raises(Killed):
-        trainer.fit(module)
-    assert load_checkpoint_file(resumed / "checkpoints" / "last.safetensors")["coz"]["step"] == 2
-    run(compose_train(overrides), resumed)  # rerun into the folder: resumes
-    from coz.run.progress import finished
-
-    bar = [c for c in finished if c.desc == "train_sr"][-1]
-    assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 4, 2, 4)  # counts on from step 2
-
-    a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
-    b = load_checkpoint_file(resumed / "checkpoints" / "step_0000004.safetensors")
-    assert a["coz"]["step"] == b["coz"]["step"] == 4 and b["coz"]["stage"] == 1
-    assert set(a["state_dict"]) == set(b["state_dict"])
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    for sa, sb in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
-        for i, state in sa["state"].items():
-            assert torch.equal(state["exp_avg_sq"], sb["state"][i]["exp_avg_sq"])
-    assert [r["step"] for r in metrics(straight)] == ["1", "2", "3", "4"]  # once each (accumulate=2)
-    losses = [{r["step"]: r["loss/l2"] for r in metrics(folder)} for folder in (straight, resumed)]
-    assert losses[0] == losses[1] and len(losses[0]) == 4
-
-
-@pytest.mark.slow
 def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_path):
     """A finished run (its last checkpoint from the end of training) continued with a longer stage
     trains exactly the extra step and ends as the longer run; resuming from an older file re-links
@@ -197,7 +152,7 @@ def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_pat
     stages = (
         "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: %d}]"
     )
-    base = ["checkpoint.every_n_steps=2", "log.every_n_steps=2"]
+    base = ["checkpoint.every_n_steps=2", "log.every_n_steps=2", "val.every_n_steps=0"]
     straight, folder = tmp_path / "straight", tmp_path / "continued"
     run(compose_train([*base, stages % 2]), straight)
     run(compose_train([*base, stages % 1]), folder)  # step 3 saved by the end of training
@@ -230,24 +185,24 @@ def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_pat
 def test_overfitting_one_batch_lowers_the_loss(tmp_path, samples):
     from PIL import Image
 
-    small = tmp_path / "small.png"  # a 64-px copy cropped whole, unflipped: the same batch every step
-    Image.open(samples[0]).convert("RGB").resize((64, 64)).save(small)
+    small = tmp_path / "small.png"  # a 32-px copy cropped whole, unflipped: the same batch every step
+    Image.open(samples[0]).convert("RGB").resize((32, 32)).save(small)
     cfg = compose_train(
         [
             f"data.sources=[{{path: '{small}'}}]",
-            "data.crop=64",
             "data.hflip=false",
-            "stages=[{degradation: bicubic, steps: 30}]",
+            "stages=[{degradation: bicubic, steps: 15}]",
             "loss.dmd=0",
             "loss.reg_diffusion=0",
-            "optim.lr=2e-3",
+            "optim.lr=4e-3",
             "checkpoint.every_n_steps=0",
+            "val.every_n_steps=0",
             "prompts.mode=null",
         ]
     )
     run(cfg, tmp_path / "run")
     losses = [float(r["loss/l2"]) for r in metrics(tmp_path / "run")]
-    assert len(losses) == 30
+    assert len(losses) == 15
     assert sum(losses[-5:]) / 5 < 0.93 * sum(losses[:5]) / 5  # seeded: the same curve every run
 
 
@@ -281,7 +236,7 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
         [
             "experiment=cnn",
             "logger=csv",
-            "data.crop=64",
+            "data.crop=32",
             "stages=[{degradation: realesrgan, steps: 1}]",
             "optim.lr=1e-3",
         ]
@@ -289,7 +244,7 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
     trainer, module = build(cfg, tmp_path)
     trainer.fit(module)
     weights = tmp_path / "export" / "realesrgan.safetensors"
-    x = to_tensor([photo.resize((32, 32))])
+    x = to_tensor([photo.resize((16, 16))])
     with torch.no_grad():
         expected = module.gen.net.eval()(x).clamp(0, 1)
     zoom = compose_zoom(["backbone=realesrgan", f"backbone.weights={weights}", "backbone.runtime=torch"])
@@ -303,10 +258,13 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
 
 
 # Put on PYTHONPATH of the spawned DDP workers: every training item a rank loads is appended to
-# <COZ_TEST_ITEMS>/rank<r>.txt, so the test can compare what each rank trained on.
+# <COZ_TEST_ITEMS>/rank<r>.txt, so the test can compare what each rank trained on. Python runs it in
+# every process started with that PYTHONPATH: it acts only in the spawned workers (their command line
+# ends with --multiprocessing-fork), not in multiprocessing's resource tracker (seconds of imports).
 RECORD_ITEMS = """
 import os
-if os.environ.get("COZ_TEST_ITEMS"):
+import sys
+if os.environ.get("COZ_TEST_ITEMS") and "--multiprocessing-fork" in sys.orig_argv:
     import coz.train_sr.data as data
 
     def _recording(getitem):
@@ -354,44 +312,42 @@ def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_smoke_command_as_in_the_readme(tmp_path):
-    run_dir = tmp_path / "smoke"
-    env = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    import os
+def test_smoke_command_as_in_the_readme(tmp_path, monkeypatch):
+    """README's first training command, through the program's entry point (coz.train_sr's main with
+    the same command line; the real program run of this file is the kill -9 test's)."""
+    from coz.train_sr.tool import main
 
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.train_sr", "experiment=smoke", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **env},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "smoke"
+    assert run_cli(main, ["experiment=smoke", f"hydra.run.dir={run_dir}"], monkeypatch) == 0
     assert (run_dir / "checkpoints" / "last.safetensors").is_file()
     assert (run_dir / "export" / "model.pkl").is_file() and (run_dir / "export" / "vae_encoder.pt").is_file()
     assert list((run_dir / "images").glob("step_*.png")) and list(run_dir.glob("wandb/offline-run-*"))
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
-    """A real kill -9 after the first checkpoint; rerunning into the same folder ends with the
-    weights and optimiser state of a run that was never interrupted."""
-    import os
+def test_kill_9_and_resume_reproduce_the_uninterrupted_run(tmp_path, monkeypatch):
+    """A real kill -9 of ``python -m coz.train_sr`` after its first checkpoint (step 2 of 4, the stage
+    boundary, accumulate=2); rerunning the command into the same folder resumes there and ends with
+    the weights, both Adam moments and the logged losses of a run that was never interrupted."""
     import signal
     import time
 
-    overrides = [
+    from coz.run.progress import finished
+    from coz.train_sr.tool import main
+
+    args = [
         *TINY,
         "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: 2}]",
+        "checkpoint.every_n_steps=2",
+        "optim.accumulate=2",
+        "val.every_n_steps=0",
     ]
-    # killed after step 2, resumed across the stage boundary
-    overrides += ["checkpoint.every_n_steps=2", "log.progress_bar=false"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-
-    def command(folder: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "coz.train_sr", *overrides, *extra, f"hydra.run.dir={folder}"]
-
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+        [sys.executable, "-m", "coz.train_sr", *args, f"hydra.run.dir={killed}"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     first = killed / "checkpoints" / "step_0000002.safetensors"
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
@@ -400,17 +356,28 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "export").exists()
-    resumed = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
 
+    # the rerun (same command, same folder) and the uninterrupted reference, through the same entry point
+    assert run_cli(main, [*args, f"hydra.run.dir={killed}"], monkeypatch) == 0
+    bar = [c for c in finished if c.desc == "train_sr"][-1]
+    assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 4, 2, 4)  # counts on from step 2
+    assert "resumed at step 2, stage b" in (killed / "train_sr.log").read_text()
     straight = tmp_path / "straight"
-    result = subprocess.run(command(straight), cwd=REPO, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_cli(main, [*args, f"hydra.run.dir={straight}"], monkeypatch) == 0
+
     a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
     b = load_checkpoint_file(killed / "checkpoints" / "step_0000004.safetensors")
     assert a["coz"]["step"] == b["coz"]["step"] == 4 and a["coz"]["stage"] == b["coz"]["stage"] == 1
+    assert set(a["state_dict"]) == set(b["state_dict"])
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     for sa, sb in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        assert sa["state"].keys() == sb["state"].keys() and sa["state"]
         for i, state in sa["state"].items():
             assert torch.equal(state["exp_avg"], sb["state"][i]["exp_avg"])
+            assert torch.equal(state["exp_avg_sq"], sb["state"][i]["exp_avg_sq"])
+    assert [r["step"] for r in metrics(straight)] == ["1", "2", "3", "4"]  # once each (accumulate=2)
+    resumed_rows = list(csv.DictReader((killed / "logs-resumed-1" / "metrics.csv").open()))
+    assert [r["step"] for r in resumed_rows] == ["3", "4"]  # the rerun logs on from its checkpoint
+    losses = [{r["step"]: r["loss/l2"] for r in metrics(folder)} for folder in (straight, killed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 4
