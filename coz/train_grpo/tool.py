@@ -25,7 +25,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from coz.errors import CozError
-from coz.run.checkpoints import checkpoint_step
 from coz.run.cli import hydra_entry
 from coz.run.handle import Run, execute
 from coz.run.lightning_loggers import run_loggers
@@ -72,6 +71,8 @@ def check(cfg: DictConfig) -> Plan:
 
 def train(run: Run) -> dict[str, Any]:
     """The body: train from ``run.checkpoint`` (None: a fresh start) to ``grpo.steps``."""
+    from coz.run.checkpoints import checkpoint_step  # Lightning: only once the config was checked
+
     cfg, plan, ckpt = run.cfg, run.plan, run.checkpoint
     resume_step = checkpoint_step(ckpt) if ckpt else None
     record = run.record
