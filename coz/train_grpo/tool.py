@@ -13,6 +13,7 @@ folder (``hydra.run.dir=``) resumes from its newest checkpoint.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -33,6 +34,11 @@ from coz.run.tool import Tool
 from coz.train_grpo.schema import TrainGRPOTool, check_trainer
 
 log = logging.getLogger("coz.train_grpo")
+
+# The [train] extra is looked for here, where coz.run.extras turns its absence into one line naming it,
+# but not imported: Lightning (~7 s) is imported in the body, once the config and the models are checked.
+if importlib.util.find_spec("lightning") is None:
+    raise ModuleNotFoundError("No module named 'lightning'", name="lightning")
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
