@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -16,12 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from inprocess_cli import run_cli
 from safetensors.torch import load_file
 
 from coz.errors import CozError
 from coz.run.checkpoints import load_checkpoint_file
 from coz.run.cli import quote_null_choices, tool_config_dir
-from coz.train_grpo.tool import _fit, preflight, run
+from coz.train_grpo import tool
+from coz.train_grpo.tool import main, preflight, run
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ("none", "smoke", "figure6", "figure7", "rule", "swift", "unbiased")
@@ -108,17 +111,29 @@ def test_the_papers_defaults():
     assert compose_grpo(["experiment=figure7"]).critic.model == "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
-def test_missing_models_fail_in_one_line_naming_them(photos, tmp_path):
+# A fresh interpreter that writes which of the heavy packages it had imported when the program ended.
+HEAVY_PACKAGES = {"lightning", "torchmetrics", "torchvision", "transformers", "peft"}
+# argv: the report file, then the command line.
+REPORT_IMPORTS = f"""
+import json, runpy, sys
+report, sys.argv = sys.argv[1], ["coz.train_grpo", *sys.argv[2:]]
+try:
+    runpy.run_module("coz.train_grpo", run_name="__main__")
+finally:
+    with open(report, "w") as f:
+        json.dump(sorted({{m.split(".")[0] for m in sys.modules}} & {HEAVY_PACKAGES!r}), f)
+"""
+
+
+def test_missing_models_fail_in_one_line_naming_them_before_the_heavy_imports(photos, tmp_path):
+    """The one program run of a refusal: exit 2, one line naming both models and how to get them,
+    decided before Lightning or transformers is imported, so it comes in seconds (the checks before it,
+    the config's types and rules, come earlier still)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "WANDB_MODE": "offline"}
+    report = tmp_path / "imported.json"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coz.train_grpo",
-            "critic=internvl",
-            f"input={photos}",
-            f"hydra.run.dir={tmp_path}/r",
-        ],
+        [sys.executable, "-c", REPORT_IMPORTS, str(report), "critic=internvl"]
+        + [f"input={photos}", f"hydra.run.dir={tmp_path}/r"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -126,10 +141,12 @@ def test_missing_models_fail_in_one_line_naming_them(photos, tmp_path):
         timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
-    assert "Qwen/Qwen2.5-VL-3B-Instruct" in errors[0] and "OpenGVLab/InternVL2_5-8B" in errors[0]
-    assert "hf download" in errors[0]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr[-2000:]
+    assert "Qwen/Qwen2.5-VL-3B-Instruct" in lines[0] and "OpenGVLab/InternVL2_5-8B" in lines[0]
+    assert "hf download" in lines[0]
+    assert not (tmp_path / "r").exists()  # refused before the run folder was claimed
+    assert json.loads(report.read_text()) == []
 
 
 def test_bad_options_are_refused_before_loading(photos, tmp_path):
@@ -203,33 +220,50 @@ def test_a_fresh_start_drops_the_logs_of_an_earlier_start_killed_before_its_firs
     assert [r["step"] for r in read_csv(tmp_path / "train.csv")] == ["1", "2"]
 
 
+# The uninterrupted run of the kill-and-resume test, shared with the tests that inspect a trained module
+# and with the learning test: a learning rate at which 4 steps teach the tiny policy the rule reward, two
+# validation photos.
+RUN_ARGS = (
+    "optim.lr=1e-2",
+    "data.val_fraction=0.5",
+    "grpo.steps=4",
+    "checkpoint.every_n_steps=2",
+    "val.every_n_steps=3",
+)
+
+
 @pytest.fixture(scope="module")
 def trained(photos, tmp_path_factory):
-    """Three steps of the tiny loop (keyword critic), the module kept for inspection."""
+    """Four steps of the tiny loop (keyword critic) through the command line's entry point, the trained
+    module kept for inspection: (config, run folder, the policy as set-up built it, the module)."""
+    from coz.run.progress import finished
     from coz.run.runtime import seed_everything
-    from coz.train_grpo.data import list_images, split_images
     from coz.train_grpo.policy import build_policy
 
-    cfg = tiny(
-        photos, "grpo.steps=3", "val.every_n_steps=0", "val.at_start=false", "checkpoint.every_n_steps=3"
-    )
-    run_dir = tmp_path_factory.mktemp("trained")
+    cfg = tiny(photos, *RUN_ARGS)
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
     seed_everything(int(cfg.seed))
     initial, _ = build_policy(cfg.prompt, cfg.lora, "cpu")  # what setup() builds: same seed, same init
-    train, val = split_images(list_images(photos), float(cfg.data.val_fraction), int(cfg.seed))
-    trainer, module = _fit(cfg, run_dir, train, val, None, None)
-    assert trainer.global_step == 3
-    from coz.run.progress import finished
+    fitted = []
 
+    def keep(*args, _real=tool._fit, **kwargs):
+        fitted.append(_real(*args, **kwargs))
+        return fitted[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tool, "_fit", keep)
+        assert run_cli(main, [*tiny_overrides(photos, *RUN_ARGS), f"hydra.run.dir={run_dir}"], mp) == 0
+    ((trainer, module),) = fitted
+    assert trainer.global_step == 4
     bar = [c for c in finished if c.desc == "train_grpo"][-1]
-    assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 3, 0, 3)
+    assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 4, 0, 4)
     return cfg, run_dir, initial, module
 
 
 def test_every_adapter_tensor_changes_and_no_base_weight_does(trained):
     cfg, run_dir, initial, module = trained
     rows = read_csv(run_dir / "train.csv")
-    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert any(float(r["grad_norm"]) > 0 for r in rows)  # the rule critic gave a learning signal
     before = {n: p.detach() for n, p in initial.named_parameters()}
     after = dict(module.policy.named_parameters())
@@ -283,11 +317,11 @@ def test_the_saved_adapter_loads_in_coz_zoom(trained, photos, compose_zoom, tmp_
 
 
 @pytest.mark.slow
-def test_kill_and_resume_continues_exactly(photos, tmp_path):
-    """SIGKILL a run after its first checkpoint; rerunning into its folder resumes and ends with the
-    adapter of an uninterrupted run."""
-    args = ["grpo.steps=4", "checkpoint.every_n_steps=2", "val.every_n_steps=3", "trainer.progress_bar=false"]
-    overrides = tiny_overrides(photos, *args)
+def test_kill_and_resume_continues_exactly(trained, photos, tmp_path, monkeypatch):
+    """The one program run: SIGKILL ``python -m coz.train_grpo`` after its first checkpoint; rerunning
+    the same command line into its folder resumes and ends with the adapter and logs of the
+    uninterrupted run (``trained``)."""
+    overrides = tiny_overrides(photos, *RUN_ARGS)
     folder = tmp_path / "killed"
     command = [sys.executable, "-m", "coz.train_grpo", *overrides, f"hydra.run.dir={folder}"]
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
@@ -297,17 +331,15 @@ def test_kill_and_resume_continues_exactly(photos, tmp_path):
     # written while the checkpoint is being made, and a kill in between leaves nothing to resume from
     first = folder / "checkpoints" / "step_0000002.safetensors"
     while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (folder / "adapter").exists()
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_cli(main, [*overrides, f"hydra.run.dir={folder}"], monkeypatch) == 0  # the same command
     assert "resuming from" in (folder / "train_grpo.log").read_text()
 
-    reference = tmp_path / "uninterrupted"
-    run(tiny(photos, *args), run_dir=reference)
+    reference = trained[1]
     a = load_file(folder / "adapter" / "adapter_model.safetensors")
     b = load_file(reference / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
@@ -316,21 +348,18 @@ def test_kill_and_resume_continues_exactly(photos, tmp_path):
     for name in ("train.csv", "rewards.csv"):
         steps = [int(r["step"]) for r in read_csv(folder / name)]
         assert steps == sorted(set(steps)) == [int(r["step"]) for r in read_csv(reference / name)], name
+    assert [int(r["step"]) for r in read_csv(reference / "rewards.csv")] == [0, 3, 4]
 
 
 @pytest.mark.slow
-def test_smoke_preset_runs_the_whole_loop(tmp_path):
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.train_grpo", "experiment=smoke", f"hydra.run.dir={tmp_path}/run"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,  # writes the sample photos into tmp_path/outputs/samples
-        env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"},
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_smoke_preset_runs_the_whole_loop(tmp_path, monkeypatch, capsys):
+    """README's first command, ``python -m coz.train_grpo experiment=smoke``, through its entry point."""
+    monkeypatch.chdir(tmp_path)  # writes the sample photos into tmp_path/outputs/samples
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert run_cli(main, ["experiment=smoke", f"hydra.run.dir={tmp_path}/run"], monkeypatch) == 0
     run_dir = tmp_path / "run"
+    assert "coz.train_grpo: 4 step(s); validation total reward" in capsys.readouterr().out
+    assert len(list((tmp_path / "outputs" / "samples").iterdir())) == 4
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
     assert [int(r["step"]) for r in read_csv(run_dir / "rewards.csv")] == [0, 2, 4]
     for name in (
@@ -343,44 +372,37 @@ def test_smoke_preset_runs_the_whole_loop(tmp_path):
     ):
         assert (run_dir / name).exists(), name
     assert any((run_dir / "wandb").glob("offline-run-*"))
-    print(f"smoke run: {time.perf_counter() - started:.1f} s")
 
 
-@pytest.mark.slow
-def test_the_tiny_policy_learns_a_rule_reward(photos, tmp_path):
-    """Rewarding one word (the rule critic): the validation reward of the greedy prompts rises clearly."""
-    cfg = tiny(
-        photos,
-        "grpo.steps=10",
-        "grpo.generations=8",
-        "grpo.beta=0.0",
-        "optim.lr=1e-2",
-        "data.val_fraction=0.5",  # two validation photos
-        "val.every_n_steps=5",
-        "checkpoint.every_n_steps=10",
-    )
-    run(cfg, run_dir=tmp_path / "learn")
-    rows = read_csv(tmp_path / "learn" / "rewards.csv")
-    assert [int(r["step"]) for r in rows] == [0, 5, 10]
+def test_the_tiny_policy_learns_a_rule_reward(trained):
+    """Rewarding one word (the rule critic): the validation reward of the greedy prompts rises clearly,
+    from no validation prompt with the word to every one."""
+    rows = read_csv(trained[1] / "rewards.csv")
+    assert [int(r["step"]) for r in rows] == [0, 3, 4]
     first, last = rows[0], rows[-1]
     assert float(first["critic"]) == 0.0 and float(last["critic"]) == 1.0
     assert float(last["total"]) > float(first["total"]) + 0.3
 
 
-# Put on PYTHONPATH of the DDP workers: each rollout appends, per rank, every rank's gathered rewards,
-# the advantages computed from them and the ones this rank trains with, to <COZ_TEST_ADVANTAGES>.
-# The smoke critic gives every completion the same reward (all advantages 0, so any mix-up would pass):
-# the totals are made distinct per rank, step and completion, with a spread that differs per rank so
-# the advantages differ too (what is checked is their plumbing, not the rewards).
+# Put on PYTHONPATH of the spawned DDP workers: in a process that imports coz.train_grpo.module (the
+# workers, not the resource tracker: no import paid there), each rollout appends, per rank, every rank's
+# gathered rewards, the advantages computed from them and the ones this rank trains with, to
+# <COZ_TEST_ADVANTAGES>. The smoke critic gives every completion the same reward (all advantages 0, so
+# any mix-up would pass): the totals are made distinct per rank, step and completion, with a spread that
+# differs per rank so the advantages differ too (what is checked is their plumbing, not the rewards).
 RECORD_ADVANTAGES = """
+import importlib.abc
+import importlib.util
 import os
-if os.environ.get("COZ_TEST_ADVANTAGES"):
+import sys
+
+
+def _record(grpo):
     import dataclasses
     import json
 
     import torch.distributed as dist
 
-    import coz.train_grpo.module as grpo
     import coz.train_grpo.rewards as rewards
 
     seen = {}
@@ -410,40 +432,49 @@ if os.environ.get("COZ_TEST_ADVANTAGES"):
 
     grpo.group_advantages = _group_advantages
     grpo.GRPOModule.rollout = _rollout
+
+
+class _RecordOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "coz.train_grpo.module":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            _record(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if os.environ.get("COZ_TEST_ADVANTAGES"):
+    sys.meta_path.insert(0, _RecordOnImport())
 """
 
 
 @pytest.mark.slow
-def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path):
+def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path, monkeypatch, capsys):
     """trainer.devices=2 on the CPU: two spawned workers gather their rewards and write one run folder;
     each rank trains with the advantages of its own completions, computed from everyone's rewards."""
-    import json
-
     hook, recorded = tmp_path / "hook", tmp_path / "advantages"
     hook.mkdir(), recorded.mkdir()
     (hook / "sitecustomize.py").write_text(RECORD_ADVANTAGES)
     folder = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "coz.train_grpo",
-        "experiment=smoke",
-        f"input={photos}",
-        "data.write_samples=false",
-    ]
-    command += [
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("COZ_TEST_ADVANTAGES", str(recorded))
+    args = ["experiment=smoke", f"input={photos}", "data.write_samples=false", "logger=csv"]
+    args += [
         "trainer.devices=2",
         "trainer.accelerator=cpu",
-        "logger=csv",
         "grpo.steps=2",
         "grpo.scale_rewards=none",  # the mean baseline, which the expected advantages below spell out
         f"hydra.run.dir={folder}",
     ]
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "COZ_TEST_ADVANTAGES": str(recorded)}
-    env["PYTHONPATH"] = os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "coz.train_grpo: 2 step(s)" in result.stdout
+    assert run_cli(main, args, monkeypatch) == 0
+    assert "coz.train_grpo: 2 step(s)" in capsys.readouterr().out
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
     assert [int(r["step"]) for r in read_csv(folder / "train.csv")] == [1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["advantages", "ddp", "hook"]  # one run folder

@@ -13,6 +13,7 @@ folder (``hydra.run.dir=``) resumes from its newest checkpoint.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -25,7 +26,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from coz.errors import CozError
-from coz.run.checkpoints import checkpoint_step
 from coz.run.cli import hydra_entry
 from coz.run.handle import Run, execute
 from coz.run.lightning_loggers import run_loggers
@@ -34,6 +34,11 @@ from coz.run.tool import Tool
 from coz.train_grpo.schema import TrainGRPOTool, check_trainer
 
 log = logging.getLogger("coz.train_grpo")
+
+# The [train] extra is looked for here, where coz.run.extras turns its absence into one line naming it,
+# but not imported: Lightning (~7 s) is imported in the body, once the config and the models are checked.
+if importlib.util.find_spec("lightning") is None:
+    raise ModuleNotFoundError("No module named 'lightning'", name="lightning")
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
@@ -72,6 +77,8 @@ def check(cfg: DictConfig) -> Plan:
 
 def train(run: Run) -> dict[str, Any]:
     """The body: train from ``run.checkpoint`` (None: a fresh start) to ``grpo.steps``."""
+    from coz.run.checkpoints import checkpoint_step  # Lightning: only once the config was checked
+
     cfg, plan, ckpt = run.cfg, run.plan, run.checkpoint
     resume_step = checkpoint_step(ckpt) if ckpt else None
     record = run.record
