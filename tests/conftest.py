@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra_read_once import read_once
 from PIL import Image
 
 from coz.run.cli import tool_config_dir
@@ -20,6 +21,13 @@ _USER_CACHE = os.environ.get("COZ_CACHE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hydra_parses_each_config_file_once():
+    """Every in-process compose reads the same YAML files: parse each once (tests/hydra_read_once.py)."""
+    with read_once():
+        yield
 
 
 @pytest.fixture(scope="session")
