@@ -51,18 +51,22 @@ REFUSED = {
 
 
 @functools.cache
-def options(tool: str) -> tuple[tuple[str, ...], ...]:
-    """The default config, then one variant per option of each of the tool's groups."""
+def options(tool: str) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
+    """(None, no overrides): the default config; then (group, its overrides) for each option of each
+    of the tool's groups. A group's default option is the default config itself (the same compose)."""
     root = Path(CONFIG_DIR)
-    variants = [()]
+    variants: list[tuple[str | None, tuple[str, ...]]] = [(None, ())]
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
         choices = compose(
             config_name=tool, overrides=REQUIRED[tool], return_hydra_config=True
         ).hydra.runtime.choices
     for group in sorted(g for g in choices if not g.startswith("hydra")):
         folder = root / tool / group if (root / tool / group).is_dir() else root / "shared" / group
-        variants += [(f"{group}={option.stem}",) for option in sorted(folder.glob("*.yaml"))]
-    return tuple(v for v in variants if not v or v[0] not in REFUSED.get(tool, []))
+        for option in sorted(folder.glob("*.yaml")):
+            override = f"{group}={option.stem}"
+            if override not in REFUSED.get(tool, []):
+                variants.append((group, () if option.stem == choices[group] else (override,)))
+    return tuple(variants)
 
 
 def composed(tool: str, overrides: typing.Sequence[str]) -> DictConfig:
@@ -113,8 +117,7 @@ def cases(tool: str) -> typing.Iterator[tuple[tuple[str, ...], str, object, tupl
     """(overrides, key, wrong value, the key's rule, what the refusal depends on): the top-level keys
     with the defaults, each option's own keys with that option."""
     groups = {spec.name for spec in fields(SCHEMAS[tool]) if "options" in spec.metadata}
-    for overrides in options(tool):
-        group = overrides[0].split("=")[0] if overrides else None
+    for group, overrides in options(tool):
         cfg = typed_option(tool, overrides)
         mine = [
             (key, declared, rule)
@@ -133,7 +136,7 @@ def cases(tool: str) -> typing.Iterator[tuple[tuple[str, ...], str, object, tupl
 
 @pytest.mark.parametrize("tool", sorted(SCHEMAS))
 def test_every_preset_and_option_matches_its_schema(tool):
-    for overrides in options(tool):
+    for _, overrides in options(tool):
         typed_option(tool, overrides)  # raises on a key or value the schema refuses
 
 
@@ -273,3 +276,12 @@ def test_train_sr_ranges_are_one_line(overrides, message):
     with pytest.raises(ConfigError) as refused:
         check_config(composed("train_sr", ["experiment=smoke", *overrides]))
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_a_users_own_component_is_untyped_after_a_typed_option_of_its_group():
+    """``typed`` builds each schema's skeleton once and works on a copy: the option schema it put in
+    one config's skeleton (backbone=sd3) must not type the next config's own component (_target_)."""
+    typed(ZoomTool, composed("zoom", ["backbone=sd3"]))
+    mine = copy.deepcopy(composed("zoom", []))
+    OmegaConf.update(mine, "backbone", {"_target_": "my.Backbone", "lora_rank": "any"}, merge=False)
+    assert typed(ZoomTool, mine).backbone.lora_rank == "any"
