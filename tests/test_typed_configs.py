@@ -113,7 +113,7 @@ def wrong_value(declared: object) -> object:
     return "abc"  # lists
 
 
-def cases(tool: str) -> typing.Iterator[tuple[tuple[str, ...], str, object, tuple]]:
+def cases(tool: str) -> typing.Iterator[tuple[tuple[str, ...], str, object, Rule | None, tuple]]:
     """(overrides, key, wrong value, the key's rule, what the refusal depends on): the top-level keys
     with the defaults, each option's own keys with that option."""
     groups = {spec.name for spec in fields(SCHEMAS[tool]) if "options" in spec.metadata}
