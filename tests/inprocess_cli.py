@@ -7,8 +7,10 @@ that the module runs as a program; these check what a given backbone or option d
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +22,16 @@ def run_cli(main: Callable[[], None], args: list[str], monkeypatch: pytest.Monke
     with pytest.raises(SystemExit) as exit_:
         main()
     return int(exit_.value.code or 0)
+
+
+def run_cli_here(
+    main: Callable[[], None], args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch, capfd
+) -> subprocess.CompletedProcess:
+    """``main()`` with ``args``, run from ``cwd`` as a program would be: its exit status and what it
+    wrote to stdout and stderr (``capfd``: the file descriptors, as a subprocess's pipes would see)."""
+    capfd.readouterr()
+    with monkeypatch.context() as patch:
+        patch.chdir(cwd)
+        code = run_cli(main, args, patch)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)

@@ -8,12 +8,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from inprocess_cli import run_cli_here
 from PIL import Image
 from wandb_records import offline_runs, read_run
 
@@ -48,24 +47,17 @@ def test_logger_both_and_bad_names():
         logger_kinds(OmegaConf.create({"name": "tensorboard"}))
 
 
-def test_zoom_logs_one_gallery_row_per_image_and_a_resume_keeps_the_run(photos, tmp_path):
+def test_zoom_logs_one_gallery_row_per_image_and_a_resume_keeps_the_run(photos, tmp_path, monkeypatch, capfd):
+    from coz.zoom import main
+
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "coz.zoom",
-        f"input={photos}",
-        "backbone=bicubic",
-        "zoom.steps=2",
-        "logger=both",
-        f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    args = [f"input={photos}", "backbone=bicubic", "zoom.steps=2", "logger=both", f"hydra.run.dir={run_dir}"]
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = run_cli_here(main, args, tmp_path, monkeypatch, capfd)  # the command line, in this process
     assert first.returncode == 0, first.stderr[-2000:]
     assert (run_dir / "metrics.csv").read_text().count("\n") == 1 + 2 * 2  # csv too: images x steps
     (run_dir / "images" / photos.joinpath(sorted(os.listdir(photos))[0]).stem / "zoom.json").unlink()
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    again = run_cli_here(main, args, tmp_path, monkeypatch, capfd)
     assert again.returncode == 0, again.stderr[-2000:]
 
     files = offline_runs(run_dir)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import warnings
 
 from coz.run.quiet import WANDB_NOTES, quiet_third_party
@@ -30,8 +32,18 @@ def test_the_listed_warnings_are_ignored():
     assert [str(w.message) for w in caught] == ["something that matters"]
 
 
-def test_wandbs_anonymous_note_is_marked_as_shown():
+def test_wandbs_anonymous_note_is_marked_as_shown_before_a_wandb_run(tmp_path):
     from wandb.errors import term
 
-    quiet_third_party()
+    from coz.run.wandb_run import wandb_init_args
+
+    term._printed_messages.clear()
+    wandb_init_args({"mode": "offline"}, tmp_path, "zoom", {})
     assert all(f"{term.WARN_STRING} {note}" in term._printed_messages for note in WANDB_NOTES)
+
+
+def test_the_filters_do_not_import_wandb():
+    """A run without W&B does not pay wandb's import (about a second of CPU in every tool)."""
+    code = "import sys; from coz.run.quiet import quiet_third_party; quiet_third_party(); print('wandb' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False", result.stderr

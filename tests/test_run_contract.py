@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inprocess_cli import run_cli
+from inprocess_cli import run_cli, run_cli_here
 from PIL import Image
 
 from coz.errors import CozError
@@ -40,16 +40,12 @@ def coz(tool: str, args: list[str], cwd: Path, **kwargs) -> subprocess.Completed
 
 def zoom_here(args: list[str], cwd: Path, monkeypatch, capfd) -> subprocess.CompletedProcess:
     """``python -m coz.zoom ARGS`` through the same entry point in this process (a fresh Python's
-    imports cost seconds): its exit status and what it wrote. The exit codes and one-line errors
-    as a program are checked by the subprocess tests here."""
+    imports cost seconds): its exit status and what it wrote. The process-level promises (kill -9,
+    runs at once) are checked with real processes here, a fresh interpreter's one-line error in
+    test_zoom_cli.py."""
     from coz.zoom import main
 
-    capfd.readouterr()
-    with monkeypatch.context() as patch:
-        patch.chdir(cwd)
-        code = run_cli(main, args, patch)
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(["coz.zoom", *args], code, out, err)
+    return run_cli_here(main, args, cwd, monkeypatch, capfd)
 
 
 def start(tool: str, args: list[str], cwd: Path) -> subprocess.Popen:
@@ -146,22 +142,26 @@ def test_coz_and_its_lock_work_where_fcntl_does_not_exist(tmp_path):
     assert result.stdout.strip().isdigit()  # the holder's pid, for the refusal message
 
 
-@pytest.mark.parametrize("same_config", [True, False])
-def test_two_runs_started_together_never_mix_in_one_folder(tiny_photos, tmp_path, same_config):
+def test_runs_started_together_never_mix_in_one_folder(tiny_photos, tmp_path):
+    """Three processes started at once into one folder, two with the same config and one with
+    another: one wins; a process with the winner's config either waits its turn (refused) or resumes
+    the finished run, one with the other config is refused; every image's rows come once, from one
+    config (two writers, or two configs, would add rows)."""
     out = tmp_path / "run"
     common = [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"]
-    second = common if same_config else [*common, "zoom.steps=1"]
-    procs = [start("zoom", common, tmp_path), start("zoom", second, tmp_path)]
+    commands = [common, common, [*common, "zoom.steps=1"]]  # TINY's 2 steps twice, then 1 step
+    procs = [start("zoom", args, tmp_path) for args in commands]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-    codes = sorted(code for code, _ in results)
-    if same_config:  # the second either waits its turn (refused) or resumes a finished run
-        assert codes in ([0, 0], [0, 2]), results
-    else:
-        assert codes == [0, 2], results
     steps = json.loads((out / "run.json").read_text())["config"]["zoom"]["steps"]  # the winner's
-    # either process may take the folder first (they start together): the refusal names the winner's value
-    loser = {2: 1, 1: 2}[steps]  # the first command has TINY's 2 steps, the second 1
+    won = [("zoom.steps=1" in args) == (steps == 1) for args in commands]  # the winner's config?
+    same = [result for result, mine in zip(results, won, strict=True) if mine]
+    other = [result for result, mine in zip(results, won, strict=True) if not mine]
+    assert 0 in [code for code, _ in same], results  # the winner finished
+    assert all(code in (0, 2) for code, _ in same), results
+    assert [code for code, _ in other] == [2] * len(other), results
+    loser = {2: 1, 1: 2}[steps]
     for err in [err for code, err in results if code == 2]:
+        # the refusal: the folder is in use, or (the winner done) it holds the winner's other value
         assert "in use by another coz run" in err or f"zoom.steps: {steps} before, {loser} now" in err, err
     table = rows(out)
     assert len(table) == 1 + 8 * steps  # every image's rows exactly once, from one config
@@ -180,12 +180,15 @@ def _holds(run_dir: Path, pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_photos, tmp_path_factory) -> Path:
-    """The reference: one uninterrupted CLI run over the tiny photos."""
+    """The reference: one uninterrupted run of the command line (in this process) over the tiny photos."""
+    from coz.zoom import main
+
     out = tmp_path_factory.mktemp("reference") / "run"
-    result = coz(
-        "zoom", [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"], cwd=out.parent
-    )
-    assert result.returncode == 0, result.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(out.parent)
+        assert (
+            run_cli(main, [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"], patch) == 0
+        )
     return out
 
 
@@ -229,7 +232,7 @@ def test_a_row_lost_between_an_images_files_and_its_row_comes_back(
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(
-    tiny_photos, uninterrupted, tmp_path
+    tiny_photos, uninterrupted, tmp_path, monkeypatch, capfd
 ):
     out = tmp_path / "run"
     args = [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"]
@@ -247,7 +250,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(
             kills += 1
         proc.wait()
     assert kills >= 1
-    result = coz("zoom", args, cwd=tmp_path)
+    result = zoom_here(args, tmp_path, monkeypatch, capfd)  # the resume: the same command, here
     assert result.returncode == 0, result.stderr
     assert_same_run(out, uninterrupted)
     # every attempt's Hydra config is kept
@@ -324,8 +327,8 @@ def test_a_diffusion_backbones_size_is_checked_before_it_loads(compose_zoom, tin
         run(cfg, run_dir=tmp_path / "run")
 
 
-def test_a_missing_input_is_exit_2_and_leaves_no_folder(tmp_path):
-    result = coz("zoom", [f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+def test_a_missing_input_is_exit_2_and_leaves_no_folder(tmp_path, monkeypatch, capfd):
+    result = zoom_here([f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, monkeypatch, capfd)
     assert result.returncode == 2
     assert errors(result) == [
         "error: input is missing: give input=IMAGE_OR_FOLDER (a file or a folder of images)"
@@ -337,12 +340,11 @@ def test_a_missing_input_is_exit_2_and_leaves_no_folder(tmp_path):
 # ---------------------------------------------------------------------------- 6: sweeps
 
 
-def test_a_sweep_runs_every_job_it_can_and_lists_the_failed_ones(tiny_photos, tmp_path):
+def test_a_sweep_runs_every_job_it_can_and_lists_the_failed_ones(tiny_photos, tmp_path, monkeypatch, capfd):
     one = tiny_photos / "p0.png"
     sweep = tmp_path / "sweep"
-    result = coz(
-        "zoom", ["-m", *TINY, "zoom.steps=1,-1,2", f"input={one}", f"hydra.sweep.dir={sweep}"], cwd=tmp_path
-    )
+    args = ["-m", *TINY, "zoom.steps=1,-1,2", f"input={one}", f"hydra.sweep.dir={sweep}"]
+    result = zoom_here(args, tmp_path, monkeypatch, capfd)
     assert result.returncode == 2, result.stderr
     assert "coz.zoom: 1 of 3 jobs failed:" in result.stderr
     assert "zoom.steps=-1: must be a whole number >= 1" in result.stderr
@@ -350,13 +352,16 @@ def test_a_sweep_runs_every_job_it_can_and_lists_the_failed_ones(tiny_photos, tm
 
 
 @pytest.mark.slow
-def test_a_sweep_under_submitit_lists_its_failed_job_and_fails_as_the_basic_launcher(tiny_photos, tmp_path):
+def test_a_sweep_under_submitit_lists_its_failed_job_and_fails_as_the_basic_launcher(
+    tiny_photos, tmp_path, monkeypatch, capfd
+):
     """Under submitit (local here; SLURM runs the same code) each job runs in its own process, so its
-    outcome must come back to the launching one: a failed job made the sweep exit 0 with no message."""
+    outcome must come back to the launching one (here this process: the jobs are processes of
+    their own): a failed job made the sweep exit 0 with no message."""
     one = tiny_photos / "p0.png"
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=submitit_local", *TINY, "zoom.steps=1,-1", f"input={one}"]
-    result = coz("zoom", [*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    result = zoom_here([*args, f"hydra.sweep.dir={sweep}"], tmp_path, monkeypatch, capfd)
     assert result.returncode == 2, result.stderr
     assert "coz.zoom: 1 of 2 jobs failed:" in result.stderr
     failed = [line for line in result.stderr.splitlines() if "(exit 2)" in line]
@@ -366,9 +371,11 @@ def test_a_sweep_under_submitit_lists_its_failed_job_and_fails_as_the_basic_laun
 
 
 @pytest.mark.slow
-def test_a_submitit_job_that_dies_before_reporting_is_one_line_and_exit_3(tiny_photos, tmp_path):
+def test_a_submitit_job_that_dies_before_reporting_is_one_line_and_exit_3(
+    tiny_photos, tmp_path, monkeypatch, capfd
+):
     """A job killed outright (out of memory, a node lost): submitit has no result to give back;
-    the sweep says so in one line instead of submitit's traceback."""
+    the sweep (launched from this process) says so in one line instead of submitit's traceback."""
     hooks = tmp_path / "hooks"
     hooks.mkdir()  # every submitit job process dies as it starts, as one killed by the OOM killer
     (hooks / "sitecustomize.py").write_text(
@@ -376,14 +383,8 @@ def test_a_submitit_job_that_dies_before_reporting_is_one_line_and_exit_3(tiny_p
     )
     args = ["-m", "hydra/launcher=submitit_local", *TINY, f"input={tiny_photos / 'p0.png'}"]
     path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.zoom", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    monkeypatch.setenv("PYTHONPATH", path)  # the job processes submitit starts inherit it
+    result = zoom_here([*args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, monkeypatch, capfd)
     assert result.returncode == 3, result.stderr[-3000:]
     assert errors(result) and errors(result)[0].startswith(
         "error: coz.zoom: a sweep job ended without a result"

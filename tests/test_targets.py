@@ -4,9 +4,6 @@ reach lightning.Trainer."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -55,21 +52,19 @@ def user_code(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_users_backbone_from_config_dir_runs_the_zoom(user_code, tmp_path):
+def test_a_users_backbone_from_config_dir_runs_the_zoom(user_code, tmp_path, monkeypatch, capfd):
+    """The command line in this process (user_code puts the user's module on the path)."""
+    from inprocess_cli import run_cli_here
+
+    from coz.zoom import main
+
     conf = tmp_path / "myconf" / "backbone"
     conf.mkdir(parents=True)
     (conf / "flat.yaml").write_text("_target_: user_parts.Flat\nname: flat\nlevel: 0.25\n")
     Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "in.png")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(user_code), *sys.path]),
-        "PYTHONWARNINGS": "ignore",
-    }
     args = ["--config-dir", str(tmp_path / "myconf"), "backbone=flat", "input=in.png", "zoom.steps=1"]
     args += ["logger=none", "save.gif=false", "save.strip=false", "hydra.run.dir=run"]
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.zoom", *args], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    result = run_cli_here(main, args, tmp_path, monkeypatch, capfd)
     assert result.returncode == 0, result.stderr[-2000:]
     state = np.asarray(Image.open(tmp_path / "run" / "images" / "in" / "state_1.png"))
     assert np.all(np.abs(state.astype(int) - 64) <= 1)  # 0.25 grey: the user's backbone made it

@@ -41,11 +41,12 @@ def quiet_third_party() -> None:
             logger.addFilter(_DropMatching(pattern))
     for category, pattern in WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
-    _mark_wandb_notes_shown()
 
 
-def _mark_wandb_notes_shown() -> None:
-    """wandb prints these notes once per process (repeat=False): mark them as already printed."""
+def mark_wandb_notes_shown() -> None:
+    """wandb prints these notes once per process (repeat=False): mark them as already printed.
+    Called just before a W&B run starts (:func:`coz.run.wandb_run.wandb_init_args`), not with the
+    other filters: importing wandb costs about a second, which a run without W&B need not pay."""
     try:
         from wandb.errors import term
     except ImportError:

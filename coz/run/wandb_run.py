@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from coz.errors import CozError, RunEnvironmentError
+from coz.run.quiet import mark_wandb_notes_shown
 
 LOGGERS = {"csv": {"csv"}, "wandb": {"wandb"}, "both": {"csv", "wandb"}, "none": set()}
 
@@ -139,6 +140,7 @@ def wandb_init_args(
 ) -> dict[str, Any]:
     """The keyword arguments of ``wandb.init`` (or Lightning's ``WandbLogger``) for a run of ``tool``
     in ``run_dir``."""
+    mark_wandb_notes_shown()  # wandb's run is next
     run_dir = Path(run_dir)
     return {
         "project": str(logger_cfg.get("project") or "coz"),
