@@ -13,19 +13,15 @@ from contextlib import contextmanager
 from importlib import resources
 
 import pytest
-from hydra._internal.core_plugins.file_config_source import FileConfigSource
-from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
+from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigResult, ConfigSource
 
-from coz.run.shared_configs import SharedGroupSource
-
-# Each file-backed config source Hydra composes from, and where its config_path lies on disk.
-FILES: dict[type[ConfigSource], Callable[[ConfigSource, str], str]] = {
-    FileConfigSource: lambda source, name: os.path.join(source.path, source._normalize_file_name(name)),
-    SharedGroupSource: lambda source, name: source._file(name),
-    ImportlibResourcesConfigSource: lambda source, name: str(
-        resources.files(source.path).joinpath(source._normalize_file_name(name))
-    ),
+# Where a config_path lies on disk, for each file-backed config source (by its search-path scheme):
+# conf/<tool>/ (file://), conf/shared/GROUP (coz://, coz.run.shared_configs), Hydra's own (pkg://).
+FILES: dict[str, Callable[[ConfigSource, str], str]] = {
+    "file": lambda source, name: os.path.join(source.path, source._normalize_file_name(name)),
+    "coz": lambda source, name: source._file(name),
+    "pkg": lambda source, name: str(resources.files(source.path).joinpath(source._normalize_file_name(name))),
 }
 
 
@@ -50,6 +46,8 @@ def _cached(load: Callable[[ConfigSource, str], ConfigResult], file_of: Callable
 def read_once() -> Iterator[None]:
     """Within this block, each config source parses a given file's text once."""
     with pytest.MonkeyPatch.context() as patch:
-        for source, file_of in FILES.items():
-            patch.setattr(source, "load_config", _cached(source.load_config, file_of))
+        # the classes Hydra uses: its plugin scan imports its core plugins anew (new class objects)
+        for source in Plugins.instance().discover(ConfigSource):
+            if source.scheme() in FILES:
+                patch.setattr(source, "load_config", _cached(source.load_config, FILES[source.scheme()]))
         yield
