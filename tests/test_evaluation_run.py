@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from inprocess_cli import run_cli
 
 from coz.errors import CozError
 from coz.evaluate.rows import read_rows
@@ -182,7 +183,10 @@ def test_a_row_cut_short_by_a_crash_is_dropped(tmp_path):
 
 
 def test_two_processes_score_every_image_exactly_once(niqe_params, photos, tmp_path):
-    evaluate(photos, tmp_path, "job", "method=nn", "trainer.accelerator=cpu", "trainer.devices=2")
+    """The smallest run that can show it: three photos (one process gets two), both scales, 128-px
+    views (each spawned worker's cost is importing Lightning; its share of the work is a blink)."""
+    two = ("trainer.accelerator=cpu", "trainer.devices=2")
+    evaluate(photos, tmp_path, "job", "method=nn", "zoom.size=128", *two)
     files = sorted((tmp_path / "job" / "rows").glob("*.csv"))
     assert [f.name for f in files] == ["0-0.csv", "0-1.csv"]
     per_file = []
@@ -383,19 +387,22 @@ def test_the_mission_command_fails_in_one_line_without_the_dataset(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_preset_runs_the_whole_evaluation(niqe_params, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.evaluate", "experiment=smoke", f"hydra.sweep.dir={tmp_path}/s"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "report:" in result.stdout
+def test_smoke_preset_runs_the_whole_evaluation(niqe_params, tmp_path, monkeypatch, capsys):
+    """The README's first check, ``python -m coz.evaluate experiment=smoke``, through the same entry
+    point in this process (the program run is the mission command's test above: a fresh interpreter
+    paid ~11 s of CPU importing Lightning again). From a fresh folder, as a user's first run: the
+    preset writes the sample photos into it."""
+    from coz.evaluate import main
+
+    monkeypatch.chdir(tmp_path)
+    status = run_cli(main, ["experiment=smoke", f"hydra.sweep.dir={tmp_path}/s"], monkeypatch)
+    assert status == 0, capsys.readouterr().err[-2000:]
+    assert "report:" in capsys.readouterr().out
     rows = read_rows(tmp_path / "s")
     assert {r["method"] for r in rows} == {"NN Interpolation", "Direct SR", "CoZ (tiny VLM)"}
+    assert len(rows) == 3 * 2 * 2  # methods x the preset's two photos x its two scales
     assert all(not math.isnan(r["niqe"]) for r in rows)
+    assert (tmp_path / "s" / "report.html").exists()
 
 
 def test_a_folder_without_a_preset_is_named_by_its_folder_and_compared_with_nothing(niqe_params, tmp_path):

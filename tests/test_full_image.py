@@ -220,22 +220,25 @@ def test_realesrgan_tiled_agrees_with_untiled_without_seams(samples):
     from coz.backbones.cnn.realesrgan import RealESRGAN
 
     backbone = RealESRGAN.from_config()
-    image = Image.open(samples[0]).convert("RGB").resize((64, 64), Image.LANCZOS)
-    up = image.resize((256, 256), Image.LANCZOS)
+    # 48 px: the fewest pixels that still make 2x2 overlapping tiles with 8 clean columns either
+    # side of every border (each pixel costs a realesrgan forward three times here)
+    image = Image.open(samples[0]).convert("RGB").resize((48, 48), Image.LANCZOS)
+    up = image.resize((192, 192), Image.LANCZOS)
     with torch.inference_mode():
         untiled = backbone.upscale(to_tensor([image]), [""])
-        opts = FullImageOptions(pixel_tile=40, pixel_overlap=16)  # 2x2 tiles
+        opts = FullImageOptions(pixel_tile=32, pixel_overlap=16)  # 2x2 tiles
         tiled = backbone.upscale_full(pil_to_uint8(image), pil_to_uint8(up), [""] * 4, opts)
-        hard = FullImageOptions(pixel_tile=32, pixel_overlap=0)  # 2x2 tiles that do not overlap
+        hard = FullImageOptions(pixel_tile=24, pixel_overlap=0)  # 2x2 tiles that do not overlap
         seamed = backbone.upscale_full(pil_to_uint8(image), pil_to_uint8(up), [""] * 4, hard)
-    # stated tolerance (measured: correlation 0.9993, mean |diff| 0.006)
+    # stated tolerance (measured: correlation 0.9989, mean |diff| 0.008)
     assert correlation(tiled, untiled) > 0.998 and (tiled - untiled).abs().mean() < 0.01
-    borders = starts_to_borders(64, 40, 16, 4)
+    borders = starts_to_borders(48, 32, 16, 4)
+    assert borders == [64, 128]
     for img, ref in ((tiled, untiled), (tiled.transpose(-1, -2), untiled.transpose(-1, -2))):
         assert (
             seam_ratio(img, borders) < seam_ratio(ref, borders) + 0.1
-        )  # measured 1.08 vs 1.07, 0.87 vs 0.90
-    assert seam_ratio(seamed, [128]) > 2  # the measure does see seams: 3.2 where tiles just abut
+        )  # measured 0.71 vs 0.74, 0.88 vs 0.88
+    assert seam_ratio(seamed, [96]) > 2  # the measure does see seams: 3.2 where tiles just abut
 
 
 # ---- sizes, options, outputs, CLI -------------------------------------------------------------

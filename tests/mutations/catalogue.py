@@ -35,6 +35,7 @@ BACKBONES = "tests/test_promises_backbones.py"
 TRAINING = "tests/test_promises_training.py"
 WANDB = "tests/test_promises_wandb.py"
 APP = "tests/test_app.py"
+APP_UPLOADS = "tests/test_app_uploads.py"  # the swept server: its own module
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- run folders: atomic, resumable
@@ -685,7 +686,7 @@ MUTATIONS: list[Mutation] = [
         "                if age > self.ttl_s and folder not in held_folders:",
         "                if age > self.ttl_s and folder not in held_folders and not folder.exists():",
         "an unused upload is deleted after upload_ttl_s",
-        APP + "::test_an_unused_upload_goes_after_the_ttl",
-        APP + "::test_a_request_gradio_refuses_loses_its_upload_after_the_ttl",
+        APP_UPLOADS + "::test_an_unused_upload_goes_after_the_ttl",
+        APP_UPLOADS + "::test_a_request_gradio_refuses_loses_its_upload_after_the_ttl",
     ),
 ]
