@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra_read_once import read_once
 from PIL import Image
 
 from coz.run.cli import tool_config_dir
@@ -20,6 +21,13 @@ _USER_CACHE = os.environ.get("COZ_CACHE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hydra_parses_each_config_file_once():
+    """Every in-process compose reads the same YAML files: parse each once (tests/hydra_read_once.py)."""
+    with read_once():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -138,22 +146,27 @@ def no_network(monkeypatch) -> list:
 
 # Under pytest-xdist (``--dist loadfile``) each file goes to one worker, in collection order: the
 # longest files go first, so that the short ones fill the end instead of one long file running alone.
-# (By CPU time alone, -n 0, 2026-12-06: test_app.py ~170 s, the training and evaluation runs
-# 40-110 s each; experiments/test-suite.md.)
+# (Ranked 2026-12-07: worker seconds of make test at 8f8b7ad, the files issue 28 sped up measured
+# again with -n 0 once merged; experiments/test-suite.md.)
 LONGEST_FILES_FIRST = (
-    "test_app.py",
     "test_grpo_train.py",
     "test_train_sr_run.py",
-    "test_run_contract.py",
+    "test_app.py",
     "test_evaluation_run.py",
-    "test_promises_training.py",
-    "test_study.py",
-    "test_app_uploads.py",
-    "test_typed_configs.py",
+    "test_run_contract.py",
     "test_zoom_cli.py",
+    "test_typed_configs.py",
     "test_dashboards.py",
+    "test_realesrgan.py",
+    "test_install.py",
+    "test_study.py",
+    "test_run_folders.py",
+    "test_tool_configs.py",
+    "test_extras.py",
     "test_backbone_sd21.py",
+    "test_app_uploads.py",
     "test_backbone_s3diff.py",
+    "test_full_image.py",
 )
 
 

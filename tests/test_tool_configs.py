@@ -4,12 +4,11 @@ exactly the tool's groups; ``prompt=none``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import functools
 
 import pytest
 from hydra import compose, initialize_config_dir
+from inprocess_cli import run_cli
 
 from coz.run.cli import quote_null_choices, tool_config_dir, tool_groups_help
 
@@ -25,16 +24,27 @@ GROUPS = {  # what each tool composes, and so all that --help and completion may
 
 
 def composed(tool: str, overrides: list[str]):
+    """(the tool's config with Hydra's node, its ``--help`` group lines), composed once per test
+    session: read them, never change them."""
+    return _composed(tool, tuple(overrides))
+
+
+@functools.cache
+def _composed(tool: str, overrides: tuple[str, ...]):
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
-        cfg = compose(config_name=tool, overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=tool, overrides=list(overrides), return_hydra_config=True)
         return cfg, tool_groups_help(tool, cfg.hydra.runtime.choices)
 
 
-def run_tool(tool: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", f"coz.{tool}", *args], env=env, capture_output=True, text=True, timeout=120
-    )
+def run_tool(tool: str, args: list[str], capfd, monkeypatch) -> tuple[int, str, str]:
+    """``python -m coz.<tool> ARGS`` through the same entry point in this process (tests/inprocess_cli.py):
+    its exit status, stdout and stderr."""
+    from coz.run.extras import tool_main
+
+    capfd.readouterr()
+    code = run_cli(functools.partial(tool_main, tool), args, monkeypatch)
+    out, err = capfd.readouterr()
+    return code, out, err
 
 
 def groups_of(help_text: str) -> set[str]:
@@ -73,12 +83,13 @@ def test_completion_offers_exactly_the_tools_groups(tool):
     assert completed_groups(tool) == GROUPS[tool]
 
 
-def test_completion_of_the_command_line_tool():
+def test_completion_of_the_command_line_tool(capfd, monkeypatch):
     """``coz-zoom <TAB>`` as the shell asks it (through ``hydra.main``): zoom's groups and keys and no
     other tool's groups."""
-    result = run_tool("zoom", "-sc", "query=bash", env={"COMP_LINE": "coz-zoom "})
-    assert result.returncode == 0, result.stderr
-    offered = set(result.stdout.split())
+    monkeypatch.setenv("COMP_LINE", "coz-zoom ")
+    code, stdout, stderr = run_tool("zoom", ["-sc", "query=bash"], capfd, monkeypatch)
+    assert code == 0, stderr
+    offered = set(stdout.split())
     assert {"zoom=", "backbone=", "prompt=", "logger=", "input=", "zoom."} <= offered
     others = set().union(*GROUPS.values()) - GROUPS["zoom"] | {"evaluate", "train_sr", "train_grpo", "shared"}
     assert not {name for name in offered if name.rstrip("=/.") in others}
@@ -114,10 +125,10 @@ def test_prompt_none_works_in_compose_and_null_on_the_command_line():
         assert cfg.prompt.name == "null", overrides
 
 
-def test_help_shows_the_description_and_only_the_tools_groups():
-    result = run_tool("train_grpo", "--help")
-    assert result.returncode == 0, result.stderr
-    head = result.stdout.split("== Config ==")[0]
+def test_help_shows_the_description_and_only_the_tools_groups(capfd, monkeypatch):
+    code, stdout, stderr = run_tool("train_grpo", ["--help"], capfd, monkeypatch)
+    assert code == 0, stderr
+    head = stdout.split("== Config ==")[0]
     assert head.startswith("coz-train-grpo: align the prompt VLM")
     assert "critic: internvl, keyword, qwen7b, tiny" in head and "experiment: figure6" in head
     assert "backbone:" not in head and "method:" not in head and "evaluate/" not in head
@@ -129,7 +140,7 @@ def test_unknown_preset_is_refused_with_the_choices(tool):
         composed(tool, ["experiment=nope"])
 
 
-def test_the_readme_slurm_command_composes():
+def test_the_readme_slurm_command_composes(capfd, monkeypatch):
     """The README's SLURM line as typed: ``-m`` first (after an override, argparse refuses the rest),
     and its config composes with the submitit launcher (``--cfg hydra``, one shard of the sweep)."""
     from pathlib import Path
@@ -139,9 +150,9 @@ def test_the_readme_slurm_command_composes():
     args = line.split()[3:]
     assert args[0] == "-m"
     one_job = [a.split("=")[0] + "=" + a.split("=")[1].split(",")[0] for a in args[1:]]
-    result = run_tool("evaluate", *one_job, "--cfg", "hydra")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
+    code, stdout, stderr = run_tool("evaluate", [*one_job, "--cfg", "hydra"], capfd, monkeypatch)
+    assert code == 0, stderr[-2000:]
+    assert "hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in stdout
 
 
 def test_a_shared_group_entry_shows_that_group_only():

@@ -50,21 +50,26 @@ REFUSED = {
 }
 
 
-def options(tool: str) -> list[list[str]]:
-    """The default config, then one variant per option of each of the tool's groups."""
+@functools.cache
+def options(tool: str) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
+    """(None, no overrides): the default config; then (group, its overrides) for each option of each
+    of the tool's groups. A group's default option is the default config itself (the same compose)."""
     root = Path(CONFIG_DIR)
-    variants = [[]]
+    variants: list[tuple[str | None, tuple[str, ...]]] = [(None, ())]
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
         choices = compose(
             config_name=tool, overrides=REQUIRED[tool], return_hydra_config=True
         ).hydra.runtime.choices
     for group in sorted(g for g in choices if not g.startswith("hydra")):
         folder = root / tool / group if (root / tool / group).is_dir() else root / "shared" / group
-        variants += [[f"{group}={option.stem}"] for option in sorted(folder.glob("*.yaml"))]
-    return [v for v in variants if not v or v[0] not in REFUSED.get(tool, [])]
+        for option in sorted(folder.glob("*.yaml")):
+            override = f"{group}={option.stem}"
+            if override not in REFUSED.get(tool, []):
+                variants.append((group, () if option.stem == choices[group] else (override,)))
+    return tuple(variants)
 
 
-def composed(tool: str, overrides: list[str]) -> DictConfig:
+def composed(tool: str, overrides: typing.Sequence[str]) -> DictConfig:
     """The tool's config with ``overrides``, composed once per test session (copy it to change it)."""
     return _composed(tool, tuple(overrides))
 
@@ -73,6 +78,12 @@ def composed(tool: str, overrides: list[str]) -> DictConfig:
 def _composed(tool: str, overrides: tuple[str, ...]) -> DictConfig:
     with initialize_config_dir(config_dir=tool_config_dir(tool), version_base="1.3"):
         return compose(config_name=tool, overrides=quote_null_choices([*REQUIRED[tool], *overrides]))
+
+
+@functools.cache
+def typed_option(tool: str, overrides: tuple[str, ...]) -> DictConfig:
+    """``typed`` of that composed config, once per test session (read it, never change it)."""
+    return typed(SCHEMAS[tool], composed(tool, overrides))
 
 
 def leaves(node: DictConfig, path: str = "") -> typing.Iterator[tuple[str, object, Rule | None]]:
@@ -102,27 +113,31 @@ def wrong_value(declared: object) -> object:
     return "abc"  # lists
 
 
-def cases(tool: str) -> typing.Iterator[tuple[list[str], DictConfig, str, object, Rule | None]]:
-    """(overrides, their config, key, wrong value, the key's rule): the top-level keys with the
-    defaults, each option's own keys with that option."""
-    groups = _group_fields(SCHEMAS[tool])
-    for overrides in options(tool):
-        cfg = composed(tool, overrides)
-        group = overrides[0].split("=")[0] if overrides else None
-        for key, declared, rule in leaves(typed(SCHEMAS[tool], cfg)):
-            mine = key.startswith(f"{group}.") if group else key.split(".")[0] not in groups
-            if mine:
-                yield overrides, cfg, key, wrong_value(declared), rule
-
-
-def _group_fields(schema: type) -> set[str]:
-    return {spec.name for spec in fields(schema) if "options" in spec.metadata}
+def cases(tool: str) -> typing.Iterator[tuple[tuple[str, ...], str, object, Rule | None, tuple]]:
+    """(overrides, key, wrong value, the key's rule, what the refusal depends on): the top-level keys
+    with the defaults, each option's own keys with that option."""
+    groups = {spec.name for spec in fields(SCHEMAS[tool]) if "options" in spec.metadata}
+    for group, overrides in options(tool):
+        cfg = typed_option(tool, overrides)
+        mine = [
+            (key, declared, rule)
+            for key, declared, rule in leaves(cfg)
+            if (key.startswith(f"{group}.") if group else key.split(".")[0] not in groups)
+        ]
+        if not mine:  # a preset (experiment=...) sets other groups' keys: tried with those groups
+            continue
+        # A wrong value is refused by the schema node it merges into: the option's schema (the same
+        # class wherever a group is shared, e.g. coz.zoom.schema.BACKBONES in zoom, evaluate and
+        # train_sr) and its typed keys, or the tool's own schema for the top-level keys.
+        schema = OmegaConf.get_type(cfg[group]) if group else SCHEMAS[tool]
+        for key, declared, rule in mine:
+            yield overrides, key, wrong_value(declared), rule, (schema, tuple(mine))
 
 
 @pytest.mark.parametrize("tool", sorted(SCHEMAS))
 def test_every_preset_and_option_matches_its_schema(tool):
-    for overrides in options(tool):
-        typed(SCHEMAS[tool], composed(tool, overrides))  # raises on a key or value the schema refuses
+    for _, overrides in options(tool):
+        typed_option(tool, overrides)  # raises on a key or value the schema refuses
 
 
 @pytest.mark.parametrize(("tool", "option"), [(t, o) for t in sorted(REFUSED) for o in REFUSED[t]])
@@ -132,24 +147,31 @@ def test_an_option_the_tool_cannot_use_is_refused_in_one_line(tool, option):
         typed(SCHEMAS[tool], composed(tool, [option]))
 
 
-@pytest.mark.parametrize("tool", sorted(SCHEMAS))
-def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line(tool):
-    """... and says what the key allows: its rule's words (range, choices), as for a value out of range."""
-    checked = 0
-    for overrides, cfg, key, value, rule in cases(tool):
-        bad = copy.deepcopy(cfg)
-        OmegaConf.update(bad, key, value, merge=True)  # as Hydra applies an override
-        try:
-            typed(SCHEMAS[tool], bad)
-        except ConfigError as refused:
-            message = str(refused)
-        else:
-            pytest.fail(f"{overrides} {key}={value} was accepted")
-        assert "\n" not in message and message.startswith(f"{key}="), (overrides, key, message)
-        if rule is not None:
-            assert message.endswith(f": must be {rule.allowed}"), (overrides, key, message)
-        checked += 1
-    assert checked >= 10, checked  # every leaf of the tool was tried
+def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line():
+    """... and says what the key allows: its rule's words (range, choices), as for a value out of range.
+    Every tool's keys; a shared group's option (same schema, same typed keys) once, in the first tool
+    that composes it: its refusals do not depend on the tool (``typed`` merges the option's node into
+    that schema alone)."""
+    tried: set[tuple] = set()
+    for tool in sorted(SCHEMAS):
+        covered = 0
+        for overrides, key, value, rule, refused_by in cases(tool):
+            covered += 1
+            if (refused_by, key) in tried:
+                continue
+            tried.add((refused_by, key))
+            bad = copy.deepcopy(composed(tool, overrides))
+            OmegaConf.update(bad, key, value, merge=True)  # as Hydra applies an override
+            try:
+                typed(SCHEMAS[tool], bad)
+            except ConfigError as refused:
+                message = str(refused)
+            else:
+                pytest.fail(f"{tool} {overrides} {key}={value} was accepted")
+            assert "\n" not in message and message.startswith(f"{key}="), (tool, overrides, key, message)
+            if rule is not None:
+                assert message.endswith(f": must be {rule.allowed}"), (tool, overrides, key, message)
+        assert covered >= 10, (tool, covered)  # every leaf of the tool was tried (here or before)
 
 
 @pytest.mark.parametrize(
@@ -254,3 +276,12 @@ def test_train_sr_ranges_are_one_line(overrides, message):
     with pytest.raises(ConfigError) as refused:
         check_config(composed("train_sr", ["experiment=smoke", *overrides]))
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_a_users_own_component_is_untyped_after_a_typed_option_of_its_group():
+    """``typed`` builds each schema's skeleton once and works on a copy: the option schema it put in
+    one config's skeleton (backbone=sd3) must not type the next config's own component (_target_)."""
+    typed(ZoomTool, composed("zoom", ["backbone=sd3"]))
+    mine = copy.deepcopy(composed("zoom", []))
+    OmegaConf.update(mine, "backbone", {"_target_": "my.Backbone", "lora_rank": "any"}, merge=False)
+    assert typed(ZoomTool, mine).backbone.lora_rank == "any"

@@ -20,7 +20,9 @@ config with ``_target_``) has no schema and passes through unchecked.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import re
 import typing
 from collections.abc import Callable, Iterator
@@ -364,7 +366,12 @@ def typed(schema: type, cfg: DictConfig) -> DictConfig:
 def _structured(schema: type) -> DictConfig:
     """``OmegaConf.structured(schema)`` with each field of a :func:`alias` under its config key (its
     typed node moved there: the type still applies). A tool's schema and a group option's may
-    have such fields."""
+    have such fields. A copy of the one built per schema: building it costs a third of ``typed``."""
+    return copy.deepcopy(_structured_once(schema))
+
+
+@functools.cache
+def _structured_once(schema: type) -> DictConfig:
     node = OmegaConf.structured(schema)
     for spec in fields(schema):
         name = config_key(spec)
