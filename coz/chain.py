@@ -20,12 +20,9 @@ from PIL import Image
 from coz.backbones.base import Backbone
 from coz.full_image import FullImageOptions, super_resolve_full
 from coz.geometry import TO_8BIT, center_crop, to_pil, to_tensor
+from coz.modes import INTERPOLATION_MODES, MODES
 from coz.prompts.base import PromptExtractor
 from coz.run.timing import PhaseTimer
-
-# mode -> what a step does (docs/fidelity.md, "The zoom chain")
-MODES = ("recursive_multiscale", "recursive", "onestep", "nearest", "bicubic", "full")
-INTERPOLATION_MODES = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
 
 
 @dataclass

@@ -1,12 +1,15 @@
 """Run a coz command line in this process: the same entry point as ``python -m coz.<tool>`` (Hydra's
 parsing, the run contract's exit codes), without paying a fresh Python's imports (seconds each).
 
-A subprocess smoke per tool stays elsewhere (``test_zoom_cli.py``, ``test_install.py``): those check
+:func:`start_program` starts the command as a process of its own, forked from a warm interpreter, for
+what only a process shows (kill -9, signals, several runs at once). A subprocess smoke per tool stays elsewhere (``test_zoom_cli.py``, ``test_install.py``): those check
 that the module runs as a program; these check what a given backbone or option does through the CLI.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -35,3 +38,48 @@ def run_cli_here(
         code = run_cli(main, args, patch)
     out, err = capfd.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
+
+
+# ---------------------------------------------------------------- programs forked from a warm interpreter
+
+# What a zoom imports (torch, the chain, the writers): loaded once, in the fork server.
+WARM = ("torch", "coz.zoom.tool", "coz.chain", "coz.zoom.batches", "coz.zoom.outputs", "coz.run.loggers")
+
+
+def start_program(
+    tool: str, args: list[str], cwd: Path, stdout: Path, stderr: Path
+) -> multiprocessing.Process:
+    """``python -m coz.<tool> ARGS`` as a process of its own, started in milliseconds: forked from one
+    interpreter that has imported torch and coz once (``multiprocessing``'s fork server; a fresh
+    Python pays seconds of imports each time). A real process, for what only a process shows: a
+    kill -9, a signal, several runs at once. Its pid is the run's, its exit status ``exitcode``
+    (negative: killed by that signal); ``stdout``/``stderr`` (paths) get what it writes, as files, or
+    as the pipes they name (``os.mkfifo``)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WARM))  # only before the server starts: the same list always
+    process = context.Process(
+        target=_program, args=(tool, args, str(cwd), str(stdout), str(stderr), dict(os.environ))
+    )
+    process.start()
+    return process
+
+
+def _program(tool: str, args: list[str], cwd: str, stdout: str, stderr: str, env: dict[str, str]) -> None:
+    """The forked process: the caller's environment and folder, its stdout and stderr, then the tool."""
+    from coz.run.extras import tool_main
+
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+    os.dup2(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)  # a fifo: waits for its reader
+    sys.argv = [f"coz.{tool}", *args]
+    tool_main(tool)
+
+
+def stop_programs() -> None:
+    """Stop the fork server (a module fixture's teardown): no process is left behind, and its CPU time
+    and its programs' are counted in this process's (``time make test`` sees them)."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # CPython's own (since 3.8); the next start_program starts anew

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inprocess_cli import run_cli, run_cli_here
+from inprocess_cli import run_cli, run_cli_here, start_program, stop_programs
 from PIL import Image
 
 from coz.errors import CozError
@@ -24,18 +25,6 @@ from coz.zoom.tool import run
 REPO = Path(__file__).resolve().parent.parent
 # no model: the run machinery in a second; 64-px states, two steps
 TINY = ["zoom=bicubic", "zoom.steps=2", "zoom.size=64", "save.gif_size=16"]
-
-
-def coz(tool: str, args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"coz.{tool}", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,
-    )
 
 
 def zoom_here(args: list[str], cwd: Path, monkeypatch, capfd) -> subprocess.CompletedProcess:
@@ -48,15 +37,17 @@ def zoom_here(args: list[str], cwd: Path, monkeypatch, capfd) -> subprocess.Comp
     return run_cli_here(main, args, cwd, monkeypatch, capfd)
 
 
-def start(tool: str, args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", f"coz.{tool}", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@pytest.fixture(scope="module")
+def programs():
+    """:func:`start`'s fork server: started by the first, stopped after this file's tests."""
+    yield
+    stop_programs()
+
+
+def start(args: list[str], cwd: Path, name: str) -> multiprocessing.Process:
+    """``python -m coz.zoom ARGS`` as a process of its own (forked warm: no seconds of imports); what
+    it writes goes to ``cwd/name.out`` and ``cwd/name.err``. Tests using it take ``programs``."""
+    return start_program("zoom", args, cwd, cwd / f"{name}.out", cwd / f"{name}.err")
 
 
 def errors(result) -> list[str]:
@@ -142,7 +133,7 @@ def test_coz_and_its_lock_work_where_fcntl_does_not_exist(tmp_path):
     assert result.stdout.strip().isdigit()  # the holder's pid, for the refusal message
 
 
-def test_runs_started_together_never_mix_in_one_folder(tiny_photos, tmp_path):
+def test_runs_started_together_never_mix_in_one_folder(programs, tiny_photos, tmp_path):
     """Three processes started at once into one folder, two with the same config and one with
     another: one wins; a process with the winner's config either waits its turn (refused) or resumes
     the finished run, one with the other config is refused; every image's rows come once, from one
@@ -150,8 +141,10 @@ def test_runs_started_together_never_mix_in_one_folder(tiny_photos, tmp_path):
     out = tmp_path / "run"
     common = [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"]
     commands = [common, common, [*common, "zoom.steps=1"]]  # TINY's 2 steps twice, then 1 step
-    procs = [start("zoom", args, tmp_path) for args in commands]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    procs = [start(args, tmp_path, f"p{i}") for i, args in enumerate(commands)]
+    for p in procs:
+        p.join(timeout=300)
+    results = [(p.exitcode, (tmp_path / f"p{i}.err").read_text()) for i, p in enumerate(procs)]
     steps = json.loads((out / "run.json").read_text())["config"]["zoom"]["steps"]  # the winner's
     won = [("zoom.steps=1" in args) == (steps == 1) for args in commands]  # the winner's config?
     same = [result for result, mine in zip(results, won, strict=True) if mine]
@@ -232,23 +225,23 @@ def test_a_row_lost_between_an_images_files_and_its_row_comes_back(
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(
-    tiny_photos, uninterrupted, tmp_path, monkeypatch, capfd
+    programs, tiny_photos, uninterrupted, tmp_path, monkeypatch, capfd
 ):
     out = tmp_path / "run"
     args = [*TINY, f"input={tiny_photos}", "batch_size=1", f"hydra.run.dir={out}"]
     rng = random.Random(13)
     kills = 0
-    for _ in range(3):
-        proc = start("zoom", args, tmp_path)
-        # wait for this process to claim the folder (imports take seconds), then kill at a random moment
+    for attempt in range(3):
+        proc = start(args, tmp_path, f"attempt{attempt}")
+        # wait for this process to claim the folder, then kill it at a random moment
         deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline and not _holds(out, proc.pid):
+        while proc.is_alive() and time.monotonic() < deadline and not _holds(out, proc.pid):
             time.sleep(0.01)
         time.sleep(rng.uniform(0, 0.8))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
             kills += 1
-        proc.wait()
+        proc.join()
     assert kills >= 1
     result = zoom_here(args, tmp_path, monkeypatch, capfd)  # the resume: the same command, here
     assert result.returncode == 0, result.stderr
@@ -384,6 +377,10 @@ def test_a_submitit_job_that_dies_before_reporting_is_one_line_and_exit_3(
     args = ["-m", "hydra/launcher=submitit_local", *TINY, f"input={tiny_photos / 'p0.png'}"]
     path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)
     monkeypatch.setenv("PYTHONPATH", path)  # the job processes submitit starts inherit it
+    from submitit.core.core import Job
+
+    # submitit waits 15 s for a result file a slow network disk may not show yet; this disk is local
+    monkeypatch.setattr(Job, "_results_timeout_s", 0)
     result = zoom_here([*args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, monkeypatch, capfd)
     assert result.returncode == 3, result.stderr[-3000:]
     assert errors(result) and errors(result)[0].startswith(

@@ -4,16 +4,14 @@ writable by others, and the command's exit code says what happened (Ctrl-C, a cl
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from inprocess_cli import run_cli
+from inprocess_cli import run_cli, start_program, stop_programs
 from PIL import Image
 
 # no model: a zoom in milliseconds
@@ -138,57 +136,56 @@ def test_a_symlink_planted_in_a_run_folder_is_refused_and_its_target_untouched(
 # ---------------------------------------------------------------- exit codes: Ctrl-C, a closed stdout
 
 
-def coz_process(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "coz.zoom", *TINY, *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        text=True,
-        **kwargs,
-    )
+@pytest.fixture(scope="module")
+def programs():
+    """:func:`zoom_program`'s fork server: started by the first, stopped after this file's tests."""
+    yield
+    stop_programs()
+
+
+def zoom_program(args: list[str], cwd: Path) -> tuple[multiprocessing.Process, Path, Path]:
+    """``python -m coz.zoom TINY ARGS`` as a process of its own (forked warm: no seconds of imports),
+    its stdout a pipe (``cwd/out``, a fifo: the process waits for its reader), its stderr ``cwd/err``."""
+    out, err = cwd / "out", cwd / "err"
+    os.mkfifo(out)
+    return start_program("zoom", [*TINY, *args], cwd, out, err), out, err
 
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory) -> Path:
-    """Enough images for a few seconds of work: a signal or a closed pipe comes before the end."""
+    """Far more images than a run gets through before a signal comes (seconds of work even at
+    hundreds of images a second): one small picture under 2000 names (hard links: no disk)."""
     folder = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(1)
-    for i in range(60):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"m{i:02d}.png")
+    first = folder / "m0000.png"
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(first)
+    for i in range(1, 2000):
+        os.link(first, folder / f"m{i:04d}.png")
     return folder
 
 
-def test_ctrl_c_mid_run_says_rerun_to_resume_and_exits_130(many, tmp_path):
+def test_ctrl_c_mid_run_says_rerun_to_resume_and_exits_130(programs, many, tmp_path):
     run_dir = tmp_path / "run"
-    proc = coz_process(
-        [f"input={many}", f"hydra.run.dir={run_dir}"],
-        tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert "image(s) ->" in proc.stdout.readline()  # started: the log line before the first image
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    proc, out, err = zoom_program([f"input={many}", f"hydra.run.dir={run_dir}"], tmp_path)
+    with out.open() as stdout:
+        assert "image(s) ->" in stdout.readline()  # started: the log line before the first image
+        os.kill(proc.pid, signal.SIGINT)  # at once: 2000 images take seconds
+        stdout.read()  # to the end (the process may write more before it sees the signal)
+    proc.join(timeout=120)
+    err = err.read_text()
+    assert proc.exitcode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == "coz.zoom: interrupted, rerun to resume"
     assert "Traceback" not in err
-    assert len(list((run_dir / "images").glob("*/zoom.json"))) < 60  # it was mid-run
+    assert len(list((run_dir / "images").glob("*/zoom.json"))) < 2000  # it was mid-run
 
 
-def test_a_closed_stdout_exits_quietly(many, tmp_path):
-    # `coz.zoom ... | head -1`: head reads one line and closes the pipe; the summary comes later
-    proc = coz_process(
-        [f"input={many}", f"hydra.run.dir={tmp_path / 'run'}"],
-        tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    proc.stdout.readline()
-    proc.stdout.close()
-    err = proc.stderr.read()
-    proc.wait(timeout=120)
-    assert proc.returncode == 141, err  # 128 + SIGPIPE, as a shell tool killed by the closed pipe
+def test_a_closed_stdout_exits_quietly(programs, photos, tmp_path):
+    # `coz.zoom ... | head -0`: the reader closes the pipe before the run writes its first line
+    proc, out, err = zoom_program([f"input={photos}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    out.open().close()  # opens once the process opened its end: closed before anything is written
+    proc.join(timeout=120)
+    err = err.read_text()
+    assert proc.exitcode == 141, err  # 128 + SIGPIPE, as a shell tool killed by the closed pipe
     assert errors(err) == [] and "Traceback" not in err and "Broken pipe" not in err, err
 
 

@@ -3,12 +3,16 @@ backbone's dependencies are imported."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
 
-from coz.backbones.base import Backbone
+if TYPE_CHECKING:  # torch-free: a tool checks its config (coz.backbones.schema) before torch loads
+    import torch
 
-__all__ = ["Backbone", "build_backbone", "BACKBONES"]
+    from coz.backbones.base import Backbone
+
+__all__ = ["build_backbone", "BACKBONES"]  # the interface: coz.backbones.base.Backbone
 
 BACKBONES = (
     "realesrgan",

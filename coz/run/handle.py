@@ -30,12 +30,10 @@ import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from coz.run.cpu_share import CpuShare
 from coz.run.folder import claim, is_main_process, record_attempt
 from coz.run.progress import Progress
 from coz.run.resume import check_resume, read_record
@@ -49,6 +47,11 @@ from coz.run.runtime import (
 )
 from coz.run.schema import typed
 from coz.run.tool import Tool
+
+if TYPE_CHECKING:  # torch loads when a run starts (Run.start), after its config and folder are checked
+    import torch
+
+    from coz.run.cpu_share import CpuShare
 
 RECORD_NAME = "run.json"
 
@@ -66,7 +69,7 @@ class Run:
         self.earlier: dict[str, Any] | None = None
         self.checkpoint: Path | None = None
         self.seed = cfg.seed
-        self.device: torch.device = torch.device("cpu")
+        self.device: torch.device | None = None  # set by start()
         self.threads = 0
         self.record: dict[str, Any] = {}
         self.logger: Any = None
@@ -91,6 +94,8 @@ class Run:
 
     def start(self) -> None:
         """Record the attempt, then seed, threads and device, then ``run.json`` and the logger."""
+        from coz.run.cpu_share import CpuShare
+
         config_dir = record_attempt(self.dir, self.cfg)
         seed_everything(self.seed, workers=self.tool.lightning)
         # threads=auto shares the cores with the other coz processes, the same in every tool
@@ -135,7 +140,12 @@ class Run:
 
     def refresh_threads(self) -> int:
         """Recount the coz processes sharing the cores (``threads=auto``); the thread count now."""
-        self.threads = self._share.refresh() if self._share else torch.get_num_threads()
+        if self._share is not None:
+            self.threads = self._share.refresh()
+        else:
+            import torch
+
+            self.threads = torch.get_num_threads()
         return self.threads
 
     def progress(self, total: int | None, desc: str, unit: str, initial: int = 0) -> Progress:
@@ -193,6 +203,8 @@ def earlier_attempts(earlier: dict[str, Any] | None) -> list[dict[str, Any]]:
 def run_device(cfg: DictConfig) -> torch.device:
     """The device of a run: ``device=`` where the tool has it, else the Lightning trainer's
     ``trainer.accelerator`` (cuda for gpu, or auto on a machine with CUDA)."""
+    import torch
+
     if "trainer" in cfg and "accelerator" in cfg.trainer:
         accelerator = cfg.trainer.accelerator
         cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

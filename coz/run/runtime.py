@@ -4,16 +4,18 @@ the Hydra run folder."""
 from __future__ import annotations
 
 import random
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from coz.errors import CozError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; an unavailable CUDA device is a clear error."""
+    import torch  # here, not at the top: a run's config is checked before torch loads (seconds)
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -30,6 +32,9 @@ def seed_everything(seed: int, workers: bool = False) -> None:
 
         L.seed_everything(seed, workers=True, verbose=False)
         return
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

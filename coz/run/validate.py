@@ -18,7 +18,7 @@ DIFFUSION_SIZE_MULTIPLE = 64  # the VAE's 8x and the transformer's 2x patches, w
 def check_chain(cfg: DictConfig) -> None:
     """The chain's geometry (steps, factor and size together, and with this backbone), for coz.zoom
     and coz.evaluate; ``cfg`` is typed."""
-    from coz.chain import INTERPOLATION_MODES
+    from coz.modes import INTERPOLATION_MODES  # torch-free: a refusal comes before torch loads
 
     mode, steps, factor, size = cfg.zoom.mode, cfg.zoom.steps, cfg.zoom.factor, cfg.zoom.size
     if mode == "full":

@@ -4,21 +4,27 @@ full-image options checked. ``python -m coz.zoom``, the Python API (:mod:`coz.ap
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
 
-from coz.backbones import build_backbone
-from coz.chain import INTERPOLATION_MODES, ZoomChain
 from coz.errors import CozError
-from coz.full_image import FullImageOptions
-from coz.prompts import NullPrompt, build_prompt_extractor
-from coz.run.timing import PhaseTimer
+from coz.modes import INTERPOLATION_MODES
+
+if TYPE_CHECKING:  # full_options runs in a tool's config check, before torch loads
+    import torch
+
+    from coz.chain import ZoomChain
+    from coz.full_image_options import FullImageOptions
+    from coz.run.timing import PhaseTimer
 
 
 def full_options(cfg: DictConfig) -> FullImageOptions | None:
     """``zoom=full``'s settings, checked (None for the other modes)."""
     if cfg.zoom.mode != "full":
         return None
+    from coz.full_image_options import FullImageOptions  # imports torch (coz.tiling): zoom=full only
+
     try:
         return FullImageOptions.from_config(cfg.zoom)
     except ValueError as err:
@@ -29,6 +35,10 @@ def build_chain(
     cfg: DictConfig, device: torch.device, timer: PhaseTimer, full: FullImageOptions | None = None
 ) -> ZoomChain:
     """Load ``cfg``'s backbone and prompt extractor (none for the interpolation modes) into a chain."""
+    from coz.backbones import build_backbone
+    from coz.chain import ZoomChain
+    from coz.prompts import NullPrompt, build_prompt_extractor
+
     mode = cfg.zoom.mode
     with timer.phase("load"):
         if mode in INTERPOLATION_MODES:  # no model, no prompts

@@ -10,24 +10,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from coz.chain import ZoomChain
-from coz.full_image import FullImageOptions
 from coz.images import find_images, not_images
 from coz.run.cli import hydra_entry
 from coz.run.handle import Run, execute
-from coz.run.loggers import build_logger
 from coz.run.names import output_names
-from coz.run.timing import PhaseTimer
 from coz.run.tool import Tool
 from coz.run.validate import check_zoom
-from coz.zoom.batches import Loaded, load_image, zoom_batches
-from coz.zoom.build import build_chain, full_options
-from coz.zoom.outputs import BackgroundWriter, finished_images, is_finished
+from coz.zoom.build import full_options
 from coz.zoom.schema import ZoomTool
+
+# Up to the config check (typed, check) nothing here imports torch: a refusal is one line at once.
+# What runs the chain (torch, the backbones) is imported by the body.
+if TYPE_CHECKING:
+    from coz.chain import ZoomChain
+    from coz.full_image_options import FullImageOptions
+    from coz.zoom.batches import Loaded
 
 log = logging.getLogger("coz.zoom")
 
@@ -61,6 +62,11 @@ def check(cfg: DictConfig) -> Plan:
 
 def zoom(run: Run) -> dict[str, Any]:
     """The body: zoom the images whose results are not in the folder yet, in batches."""
+    from coz.run.timing import PhaseTimer
+    from coz.zoom.batches import zoom_batches
+    from coz.zoom.build import build_chain
+    from coz.zoom.outputs import BackgroundWriter, finished_images, is_finished
+
     cfg, plan = run.cfg, run.plan
     timer = PhaseTimer()
     chain = build_chain(cfg, run.device, timer, plan.full)
@@ -139,11 +145,19 @@ def zoom(run: Run) -> dict[str, Any]:
 
 def _load(item: tuple[Path, str], cfg: DictConfig, chain: ZoomChain, full: FullImageOptions | None) -> Loaded:
     """One input file as the chain's x0 (named by its file name in messages); its notes logged."""
+    from coz.zoom.batches import load_image
+
     path, name = item
     image = load_image(path, name, cfg, chain, full, label=path.name)
     for note in image.notes:
         log.warning("%s", note)
     return image
+
+
+def _logger(run: Run) -> Any:
+    from coz.run.loggers import build_logger
+
+    return build_logger(run.cfg, run.dir, run.plan.names)
 
 
 def _report(run_dir: Path, record: dict[str, Any]) -> None:
@@ -170,7 +184,7 @@ TOOL = Tool(
     body=zoom,
     check=check,
     resume="units",  # a rerun zooms the images whose results are not in the folder yet
-    logger=lambda run: build_logger(run.cfg, run.dir, run.plan.names),
+    logger=lambda run: _logger(run),
 )
 
 main = hydra_entry(TOOL)  # exit 1 when inputs were skipped: every good result is kept
