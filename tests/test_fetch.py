@@ -245,22 +245,20 @@ def test_a_pointer_or_a_page_saved_as_weights_is_named_wherever_weights_load(tmp
         assert "\n" not in str(caught.value) and str(fake) in str(caught.value)
 
 
-def test_the_zoom_command_names_a_pointer_in_one_line(tmp_path):
-    Path(tmp_path / "lora.pkl").write_bytes(LFS)
-    Path(tmp_path / "vae.pt").write_bytes(LFS)
+def test_the_zoom_command_names_a_pointer_in_one_line(tmp_path, monkeypatch, capfd):
+    """The command line's own entry point, in this process (a fresh Python costs seconds)."""
+    from inprocess_cli import run_cli_here
     from PIL import Image
 
+    from coz.zoom import main
+
+    Path(tmp_path / "lora.pkl").write_bytes(LFS)
+    Path(tmp_path / "vae.pt").write_bytes(LFS)
     Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
     args = ["input=in.png", "backbone=sd3", "backbone.model=none", "zoom.steps=1"]
     args += ["backbone.transformer_lora=lora.pkl", "backbone.vae_encoder=vae.pt", "hydra.run.dir=run"]
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.zoom", *args],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli_here(main, args, tmp_path, monkeypatch, capfd)
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]

@@ -187,13 +187,22 @@ def test_config_errors_fail_before_any_model_loads(args, expected, tmp_path, sam
     assert not (tmp_path / "r").exists()
 
 
-def test_missing_input_is_one_clear_line(tmp_path):
+def test_missing_input_is_one_clear_line_before_torch_loads(tmp_path, monkeypatch):
     """As a program (a fresh interpreter: whatever its imports print shows too): the whole of stderr
-    is the one line. A missing ``input=`` (test_run_contract.py) goes the same way, in-process."""
+    is the one line, and it comes before torch is imported (seconds the user would wait for it):
+    here ``torch`` is a stand-in that leaves a mark and fails. A missing ``input=``
+    (test_run_contract.py) goes the same way, in-process."""
+    stand_in = tmp_path / "stand-in" / "torch"
+    stand_in.mkdir(parents=True)
+    mark = tmp_path / "torch-imported"
+    (stand_in / "__init__.py").write_text(f"open({str(mark)!r}, 'w').close()\nraise ImportError('torch')\n")
+    path = os.pathsep.join(p for p in (str(stand_in.parent), os.environ.get("PYTHONPATH")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
     result = coz_zoom(["input=/no/such/photos", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: /no/such/photos: no such file or folder"], result.stderr
     assert not (tmp_path / "r").exists()
+    assert not mark.exists()
 
 
 def test_bad_values_fail_clearly(compose_zoom, samples, tmp_path):

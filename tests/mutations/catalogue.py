@@ -136,7 +136,7 @@ MUTATIONS: list[Mutation] = [
         "        known = (ENVIRONMENT, missing) if missing else classify(err)\n",
         "        raise\n",
         "bad input is one line, never a traceback",
-        "tests/test_zoom_cli.py::test_missing_input_is_one_clear_line",
+        "tests/test_zoom_cli.py::test_missing_input_is_one_clear_line_before_torch_loads",
     ),
     # ---------------------------------------------------------------------------------- bad input
     m(
