@@ -23,11 +23,11 @@ from coz.run.cli import quote_null_choices, tool_config_dir
 COMMON_KEYS = {"tool", "config", "choices", "seed", "device", "threads", "versions", "machine", "attempts"}
 
 # each tool's first heavy step, where the test stops it (the run's preamble is all done by then)
-HEAVY = {
-    "zoom": "build_chain",
-    "evaluate": "_predict",
-    "train_sr": "build",
-    "train_grpo": "_fit",
+HEAVY = {  # the module attribute each tool's body calls first ("tool": its coz.<tool>.tool module)
+    "zoom": ("coz.zoom.build", "build_chain"),
+    "evaluate": ("tool", "_predict"),
+    "train_sr": ("tool", "build"),
+    "train_grpo": ("tool", "_fit"),
 }
 
 
@@ -67,7 +67,8 @@ def run_until_heavy(tool: str, args: list[str], run_dir: Path, monkeypatch) -> i
         seen["threads"] = torch.get_num_threads()
         raise Stop
 
-    monkeypatch.setattr(module, HEAVY[tool], stop)
+    where, name = HEAVY[tool]
+    monkeypatch.setattr(module if where == "tool" else importlib.import_module(where), name, stop)
     with pytest.raises(Stop):
         module.run(compose_tool(tool, args), run_dir)
     return seen["threads"]
