@@ -2,8 +2,9 @@
 parsing, the run contract's exit codes), without paying a fresh Python's imports (seconds each).
 
 :func:`start_program` starts the command as a process of its own, forked from a warm interpreter, for
-what only a process shows (kill -9, signals, several runs at once). A subprocess smoke per tool stays elsewhere (``test_zoom_cli.py``, ``test_install.py``): those check
-that the module runs as a program; these check what a given backbone or option does through the CLI.
+what only a process shows (kill -9, signals, several runs at once). A subprocess smoke per tool stays
+elsewhere (``test_zoom_cli.py``, ``test_install.py``): those check that the module runs as a program;
+these check what a given backbone or option does through the CLI.
 """
 
 from __future__ import annotations
