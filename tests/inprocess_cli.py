@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -69,6 +70,8 @@ def _program(tool: str, args: list[str], cwd: str, stdout: str, stderr: str, env
     """The forked process: the caller's environment and folder, its stdout and stderr, then the tool."""
     from coz.run.extras import tool_main
 
+    # Ctrl-C as in a terminal: tests started in the background (``make test &``) inherit SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
