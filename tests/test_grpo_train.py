@@ -21,7 +21,6 @@ from inprocess_cli import run_cli
 from safetensors.torch import load_file
 
 from coz.errors import CozError
-from coz.run.checkpoints import load_checkpoint_file
 from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_grpo import tool
 from coz.train_grpo.tool import main, preflight, run
@@ -280,6 +279,8 @@ def test_every_adapter_tensor_changes_and_no_base_weight_does(trained):
     state = {k.replace(".default", ""): v for k, v in module.policy.state_dict().items() if "lora_" in k}
     for key, value in saved.items():
         torch.testing.assert_close(value, state[key])
+    from coz.run.checkpoints import load_checkpoint_file  # Lightning: not at collection
+
     checkpoint = load_checkpoint_file(run_dir / "checkpoints" / "last.safetensors")
     assert all("lora_" in k for k in checkpoint["state_dict"])  # the adapter only, never the base model
 
