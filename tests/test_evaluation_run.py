@@ -425,11 +425,14 @@ def test_smoke_preset_runs_the_whole_evaluation(niqe_params, tmp_path, monkeypat
     """The README's first check, ``python -m coz.evaluate experiment=smoke``, through the same entry
     point in this process (the program run is the mission command's test above: a fresh interpreter
     paid ~11 s of CPU importing Lightning again). From a fresh folder, as a user's first run: the
-    preset writes the sample photos into it."""
+    preset writes the sample photos into it. Its models, photos, scales and methods as they are; the
+    views at 128 px instead of 256 and no plots (a quarter of the pixels to zoom, prompt and score:
+    every step of the path is the same; the two-cell sweep above checks the plots)."""
     from coz.evaluate import main
 
     monkeypatch.chdir(tmp_path)
-    status = run_cli(main, ["experiment=smoke", f"hydra.sweep.dir={tmp_path}/s"], monkeypatch)
+    args = ["experiment=smoke", "zoom.size=128", "report.plots=false", f"hydra.sweep.dir={tmp_path}/s"]
+    status = run_cli(main, args, monkeypatch)
     assert status == 0, capsys.readouterr().err[-2000:]
     assert "report:" in capsys.readouterr().out
     rows = read_rows(tmp_path / "s")
