@@ -4,6 +4,7 @@ processes, Table 6's overlap measure, the HTML report in a real browser, and eve
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 import subprocess
@@ -405,9 +406,26 @@ def test_a_sweep_is_refused_once_before_it_writes_its_folder(tmp_path, capsys):
     callback.on_multirun_start(config=compose_evaluate(["experiment=smoke"]))  # a good sweep goes on
 
 
+# A fresh interpreter that writes which heavy packages it had imported when the program ended.
+HEAVY_PACKAGES = {"lightning", "torchmetrics", "torchvision", "transformers", "pyiqa", "wandb"}
+REPORT_IMPORTS = f"""
+import json, runpy, sys
+report, sys.argv = sys.argv[1], ["coz.evaluate", *sys.argv[2:]]
+try:
+    runpy.run_module("coz.evaluate", run_name="__main__")
+finally:
+    with open(report, "w") as f:
+        json.dump(sorted({{m.split(".")[0] for m in sys.modules}} & {HEAVY_PACKAGES!r}), f)
+"""
+
+
 def test_the_mission_command_fails_in_one_line_without_the_dataset(tmp_path):
+    """The one program run of coz.evaluate here: a sweep whose every job is refused, each in one line
+    and before Lightning or the metrics are imported (so a user's mistake costs seconds)."""
+    report = tmp_path / "imported.json"
     result = subprocess.run(
-        [sys.executable, "-m", "coz.evaluate", "-m", "prompt=null,dape,vlm", f"hydra.sweep.dir={tmp_path}/s"],
+        [sys.executable, "-c", REPORT_IMPORTS, str(report), "-m", "prompt=null,dape,vlm"]
+        + [f"hydra.sweep.dir={tmp_path}/s"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -418,6 +436,7 @@ def test_the_mission_command_fails_in_one_line_without_the_dataset(tmp_path):
     assert len(error) == 1  # every job of the sweep ran and failed in the same one line
     assert "dataset DIV2K" in min(error) and "dataset.root=" in min(error)
     assert "coz.evaluate: 3 of 3 jobs failed:" in result.stderr
+    assert json.loads(report.read_text()) == []
 
 
 @pytest.mark.slow
