@@ -40,8 +40,14 @@ FAST = [
 
 
 def compose_evaluate(overrides: list[str]):
+    (cfg,) = compose_each([overrides])
+    return cfg
+
+
+def compose_each(jobs: list[list[str]]) -> list:
+    """The config of each command line (one Hydra initialisation for them all: it costs a third)."""
     with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=quote_null_choices(overrides))
+        return [compose(config_name="evaluate", overrides=quote_null_choices(job)) for job in jobs]
 
 
 def copy_photos(samples: list[Path], folder: Path, count: int = 3) -> Path:
@@ -328,13 +334,11 @@ def test_every_preset_and_every_job_of_its_sweep_composes(preset):
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     choices = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] for o in parsed]
     jobs = list(itertools.product(*choices)) or [()]
+    adapter = ["prompt.adapter=adapter/"] if preset.startswith("table") else []  # as users pass it
+    # the table presets: each dataset from COZ_DATA
+    folder = ["input=photos/"] if preset in ("offline", "smoke") else []
     labels = set()
-    for job in jobs:
-        adapter = ["prompt.adapter=adapter/"] if preset.startswith("table") else []  # as users pass it
-        folder = (
-            ["input=photos/"] if preset in ("offline", "smoke") else []
-        )  # the table presets: each dataset from COZ_DATA
-        job_cfg = compose_evaluate([f"experiment={preset}", *adapter, *folder, *job])
+    for job_cfg in compose_each([[f"experiment={preset}", *adapter, *folder, *job] for job in jobs]):
         described = describe_job(job_cfg)
         assert job_cfg.table.startswith("table")
         labels.add((described["dataset"], described["method"]))
@@ -344,12 +348,17 @@ def test_every_preset_and_every_job_of_its_sweep_composes(preset):
 
 
 def test_the_mission_sweep_names_the_papers_methods():
-    labels = [describe_job(compose_evaluate([f"prompt={p}"]))["method"] for p in ("null", "dape", "vlm")]
-    assert labels == ["CoZ (Null)", "CoZ (DAPE)", "CoZ (VLM)"]
-    assert describe_job(compose_evaluate(["method=direct_dape"]))["method"] == "Direct SR"
-    assert describe_job(compose_evaluate(["method=nn"]))["method"] == "NN Interpolation"
-    s3 = compose_evaluate(["experiment=table2", "method=coz_vlm", "prompt.adapter=adapter/"])
-    assert describe_job(s3)["method"] == "S3Diff + CoZ"
+    jobs = [[f"prompt={p}"] for p in ("null", "dape", "vlm")] + [["method=direct_dape"], ["method=nn"]]
+    jobs.append(["experiment=table2", "method=coz_vlm", "prompt.adapter=adapter/"])
+    labels = [describe_job(cfg)["method"] for cfg in compose_each(jobs)]
+    assert labels == [
+        "CoZ (Null)",
+        "CoZ (DAPE)",
+        "CoZ (VLM)",
+        "Direct SR",
+        "NN Interpolation",
+        "S3Diff + CoZ",
+    ]
 
 
 def test_table5_refuses_to_run_without_its_adapter():
