@@ -49,21 +49,14 @@ def _gone_within(path: Path, seconds: float) -> bool:
     return True
 
 
-def test_an_unused_upload_goes_after_the_ttl(swept, samples):
-    start = time.monotonic()
-    path = Path(_upload(swept[0], samples[0].read_bytes()).json()[0])
-    assert path.read_bytes() == samples[0].read_bytes()
-    assert _gone_within(path.parent, TTL_S * 3), "an upload no job used is still there"
-    # not before its time: the sweep runs every TTL_S / 4, so it went after TTL_S, before 1.25 TTL_S
-    # (plus this loop's 0.1-s polling and a loaded machine's slack)
-    assert time.monotonic() - start > TTL_S
-    assert not (swept[1] / "uploads").exists() or not any((swept[1] / "uploads").iterdir())
-
-
-def test_a_request_gradio_refuses_loses_its_upload_after_the_ttl(swept, samples):
-    """Gradio refuses these before the page's handler runs: no job ever deletes their uploads."""
+def test_unused_uploads_go_after_the_ttl(swept, samples):
+    """An upload no request names, and the uploads of two requests Gradio refuses before the page's
+    handler runs (no job ever deletes those): each is kept until the ttl, then swept (one wait)."""
     url = swept[0]
-    paths = []
+    start = time.monotonic()
+    unused = Path(_upload(url, samples[0].read_bytes()).json()[0])
+    assert unused.read_bytes() == samples[0].read_bytes()
+    refused = []
     for backbone, steps in (("sd9", 1), ("nearest", 99)):
         uploaded = time.monotonic()
         path = _upload(url, samples[0].read_bytes()).json()[0]
@@ -71,8 +64,13 @@ def test_a_request_gradio_refuses_loses_its_upload_after_the_ttl(swept, samples)
         assert not answer.get("success"), answer  # Gradio's own refusal: the handler never ran
         if time.monotonic() - uploaded < TTL_S:  # (on a loaded machine the sweep may be due already)
             assert Path(path).exists()  # the refusal kept it: only the sweep takes it
-        paths.append(Path(path))
-    assert all(_gone_within(p.parent, TTL_S * 3) for p in paths)
+        refused.append(Path(path))
+    assert _gone_within(unused.parent, TTL_S * 3), "an upload no job used is still there"
+    # not before its time: the sweep runs every TTL_S / 4, so it went after TTL_S, before 1.25 TTL_S
+    # (plus this loop's 0.1-s polling and a loaded machine's slack)
+    assert time.monotonic() - start > TTL_S
+    assert all(_gone_within(p.parent, TTL_S * 3) for p in refused), "a refused request's upload stays"
+    assert not (swept[1] / "uploads").exists() or not any((swept[1] / "uploads").iterdir())
 
 
 def test_a_queued_jobs_upload_stays_while_an_unused_one_goes(swept, samples, tmp_path):
