@@ -29,6 +29,10 @@ def chromium() -> str | None:
 MISSING = "needs a headless Chromium (apt-get install chromium-headless-shell; .ci/run installs it)"
 
 
+#: DevTools' answers to a question asked while the page navigates (no page to ask yet)
+NAVIGATING = ("Inspected target navigated or closed", "Cannot find context with specified id")
+
+
 class Tab:
     """The few DevTools-protocol calls tests need, over one page's websocket."""
 
@@ -54,7 +58,12 @@ class Tab:
     def wait_for(self, expression: str, timeout: float = 60.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError as err:  # asked while the page was navigating (a form sent): ask again
+                if not any(m in str(err) for m in NAVIGATING):
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(0.1)

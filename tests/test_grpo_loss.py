@@ -11,14 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from trl.trainer.grpo_trainer import GRPOTrainer  # TRL (a dev dependency) is the oracle
-from trl.trainer.utils import nanstd
 
 from coz.train_grpo.loss import completion_mask, group_advantages, grpo_loss, selective_log_softmax
 
 
 def trl_advantages(rewards: torch.Tensor, generations: int, scale: str) -> torch.Tensor:
     """TRL's "sum_then_normalize" advantage block, run from its source on our rewards."""
+    from trl.trainer.grpo_trainer import GRPOTrainer  # TRL (a dev dependency) is the oracle; imported
+    from trl.trainer.utils import nanstd  # here, not at collection (~4 s in every pytest worker)
+
     source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     start = source.index('if self.multi_objective_aggregation == "sum_then_normalize":')
     start = source.rindex("\n", 0, start) + 1
@@ -60,6 +61,8 @@ def test_the_papers_baseline_is_the_group_mean():
 
 def trl_loss(logps, old, ref, advantages, mask, loss_type, beta, eps_low, eps_high, max_len):
     """TRL's ``_compute_loss`` on these tensors (the model's log-probabilities patched in)."""
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
     trainer = object.__new__(GRPOTrainer)
     identity = SimpleNamespace(gather=lambda x: x, reduce=lambda x, reduction="sum": x, autocast=None)
     trainer.__dict__.update(

@@ -21,7 +21,6 @@ from inprocess_cli import run_cli
 from safetensors.torch import load_file
 
 from coz.errors import CozError
-from coz.run.checkpoints import load_checkpoint_file
 from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_grpo import tool
 from coz.train_grpo.tool import main, preflight, run
@@ -165,6 +164,7 @@ def test_bad_options_are_refused_before_loading(photos, tmp_path):
         "data.depths=[]",
         "rewards.max_penalty=0.5",
         "trainer.devices=0",  # a key coz reads among the trainer's free keys
+        "critic.words=[]",  # the rule critic with no rule: refused here, not in the run's workers
     ):
         cfg = tiny(photos, "grpo.updates_per_generation=2", "grpo.steps=4", bad)
         with pytest.raises(CozError, match=bad.split("=")[0]):
@@ -280,6 +280,8 @@ def test_every_adapter_tensor_changes_and_no_base_weight_does(trained):
     state = {k.replace(".default", ""): v for k, v in module.policy.state_dict().items() if "lora_" in k}
     for key, value in saved.items():
         torch.testing.assert_close(value, state[key])
+    from coz.run.checkpoints import load_checkpoint_file  # Lightning: not at collection
+
     checkpoint = load_checkpoint_file(run_dir / "checkpoints" / "last.safetensors")
     assert all("lora_" in k for k in checkpoint["state_dict"])  # the adapter only, never the base model
 
@@ -471,12 +473,18 @@ def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path, mon
         "trainer.accelerator=cpu",
         "grpo.steps=2",
         "grpo.scale_rewards=none",  # the mean baseline, which the expected advantages below spell out
+        # what the ranks do beyond the gather is kept small: the rule critic (no critic model to build and
+        # run; the hook sets the rewards anyway), and one validation, at the end (not also at step 0)
+        "critic=keyword",
+        "critic.words=[cat]",
+        "val.at_start=false",
         f"hydra.run.dir={folder}",
     ]
     assert run_cli(main, args, monkeypatch) == 0
     assert "coz.train_grpo: 2 step(s)" in capsys.readouterr().out
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
     assert [int(r["step"]) for r in read_csv(folder / "train.csv")] == [1, 2]
+    assert [int(r["step"]) for r in read_csv(folder / "rewards.csv")] == [2]  # validated across the ranks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["advantages", "ddp", "hook"]  # one run folder
 
     ranks = [[json.loads(x) for x in (recorded / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]

@@ -12,8 +12,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from coz.train_grpo.module import GRPOModule
-
 G = 2
 TOTALS = {0: [1.0, 3.0, 10.0, 20.0], 1: [5.0, 9.0, 0.0, 4.0]}  # two pairs x G completions per rank
 # each reward minus the mean of its group of G (the paper's baseline, scale_rewards=none)
@@ -70,6 +68,8 @@ def stand_in(rank: int) -> SimpleNamespace:
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_each_rank_gets_the_advantages_of_its_own_completions(rank):
+    from coz.train_grpo.module import GRPOModule  # Lightning: imported here, not at collection
+
     pairs = [SimpleNamespace(first=f"p{i}a", second=f"p{i}b") for i in range(len(TOTALS[rank]) // G)]
     module = stand_in(rank)
     out = GRPOModule.rollout(module, pairs, {})

@@ -21,6 +21,7 @@ from pathlib import Path
 import browser
 import numpy as np
 import pytest
+from inprocess_cli import run_cli_here
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -94,8 +95,9 @@ def sweep(zoom_run, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture()
-def study(sweep, tmp_path) -> dict:
+@pytest.fixture(scope="module")
+def built_study(sweep, tmp_path_factory) -> Path:
+    """The sweep's study, built once for the module (tests get a copy: their votes stay their own)."""
     cfg = study_config(
         **{
             "from": [str(sweep)],
@@ -106,7 +108,15 @@ def study(sweep, tmp_path) -> dict:
             "media.view_size": 48,
         }
     )
-    build_command(cfg, tmp_path / "study")
+    folder = tmp_path_factory.mktemp("built") / "study"
+    build_command(cfg, folder)
+    return folder
+
+
+@pytest.fixture()
+def study(built_study, tmp_path) -> dict:
+    """A fresh copy of the built study (no votes yet), as build left it."""
+    shutil.copytree(built_study, tmp_path / "study")
     return load_manifest(tmp_path / "study")
 
 
@@ -190,23 +200,19 @@ def test_a_run_given_twice_or_an_evaluate_job_without_states_is_refused(sweep, t
     assert [r.method for r in runs] == [job.name, "twin"]
 
 
-def test_bad_from_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    out = tmp_path / "study"
-    result = subprocess.run(
-        [sys.executable, "-m", "coz.study", "build", f"from={tmp_path}/missing,{tmp_path}", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == f"error: from={tmp_path}/missing: no such folder"
-    assert not out.exists()
+def test_bad_from_is_one_line_and_exit_2(tmp_path, monkeypatch, capfd):
+    """The command line's entry point in this process (its stderr as a program's, by file descriptor;
+    the study's real program runs are kill -9's below and test_typed_configs' bad values)."""
     from coz.study.tool import main
 
-    monkeypatch.setattr(sys, "argv", ["coz-study"])  # no command: one line before Hydra starts
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.count("\n") == 1 and "build|serve|report" in err
+    out = tmp_path / "study"
+    args = ["build", f"from={tmp_path}/missing,{tmp_path}", f"hydra.run.dir={out}"]
+    result = run_cli_here(main, args, tmp_path, monkeypatch, capfd)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: from={tmp_path}/missing: no such folder"
+    assert result.stderr.count("\n") == 1 and not out.exists()
+    result = run_cli_here(main, [], tmp_path, monkeypatch, capfd)  # no command: one line before Hydra starts
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "build|serve|report" in result.stderr
 
 
 def test_command_line_reads_from_and_questions_as_lists():
@@ -536,15 +542,18 @@ REPORT_SHOT = REPO / "experiments" / "study" / "report.jpg"
 
 
 @pytest.mark.skipif(browser.chromium() is None, reason=browser.MISSING)
-def test_five_raters_answer_in_headless_chromium(sweep, tmp_path):
+def test_five_raters_answer_in_headless_chromium(sweep, study, tmp_path):
     """Five raters click through the study in a real browser (each with a fresh cookie jar), every
     click lands in the database, the report follows. The question page and the report are captured
-    (tmp_path; COZ_UPDATE_SCREENSHOT=1 also refreshes the README's pictures in experiments/study/)."""
+    (tmp_path; COZ_UPDATE_SCREENSHOT=1 also refreshes the README's pictures in experiments/study/,
+    from a study of five raters built with media at the size a real study shows)."""
+    update = os.environ.get("COZ_UPDATE_SCREENSHOT") == "1"
     cfg = study_config(
         **{"from": [str(sweep)], "raters": 5, "per_rater": 2, "media.tile": 128, "media.gif_size": 160}
     )
-    build_command(cfg, tmp_path / "study")
-    study = load_manifest(tmp_path / "study")
+    if update:
+        build_command(cfg, tmp_path / "readme-study")
+        study = load_manifest(tmp_path / "readme-study")
     server = Server(study, instructions=OmegaConf.to_container(cfg.instructions))  # the paper's wording
     rng = random.Random(0)
     clicked: dict[str, list[int]] = {}
@@ -584,7 +593,7 @@ def test_five_raters_answer_in_headless_chromium(sweep, tmp_path):
     report_command(study_config(command="report", study=study["folder"]))
     assert "<img src='data:image/png" in (Path(study["folder"]) / "report" / "report.html").read_text()
     assert Image.open(tmp_path / "rating-page.jpg").size[0] >= 1000
-    if os.environ.get("COZ_UPDATE_SCREENSHOT") == "1":
+    if update:
         with browser.browser_tab(1100, 1250) as tab:  # the report, as the README shows it
             tab.call("Page.navigate", url=(Path(study["folder"]) / "report" / "report.html").as_uri())
             tab.wait_for("document.readyState === 'complete' && document.images[0].complete")

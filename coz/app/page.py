@@ -61,7 +61,12 @@ def build_demo(service: ZoomService, uploads: Path):
                 prompt = gr.Dropdown(service.prompts, value=service.prompts[0], label="Prompt mode")
                 mode = gr.Radio(modes, value="coz", label="Zoom", elem_id="mode")
                 steps = gr.Slider(
-                    1, cfg.max_steps, value=steps_default, step=1, label="Steps (4x each; Chain-of-Zoom)"
+                    1,
+                    cfg.max_steps,
+                    value=steps_default,
+                    step=1,
+                    label="Steps (4x each; Chain-of-Zoom)",
+                    elem_id="steps",
                 )
                 user_prompt = gr.Textbox(label="Your prompt (optional, added to every step's)", max_lines=1)
                 with gr.Row():

@@ -95,8 +95,10 @@ def _cell(value):
 
 
 def _number(text: str):
-    """A CSV cell as the number it is (``"11.87"`` -> 11.87), else the text; empty -> None."""
-    if text == "":
+    """A CSV cell as the number it is (``"11.87"`` -> 11.87), else the text; empty, or the table's
+    "—" (no value: e.g. PSNR at a scale without ground truth) -> None, so that a column of numbers
+    with gaps stays a number column (W&B refuses a table whose column mixes numbers and text)."""
+    if text in ("", "—"):
         return None
     for kind in (int, float):
         try:

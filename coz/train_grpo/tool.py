@@ -127,6 +127,11 @@ def check_config(cfg: DictConfig) -> DictConfig:
             f"grpo.updates_per_generation={updates} (a checkpoint cannot fall inside a generation round)",
         ),
         (
+            cfg.critic.name != "keyword" or any(str(w) for w in cfg.critic.words),
+            "critic.words=[]: critic=keyword needs the words to reward, e.g. critic.words=[sharp] "
+            "(checked here, not when the critic is built in the run, perhaps in a spawned DDP worker)",
+        ),
+        (
             cfg.data.size % cfg.data.factor == 0,
             f"data.size={cfg.data.size}: must be a multiple of data.factor={cfg.data.factor} "
             "(the view is the center 1/factor of the state)",
