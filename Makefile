@@ -39,7 +39,7 @@ test-fast: $(STAMP)  ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
 mutate: $(STAMP)  ## break the code in curated ways, check the tests notice -> experiments/mutations.md
-	$(PY) -m tests.mutations
+	$(PY) -m tests.mutations --jobs $(TEST_WORKERS)
 
 bench: $(STAMP)  ## speed and memory benchmarks, results in experiments/bench/
 	$(PY) -m coz.bench

@@ -19,8 +19,8 @@ PACKAGE_EXTRA = {
     "lightning": None,
     "torchmetrics": None,
     "pyiqa": None,
-    "matplotlib": "eval",
-    "scipy": "eval",
+    "matplotlib": None,  # [train], [eval] and [study] each carry matplotlib and scipy
+    "scipy": None,
     "hydra_plugins": "eval",
     "submitit": "eval",
     "wandb": "wandb",

@@ -1,7 +1,7 @@
-"""``python -m tests.mutations [--only ID ...] [--out FILE] [--timeout S]``: run the mutation catalogue.
+"""``python -m tests.mutations [--only ID ...] [--jobs N] [--out FILE] [--timeout S]``: run the mutation catalogue.
 
-The tree is copied once (tracked and untracked, not ignored, files) to a temporary folder; each
-mutation is applied there, its tests run with that copy first on ``PYTHONPATH``, and the file is put
+The tree is copied once per job (tracked and untracked, not ignored, files) to a temporary folder; each
+mutation is applied in one of them, its tests run with that copy first on ``PYTHONPATH``, and the file is put
 back. Results go to ``experiments/mutations.json`` (the last result of each mutation, so ``--only``
 updates some rows) and the table ``experiments/mutations.md``. A mutation is *caught* when its tests fail, *survived* when they pass, *stale* when its snippet
 is no longer in the file (the code moved on: refresh the catalogue), *error* when pytest could not
@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +52,9 @@ def copy_tree(dst: Path) -> None:
             shutil.copy2(src, dst / name)
 
 
-def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float, threads: int) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    env["OMP_NUM_THREADS"] = str(threads)  # the jobs share the cores instead of each claiming all
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     try:
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
@@ -79,35 +82,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="mutation ids to run (default: all)")
     parser.add_argument("--out", default=str(REPO / "experiments" / "mutations.md"))
     parser.add_argument("--timeout", type=float, default=600, help="seconds per pytest run")
+    parser.add_argument("--jobs", type=int, default=1, help="mutations tested at once, each in its own copy")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or m.id in args.only]
+    jobs = max(1, args.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     started = time.perf_counter()
-    outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="coz-mutate-") as tmp:
-        tree = Path(tmp)
-        copy_tree(tree)
-        baseline: dict[tuple[str, ...], tuple[int, str]] = {}
-        for selection in dict.fromkeys(m.tests for m in chosen):
-            baseline[selection] = run_tests(tree, selection, args.timeout)
-            print(f"baseline {' '.join(selection)}: {baseline[selection][1]}", flush=True)
-        for m in chosen:
-            start = time.perf_counter()
-            code, last = baseline[m.tests]
-            if code != 0:
-                outcomes.append(Outcome(m, "error", 0.0, f"fails unmutated: {last}"))
-            else:
-                original = apply(tree, m)
-                if original is None:
-                    outcomes.append(Outcome(m, "stale", 0.0, "snippet not found exactly once"))
+        trees: queue.Queue[Path] = queue.Queue()
+        for i in range(jobs):
+            (Path(tmp) / str(i)).mkdir()
+            copy_tree(Path(tmp) / str(i))
+            trees.put(Path(tmp) / str(i))
+
+        def in_a_tree(work, *args):
+            tree = trees.get()
+            try:
+                return work(tree, *args)
+            finally:
+                trees.put(tree)
+
+        def check_baseline(tree: Path, selection: tuple[str, ...]) -> tuple[int, str]:
+            result = run_tests(tree, selection, args.timeout, threads)
+            print(f"baseline {' '.join(selection)}: {result[1]}", flush=True)
+            return result
+
+        with ThreadPoolExecutor(jobs) as pool:
+            selections = list(dict.fromkeys(m.tests for m in chosen))
+            baseline = dict(
+                zip(selections, pool.map(lambda s: in_a_tree(check_baseline, s), selections), strict=True)
+            )
+
+            def check(tree: Path, m: Mutation) -> Outcome:
+                start = time.perf_counter()
+                code, last = baseline[m.tests]
+                if code != 0:
+                    o = Outcome(m, "error", 0.0, f"fails unmutated: {last}")
                 else:
-                    try:
-                        code, last = run_tests(tree, m.tests, args.timeout)
-                    finally:
-                        (tree / m.file).write_text(original)
-                    status = {0: "survived", 1: "caught", -1: "caught"}.get(code, "error")
-                    outcomes.append(Outcome(m, status, time.perf_counter() - start, last))
-            o = outcomes[-1]
-            print(f"{o.status:8s} {m.id:32s} {o.seconds:6.1f} s  {o.detail}", flush=True)
+                    original = apply(tree, m)
+                    if original is None:
+                        o = Outcome(m, "stale", 0.0, "snippet not found exactly once")
+                    else:
+                        try:
+                            code, last = run_tests(tree, m.tests, args.timeout, threads)
+                        finally:
+                            (tree / m.file).write_text(original)
+                        status = {0: "survived", 1: "caught", -1: "caught"}.get(code, "error")
+                        o = Outcome(m, status, time.perf_counter() - start, last)
+                print(f"{o.status:8s} {m.id:32s} {o.seconds:6.1f} s  {o.detail}", flush=True)
+                return o
+
+            outcomes = list(pool.map(lambda m: in_a_tree(check, m), chosen))
     results = merge_results(Path(args.out).with_suffix(".json"), outcomes)
     write_report(Path(args.out), results)
     print(f"{len(outcomes)} mutations in {(time.perf_counter() - started) / 60:.1f} min")
