@@ -103,28 +103,7 @@ def test_evaluate_plots_against_scale_and_compares_runs_per_scale(niqe_params, p
     assert all(isinstance(row["niqe"], float) for row in rows)
 
 
-@pytest.mark.slow
-def test_train_sr_logs_validation_and_resumes_into_the_same_run(tmp_path):
-    from coz.train_sr.tool import run
-
-    stages = (
-        "stages=[{name: a, degradation: realesrgan, steps: 1}, {name: b, degradation: bicubic, steps: %d}]"
-    )
-    base = ["experiment=smoke", "logger=both", "val.every_n_steps=2", "checkpoint.every_n_steps=2"]
-    run(compose_tool("train_sr", [*base, stages % 1]), tmp_path / "run")
-    run(compose_tool("train_sr", [*base, stages % 2]), tmp_path / "run")  # resumes
-    runs = [read_run(p) for p in offline_runs(tmp_path / "run")]
-    assert len(runs) == 2 and runs[0].id == runs[1].id
-    assert all((r.job_type, r.name) == ("train_sr", "run") for r in runs)
-    validations = [row for r in runs for row in r.history if "val/psnr" in row]
-    assert [row["trainer/global_step"] for row in validations] == [2]
-    assert isinstance(validations[0]["val/psnr"], float)
-    pictures = [row for r in runs for row in r.history if "val/lr_sr_hr/_type" in row]
-    assert pictures and pictures[0]["val/lr_sr_hr/count"] == 2
-    losses = [row for r in runs for row in r.history if "loss/l2" in row]
-    assert len(losses) == 3  # one row per step, the resume continuing at step 3
-    assert (tmp_path / "run" / "images" / "val_0000002.png").exists()
-    assert "val/psnr" in (tmp_path / "run" / "logs" / "metrics.csv").read_text()
+# train_sr's validation and its resume into the same W&B run: test_train_sr_run.py's continued run.
 
 
 def test_train_grpo_logs_the_critics_answer_and_training_rollouts(tmp_path, samples):

@@ -9,70 +9,71 @@ import os
 import warnings
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
 
 from coz.errors import CozError
-from coz.run.checkpoints import (
-    LAST,
-    SafetensorsCheckpointIO,
-    StepCheckpoint,
-    checkpoint_step,
-    load_checkpoint_file,
-    newest_checkpoint,
-    resume_from,
-    save_checkpoint_file,
-)
+
+# Lightning and coz.run.checkpoints (which imports it) are imported inside the tests: collecting this
+# file in every pytest-xdist worker should not pay for them.
 
 
-class Tiny(L.LightningModule):
-    """Manual optimisation with ``accumulate`` micro-batches per step, like the trainers; the data of
-    step s is a function of s, so a resumed run sees what the uninterrupted one saw."""
+def tiny_module(accumulate: int = 2):
+    import lightning as L
 
-    def __init__(self, accumulate: int = 2) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-        self.net = nn.Linear(3, 1)
-        self.accumulate, self.step, self.micro = accumulate, 0, 0
+    class Tiny(L.LightningModule):
+        """Manual optimisation with ``accumulate`` micro-batches per step, like the trainers; the data of
+        step s is a function of s, so a resumed run sees what the uninterrupted one saw."""
 
-    @property
-    def completed_steps(self) -> int:
-        return self.step
+        def __init__(self, accumulate: int = 2) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+            self.net = nn.Linear(3, 1)
+            self.accumulate, self.step, self.micro = accumulate, 0, 0
 
-    def training_step(self, batch, batch_idx):
-        x = torch.randn(4, 3, generator=torch.Generator().manual_seed(self.step * 10 + self.micro))
-        self.manual_backward((self.net(x) - 1).pow(2).mean() / self.accumulate)
-        self.micro += 1
-        if self.micro < self.accumulate:
-            return
-        self.micro = 0
-        opt = self.optimizers()
-        opt.step()
-        opt.zero_grad()
-        self.lr_schedulers().step()
-        self.step += 1
+        @property
+        def completed_steps(self) -> int:
+            return self.step
 
-    def configure_optimizers(self):
-        from transformers import get_constant_schedule_with_warmup
+        def training_step(self, batch, batch_idx):
+            x = torch.randn(4, 3, generator=torch.Generator().manual_seed(self.step * 10 + self.micro))
+            self.manual_backward((self.net(x) - 1).pow(2).mean() / self.accumulate)
+            self.micro += 1
+            if self.micro < self.accumulate:
+                return
+            self.micro = 0
+            opt = self.optimizers()
+            opt.step()
+            opt.zero_grad()
+            self.lr_schedulers().step()
+            self.step += 1
 
-        opt = torch.optim.AdamW(self.parameters(), lr=0.1)
-        return [opt], [get_constant_schedule_with_warmup(opt, num_warmup_steps=2)]
+        def configure_optimizers(self):
+            from transformers import get_constant_schedule_with_warmup
 
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["tiny"] = {"step": self.step}
+            opt = torch.optim.AdamW(self.parameters(), lr=0.1)
+            return [opt], [get_constant_schedule_with_warmup(opt, num_warmup_steps=2)]
 
-    def on_load_checkpoint(self, checkpoint):
-        self.step = int(checkpoint["tiny"]["step"])
+        def on_save_checkpoint(self, checkpoint):
+            checkpoint["tiny"] = {"step": self.step}
 
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(range(1000), batch_size=1)
+        def on_load_checkpoint(self, checkpoint):
+            self.step = int(checkpoint["tiny"]["step"])
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(range(1000), batch_size=1)
+
+    return Tiny(accumulate)
 
 
-def train(folder: Path, steps: int, every: int = 2, keep: int = 0, ckpt: Path | None = None) -> Tiny:
+def train(folder: Path, steps: int, every: int = 2, keep: int = 0, ckpt: Path | None = None):
+    import lightning as L
+
+    from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
+
     torch.manual_seed(0)
-    module = Tiny()
+    module = tiny_module()
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=steps,  # one optimiser: Lightning's global step is the optimisation step here
@@ -94,6 +95,8 @@ def names(folder: Path) -> list[str]:
 
 
 def test_every_n_steps_keep_n_and_last_links_the_newest(tmp_path):
+    from coz.run.checkpoints import LAST, checkpoint_step, load_checkpoint_file, newest_checkpoint
+
     module = train(tmp_path, steps=5, every=2, keep=2)
     assert module.step == 5
     # steps 2 and 4 periodic, 5 at the end; keep=2 dropped step 2
@@ -105,6 +108,8 @@ def test_every_n_steps_keep_n_and_last_links_the_newest(tmp_path):
 
 
 def test_resume_from_the_newest_continues_exactly_and_keep_counts_the_earlier_files(tmp_path):
+    from coz.run.checkpoints import LAST, checkpoint_step, newest_checkpoint
+
     straight = train(tmp_path / "straight", steps=6)
     folder = tmp_path / "resumed"
     train(folder, steps=3, keep=2)  # 2, then 3 at the end
@@ -120,6 +125,8 @@ def test_resume_from_the_newest_continues_exactly_and_keep_counts_the_earlier_fi
 def test_a_pickle_ckpt_is_no_checkpoint(tmp_path):
     """Checkpoints are safetensors only: a Lightning pickle ``.ckpt`` in the folder is not a candidate
     to resume from, and naming it is refused in one line (never unpickled)."""
+    from coz.run.checkpoints import LAST, load_checkpoint_file, newest_checkpoint, resume_from
+
     train(tmp_path / "new", steps=2)
     checkpoint = load_checkpoint_file(tmp_path / "new" / "checkpoints" / LAST)
     old = tmp_path / "old" / "checkpoints"
@@ -135,6 +142,8 @@ def test_a_pickle_ckpt_is_no_checkpoint(tmp_path):
 
 
 def test_newest_skips_damaged_files_and_foreign_files_are_one_line(tmp_path):
+    from coz.run.checkpoints import LAST, checkpoint_step, newest_checkpoint, save_checkpoint_file
+
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     assert newest_checkpoint(folder) is None
@@ -155,6 +164,8 @@ def test_newest_skips_damaged_files_and_foreign_files_are_one_line(tmp_path):
 def test_tensors_sharing_memory_are_stored(tmp_path):
     """Tied weights (one tensor under two names, or views of one storage) as in a whole model that
     ddp_spawn hands back through a checkpoint file: each is stored with its own values."""
+    from coz.run.checkpoints import load_checkpoint_file, save_checkpoint_file
+
     weight = torch.randn(4, 3)
     checkpoint = {
         "embed": weight,

@@ -14,7 +14,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from inprocess_cli import run_cli
 
-from coz.run.checkpoints import load_checkpoint_file
 from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_sr.tool import build, run
 
@@ -28,6 +27,14 @@ TINY = [
     "threads=auto",
     "trainer.accelerator=cpu",
 ]
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """coz.run.checkpoints' reader, imported when a test runs: that module imports Lightning, which
+    collecting this file (in every pytest-xdist worker) should not pay for."""
+    from coz.run.checkpoints import load_checkpoint_file as load
+
+    return load(path)
 
 
 def compose_train(overrides: list[str]):
@@ -140,38 +147,71 @@ def test_exported_release_format_loads_in_coz_zoom(two_steps, compose_zoom, phot
     assert (fresh - expected).abs().max() > 1e-2  # the trained weights do change the output
 
 
+# Four steps, two stages of two, a checkpoint at the stage boundary, two micro-batches per step: the
+# uninterrupted run that the kill -9 and the continued run must both end as.
+TWO_STAGES = (
+    "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: %d}]"
+)
+ACCUMULATE_2 = [*TINY, "checkpoint.every_n_steps=2", "optim.accumulate=2", "val.every_n_steps=0"]
+FOUR_STEPS = [*ACCUMULATE_2, TWO_STAGES % 2]
+THREE_STEPS = [*ACCUMULATE_2, TWO_STAGES % 1]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, shared_run_env):
+    """FOUR_STEPS uninterrupted, through the program's entry point (shared by two tests)."""
+    from coz.train_sr.tool import main
+
+    run_dir = tmp_path_factory.mktemp("straight") / "straight"
+    with pytest.MonkeyPatch.context() as patch:
+        assert run_cli(main, [*FOUR_STEPS, f"hydra.run.dir={run_dir}"], patch) == 0
+    return run_dir
+
+
 @pytest.mark.slow
-def test_a_finished_run_continues_with_more_steps_and_checkpoints_follow(tmp_path):
+def test_a_finished_run_continues_with_more_steps_logs_into_one_wandb_run_and_checkpoints_follow(
+    straight, tmp_path
+):
     """A finished run (its last checkpoint from the end of training) continued with a longer stage
-    trains exactly the extra step and ends as the longer run; resuming from an older file re-links
-    ``last`` to what it writes; resume=none (a fresh run) into a folder with checkpoints is refused."""
-    import os
+    trains exactly the extra step and ends as the longer run, into the same W&B run (validation and
+    losses logged once per step); resuming from an older file re-links ``last`` to what it writes;
+    resume=none (a fresh run) into a folder with checkpoints is refused."""
+    from wandb_records import offline_runs, read_run
 
     from coz.errors import CozError
 
-    stages = (
-        "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: %d}]"
-    )
-    base = ["checkpoint.every_n_steps=2", "log.every_n_steps=2", "val.every_n_steps=0"]
-    straight, folder = tmp_path / "straight", tmp_path / "continued"
-    run(compose_train([*base, stages % 2]), straight)
-    run(compose_train([*base, stages % 1]), folder)  # step 3 saved by the end of training
-    run(compose_train([*base, stages % 2]), folder)  # resume=auto: trains on
+    dashboards = ["logger=both", "val.every_n_steps=2"]  # validation and W&B change no weight
+    folder = tmp_path / "continued"
+    run(compose_train([*THREE_STEPS, *dashboards]), folder)  # step 3 saved by the end of training
+    run(compose_train([*FOUR_STEPS, *dashboards]), folder)  # resume=auto: trains on
 
     a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
     b = load_checkpoint_file(folder / "checkpoints" / "last.safetensors")
     assert a["coz"]["step"] == b["coz"]["step"] == 4
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    # each logged step once (log.every_n_steps=2: step 1, then every 2nd), the continuation only step 4
+    # each logged step once, the continuation only step 4
     logs = [folder / "logs" / "metrics.csv", folder / "logs-resumed-1" / "metrics.csv"]
     steps = [[r["step"] for r in csv.DictReader(p.open())] for p in logs]
-    assert steps == [["1", "2"], ["4"]]
+    assert steps == [["1", "2", "3"], ["4"]]
+    assert "val/psnr" in logs[0].read_text()
+    assert (folder / "images" / "val_0000002.png").exists()
+    # W&B: the continuation resumes the same run, validation at steps 2 and 4, one loss row per step
+    runs = [read_run(p) for p in offline_runs(folder)]
+    assert len(runs) == 2 and runs[0].id == runs[1].id
+    assert all((r.job_type, r.name) == ("train_sr", "continued") for r in runs)
+    validations = [row for r in runs for row in r.history if "val/psnr" in row]
+    assert [row["trainer/global_step"] for row in validations] == [2, 4]
+    assert all(isinstance(row["val/psnr"], float) for row in validations)
+    pictures = [row for r in runs for row in r.history if "val/lr_sr_hr/_type" in row]
+    assert pictures and all(row["val/lr_sr_hr/count"] == 2 for row in pictures)  # val.images=2
+    losses = [[row["trainer/global_step"] for row in r.history if "loss/l2" in row] for r in runs]
+    assert losses == [[1, 2, 3], [4]]
 
     with pytest.raises(CozError, match="resume=none: .* already holds checkpoints; use resume=auto"):
-        run(compose_train([*base, stages % 2, "resume=none"]), folder)
+        run(compose_train([*FOUR_STEPS, *dashboards, "resume=none"]), folder)
     older = folder / "checkpoints" / "step_0000002.safetensors"
-    run(compose_train([*base, stages % 1, f"resume={older}"]), folder)  # step 3 again, not 4
+    run(compose_train([*THREE_STEPS, *dashboards, f"resume={older}"]), folder)  # step 3 again, not 4
     last = folder / "checkpoints" / "last.safetensors"
     assert load_checkpoint_file(last)["coz"]["step"] == 3
     assert os.path.samefile(last, folder / "checkpoints" / "step_0000003.safetensors")
@@ -239,6 +279,7 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
             "data.crop=32",
             "stages=[{degradation: realesrgan, steps: 1}]",
             "optim.lr=1e-3",
+            "val.every_n_steps=0",  # no validation metrics to build (NIQE's parameters, LPIPS' weights)
         ]
     )
     trainer, module = build(cfg, tmp_path)
@@ -257,49 +298,47 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
     assert torch.allclose(build_backbone(zoom.backbone).upscale(x), expected, atol=1e-5)
 
 
-# Put on PYTHONPATH of the spawned DDP workers: every training item a rank loads is appended to
-# <COZ_TEST_ITEMS>/rank<r>.txt, so the test can compare what each rank trained on. Python runs it in
-# every process started with that PYTHONPATH: it acts only in the spawned workers (their command line
-# ends with --multiprocessing-fork), not in multiprocessing's resource tracker (seconds of imports).
-RECORD_ITEMS = """
-import os
-import sys
-if os.environ.get("COZ_TEST_ITEMS") and "--multiprocessing-fork" in sys.orig_argv:
-    import coz.train_sr.data as data
-
-    def _recording(getitem):
-        def __getitem__(self, index):
-            import torch.distributed as dist
-
-            rank = dist.get_rank() if dist.is_initialized() else -1
-            with open(os.path.join(os.environ["COZ_TEST_ITEMS"], f"rank{rank}.txt"), "a") as f:
-                f.write(f"{index}\\n")
-            return getitem(self, index)
-
-        return __getitem__
-
-    data.TrainingImages.__getitem__ = _recording(data.TrainingImages.__getitem__)
-"""
-
-
 @pytest.mark.slow
-def test_ddp_spawn_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
-    hook, items = tmp_path / "hook", tmp_path / "items"
-    hook.mkdir(), items.mkdir()
-    (hook / "sitecustomize.py").write_text(RECORD_ITEMS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("COZ_TEST_ITEMS", str(items))
+def test_ddp_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
+    """trainer.devices=2 on one node: coz picks DDP in started workers, which train into the one run
+    folder, each rank on its own items. The ranks are forked here, not spawned as coz does: a spawned
+    rank pays ~12 CPU-s importing Lightning again; the spawn start itself (pickling the trainer and
+    module into fresh interpreters) is test_grpo_train's DDP test, through the same coz.run.trainer."""
+    import coz.train_sr.data as data
+    from coz.run import trainer as coz_trainer
+
+    items = tmp_path / "items"
+    items.mkdir()
+    getitem = data.TrainingImages.__getitem__
+
+    def recording(self, index):  # every item a rank loads, appended to items/rank<r>.txt
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_initialized() else -1
+        with open(items / f"rank{rank}.txt", "a") as f:
+            f.write(f"{index}\n")
+        return getitem(self, index)
+
+    chosen = coz_trainer.strategy
+
+    def forked(name, devices, num_nodes):
+        picked = chosen(name, devices, num_nodes)
+        assert picked._start_method == "spawn", picked  # coz's rule for several devices on one node
+        picked._start_method = "fork"
+        return picked
+
+    monkeypatch.setattr(data.TrainingImages, "__getitem__", recording)
+    monkeypatch.setattr(coz_trainer, "strategy", forked)
     cfg = compose_train(
         [
             "trainer.devices=2",
-            "trainer.strategy=ddp_spawn",
             "stages=[{degradation: bicubic, steps: 2}]",
             "checkpoint.every_n_steps=2",
         ]
     )
     run_dir = tmp_path / "run"
     run(cfg, run_dir)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hook", "items", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items", "run"]
     assert (run_dir / "checkpoints" / "step_0000002.safetensors").is_file()
     assert (run_dir / "export" / "lora.safetensors").is_file()
     assert [r["step"] for r in metrics(run_dir)] == ["1", "2"]
@@ -325,7 +364,7 @@ def test_smoke_command_as_in_the_readme(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_kill_9_and_resume_reproduce_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_kill_9_and_resume_reproduce_the_uninterrupted_run(straight, tmp_path, monkeypatch):
     """A real kill -9 of ``python -m coz.train_sr`` after its first checkpoint (step 2 of 4, the stage
     boundary, accumulate=2); rerunning the command into the same folder resumes there and ends with
     the weights, both Adam moments and the logged losses of a run that was never interrupted."""
@@ -335,13 +374,7 @@ def test_kill_9_and_resume_reproduce_the_uninterrupted_run(tmp_path, monkeypatch
     from coz.run.progress import finished
     from coz.train_sr.tool import main
 
-    args = [
-        *TINY,
-        "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: 2}]",
-        "checkpoint.every_n_steps=2",
-        "optim.accumulate=2",
-        "val.every_n_steps=0",
-    ]
+    args = FOUR_STEPS
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -357,13 +390,11 @@ def test_kill_9_and_resume_reproduce_the_uninterrupted_run(tmp_path, monkeypatch
     proc.wait()
     assert not (killed / "export").exists()
 
-    # the rerun (same command, same folder) and the uninterrupted reference, through the same entry point
+    # the rerun (same command, same folder), through the same entry point as the uninterrupted run
     assert run_cli(main, [*args, f"hydra.run.dir={killed}"], monkeypatch) == 0
     bar = [c for c in finished if c.desc == "train_sr"][-1]
     assert (bar.unit, bar.total, bar.initial, bar.n) == ("steps", 4, 2, 4)  # counts on from step 2
     assert "resumed at step 2, stage b" in (killed / "train_sr.log").read_text()
-    straight = tmp_path / "straight"
-    assert run_cli(main, [*args, f"hydra.run.dir={straight}"], monkeypatch) == 0
 
     a = load_checkpoint_file(straight / "checkpoints" / "step_0000004.safetensors")
     b = load_checkpoint_file(killed / "checkpoints" / "step_0000004.safetensors")

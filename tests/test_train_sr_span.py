@@ -12,6 +12,7 @@ from coz.train_sr.tool import build
 
 def compose_cnn(overrides: list[str]):
     base = ["experiment=cnn", "logger=csv", "data.crop=32", "log.images_every=0", "trainer.accelerator=cpu"]
+    base += ["val.every_n_steps=0"]  # no validation metrics to build (NIQE's parameters, LPIPS' weights)
     with initialize_config_dir(config_dir=tool_config_dir("train_sr"), version_base="1.3"):
         return compose(config_name="train_sr", overrides=quote_null_choices([*base, *overrides]))
 

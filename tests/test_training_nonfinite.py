@@ -15,8 +15,6 @@ import pytest
 import torch
 from inprocess_cli import run_cli
 
-from coz.run.checkpoints import checkpoint_step, load_checkpoint_file
-
 SR = [
     "experiment=smoke",
     "logger=csv",
@@ -67,6 +65,8 @@ def last_line(capsys) -> str:
 
 
 def finite(path: Path) -> bool:
+    from coz.run.checkpoints import load_checkpoint_file  # imports Lightning: not at collection
+
     state = load_checkpoint_file(path)["state_dict"]
     return bool(state) and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
@@ -112,6 +112,8 @@ def test_train_sr_stops_at_the_first_nan_loss_and_keeps_the_last_finite_checkpoi
     written = sorted((run_dir / "checkpoints").glob("step_*.safetensors"))
     assert [p.name for p in written] == ["step_0000001.safetensors"]  # kept, and nothing after it
     assert all(finite(p) for p in (run_dir / "checkpoints").glob("*.safetensors"))
+    from coz.run.checkpoints import checkpoint_step
+
     named = Path(line.split("the last finite checkpoint is ")[1].split()[0])  # where to resume from
     assert named.parent == run_dir / "checkpoints" and checkpoint_step(named) == 1 and finite(named)
     assert not (run_dir / "export").exists()  # no export of NaN weights

@@ -290,7 +290,7 @@ MUTATIONS: list[Mutation] = [
         "        sampler = StepSampler(layout, int(self.trainer.global_rank), start, stop)",
         "        sampler = StepSampler(layout, 0, start, stop)",
         "trainer.devices=N trains with DDP: every rank on its own batches",
-        "tests/test_train_sr_run.py::test_ddp_spawn_two_cpu_processes_one_run_folder",
+        "tests/test_train_sr_run.py::test_ddp_two_cpu_processes_one_run_folder",
     ),
     m(
         "fresh-run-over-checkpoints",
@@ -298,7 +298,7 @@ MUTATIONS: list[Mutation] = [
         "        if newest_checkpoint(here):",
         "        if False:",
         "resume=none (a fresh run) into a folder that already holds checkpoints is refused",
-        "tests/test_train_sr_run.py::test_a_finished_run_continues_with_more_steps_and_checkpoints_follow",
+        "tests/test_train_sr_run.py::test_a_finished_run_continues_with_more_steps_logs_into_one_wandb_run_and_checkpoints_follow",
     ),
     m(
         "resume-not-from-newest",
