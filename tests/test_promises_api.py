@@ -32,3 +32,21 @@ def test_every_zoom_call_reseeds_from_seed():
         fresh_draws(junk_seed)
         zoomer.zoom(image)
         assert draws() == expected
+
+
+def test_a_run_after_a_command_in_the_same_process_records_its_own_config(
+    samples, compose_zoom, tmp_path, monkeypatch, capsys
+):
+    """``python -m coz.zoom --cfg job``'s main (Hydra leaves that command's config set process-wide),
+    then ``run(cfg, run_dir)`` in the same process (a notebook, the API): the run records no Hydra
+    job of its own, and never the command's overrides or group choices."""
+    from inprocess_cli import run_cli
+
+    from coz.zoom.tool import main, run
+
+    assert run_cli(main, ["--cfg", "job", "backbone=nearest", "input=x"], monkeypatch) == 0
+    assert "name: nearest" in capsys.readouterr().out
+    cfg = compose_zoom([f"input={samples[0]}", "backbone=bicubic", "zoom.steps=1", "zoom.size=64"])
+    run(cfg, run_dir=tmp_path / "api")
+    assert not (tmp_path / "api" / ".hydra").exists()
+    assert "nearest" not in (tmp_path / "api" / "run.json").read_text()

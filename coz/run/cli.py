@@ -111,6 +111,15 @@ if not OmegaConf.has_resolver("coz_uid"):
     OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)
 
 
+def forget_hydra_job() -> None:
+    """Hydra leaves a command's config set process-wide (``--cfg``, ``--help``, ``--info`` never unset
+    it); a later ``run(cfg, run_dir)`` in the same process (the Python API, a notebook, a test) would
+    record that command's overrides and group choices as its own (``.hydra/``, run.json)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+
+
 def hydra_entry(
     run: Tool | Callable[[DictConfig], object],
     config_name: str | None = None,
@@ -180,6 +189,8 @@ def hydra_entry(
                 raise
             print(f"error: coz.{config_name}: {entry.lost_job_message(err)}", file=sys.stderr)
             sys.exit(3)
+        finally:
+            forget_hydra_job()
         sys.exit(entry.report(jobs))
 
     return main
