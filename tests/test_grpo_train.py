@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from forked_ranks import fork_the_ranks
 from hydra import compose, initialize_config_dir
 from inprocess_cli import run_cli
 from safetensors.torch import load_file
@@ -386,31 +387,23 @@ def test_the_tiny_policy_learns_a_rule_reward(trained):
     assert float(last["total"]) > float(first["total"]) + 0.3
 
 
-# Put on PYTHONPATH of the spawned DDP workers: in a process that imports coz.train_grpo.module (the
-# workers, not the resource tracker: no import paid there), each rollout appends, per rank, every rank's
-# gathered rewards, the advantages computed from them and the ones this rank trains with, to
-# <COZ_TEST_ADVANTAGES>. The smoke critic gives every completion the same reward (all advantages 0, so
-# any mix-up would pass): the totals are made distinct per rank, step and completion, with a spread that
-# differs per rank so the advantages differ too (what is checked is their plumbing, not the rewards).
-RECORD_ADVANTAGES = """
-import importlib.abc
-import importlib.util
-import os
-import sys
-
-
-def _record(grpo):
+def record_advantages(monkeypatch, folder: Path) -> None:
+    """Each rank appends, per rollout, every rank's gathered rewards, the advantages computed from them
+    and the ones this rank trains with, to folder/rank<r>.jsonl. The smoke critic gives every completion
+    the same reward (all advantages 0, so any mix-up would pass): the totals are made distinct per rank,
+    step and completion, with a spread that differs per rank so the advantages differ too (what is
+    checked is their plumbing, not the rewards)."""
     import dataclasses
-    import json
 
     import torch.distributed as dist
 
+    import coz.train_grpo.module as grpo
     import coz.train_grpo.rewards as rewards
 
     seen = {}
-    calls = [0]
+    calls = [0]  # per process: each forked rank counts from 0
 
-    def _score(self, texts, answers, _real=rewards.Rewards.score):
+    def score(self, texts, answers, _real=rewards.Rewards.score):
         calls[0] += 1
         rank = dist.get_rank() if dist.is_initialized() else 0
         return [
@@ -418,55 +411,33 @@ def _record(grpo):
             for i, r in enumerate(_real(self, texts, answers))
         ]
 
-    rewards.Rewards.score = _score
-
-    def _group_advantages(rewards, *args, _real=grpo.group_advantages):
-        out = _real(rewards, *args)
-        seen.update(totals=rewards.tolist(), advantages=out.tolist())
+    def group_advantages(totals, *args, _real=grpo.group_advantages):
+        out = _real(totals, *args)
+        seen.update(totals=totals.tolist(), advantages=out.tolist())
         return out
 
-    def _rollout(self, pairs, timings, _real=grpo.GRPOModule.rollout):
+    def rollout(self, pairs, timings, _real=grpo.GRPOModule.rollout):
         out = _real(self, pairs, timings)
         record = {**seen, "mine": out["advantages"].tolist(), "rank": int(self.global_rank)}
-        with open(os.path.join(os.environ["COZ_TEST_ADVANTAGES"], f"rank{self.global_rank}.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\\n")
+        with open(folder / f"rank{self.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
         return out
 
-    grpo.group_advantages = _group_advantages
-    grpo.GRPOModule.rollout = _rollout
-
-
-class _RecordOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "coz.train_grpo.module":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
-
-        def exec_module(module):
-            load(module)
-            _record(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if os.environ.get("COZ_TEST_ADVANTAGES"):
-    sys.meta_path.insert(0, _RecordOnImport())
-"""
+    monkeypatch.setattr(rewards.Rewards, "score", score)
+    monkeypatch.setattr(grpo, "group_advantages", group_advantages)
+    monkeypatch.setattr(grpo.GRPOModule, "rollout", rollout)
 
 
 @pytest.mark.slow
-def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path, monkeypatch, capsys):
-    """trainer.devices=2 on the CPU: two spawned workers gather their rewards and write one run folder;
-    each rank trains with the advantages of its own completions, computed from everyone's rewards."""
-    hook, recorded = tmp_path / "hook", tmp_path / "advantages"
-    hook.mkdir(), recorded.mkdir()
-    (hook / "sitecustomize.py").write_text(RECORD_ADVANTAGES)
+def test_ddp_two_cpu_processes_train_into_one_folder(photos, tmp_path, monkeypatch, capsys):
+    """trainer.devices=2 on the CPU: two workers gather their rewards and write one run folder; each
+    rank trains with the advantages of its own completions, computed from everyone's rewards. The
+    ranks are forked, where coz spawns them; what they would be sent pickles (tests/forked_ranks.py)."""
+    recorded = tmp_path / "advantages"
+    recorded.mkdir()
+    record_advantages(monkeypatch, recorded)
+    pickled = fork_the_ranks(monkeypatch)
     folder = tmp_path / "ddp"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("COZ_TEST_ADVANTAGES", str(recorded))
     args = ["experiment=smoke", f"input={photos}", "data.write_samples=false", "logger=csv"]
     args += [
         "trainer.devices=2",
@@ -474,18 +445,21 @@ def test_ddp_spawn_two_cpu_processes_train_into_one_folder(photos, tmp_path, mon
         "grpo.steps=2",
         "grpo.scale_rewards=none",  # the mean baseline, which the expected advantages below spell out
         # what the ranks do beyond the gather is kept small: the rule critic (no critic model to build and
-        # run; the hook sets the rewards anyway), and one validation, at the end (not also at step 0)
+        # run; the patch sets the rewards anyway), and one validation, at the end (not also at step 0)
         "critic=keyword",
         "critic.words=[cat]",
         "val.at_start=false",
         f"hydra.run.dir={folder}",
     ]
     assert run_cli(main, args, monkeypatch) == 0
+    assert (
+        len(pickled) == 1
+    )  # one launch, and what spawn would send pickled (the policy is built in the ranks)
     assert "coz.train_grpo: 2 step(s)" in capsys.readouterr().out
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
     assert [int(r["step"]) for r in read_csv(folder / "train.csv")] == [1, 2]
     assert [int(r["step"]) for r in read_csv(folder / "rewards.csv")] == [2]  # validated across the ranks
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["advantages", "ddp", "hook"]  # one run folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["advantages", "ddp"]  # one run folder
 
     ranks = [[json.loads(x) for x in (recorded / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2  # one rollout per step on each rank

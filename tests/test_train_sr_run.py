@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from forked_ranks import fork_the_ranks
 from hydra import compose, initialize_config_dir
 from inprocess_cli import run_cli
 
@@ -301,11 +302,9 @@ def test_cnn_recipe_fine_tunes_realesrgan_and_zoom_loads_it(tmp_path, compose_zo
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
     """trainer.devices=2 on one node: coz picks DDP in started workers, which train into the one run
-    folder, each rank on its own items. The ranks are forked here, not spawned as coz does: a spawned
-    rank pays ~12 CPU-s importing Lightning again; the spawn start itself (pickling the trainer and
-    module into fresh interpreters) is test_grpo_train's DDP test, through the same coz.run.trainer."""
+    folder, each rank on its own items. The ranks are forked, where coz spawns them; what they would
+    be sent pickles (tests/forked_ranks.py)."""
     import coz.train_sr.data as data
-    from coz.run import trainer as coz_trainer
 
     items = tmp_path / "items"
     items.mkdir()
@@ -319,16 +318,8 @@ def test_ddp_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
             f.write(f"{index}\n")
         return getitem(self, index)
 
-    chosen = coz_trainer.strategy
-
-    def forked(name, devices, num_nodes):
-        picked = chosen(name, devices, num_nodes)
-        assert picked._start_method == "spawn", picked  # coz's rule for several devices on one node
-        picked._start_method = "fork"
-        return picked
-
     monkeypatch.setattr(data.TrainingImages, "__getitem__", recording)
-    monkeypatch.setattr(coz_trainer, "strategy", forked)
+    pickled = fork_the_ranks(monkeypatch)
     cfg = compose_train(
         [
             "trainer.devices=2",
@@ -338,6 +329,7 @@ def test_ddp_two_cpu_processes_one_run_folder(tmp_path, monkeypatch):
     )
     run_dir = tmp_path / "run"
     run(cfg, run_dir)
+    assert len(pickled) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items", "run"]
     assert (run_dir / "checkpoints" / "step_0000002.safetensors").is_file()
     assert (run_dir / "export" / "lora.safetensors").is_file()

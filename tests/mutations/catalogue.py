@@ -332,7 +332,7 @@ MUTATIONS: list[Mutation] = [
         "        advantages = advantages[self.global_rank * n : (self.global_rank + 1) * n]",
         "        advantages = advantages[:n]",
         "DDP GRPO (2 real processes): each rank uses the advantages of its own completions",
-        "tests/test_grpo_train.py::test_ddp_spawn_two_cpu_processes_train_into_one_folder",
+        "tests/test_grpo_train.py::test_ddp_two_cpu_processes_train_into_one_folder",
     ),
     m(
         "advantage-global-mean",
