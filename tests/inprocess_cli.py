@@ -66,6 +66,29 @@ def start_program(
     return process
 
 
+def fork_program(tool: str, args: list[str], cwd: Path) -> multiprocessing.Process:
+    """``python -m coz.<tool> ARGS`` forked from this very process, its output discarded: for a tool
+    whose imports this process has paid already (Lightning and the models, for the training tools),
+    where a fresh Python pays them again (12-15 CPU-s) only to be killed. A real process, like
+    :func:`start_program`'s. ``args`` must fix ``threads=1``: torch's OpenMP threads do not survive a
+    fork, so a threaded op in the child would wait for them forever (the child starts with 1 thread;
+    coz's ``threads=auto`` could raise it)."""
+    if "threads=1" not in args:
+        raise ValueError("fork_program: pass threads=1 (torch's OpenMP threads do not survive a fork)")
+    process = multiprocessing.get_context("fork").Process(
+        target=_one_thread_program, args=(tool, args, str(cwd), os.devnull, os.devnull, dict(os.environ))
+    )
+    process.start()
+    return process
+
+
+def _one_thread_program(*args) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _program(*args)
+
+
 def _program(tool: str, args: list[str], cwd: str, stdout: str, stderr: str, env: dict[str, str]) -> None:
     """The forked process: the caller's environment and folder, its stdout and stderr, then the tool."""
     from coz.run.extras import tool_main

@@ -18,7 +18,7 @@ import pytest
 import torch
 from forked_ranks import fork_the_ranks
 from hydra import compose, initialize_config_dir
-from inprocess_cli import run_cli
+from inprocess_cli import fork_program, run_cli
 from safetensors.torch import load_file
 
 from coz.errors import CozError
@@ -230,6 +230,7 @@ RUN_ARGS = (
     "grpo.steps=4",
     "checkpoint.every_n_steps=2",
     "val.every_n_steps=3",
+    "threads=1",  # the killed run is forked (tests/inprocess_cli.fork_program): the same in each run
 )
 
 
@@ -321,23 +322,25 @@ def test_the_saved_adapter_loads_in_coz_zoom(trained, photos, compose_zoom, tmp_
 
 @pytest.mark.slow
 def test_kill_and_resume_continues_exactly(trained, photos, tmp_path, monkeypatch):
-    """The one program run: SIGKILL ``python -m coz.train_grpo`` after its first checkpoint; rerunning
+    """A process of ``python -m coz.train_grpo`` (forked from this one: tests/inprocess_cli.fork_program)
+    gets SIGKILL after its first checkpoint; rerunning
     the same command line into its folder resumes and ends with the adapter and logs of the
     uninterrupted run (``trained``)."""
     overrides = tiny_overrides(photos, *RUN_ARGS)
     folder = tmp_path / "killed"
-    command = [sys.executable, "-m", "coz.train_grpo", *overrides, f"hydra.run.dir={folder}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    proc = fork_program("train_grpo", [*overrides, f"hydra.run.dir={folder}"], REPO)
     deadline = time.time() + 400
     # the checkpoint file itself (Lightning writes it atomically), not adapters/step-000002: that one is
     # written while the checkpoint is being made, and a kill in between leaves nothing to resume from
     first = folder / "checkpoints" / "step_0000002.safetensors"
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
+    while not first.exists() and proc.is_alive() and time.time() < deadline:
         time.sleep(0.1)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.is_alive(), "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
     assert not (folder / "adapter").exists()
     assert run_cli(main, [*overrides, f"hydra.run.dir={folder}"], monkeypatch) == 0  # the same command
     assert "resuming from" in (folder / "train_grpo.log").read_text()

@@ -5,15 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from forked_ranks import fork_the_ranks
 from hydra import compose, initialize_config_dir
-from inprocess_cli import run_cli
+from inprocess_cli import fork_program, run_cli
 
 from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_sr.tool import build, run
@@ -153,7 +151,10 @@ def test_exported_release_format_loads_in_coz_zoom(two_steps, compose_zoom, phot
 TWO_STAGES = (
     "stages=[{name: a, degradation: realesrgan, steps: 2}, {name: b, degradation: bicubic, steps: %d}]"
 )
-ACCUMULATE_2 = [*TINY, "checkpoint.every_n_steps=2", "optim.accumulate=2", "val.every_n_steps=0"]
+# threads=1: the killed run is forked (tests/inprocess_cli.fork_program), and every run of the comparison
+# computes with the same thread count
+ONE_THREAD = [a if a != "threads=auto" else "threads=1" for a in TINY]
+ACCUMULATE_2 = [*ONE_THREAD, "checkpoint.every_n_steps=2", "optim.accumulate=2", "val.every_n_steps=0"]
 FOUR_STEPS = [*ACCUMULATE_2, TWO_STAGES % 2]
 THREE_STEPS = [*ACCUMULATE_2, TWO_STAGES % 1]
 
@@ -357,7 +358,8 @@ def test_smoke_command_as_in_the_readme(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_kill_9_and_resume_reproduce_the_uninterrupted_run(straight, tmp_path, monkeypatch):
-    """A real kill -9 of ``python -m coz.train_sr`` after its first checkpoint (step 2 of 4, the stage
+    """A real kill -9 of ``python -m coz.train_sr`` (a process forked from this one:
+    tests/inprocess_cli.fork_program) after its first checkpoint (step 2 of 4, the stage
     boundary, accumulate=2); rerunning the command into the same folder resumes there and ends with
     the weights, both Adam moments and the logged losses of a run that was never interrupted."""
     import signal
@@ -367,19 +369,18 @@ def test_kill_9_and_resume_reproduce_the_uninterrupted_run(straight, tmp_path, m
     from coz.train_sr.tool import main
 
     args = FOUR_STEPS
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coz.train_sr", *args, f"hydra.run.dir={killed}"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = fork_program("train_sr", [*args, f"hydra.run.dir={killed}"], REPO)
     first = killed / "checkpoints" / "step_0000002.safetensors"
     deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
+    while not first.exists() and proc.is_alive() and time.time() < deadline:
         time.sleep(0.1)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.is_alive(), "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
     assert not (killed / "export").exists()
 
     # the rerun (same command, same folder), through the same entry point as the uninterrupted run
