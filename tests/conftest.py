@@ -146,31 +146,29 @@ def no_network(monkeypatch) -> list:
 
 # Under pytest-xdist (``--dist loadfile``) each file goes to one worker, in collection order: the
 # longest files go first, so that the short ones fill the end instead of one long file running alone.
-# (Ranked 2026-12-07: each file's summed test durations in make test at 885e223, run q6 of
-# experiments/test-suite.md.)
+# (Ranked 2026-12-07: worker seconds of make test at 8f8b7ad, the files issue 28 sped up measured
+# again with -n 0 once merged; experiments/test-suite.md.)
 LONGEST_FILES_FIRST = (
-    "test_app.py",
-    "test_evaluation_run.py",
-    "test_run_contract.py",
     "test_grpo_train.py",
     "test_train_sr_run.py",
+    "test_evaluation_run.py",
+    "test_app.py",
     "test_typed_configs.py",
-    "test_zoom_cli.py",
-    "test_app_uploads.py",
-    "test_backbone_s3diff.py",
-    "test_study.py",
+    "test_run_contract.py",
     "test_backbone_sd21.py",
+    "test_training_nonfinite.py",
+    "test_zoom_cli.py",
+    "test_backbone_s3diff.py",
     "test_run_folders.py",
     "test_install.py",
-    "test_extras.py",
     "test_realesrgan.py",
-    "test_full_image.py",
-    "test_training_nonfinite.py",
+    "test_study.py",
     "test_dashboards.py",
-    "test_backbone_sd3.py",
-    "test_train_sr_configs.py",
+    "test_full_image.py",
     "test_promises_training.py",
-    "test_full_image_memory.py",
+    "test_app_uploads.py",
+    "test_extras.py",
+    "test_backbone_sd3.py",
 )
 
 
