@@ -146,8 +146,9 @@ def no_network(monkeypatch) -> list:
 
 # Under pytest-xdist (``--dist loadfile``) each file goes to one worker, in collection order: the
 # longest files go first, so that the short ones fill the end instead of one long file running alone.
-# (Ranked 2026-12-07: worker seconds of make test at 8f8b7ad, the files issue 28 sped up measured
-# again with -n 0 once merged; experiments/test-suite.md.)
+# (Ranked 2026-12-07: each file's summed test durations in a quiet make test at a06b32c. A ranking
+# from a later run, 885e223, made make test slower: the order also decides which worker imports what;
+# experiments/test-suite.md.)
 LONGEST_FILES_FIRST = (
     "test_grpo_train.py",
     "test_train_sr_run.py",

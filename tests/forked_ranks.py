@@ -5,7 +5,8 @@ that pays ~11 CPU-s importing Lightning again; a forked one starts from the test
 go through the same Lightning launcher (the same wrapping function, results handed back to the main
 process the same way). What spawning adds is pickling the launcher's function and arguments (the
 trainer, with the module, data and callbacks) for the new interpreters: :func:`fork_the_ranks` pickles
-them exactly as spawn would, then forks.
+and unpickles them in this process, then forks. Not checked: what a fresh interpreter would lack that
+this one set up (a module imported here only, a resolver registered here only).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 def fork_the_ranks(monkeypatch) -> list[int]:
     """Make coz's DDP ranks forked for this test, after asserting coz chose spawn and that what spawn
-    sends each rank pickles. Returns a list that gets the pickled size of each launch's arguments."""
+    sends each rank survives a pickle round trip. Returns a list that gets the pickled size of each
+    launch's arguments (one entry per launch)."""
     import pickle
 
     import torch.multiprocessing as mp
@@ -36,7 +38,9 @@ def fork_the_ranks(monkeypatch) -> list[int]:
         # what each spawned rank would be sent, but the return queue (picklable only while spawning). A
         # plain pickle: spawn's own pickler would move every weight into shared memory, which the
         # forked ranks would then update together.
-        pickled.append(len(pickle.dumps((fn, list(args[:4])))))
+        sent = pickle.dumps((fn, list(args[:4])))
+        pickle.loads(sent)
+        pickled.append(len(sent))
         return _real(fn, args, nprocs, join, daemon, start_method)
 
     monkeypatch.setattr(coz_trainer, "strategy", forked)
