@@ -190,10 +190,33 @@ def test_a_given_folder_is_never_filled_with_the_sample_photos(tmp_path):
     assert not any(empty.iterdir())
 
 
+def test_a_refused_smoke_run_writes_nothing_not_even_the_sample_photos(tmp_path, monkeypatch, capfd):
+    """experiment=smoke writes the sample photos into data.root, but only once nothing can refuse the
+    run any more: not before a resume= that names no checkpoint, not before a missing model."""
+    from inprocess_cli import run_cli_here
+
+    done = run_cli_here(
+        main, ["experiment=smoke", "resume=/no/such.safetensors"], tmp_path, monkeypatch, capfd
+    )
+    assert done.returncode == 2, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        "error: resume=/no/such.safetensors: no checkpoint there (give a .safetensors checkpoint or a run folder)"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no sample photos, no run folder, no outputs/
+
+    def model_missing(cfg):
+        raise CozError("prompt.model=Qwen/Qwen2.5-VL-3B-Instruct: not in the local cache")
+
+    monkeypatch.setattr(tool, "preflight", model_missing)
+    with pytest.raises(CozError, match="not in the local cache"):
+        run(compose_grpo(["experiment=smoke", f"data.root={tmp_path}/samples"]), run_dir=tmp_path / "r")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resuming_takes_the_checkpoint_with_the_most_steps(tmp_path):
     """A run that ended at step 60 (last) was continued and killed after its step-100 save: the
     next continuation starts from 100, not 60; an unreadable file is skipped."""
-    from coz.run.checkpoints import LAST, newest_checkpoint, save_checkpoint_file
+    from coz.run.checkpoint_files import LAST, newest_checkpoint, save_checkpoint_file
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -282,7 +305,7 @@ def test_every_adapter_tensor_changes_and_no_base_weight_does(trained):
     state = {k.replace(".default", ""): v for k, v in module.policy.state_dict().items() if "lora_" in k}
     for key, value in saved.items():
         torch.testing.assert_close(value, state[key])
-    from coz.run.checkpoints import load_checkpoint_file  # Lightning: not at collection
+    from coz.run.checkpoint_files import load_checkpoint_file
 
     checkpoint = load_checkpoint_file(run_dir / "checkpoints" / "last.safetensors")
     assert all("lora_" in k for k in checkpoint["state_dict"])  # the adapter only, never the base model

@@ -1,4 +1,4 @@
-"""coz.run.checkpoints, the checkpoints of both trainers, on a tiny Lightning module: Lightning's
+"""coz.run.checkpoints and coz.run.checkpoint_files, the checkpoints of both trainers, on a tiny Lightning module: Lightning's
 ModelCheckpoint counting optimisation steps (not micro-batches), every N steps and at the end, keeping
 the newest N, ``last`` a hard link to the newest, safetensors files; a resume from the newest continues exactly; a damaged file is skipped, a foreign one (a pickle
 ``.ckpt`` too) is one line."""
@@ -95,7 +95,7 @@ def names(folder: Path) -> list[str]:
 
 
 def test_every_n_steps_keep_n_and_last_links_the_newest(tmp_path):
-    from coz.run.checkpoints import LAST, checkpoint_step, load_checkpoint_file, newest_checkpoint
+    from coz.run.checkpoint_files import LAST, checkpoint_step, load_checkpoint_file, newest_checkpoint
 
     module = train(tmp_path, steps=5, every=2, keep=2)
     assert module.step == 5
@@ -108,7 +108,7 @@ def test_every_n_steps_keep_n_and_last_links_the_newest(tmp_path):
 
 
 def test_resume_from_the_newest_continues_exactly_and_keep_counts_the_earlier_files(tmp_path):
-    from coz.run.checkpoints import LAST, checkpoint_step, newest_checkpoint
+    from coz.run.checkpoint_files import LAST, checkpoint_step, newest_checkpoint
 
     straight = train(tmp_path / "straight", steps=6)
     folder = tmp_path / "resumed"
@@ -125,7 +125,7 @@ def test_resume_from_the_newest_continues_exactly_and_keep_counts_the_earlier_fi
 def test_a_pickle_ckpt_is_no_checkpoint(tmp_path):
     """Checkpoints are safetensors only: a Lightning pickle ``.ckpt`` in the folder is not a candidate
     to resume from, and naming it is refused in one line (never unpickled)."""
-    from coz.run.checkpoints import LAST, load_checkpoint_file, newest_checkpoint, resume_from
+    from coz.run.checkpoint_files import LAST, load_checkpoint_file, newest_checkpoint, resume_from
 
     train(tmp_path / "new", steps=2)
     checkpoint = load_checkpoint_file(tmp_path / "new" / "checkpoints" / LAST)
@@ -142,7 +142,7 @@ def test_a_pickle_ckpt_is_no_checkpoint(tmp_path):
 
 
 def test_newest_skips_damaged_files_and_foreign_files_are_one_line(tmp_path):
-    from coz.run.checkpoints import LAST, checkpoint_step, newest_checkpoint, save_checkpoint_file
+    from coz.run.checkpoint_files import LAST, checkpoint_step, newest_checkpoint, save_checkpoint_file
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -164,7 +164,7 @@ def test_newest_skips_damaged_files_and_foreign_files_are_one_line(tmp_path):
 def test_tensors_sharing_memory_are_stored(tmp_path):
     """Tied weights (one tensor under two names, or views of one storage) as in a whole model that
     ddp_spawn hands back through a checkpoint file: each is stored with its own values."""
-    from coz.run.checkpoints import load_checkpoint_file, save_checkpoint_file
+    from coz.run.checkpoint_files import load_checkpoint_file, save_checkpoint_file
 
     weight = torch.randn(4, 3)
     checkpoint = {

@@ -525,7 +525,7 @@ def test_weight_files_that_fail_to_load_are_one_line(bad_weights):
     from coz.backbones.cnn.realesrgan import RealESRGAN
     from coz.prompts.dape import load_ram_state
     from coz.prompts.lora import load_adapter
-    from coz.run.checkpoints import checkpoint_step
+    from coz.run.checkpoint_files import checkpoint_step
 
     for path in (bad_weights["garbage"], bad_weights["pth"]):
         with pytest.raises(CozError) as caught:

@@ -95,6 +95,35 @@ def test_a_folder_an_older_coz_made_belongs_to_the_tool_its_run_files_name(
     ]
 
 
+# ---------------------------------------------------------------- a refused run leaves nothing
+
+
+def test_a_refused_run_leaves_no_outputs_folder_and_keeps_every_earlier_one(tmp_path, monkeypatch, capsys):
+    """Hydra makes ``outputs/zoom/<date>/<time>-<id>/`` before coz can check the config: a refusal
+    removes it and its parents Hydra made empty, never a folder that holds something, and never the
+    parents of a ``hydra.run.dir=`` the user chose."""
+    from datetime import datetime
+
+    monkeypatch.chdir(tmp_path)
+    assert zoom(["input=/no/such/photo.png"], monkeypatch) == 2
+    assert errors(capsys.readouterr().err) == ["error: /no/such/photo.png: no such file or folder"]
+    assert list(tmp_path.iterdir()) == []  # a first command typed wrong in a new folder
+
+    earlier = tmp_path / "outputs" / "zoom" / datetime.now().strftime("%Y-%m-%d") / "earlier" / "run.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")
+    assert zoom(["input=/no/such/photo.png"], monkeypatch) == 2
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [
+        earlier.relative_to(tmp_path).parents[i] for i in range(3, -1, -1)
+    ] + [earlier.relative_to(tmp_path)]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert zoom(["input=/no/such/photo.png", f"hydra.run.dir={mine}/runs/one"], monkeypatch) == 2
+    assert [p.name for p in mine.iterdir()] == ["runs"]  # only the run folder itself goes
+    assert not any((mine / "runs").iterdir())
+
+
 # ---------------------------------------------------------------- not writable by others
 
 

@@ -82,7 +82,7 @@ def test_bad_options_fail_in_one_line(overrides, message):
 
 def test_resume_without_a_checkpoint(tmp_path):
     """resume=auto starts afresh in an empty folder; a path without a checkpoint is one line."""
-    from coz.run.checkpoints import resume_from
+    from coz.run.checkpoint_files import resume_from
 
     assert resume_from("auto", tmp_path) is None and resume_from("none", tmp_path) is None
     with pytest.raises(CozError, match=f"resume={tmp_path}: no checkpoint there"):
@@ -102,7 +102,7 @@ def test_checkpoint_format_round_trip(tmp_path):
     import numpy as np
     import torch
 
-    from coz.run.checkpoints import load_checkpoint_file, save_checkpoint_file
+    from coz.run.checkpoint_files import load_checkpoint_file, save_checkpoint_file
 
     ckpt = {
         "state_dict": {"a.lora_up.weight": torch.randn(3, 2)},

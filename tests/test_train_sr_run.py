@@ -13,6 +13,7 @@ from forked_ranks import fork_the_ranks
 from hydra import compose, initialize_config_dir
 from inprocess_cli import fork_program, run_cli
 
+from coz.run.checkpoint_files import load_checkpoint_file
 from coz.run.cli import quote_null_choices, tool_config_dir
 from coz.train_sr.tool import build, run
 
@@ -26,14 +27,6 @@ TINY = [
     "threads=auto",
     "trainer.accelerator=cpu",
 ]
-
-
-def load_checkpoint_file(path: Path) -> dict:
-    """coz.run.checkpoints' reader, imported when a test runs: that module imports Lightning, which
-    collecting this file (in every pytest-xdist worker) should not pay for."""
-    from coz.run.checkpoints import load_checkpoint_file as load
-
-    return load(path)
 
 
 def compose_train(overrides: list[str]):

@@ -65,7 +65,7 @@ def last_line(capsys) -> str:
 
 
 def finite(path: Path) -> bool:
-    from coz.run.checkpoints import load_checkpoint_file  # imports Lightning: not at collection
+    from coz.run.checkpoint_files import load_checkpoint_file
 
     state = load_checkpoint_file(path)["state_dict"]
     return bool(state) and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
@@ -112,7 +112,7 @@ def test_train_sr_stops_at_the_first_nan_loss_and_keeps_the_last_finite_checkpoi
     written = sorted((run_dir / "checkpoints").glob("step_*.safetensors"))
     assert [p.name for p in written] == ["step_0000001.safetensors"]  # kept, and nothing after it
     assert all(finite(p) for p in (run_dir / "checkpoints").glob("*.safetensors"))
-    from coz.run.checkpoints import checkpoint_step
+    from coz.run.checkpoint_files import checkpoint_step
 
     named = Path(line.split("the last finite checkpoint is ")[1].split()[0])  # where to resume from
     assert named.parent == run_dir / "checkpoints" and checkpoint_step(named) == 1 and finite(named)
@@ -131,7 +131,7 @@ def test_train_grpo_stops_at_the_first_nan_and_keeps_the_last_finite_checkpoint(
 
 def test_a_nan_checkpoint_is_never_written(tmp_path):
     from coz.errors import TrainingDiverged
-    from coz.run.checkpoints import save_checkpoint_file
+    from coz.run.checkpoint_files import save_checkpoint_file
 
     path = tmp_path / "step.safetensors"
     state = {"a": torch.ones(2), "b": torch.tensor([1.0, float("inf")])}

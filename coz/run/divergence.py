@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from coz.errors import TrainingDiverged
-from coz.run.checkpoints import newest_checkpoint
+from coz.run.checkpoint_files import newest_checkpoint
 from coz.run.finite import first_nonfinite
 
 

@@ -9,6 +9,7 @@ arguments that Hydra cannot parse are named, with how to quote them.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -73,7 +74,7 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
             known = (SKIPPED, f"crashed: {type(err).__name__}: {one_line(str(err))}")
         code, message = known
         print(f"error: {message}", file=sys.stderr)
-        remove_if_unused(run_dir)
+        remove_if_unused(run_dir, jobs.tool)
     if multirun:  # maybe in a process of its own (submitit): the launching one reads it back
         hydra = HydraConfig.get()
         sweep.record(Path(hydra.sweep.dir), hydra.job.num, str(run_dir), code, message)
@@ -81,9 +82,9 @@ def run_job(run: Callable[[DictConfig], object], cfg: DictConfig, jobs: Jobs) ->
         jobs.add(str(run_dir), code, message)
 
 
-def remove_if_unused(run_dir: Path) -> None:
+def remove_if_unused(run_dir: Path, tool: str) -> None:
     """A run refused before it claimed its folder leaves no folder behind: Hydra made it (with an
-    empty log file) before the config could be checked."""
+    empty log file) before the config could be checked, and in the default layout its parents too."""
     try:
         entries = list(run_dir.iterdir())
         if all(e.is_file() and e.suffix == ".log" and e.stat().st_size == 0 for e in entries):
@@ -91,8 +92,30 @@ def remove_if_unused(run_dir: Path) -> None:
             for e in entries:
                 e.unlink()
             run_dir.rmdir()
+            remove_empty_layout_parents(run_dir, tool)
     except OSError:
         pass
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def remove_empty_layout_parents(run_dir: Path, tool: str) -> None:
+    """Remove ``outputs/<tool>/<date>/``, then ``outputs/<tool>/``, then ``outputs/``, each only if
+    empty, and only for a folder of the default layout below the current folder (``hydra.run.dir=``
+    elsewhere: its parents are the user's)."""
+    try:
+        relative = run_dir.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return
+    parts = relative.parts
+    if len(parts) != 4 or parts[0] != "outputs" or parts[1] != tool or not _DATE.fullmatch(parts[2]):
+        return
+    for folder in (relative.parent, relative.parent.parent, relative.parent.parent.parent):
+        try:
+            folder.rmdir()  # fails on a folder that holds anything: another run's, a .gitkeep
+        except OSError:
+            return
 
 
 def close_log_files_in(folder: Path) -> None:

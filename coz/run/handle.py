@@ -1,8 +1,8 @@
 """The life of a run, the same for every tool: :func:`execute` runs a :class:`coz.run.tool.Tool`
 declaration and hands its body one :class:`Run` handle.
 
-The order is fixed: typed config -> the tool's ``check`` (cross-key and disk rules: a refused run
-leaves nothing behind) -> claim and lock the run folder (:mod:`coz.run.folder`) -> the resume check
+The order is fixed: typed config -> the checkpoint ``resume=PATH`` names -> the tool's ``check``
+(cross-key and disk rules: a refused run leaves nothing behind) -> claim and lock the run folder (:mod:`coz.run.folder`) -> the resume check
 against the folder's ``run.json`` (:mod:`coz.run.resume`; a ``checkpoint`` tool also looks up the
 checkpoint ``resume=`` names) -> record this attempt's Hydra config (``.hydra/``,
 ``.hydra-resumed-N/``) -> seed -> threads -> device -> ``run.json`` -> the tool's logger -> the body.
@@ -81,7 +81,7 @@ class Run:
     def check_resume(self) -> None:
         """Refuse a config that would change the folder's results; find the checkpoint to resume."""
         if self.tool.resume == "checkpoint":
-            from coz.run.checkpoints import resume_from
+            from coz.run.checkpoint_files import resume_from
 
             backbone = self.cfg.backbone.get("name") if "backbone" in self.cfg else None
             self.checkpoint = resume_from(self.cfg.resume, self.dir, f"coz.{self.tool.name}", backbone)
@@ -168,12 +168,12 @@ def execute(tool: Tool, cfg: DictConfig, run_dir: Path | str | None = None, **op
     ``options``: what a Python caller passes beside the config (``run.options``)."""
     run_dir = Path(run_dir or hydra_run_dir())
     cfg = typed(tool.schema, cfg)  # every key and value, before any model loads or a file is written
-    plan = tool.check(cfg) if tool.check is not None else None
     if tool.resume == "checkpoint" and str(cfg.resume) not in ("auto", "none"):
-        from coz.run.checkpoints import resume_from  # resume=PATH names no folder: check it unclaimed
+        from coz.run.checkpoint_files import resume_from  # resume=PATH names no folder: check it unclaimed
 
         backbone = cfg.backbone.get("name") if "backbone" in cfg else None
         resume_from(cfg.resume, run_dir, f"coz.{tool.name}", backbone)
+    plan = tool.check(cfg) if tool.check is not None else None  # may write (a smoke run's photos): last
     with claim(run_dir, tool.name):  # one process per folder, from before the first write
         run = Run(tool, cfg, run_dir, plan, options)
         try:

@@ -207,7 +207,7 @@ class TrainGRPOTool:
     input: str | None = MISSING
     seed: int = whole(0, 2**32 - 1)  # numpy's (and Lightning's) seed range
     threads: int | str = whole(1, auto=True)
-    resume: str | None = MISSING  # auto | none | PATH (coz.run.checkpoints.resume_from)
+    resume: str | None = MISSING  # auto | none | PATH (coz.run.checkpoint_files.resume_from)
     data: Data = MISSING
     lora: Lora = MISSING
     grpo: GRPO = MISSING

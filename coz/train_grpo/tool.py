@@ -64,20 +64,21 @@ def check(cfg: DictConfig) -> Plan:
     from coz.train_grpo.data import list_images, split_images
 
     check_config(cfg)
+    commits = preflight(cfg)
     root = cfg.input or cfg.data.root
-    if cfg.data.write_samples and not cfg.input:  # never into a folder the user gave
+    if cfg.data.write_samples and not cfg.input:  # never into a folder the user gave; after the refusals
         from coz.samples import write_samples
 
         write_samples(root)
     option = "input" if cfg.input else "data.root"
     paths = list_images(root, recursive=cfg.data.recursive, option=option)
     train, val = split_images(paths, cfg.data.val_fraction, cfg.seed)
-    return Plan(root, train, val, preflight(cfg))
+    return Plan(root, train, val, commits)
 
 
 def train(run: Run) -> dict[str, Any]:
     """The body: train from ``run.checkpoint`` (None: a fresh start) to ``grpo.steps``."""
-    from coz.run.checkpoints import checkpoint_step  # Lightning: only once the config was checked
+    from coz.run.checkpoint_files import checkpoint_step
 
     cfg, plan, ckpt = run.cfg, run.plan, run.checkpoint
     resume_step = checkpoint_step(ckpt) if ckpt else None

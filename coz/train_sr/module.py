@@ -159,7 +159,7 @@ class SRTrainingModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["coz"] = {
-            "tool": "coz.train_sr",  # what coz.run.checkpoints.resume_from checks
+            "tool": "coz.train_sr",  # what coz.run.checkpoint_files.resume_from checks
             "step": self.step,
             "stage": self.stages.index_at(self.step),
             "stage_name": self.stages.at(self.step).name,

@@ -244,7 +244,7 @@ def check_trainer(trainer: DictConfig) -> None:
 class TrainSR:
     seed: int = whole(0, 2**32 - 1)  # numpy's (and Lightning's) seed range
     threads: int | str = whole(1, auto=True)
-    resume: str | None = MISSING  # auto, none, a checkpoint or a run folder (coz.run.checkpoints)
+    resume: str | None = MISSING  # auto, none, a checkpoint or a run folder (coz.run.checkpoint_files)
     gradient_checkpointing: bool = MISSING
     deterministic: bool = MISSING
     data: Data = MISSING

@@ -6,7 +6,7 @@ degradation, stages, losses and optimisers follow docs/fidelity.md "Training the
 ``conf/train_sr/train_sr.yaml``. A run folder holds ``run.json``, ``train_sr.log``, ``checkpoints/``
 (safetensors, ``last.safetensors``: :mod:`coz.run.checkpoints`), ``images/`` (LR / SR / HR grids),
 the logger's files and ``export/`` (the final weights in coz.zoom's formats). Rerunning a command into its run
-folder (``hydra.run.dir=``) resumes it exactly from its newest checkpoint (``resume=``: :func:`coz.run.checkpoints.resume_from`;
+folder (``hydra.run.dir=``) resumes it exactly from its newest checkpoint (``resume=``: :func:`coz.run.checkpoint_files.resume_from`;
 longer ``stages``: trains on).
 """
 

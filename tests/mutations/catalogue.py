@@ -294,7 +294,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "fresh-run-over-checkpoints",
-        "coz/run/checkpoints.py",
+        "coz/run/checkpoint_files.py",
         "        if newest_checkpoint(here):",
         "        if False:",
         "resume=none (a fresh run) into a folder that already holds checkpoints is refused",
@@ -302,7 +302,7 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "resume-not-from-newest",
-        "coz/run/checkpoints.py",
+        "coz/run/checkpoint_files.py",
         "        if step > best_step:",
         "        if best is None:",
         "a resume takes the run folder's checkpoint with the most steps (a killed run's last periodic one)",
