@@ -180,6 +180,15 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line():
         ("zoom", ["zoom.steps=abc"], "error: zoom.steps=abc: must be a whole number >= 1"),
         ("zoom", ["zom.steps=2"], "error: zom.steps: no such key; did you mean zoom.steps?"),
         ("zoom", ["+zom.steps=2"], "error: zom: no such key; did you mean zoom?"),
+        # an option no config group has: the nearest one and the group's options, not Hydra's search path
+        (
+            "zoom",
+            ["backbone=spam"],
+            "error: backbone=spam: no such option; did you mean span? (backbone: bicubic, ",
+        ),
+        ("evaluate", ["prompt=nul"], "error: prompt=nul: no such option; did you mean null? (prompt: dape, "),
+        # a sweep Hydra refuses before its first job: its sweep folder (only multirun.yaml) goes too
+        ("zoom", ["-m", "backbone=span,spam"], "error: backbone=spam: no such option; did you mean span?"),
         (
             "zoom",
             ["prompt=vlm", "prompt.cache=foo"],

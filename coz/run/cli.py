@@ -111,6 +111,17 @@ if not OmegaConf.has_resolver("coz_uid"):
     OmegaConf.register_new_resolver("coz_uid", _unique_run_suffix, use_cache=True)
 
 
+# Hydra's flags that take no value: argparse refuses them after an override (`input=x -m backbone=a,b`
+# is "unrecognized arguments" and a usage page), so they go first.
+FLAGS_WITHOUT_VALUE = ("-m", "--multirun")
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """``input=x -m backbone=a,b`` -> ``-m input=x backbone=a,b``; nothing else moves."""
+    flags = [a for a in args if a in FLAGS_WITHOUT_VALUE]
+    return flags + [a for a in args if a not in FLAGS_WITHOUT_VALUE]
+
+
 def forget_hydra_job() -> None:
     """Hydra leaves a command's config set process-wide (``--cfg``, ``--help``, ``--info`` never unset
     it); a later ``run(cfg, run_dir)`` in the same process (the Python API, a notebook, a test) would
@@ -157,8 +168,8 @@ def hydra_entry(
 
     def main() -> None:
         jobs.count, jobs.failed = 0, []  # this command's jobs only (main may run twice in one process)
-        sweep.finished = None  # and not an earlier command's sweep
-        args = quote_null_choices(sys.argv[1:])
+        sweep.finished, sweep.made_dir = None, None  # and not an earlier command's sweep
+        args = flags_first(quote_null_choices(sys.argv[1:]))
         if problem := entry.unparsable_argument(args):
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)
@@ -169,8 +180,12 @@ def hydra_entry(
             _main()
         except (HydraException, OmegaConfBaseException) as err:  # unknown key or option, bad override
             line = (
-                schema.describe(err) or schema.unknown_override(err, tool_schema) or entry.one_line(str(err))
+                schema.describe(err)
+                or schema.unknown_override(err, tool_schema)
+                or schema.unknown_option(err)
+                or entry.one_line(str(err))
             )
+            entry.remove_refused_sweep(config_name)
             print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:  # Ctrl-C: every finished unit is on disk, a rerun resumes
@@ -181,7 +196,8 @@ def hydra_entry(
                 raise
             closed_stdout.exit_quietly()
         except OSError as err:  # Hydra could not make the run folder
-            code, message = entry.classify(err) or (3, str(err))
+            where = f"{err.filename}: cannot make the run folder there ({err.strerror})"
+            code, message = entry.classify(err) or (3, where if err.filename else str(err))
             print(f"error: {message}", file=sys.stderr)
             sys.exit(code)
         except Exception as err:

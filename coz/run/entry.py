@@ -97,6 +97,19 @@ def remove_if_unused(run_dir: Path, tool: str) -> None:
         pass
 
 
+def remove_refused_sweep(tool: str) -> None:
+    """A sweep Hydra refused before its first job (``-m backbone=span,spam``) leaves no folder: the
+    one it made holds only ``multirun.yaml``."""
+    folder, sweep.made_dir = sweep.made_dir, None
+    try:
+        if folder is not None and [p.name for p in folder.iterdir()] == ["multirun.yaml"]:
+            (folder / "multirun.yaml").unlink()
+            folder.rmdir()
+            remove_empty_layout_parents(folder, f"{tool}-sweep")
+    except OSError:
+        pass
+
+
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

@@ -312,6 +312,18 @@ def unknown_override(err: BaseException, schema: type | None) -> str | None:
     return f"{key}: no such key" + (f"; did you mean {near[0]}?" if near else "")
 
 
+def unknown_option(err: BaseException) -> str | None:
+    """Hydra's 'Could not find GROUP/NAME' (an option no config group has: ``backbone=spam``) as one
+    line with the nearest option and the group's options, instead of Hydra's listing of its search path."""
+    options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", None)
+    if not options or not missing or "/" not in missing:
+        return None
+    group, name = missing.rsplit("/", 1)
+    near = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    return f"{group}={name}: no such option{hint} ({group}: {', '.join(sorted(options))})"
+
+
 def _value_of(err: BaseException, key: str, cfg: DictConfig | None) -> str:
     """The value refused at ``key``: in ``cfg``, or as OmegaConf's message quotes it."""
     if cfg is not None:

@@ -24,6 +24,9 @@ RECORDS = ".coz-jobs"
 
 # (folder, exit code, message) per job of the sweep that ended last in this process
 finished: list[tuple[str, int, str]] | None = None
+# the sweep folder of the sweep that started last in this process, where that sweep made it (a
+# sweep Hydra refuses before its first job leaves a folder holding only multirun.yaml: coz.run.entry)
+made_dir: Path | None = None
 
 
 def record(sweep_dir: Path, job_num: int, folder: str, code: int, message: str) -> None:
@@ -44,8 +47,10 @@ class SweepOutcomes(Callback):
     at the end the records become :data:`finished` for :func:`coz.run.entry.report`."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global finished
+        global finished, made_dir
         finished = None
+        folder = Path(config.hydra.sweep.dir)
+        made_dir = None if folder.exists() else folder
         shutil.rmtree(Path(config.hydra.sweep.dir) / RECORDS, ignore_errors=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
