@@ -224,6 +224,22 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line():
         ("study", ["build", "from=a", "per_rater=abc"], "error: per_rater=abc: must be a whole number >= 1"),
         ("study", ["build", "from={a: 1}"], "error: from=[{a: 1}]: must be a list of words"),
         ("study", ["build", "fro=a"], "error: fro: no such key; did you mean from?"),
+        # a key of a real section: the nearest there, or what the section has, never a look-alike elsewhere
+        (
+            "train_sr",
+            ["experiment=smoke", "trainer.max_steps=5"],
+            "error: trainer.max_steps: no such key (+trainer.KEY=VALUE passes any other lightning.Trainer",
+        ),
+        (
+            "train_grpo",
+            ["trainer.devics=2"],
+            "error: trainer.devics: no such key; did you mean trainer.devices?",
+        ),
+        (
+            "train_sr",
+            ["optim.zzzz=3"],
+            "error: optim.zzzz: no such key; optim has: accumulate, betas, eps, lr,",
+        ),
         (
             "train_sr",
             ["experiment=smoke", "checkpoint.every_n_step=5"],

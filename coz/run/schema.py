@@ -308,7 +308,21 @@ def unknown_override(err: BaseException, schema: type | None) -> str | None:
     if found is None:
         return None
     key = found.group(1)
-    near = difflib.get_close_matches(key, keys_of(schema), n=1, cutoff=0.6) if schema else []
+    keys = keys_of(schema) if schema else []
+    section = key.rpartition(".")[0]
+    if section == "trainer" and section in keys:  # lightning.Trainer's: any argument, given with a +
+        from coz.run.trainer import INTERPRETED
+
+        near = difflib.get_close_matches(key.split(".")[1], INTERPRETED, n=1, cutoff=0.6)
+        if near:
+            return f"{key}: no such key; did you mean trainer.{near[0]}?"
+        return f"{key}: no such key (+trainer.KEY=VALUE passes any other lightning.Trainer argument)"
+    inside = sorted(
+        {k[len(section) + 1 :].split(".")[0] for k in keys if section and k.startswith(f"{section}.")}
+    )
+    if inside:  # a real section: the nearest key there, else what it has (not a look-alike elsewhere)
+        return unknown_key_message(key, inside, f"{section}.")
+    near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     return f"{key}: no such key" + (f"; did you mean {near[0]}?" if near else "")
 
 
