@@ -431,11 +431,11 @@ finally:
 
 def test_the_mission_command_fails_in_one_line_without_the_dataset(tmp_path):
     """The one program run of coz.evaluate here: a sweep whose every job is refused, each in one line
-    and before Lightning or the metrics are imported (so a user's mistake costs seconds)."""
+    and before Lightning or the metrics are imported (so a user's mistake costs seconds), leaves no
+    folder behind (its sweep folder would hold only Hydra's multirun.yaml and the jobs' outcomes)."""
     report = tmp_path / "imported.json"
     result = subprocess.run(
-        [sys.executable, "-c", REPORT_IMPORTS, str(report), "-m", "prompt=null,dape,vlm"]
-        + [f"hydra.sweep.dir={tmp_path}/s"],
+        [sys.executable, "-c", REPORT_IMPORTS, str(report), "-m", "prompt=null,dape,vlm"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -447,6 +447,7 @@ def test_the_mission_command_fails_in_one_line_without_the_dataset(tmp_path):
     assert "dataset DIV2K" in min(error) and "dataset.root=" in min(error)
     assert "coz.evaluate: 3 of 3 jobs failed:" in result.stderr
     assert json.loads(report.read_text()) == []
+    assert list(tmp_path.iterdir()) == [report]  # no outputs/evaluate-sweep/<date>/<time>/
 
 
 @pytest.mark.slow

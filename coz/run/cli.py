@@ -207,6 +207,8 @@ def hydra_entry(
             sys.exit(3)
         finally:
             forget_hydra_job()
-        sys.exit(entry.report(jobs))
+        code = entry.report(jobs)
+        entry.remove_refused_sweep(config_name)
+        sys.exit(code)
 
     return main

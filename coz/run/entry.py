@@ -98,13 +98,15 @@ def remove_if_unused(run_dir: Path, tool: str) -> None:
 
 
 def remove_refused_sweep(tool: str) -> None:
-    """A sweep Hydra refused before its first job (``-m backbone=span,spam``) leaves no folder: the
-    one it made holds only ``multirun.yaml``."""
+    """A sweep whose every job was refused before it claimed its folder (a missing dataset), or that
+    Hydra refused before its first job (``-m backbone=span,spam``), leaves no folder: the one it made
+    holds only Hydra's ``multirun.yaml`` and the jobs' outcomes (:mod:`coz.run.sweep`), all printed."""
+    import shutil
+
     folder, sweep.made_dir = sweep.made_dir, None
     try:
-        if folder is not None and [p.name for p in folder.iterdir()] == ["multirun.yaml"]:
-            (folder / "multirun.yaml").unlink()
-            folder.rmdir()
+        if folder is not None and {p.name for p in folder.iterdir()} <= {"multirun.yaml", sweep.RECORDS}:
+            shutil.rmtree(folder)
             remove_empty_layout_parents(folder, f"{tool}-sweep")
     except OSError:
         pass
