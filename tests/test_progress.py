@@ -92,6 +92,28 @@ def test_zoom_counts_image_steps_and_a_resume_counts_on(compose_zoom, samples, t
     assert counted("zoom")[-1] == progress.Counted("zoom", "image-steps", 6, 6, 4)
 
 
+def test_zoom_ends_its_bar_before_the_summary(compose_zoom, samples, tmp_path):
+    """In a log or a pipe (stdout and stderr in one stream), the bar's last line comes before the
+    summary, not after "results in"."""
+    import contextlib
+    import io
+
+    from coz.zoom.tool import run
+
+    Image.open(samples[0]).convert("RGB").resize((64, 64)).save(tmp_path / "p.png")
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        run(
+            compose_zoom([f"input={tmp_path / 'p.png'}", "backbone=bicubic", "zoom.steps=2"]),
+            tmp_path / "run",
+        )
+    lines = both.getvalue().splitlines()
+    last_bar = max(i for i, line in enumerate(lines) if line.startswith("zoom: 2/2 image-steps"))
+    assert last_bar < next(
+        i for i, line in enumerate(lines) if line.startswith("coz.zoom: 1 image(s) zoomed")
+    )
+
+
 def test_full_image_counts_its_tiles_and_estimates_from_the_first(compose_zoom, tmp_path, capsys, caplog):
     from coz.zoom.tool import run
 

@@ -130,6 +130,7 @@ def zoom(run: Run) -> dict[str, Any]:
             run.logger.log_zoom(*done)
     finally:  # also on errors: no stray worker thread (the bar and core share close with the run)
         writer.close()
+    progress.close()  # its last line before the summary below, not after it
 
     record["timings"] = {**timer.summary(), "writer_busy_s": round(writer.busy_s, 4)}
     record["images"] = finished_images(run.dir, plan.names)  # every attempt's, in input order
