@@ -157,6 +157,12 @@ def test_runs_without_prompts_get_image_questions_only(zoom_run, tmp_path):
     manifest = load_manifest(tmp_path / "study")
     assert manifest["methods"] == ["backbone=bicubic", "backbone=nearest"]
     assert manifest["kinds"] == ["image"] and {q["kind"] for q in manifest["questions"].values()} == {"image"}
+    from coz.errors import CozError
+
+    text_only = study_config(**{"from": [str(zoom_run), str(twin)], "questions": ["text"]})
+    with pytest.raises(CozError, match=r"questions=\[text\]: no run of from= has prompts"):
+        build_command(text_only, tmp_path / "text-only")  # was: a study of 0 questions, exit 0
+    assert not (tmp_path / "text-only").exists()
 
 
 def test_balanced_assignment_every_question_and_method_equally_often():
@@ -416,6 +422,40 @@ def test_bad_answers_and_access_code_record_nothing(study):
         server.close()
 
 
+def test_a_form_of_no_valid_length_is_refused_unread_and_records_nothing(study, caplog):
+    """Content-Length -1 would read until the client closes (memory without bound, before the access
+    code is checked); a length that is not a number, or over the limit, is refused the same way,
+    with the connection closed (the unread body must not pass for a next request). A client that
+    goes away mid-request is a debug line, not a traceback."""
+    import socket
+
+    server = Server(study, access_code="zoom42")
+    try:
+        answers = {}
+        for length in ("-1", "abc", "99999999"):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(
+                    f"POST /start HTTP/1.1\r\nContent-Length: {length}\r\n\r\ncode=zoom42&x=".encode()
+                )
+                sock.sendall(b"y" * 100_000)  # more body than any form: never read
+                reply = b""
+                while chunk := sock.recv(65536):  # to the end: the server closes the connection
+                    reply += chunk
+            answers[length] = reply.split(b"\r\n", 1)[0].decode()
+        assert answers == {
+            "-1": "HTTP/1.1 400 Bad Request",
+            "abc": "HTTP/1.1 400 Bad Request",
+            "99999999": "HTTP/1.1 413 Request Entity Too Large",
+        }
+        assert server.store.all_votes() == [] and server.store.count_raters() == 0
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /start HTTP/1.1\r\nContent-Length: 40\r\n\r\ncode=")  # and gone
+        assert request(server.port, "GET", "/")[0] == 200  # still serving
+        assert "Traceback" not in caplog.text
+    finally:
+        server.close()
+
+
 def test_a_database_of_another_study_is_refused(study, tmp_path):
     from coz.errors import CozError
 
@@ -478,7 +518,7 @@ TABLE = {
 }
 
 
-def test_report_matches_scipy_and_hand_arithmetic(study, tmp_path):
+def test_report_matches_scipy_and_hand_arithmetic(study, tmp_path, capsys):
     from scipy import stats
 
     store = VoteStore(default_url(study["folder"]), study["sha256"])
@@ -527,6 +567,9 @@ def test_report_matches_scipy_and_hand_arithmetic(study, tmp_path):
     excluded = list(csv.DictReader((out / "excluded.csv").open()))
     assert [int(r["rater"]) for r in excluded] == [5] and "same score" in excluded[0]["reason"]
     assert not any(r["kind"] == "text" for r in csv.DictReader((out / "mos.csv").open()))
+    capsys.readouterr()
+    report_command(study_config(command="report", study=study["folder"], **{"exclude.min_votes": 10_000}))
+    assert "(every vote excluded (see above): report.html" in capsys.readouterr().out  # not "no votes yet"
 
 
 def test_stars_follow_the_papers_thresholds():

@@ -224,6 +224,10 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line():
         ("study", ["build", "from=a", "per_rater=abc"], "error: per_rater=abc: must be a whole number >= 1"),
         ("study", ["build", "from={a: 1}"], "error: from=[{a: 1}]: must be a list of words"),
         ("study", ["build", "fro=a"], "error: fro: no such key; did you mean from?"),
+        # the app: the page needs a default backbone and prompt mode, and the job just done stays downloadable
+        ("app", ["backbones=[]"], "error: backbones=[]: must be a list of at least one of bicubic, "),
+        ("app", ["prompts=[]"], "error: prompts=[]: must be a list of at least one of dape, "),
+        ("app", ["keep_jobs=0"], "error: keep_jobs=0: must be a whole number >= 1"),
         # a key of a real section: the nearest there, or what the section has, never a look-alike elsewhere
         (
             "train_sr",

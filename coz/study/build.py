@@ -56,7 +56,21 @@ def check(cfg: DictConfig, study_dir: Path) -> tuple[dict[str, Any], list[Run]]:
     runs = find_runs(opts["from"])
     if (study_dir / MANIFEST).exists():
         raise CozError(f"{study_dir} already holds a study ({MANIFEST}); build into a new folder")
+    if opts["kinds"] == ["text"] and not any(has_prompts(run) for run in runs):
+        raise CozError(
+            "questions=[text]: no run of from= has prompts (they zoomed with prompt=null), so there is "
+            "nothing to ask; add image questions (questions=[image,text]) or give runs with prompts"
+        )
     return opts, runs
+
+
+def has_prompts(run: Run) -> bool:
+    """Whether any image of ``run`` has a non-empty prompt at any step."""
+    return any(
+        (prompt or "").strip()
+        for name in run.images
+        for prompt in zoom_record(run, name).get("prompts") or []
+    )
 
 
 def build(cfg: DictConfig, study_dir: Path, opts: dict[str, Any], runs: list[Run]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import sys
 from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,15 @@ _MEDIA = re.compile(r"^/media/([0-9a-f]{16}\.(png|gif))$")
 _RATER = re.compile(r"^/r/([A-Za-z0-9_-]{8,64})$")
 _TYPES = {"png": "image/png", "gif": "image/gif"}
 MAX_FORM_BYTES = 16_384
+REQUEST_TIMEOUT_S = 60.0
+
+
+class BadForm(Exception):
+    """A POST refused before its body is read: the HTTP status and the rater's one line."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class StudyApp:
@@ -99,6 +109,7 @@ def make_handler(app: StudyApp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "coz-study"
         protocol_version = "HTTP/1.1"
+        timeout = REQUEST_TIMEOUT_S  # a client that stops sending mid-request frees its thread
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
             log.debug("%s " + format, self.client_address[0], *args)
@@ -133,10 +144,14 @@ def make_handler(app: StudyApp) -> type[BaseHTTPRequestHandler]:
             return (rater_id, match[1]) if rater_id is not None else None
 
         def _form(self) -> dict[str, str]:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_FORM_BYTES:
-                raise ValueError("form too large")
-            data = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+            """The posted form; :class:`BadForm` for a length that is not a number (``-1`` would read
+            until the client closes) or is over :data:`MAX_FORM_BYTES`: nothing of it is read."""
+            length = (self.headers.get("Content-Length") or "0").strip()
+            if not length.isdigit():
+                raise BadForm(HTTPStatus.BAD_REQUEST, "The request has no valid Content-Length.")
+            if int(length) > MAX_FORM_BYTES:
+                raise BadForm(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "The form is too large.")
+            data = parse_qs(self.rfile.read(int(length)).decode("utf-8", "replace"))
             return {key: values[0] for key, values in data.items()}
 
         # ------------------------------------------------------------ routes
@@ -171,10 +186,9 @@ def make_handler(app: StudyApp) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0]
             try:
                 form = self._form()
-            except ValueError:
-                return self._html(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, pages.problem("The form is too large.")
-                )
+            except BadForm as refused:
+                self.close_connection = True  # its body was not read: it must not pass for the next request
+                return self._html(refused.status, pages.problem(refused.message))
             if path == "/start":
                 token = app.start(form.get("code", ""))
                 if token is None:
@@ -196,6 +210,14 @@ def make_handler(app: StudyApp) -> type[BaseHTTPRequestHandler]:
 class StudyServer(ThreadingHTTPServer):
     daemon_threads = True  # a rater's open connection never keeps the server from stopping
     request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away (closed the tab, timed out) is one debug line, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("%s: %s", client_address[0], error)
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(app: StudyApp, host: str, port: int) -> StudyServer:

@@ -105,11 +105,12 @@ def report_command(cfg: DictConfig) -> dict:
     out = Path(manifest["folder"]) / "report"
     result = write_report(manifest, votes, out, cfg.exclude.min_votes, cfg.exclude.constant)
     print(summary(result))
-    files = (
-        "report.html, mos.png, mos.csv, ttests.csv"
-        if result["mos"]
-        else "no votes yet: report.html, empty CSV files"
-    )
+    if result["mos"]:
+        files = "report.html, mos.png, mos.csv, ttests.csv"
+    elif result["all_votes"]:
+        files = "every vote excluded (see above): report.html, empty CSV files"
+    else:
+        files = "no votes yet: report.html, empty CSV files"
     print(f"coz.study: report in {out}/ ({files})")
     if cfg.wandb:
         log_to_wandb(result, out, OmegaConf.to_container(cfg, resolve=True))
