@@ -361,6 +361,9 @@ def test_dev_zero_and_oversized_bodies_are_refused_quickly(server, samples):
     assert time.monotonic() - start < 30  # (the client sends all 32 MB before it reads the answer)
     kept = [p for p in _files_under(server[1]) if not p.is_relative_to(server[1] / "jobs")]
     assert not [p for p in kept if p.stat().st_size > LIMIT_MB * 2**20]  # (results may be larger)
+    deep = b"[" * 100_000 + b"]" * 100_000  # within the size limit, deeper than Python parses
+    answer = post(f"{url}gradio_api/queue/join", content=deep, headers={"content-type": "application/json"})
+    assert (answer.status_code, answer.text) == (400, "the request's JSON is nested too deep")  # was 500
     status, *_ = _client(server, Path(tempfile.mkdtemp())).predict(*_job(samples[1]), api_name="/zoom")
     assert "Done" in status  # and the server keeps serving
 
@@ -414,6 +417,26 @@ def test_a_pending_cap_below_one_upload_is_refused_before_serving(samples):
     cfg = _app_config(samples[0].parent, max_upload_mb=20, max_pending_upload_mb=10)
     with pytest.raises(ConfigError, match="max_pending_upload_mb=10.*at least max_upload_mb=20"):
         _cli(cfg)
+
+
+def test_a_busy_port_is_one_line_before_serving():
+    """Gradio's own refusal was two lines ("Error executing job", then advice about its
+    GRADIO_SERVER_PORT) and exit 3; the study's server says it in one line, and so does the page."""
+    from coz.app.tool import check_port
+    from coz.run.schema import ConfigError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError) as refused:
+            check_port("127.0.0.1", port)
+        assert str(refused.value) == (
+            f"host=127.0.0.1 port={port}: cannot listen there (Address already in use); "
+            "choose another port= or host="
+        )
+    check_port("127.0.0.1", port)  # free again: no refusal
+    check_port("127.0.0.1", 0)  # any free port
 
 
 def test_service_refuses_unknown_choices(samples, tmp_path):

@@ -139,6 +139,35 @@ def test_pending_uploads_over_the_cap_are_refused(swept, tmp_path):
     assert _upload(swept[0], content).status_code == 200
 
 
+def test_uploads_arriving_together_are_held_to_the_cap_too(tmp_path):
+    """Eight 0.6-MB uploads arriving at once under a 2-MB cap: three get room, five are refused (each
+    was checked against the disk alone, before any had landed, and all ten got in); room comes back
+    as each arrival is released (it is then counted on disk)."""
+    from coz.app.pending import PendingUploads
+
+    pending = PendingUploads(tmp_path / "uploads", ttl_s=1000, max_bytes=2 * 2**20, held=set)
+    size = int(0.6 * 2**20)
+    start = threading.Barrier(8)
+    answers: list[bool] = []
+
+    def arrive() -> None:
+        start.wait()
+        answers.append(pending.reserve(size))
+
+    threads = [threading.Thread(target=arrive) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [False] * 5 + [True] * 3
+    landed = tmp_path / "uploads" / "a1" / "photo.png"  # one arrival is now on disk, the others failed
+    landed.parent.mkdir(parents=True)
+    landed.write_bytes(b"x" * size)
+    for _ in range(3):
+        pending.release(size)
+    assert pending.reserve(size) and pending.reserve(size) and not pending.reserve(size)
+
+
 def test_a_second_page_in_the_same_process_is_refused(swept, samples, tmp_path):
     """Gradio reads its upload folder from the process environment at every request: a second page
     in this process would make the first refuse its own uploads ("not uploaded by a user"). The second

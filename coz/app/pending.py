@@ -28,7 +28,7 @@ MIN_UPLOAD_BYTES = 1 << 16
 
 
 class PendingUploads:
-    """The uploads folder's age limit (:meth:`sweep`, :meth:`start`) and size limit (:meth:`room_for`).
+    """The uploads folder's age limit (:meth:`sweep`, :meth:`start`) and size limit (:meth:`reserve`).
 
     ``held()`` names the files queued or running jobs hold (``None``: unknown, so nothing is swept).
     """
@@ -43,6 +43,7 @@ class PendingUploads:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._warned = False
+        self._arriving = 0  # bytes reserved by uploads still arriving (reserve, release)
 
     def start(self) -> None:
         """Sweep in a daemon thread until :meth:`stop` or until the working folder is gone."""
@@ -93,10 +94,24 @@ class PendingUploads:
                 if folder.parent == self.folder.resolve() and folder.is_dir():
                     os.utime(folder)
 
-    def room_for(self, size: int) -> bool:
-        """Whether an upload of ``size`` bytes keeps the pending uploads within the limit (the old
-        ones are swept first)."""
+    def reserve(self, size: int) -> bool:
+        """Room for an upload of ``size`` bytes that is about to arrive: True (and the room is held
+        until :meth:`release`) if it keeps the pending uploads, those on disk and those still
+        arriving, within the limit (the old ones are swept first)."""
         self.sweep()
+        size = max(int(size), MIN_UPLOAD_BYTES)
+        with self._lock:  # uploads arriving together each see the others' reservations
+            if self._on_disk() + self._arriving + size > self.max_bytes:
+                return False
+            self._arriving += size
+            return True
+
+    def release(self, size: int) -> None:
+        """The upload of :meth:`reserve` arrived (it is on disk now) or failed."""
+        with self._lock:
+            self._arriving -= max(int(size), MIN_UPLOAD_BYTES)
+
+    def _on_disk(self) -> int:
         used = 0
         for folder in self._folders():
             for file in folder.iterdir():
@@ -104,7 +119,7 @@ class PendingUploads:
                     used += max(file.lstat().st_size, MIN_UPLOAD_BYTES)
                 except OSError:
                     pass
-        return used + max(size, MIN_UPLOAD_BYTES) <= self.max_bytes
+        return used
 
     def _folders(self) -> list[Path]:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from omegaconf import DictConfig
 
 from coz.app.schema import App
@@ -19,7 +21,26 @@ def _cli(cfg: DictConfig) -> None:
             f"max_pending_upload_mb={cfg.max_pending_upload_mb}: must be at least "
             f"max_upload_mb={cfg.max_upload_mb} (else no upload fits)"
         )
+    check_port(cfg.host, cfg.port)
     launch(cfg)
+
+
+def check_port(host: str, port: int) -> None:
+    """One line now if the page could not listen at ``host:port`` (Gradio's own refusal is two lines
+    and speaks of its internals); port 0 takes a free one."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or "127.0.0.1", port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket
+            probe.bind(address)
+    except OSError as err:
+        raise ConfigError(
+            f"host={host} port={port}: cannot listen there ({err.strerror or err}); choose another port= or host="
+        ) from None
 
 
 main = hydra_entry(_cli, config_name="app", tool_schema=App)

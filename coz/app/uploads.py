@@ -73,7 +73,8 @@ class UploadGuard:
             await send(message)
 
         is_upload = scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/upload")
-        if is_upload and not self.pending.room_for(int(length or 0)):
+        reserved = int(length) if length is not None else self.max_body  # no length: the most it may be
+        if is_upload and not self.pending.reserve(reserved):
             mb = self.pending.max_bytes / 2**20
             return await _refuse(
                 send,
@@ -85,7 +86,10 @@ class UploadGuard:
             body = await _read_body(limited_receive)
             if over:
                 return await _too_large(send, self.max_body)
-            data = _json(body)
+            try:
+                data = _json(body)
+            except _TooDeep:
+                return await _refuse(send, 400, "the request's JSON is nested too deep")
             if _names_a_url(data):
                 return await _refuse(send, 400, "files come from uploads only, not from URLs")
             self.pending.claim(named_paths(data))  # before Gradio queues the job (coz.app.pending)
@@ -97,6 +101,9 @@ class UploadGuard:
         except Exception:
             if not over:
                 raise
+        finally:
+            if is_upload:  # on disk now, where the pending uploads are counted, or failed
+                self.pending.release(reserved)
         if over and not started:
             await _too_large(send, self.max_body)
 
@@ -182,11 +189,18 @@ def _replay(body: bytes):
     return receive
 
 
+class _TooDeep(Exception):
+    """JSON nested deeper than Python's parser goes (``"[" * 100000``)."""
+
+
 def _json(body: bytes):
+    """The request's JSON (None if it is not JSON: Gradio answers that itself)."""
     try:
         return json.loads(body)
     except ValueError:
         return None
+    except RecursionError:
+        raise _TooDeep from None
 
 
 def _names_a_url(data) -> bool:
