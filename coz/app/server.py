@@ -48,7 +48,8 @@ def launch(cfg: DictConfig, block: bool = True):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if block:  # stopped with Ctrl-C or a TERM signal: results and uploads go too
         atexit.register(shutil.rmtree, work_dir, True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        for stop in (signal.SIGTERM, signal.SIGINT):  # Gradio's own Ctrl-C waits ~10 s for its server
+            signal.signal(stop, lambda *_: sys.exit(0))
     try:
         demo, url = _serve(cfg, work_dir, block)
     except BaseException:
@@ -77,6 +78,12 @@ def _serve(cfg: DictConfig, work_dir: Path, block: bool):
     from coz.app.service import ZoomService
     from coz.app.uploads import UploadGuard
 
+    # Gradio reads GRADIO_TEMP_DIR once, at import, for a few folders of its own (vibe_edit_history/, made
+    # as a page is built): a second page in this process would make them again in the first one's folder,
+    # long deleted, and leave it behind
+    for name in ("gradio.routes", "gradio.route_utils", "gradio.mcp", "gradio.screen_recording_utils"):
+        if hasattr(module := sys.modules.get(name), "DEFAULT_TEMP_DIR"):
+            module.DEFAULT_TEMP_DIR = str(work_dir)
     service = ZoomService(cfg, work_dir)
     max_bytes = int(cfg.max_upload_mb * 2**20)
     demo = build_demo(service, work_dir / "uploads")

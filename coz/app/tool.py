@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import sys
 
 from omegaconf import DictConfig
 
@@ -22,7 +25,22 @@ def _cli(cfg: DictConfig) -> None:
             f"max_upload_mb={cfg.max_upload_mb} (else no upload fits)"
         )
     check_port(cfg.host, cfg.port)
-    launch(cfg)
+    try:
+        launch(cfg)  # until Ctrl-C (Gradio closes the server) or a TERM signal (SystemExit)
+    except SystemExit as stop:
+        end_process(stop.code or 0)
+    end_process(0)
+
+
+def end_process(code: int) -> None:
+    """The page has stopped and its folder is gone; a job may still be computing in a thread of its
+    own. Python's own exit would wait for that thread (seconds) or, with the SR libraries' native
+    threads still at work, abort in their C++ destructors ("terminate called without an active
+    exception", exit 134): so the process ends here, its output flushed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def check_port(host: str, port: int) -> None:
