@@ -9,12 +9,13 @@ the sweep makes its folder, so a bad value is one line instead of one failure pe
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, fields
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from coz.run.exit_codes import USAGE
 from coz.run.schema import ConfigError, Rule, number, one_of, rule, typed, whole, words
@@ -94,8 +95,30 @@ class EvaluateTool(ChainKeys):
 
 def typed_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` typed and checked: what coz.evaluate runs on, or a one-line :class:`ConfigError`."""
-    cfg = typed(EvaluateTool, cfg)
+    cfg = typed(EvaluateTool, without_other_prompts_keys(cfg))
     check_config(cfg)
+    return cfg
+
+
+def without_other_prompts_keys(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without the ``prompt.`` keys that only another prompt option has. A sweep's jobs share
+    one config: a table preset sets its VLM rows' keys (``prompt.clean``, ``prompt.max_new_tokens``,
+    ``prompt.adapter``) for every job, and users pass ``prompt.adapter=`` to the whole sweep, so the
+    null and DAPE jobs leave them out. A key no prompt option has is still refused."""
+    from coz.prompts.schema import PROMPTS
+
+    prompt = cfg.get("prompt") if isinstance(cfg, DictConfig) else None
+    if not isinstance(prompt, DictConfig) or prompt.get("name") not in PROMPTS:
+        return cfg
+    own = {spec.name for spec in fields(PROMPTS[prompt.name])}
+    anyones = {spec.name for schema in PROMPTS.values() for spec in fields(schema)}
+    foreign = [key for key in prompt if key not in own and key in anyones]
+    if not foreign:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for key in foreign:
+            del cfg.prompt[key]
     return cfg
 
 

@@ -23,7 +23,7 @@ from coz.errors import CozError
 from coz.evaluate.dataset import dataset_items, dataset_name, split
 from coz.evaluate.methods import method_label
 from coz.evaluate.rows import finished_images, read_rows
-from coz.evaluate.schema import EvaluateTool, check_config
+from coz.evaluate.schema import EvaluateTool, check_config, without_other_prompts_keys
 from coz.run.cli import hydra_entry
 from coz.run.handle import Run, execute
 from coz.run.tool import Tool
@@ -199,6 +199,7 @@ TOOL = Tool(
     body=evaluate,
     check=check,
     may_change=("trainer", "report"),  # how the work is spread or shown, not what is computed
+    before_typing=without_other_prompts_keys,
 )
 
 main = hydra_entry(TOOL)

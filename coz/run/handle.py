@@ -167,6 +167,8 @@ def execute(tool: Tool, cfg: DictConfig, run_dir: Path | str | None = None, **op
     """Run ``tool`` on ``cfg`` into ``run_dir`` (Hydra's run folder by default); the body's record.
     ``options``: what a Python caller passes beside the config (``run.options``)."""
     run_dir = Path(run_dir or hydra_run_dir())
+    if tool.before_typing is not None:
+        cfg = tool.before_typing(cfg)
     cfg = typed(tool.schema, cfg)  # every key and value, before any model loads or a file is written
     if tool.resume == "checkpoint" and str(cfg.resume) not in ("auto", "none"):
         from coz.run.checkpoint_files import resume_from  # resume=PATH names no folder: check it unclaimed

@@ -37,6 +37,8 @@ class Tool:
       (a rerun continues from the checkpoint ``resume=auto|none|PATH`` names: ``run.checkpoint``).
     - ``logger(run)``: the tool's logger, built last (``run.logger``); None: the body logs itself.
     - ``lightning``: the body hands its loop to Lightning (the seed then also seeds loader workers).
+    - ``before_typing(cfg) -> cfg``: what the tool does to the composed config before it is typed
+      (evaluate: a sweep's null and DAPE jobs leave out the VLM keys the sweep sets for all).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Tool:
     resume: Literal["units", "checkpoint"] = "units"
     logger: Callable[[Any], Any] | None = None
     lightning: bool = False
+    before_typing: Callable[[DictConfig], DictConfig] | None = None
 
     def resume_keys(self) -> tuple[str, ...]:
         """Every key that may change on a resume of this tool's folders."""
