@@ -256,6 +256,27 @@ def test_wandb_logs_tables_charts_and_images_offline(two_cells):
         assert any(m.startswith(prefix) for m in media), (prefix, media)
 
 
+def test_ctrl_c_inside_lightnings_loop_exits_130_with_the_rerun_hint(photos, tmp_path, monkeypatch, capsys):
+    """Lightning turns Ctrl-C into sys.exit(1), and 1 means "done, some inputs skipped": it exited 1
+    with no message. Now the contract's 130 and "interrupted, rerun to resume", as coz.zoom does (the
+    trainers' loops go through the same coz.run.trainer.ctrl_c_stays_an_interrupt)."""
+    import signal
+
+    from coz.evaluate import main
+    from coz.evaluate.module import EvaluationModule
+
+    def ctrl_c(self, batch, batch_idx=0):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EvaluationModule, "predict_step", ctrl_c)
+    status = run_cli(
+        main, [*FAST, f"input={photos}", "method=nn", f"hydra.run.dir={tmp_path}/r"], monkeypatch
+    )
+    assert status == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "coz.evaluate: interrupted, rerun to resume"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning had ignored Ctrl-C
+
+
 def test_shards_split_a_dataset_between_jobs(photos, tmp_path):
     for index in (0, 1):
         shard = (f"shard.index={index}", "shard.count=2")

@@ -167,7 +167,7 @@ def sweep_size(params: dict[str, str], args: list[str]) -> int | None:
 def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], label: str = "") -> None:
 
     from coz.evaluate.module import EvaluationModule
-    from coz.run.trainer import build_trainer
+    from coz.run.trainer import build_trainer, ctrl_c_stays_an_interrupt
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers).*")
@@ -180,7 +180,8 @@ def _predict(cfg: DictConfig, run_dir: Path, todo: list, job: dict[str, Any], la
             use_distributed_sampler=False,  # the module shards itself: no padded repeats
             default_root_dir=str(run_dir),
         )
-        trainer.predict(EvaluationModule(cfg, run_dir, todo, job, label), return_predictions=False)
+        with ctrl_c_stays_an_interrupt():
+            trainer.predict(EvaluationModule(cfg, run_dir, todo, job, label), return_predictions=False)
 
 
 def _sweep_dir() -> Path | None:

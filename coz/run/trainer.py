@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -81,3 +85,18 @@ def trainer_kwargs(trainer_cfg: DictConfig, **coz_args: Any) -> dict[str, Any]:
     if unknown:
         raise CozError(f"trainer.{unknown[0]}: not an argument of lightning.Trainer")
     return {**coz_args, **extra}
+
+
+@contextmanager
+def ctrl_c_stays_an_interrupt() -> Iterator[None]:
+    """Around ``trainer.fit`` / ``predict``: Lightning turns Ctrl-C into ``sys.exit(1)`` after its own
+    teardown, and 1 means "done, some inputs skipped" in coz's exit codes. It becomes the
+    KeyboardInterrupt it was again, so the tool says "interrupted, rerun to resume" and exits 130."""
+    try:
+        yield
+    except SystemExit as stop:
+        if stop.code != 1 or not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        if threading.current_thread() is threading.main_thread():  # Lightning ignores Ctrl-C from then on
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None

@@ -176,7 +176,7 @@ def _fit(
     """Train; ``logger``: the run's Lightning loggers (by default those of ``cfg.logger``)."""
     from coz.run.checkpoints import SafetensorsCheckpointIO, StepCheckpoint
     from coz.run.lightning_loggers import finish_wandb, lightning_loggers
-    from coz.run.trainer import build_trainer
+    from coz.run.trainer import build_trainer, ctrl_c_stays_an_interrupt
     from coz.train_grpo.module import GRPOModule
 
     module = GRPOModule(cfg, run_dir, train, val)
@@ -210,7 +210,8 @@ def _fit(
             default_root_dir=str(run_dir),
         )
         try:
-            trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+            with ctrl_c_stays_an_interrupt():
+                trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         finally:
             finish_wandb(trainer)
     return trainer, module

@@ -38,6 +38,8 @@ def run(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 def train(run: Run) -> dict[str, Any]:
     """The body: fit from ``run.checkpoint`` (None: a fresh start), then report the export."""
+    from coz.run.trainer import ctrl_c_stays_an_interrupt
+
     trainer, module = build(run.cfg, run.dir, logger=run.logger)
     with warnings.catch_warnings():
         warnings.filterwarnings(
@@ -49,7 +51,8 @@ def train(run: Run) -> dict[str, Any]:
             "ignore", message=".*module\\(s\\) in eval mode.*"
         )  # the frozen base, on purpose
         try:
-            trainer.fit(module, ckpt_path=None if run.checkpoint is None else str(run.checkpoint))
+            with ctrl_c_stays_an_interrupt():
+                trainer.fit(module, ckpt_path=None if run.checkpoint is None else str(run.checkpoint))
         finally:
             finish_wandb(trainer)
     export = run.dir / "export" / "export.json"
