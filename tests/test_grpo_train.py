@@ -4,10 +4,13 @@ and a learning test on the tiny policy."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -257,6 +260,9 @@ RUN_ARGS = (
 )
 
 
+TRAINED_PRINTED: list[str] = []  # what the trained fixture's run printed
+
+
 @pytest.fixture(scope="module")
 def trained(photos, tmp_path_factory):
     """Four steps of the tiny loop (keyword critic) through the command line's entry point, the trained
@@ -275,9 +281,11 @@ def trained(photos, tmp_path_factory):
         fitted.append(_real(*args, **kwargs))
         return fitted[-1]
 
-    with pytest.MonkeyPatch.context() as mp:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         mp.setattr(tool, "_fit", keep)
         assert run_cli(main, [*tiny_overrides(photos, *RUN_ARGS), f"hydra.run.dir={run_dir}"], mp) == 0
+    TRAINED_PRINTED.append(printed.getvalue())
     ((trainer, module),) = fitted
     assert trainer.global_step == 4
     bar = [c for c in finished if c.desc == "train_grpo"][-1]
@@ -318,15 +326,10 @@ def test_the_saved_adapter_loads_in_coz_zoom(trained, photos, compose_zoom, tmp_
 
     _, run_dir, _, module = trained
     adapter = run_dir / "adapter"
-    cfg = compose_zoom(
-        [
-            f"input={photos / 'astronaut.png'}",
-            "backbone=bicubic",
-            "prompt=tiny_vlm",
-            f"prompt.adapter={adapter}",
-            "zoom.steps=1",
-        ]
-    )
+    # the command the run printed, as a user copies it (was "prompt.adapter=...": refused without prompt=)
+    hint = re.search(r"\(use: python -m coz.zoom input=\.\.\. (.+)\)", TRAINED_PRINTED[-1])[1].split()
+    assert hint == ["prompt=tiny_vlm", f"prompt.adapter={adapter}"]
+    cfg = compose_zoom([f"input={photos / 'astronaut.png'}", "backbone=bicubic", *hint, "zoom.steps=1"])
     record = zoom(cfg, run_dir=tmp_path / "zoom")
     assert record["finished"] == ["astronaut"] and record["images"]["astronaut"]["prompts"][0] is not None
     base, processor = build_tiny_vlm()

@@ -239,6 +239,17 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line():
             ["trainer.devics=2"],
             "error: trainer.devics: no such key; did you mean trainer.devices?",
         ),
+        # a key of the group's other options: which have it (was "did you mean prompt.adapter?")
+        (
+            "zoom",
+            ["prompt.adapter=run/adapter"],
+            "error: prompt.adapter: not a key of this prompt; only prompt=vlm, prompt=vlm_ar1, prompt=tiny_vlm have it",
+        ),
+        (
+            "zoom",
+            ["zoom.vae_tiling=blended"],
+            "error: zoom.vae_tiling: not a key of this zoom; only zoom.mode=full has it",
+        ),
         (
             "train_sr",
             ["optim.zzzz=3"],

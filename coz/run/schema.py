@@ -285,6 +285,24 @@ def _rule_of(schema: Any, name: str) -> Rule | None:
     return next((f.metadata.get("rule") for f in fields(schema) if config_key(f) == name), None)
 
 
+def options_with(schema: type, key: str) -> list[str]:
+    """The group options that declare the dotted ``key`` (``prompt.adapter`` -> ``prompt=vlm``, ...;
+    ``zoom.vae_tiling`` -> ``zoom.mode=full``); [] if no group on the way chooses it."""
+    head, _, rest = key.partition(".")
+    spec = next((f for f in fields(schema) if config_key(f) == head), None) if is_dataclass(schema) else None
+    if spec is None or not rest:
+        return []
+    options = spec.metadata.get("options")
+    if options is None:
+        inner = typing.get_type_hints(schema).get(spec.name)
+        return options_with(inner, rest) if isinstance(inner, type) and is_dataclass(inner) else []
+    owners = []
+    for name, option in options.schemas.items():
+        if f"{head}.{rest}" in keys_of(option, f"{head}."):
+            owners.append(f"{head}={name}" if options.by == "name" else f"{head}.{options.by}={name}")
+    return owners
+
+
 def keys_of(schema: type, prefix: str = "") -> list[str]:
     """Every dotted key ``schema`` declares (a group's: the keys of all its options)."""
     found = []
@@ -309,6 +327,9 @@ def unknown_override(err: BaseException, schema: type | None) -> str | None:
         return None
     key = found.group(1)
     keys = keys_of(schema) if schema else []
+    if key in keys and (owners := options_with(schema, key)):  # a key of the group's other options
+        have = "has" if len(owners) == 1 else "have"
+        return f"{key}: not a key of this {key.split('.')[0]}; only {', '.join(owners)} {have} it"
     section = key.rpartition(".")[0]
     if section == "trainer" and section in keys:  # lightning.Trainer's: any argument, given with a +
         from coz.run.trainer import INTERPRETED

@@ -258,7 +258,11 @@ def _finish(run_dir: Path, record: dict[str, Any], started: float, step: int) ->
             f"coz.train_grpo: {step} step(s); validation total reward {float(first['total']):.4f} "
             f"(step {first['step']}) -> {float(last['total']):.4f} (step {last['step']})"
         )
-    print(f"coz.train_grpo: adapter in {run_dir / 'adapter'} (use: python -m coz.zoom prompt.adapter=...)")
+    policy = (record.get("config") or {}).get("prompt", {}).get("name", "vlm")  # the adapter's prompt option
+    print(
+        f"coz.train_grpo: adapter in {run_dir / 'adapter'} "
+        f"(use: python -m coz.zoom input=... prompt={policy} prompt.adapter={run_dir / 'adapter'})"
+    )
     print(f"coz.train_grpo: rewards in {run_dir / 'rewards.csv'}" + (f" and {plot}" if plot else ""))
     return record
 
