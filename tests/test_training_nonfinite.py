@@ -8,6 +8,7 @@ are finite (~1e9) and step 2's forward overflows: step 1's checkpoint is the las
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -117,6 +118,26 @@ def test_train_sr_stops_at_the_first_nan_loss_and_keeps_the_last_finite_checkpoi
     named = Path(line.split("the last finite checkpoint is ")[1].split()[0])  # where to resume from
     assert named.parent == run_dir / "checkpoints" and checkpoint_step(named) == 1 and finite(named)
     assert not (run_dir / "export").exists()  # no export of NaN weights
+    assert line.endswith("(rerun with a lower optim.lr: it resumes from there)")
+
+
+def test_a_resume_may_lower_the_learning_rate_and_trains_at_the_new_one(tmp_path, monkeypatch, capsys):
+    """The NaN line says "rerun with a lower optim.lr: it resumes from there". The resume check refused
+    exactly that ("holds a run with another config (optim.lr: ...)"), and Lightning would have restored
+    the checkpoint's learning rate anyway. Now a run continued with more steps and a lower optim.lr
+    trains its new steps at the new rate."""
+    run_dir = tmp_path / "run"
+    two = [*SR, "log.every_n_steps=1", f"hydra.run.dir={run_dir}"]
+    assert train_sr([*two, "optim.lr=1e-4"], monkeypatch) == 0, capsys.readouterr().err[-2000:]
+    three = [a if not a.startswith("stages=") else a.replace("steps: 2", "steps: 3") for a in two]
+    assert train_sr([*three, "optim.lr=1e-6"], monkeypatch) == 0, capsys.readouterr().err[-2000:]
+    rates = {  # each attempt's own logs: logs/, logs-resumed-1/
+        int(row["step"]): float(row["lr/transformer_lora"])
+        for log in run_dir.glob("logs*/metrics.csv")
+        for row in csv.DictReader(log.open())
+        if row.get("lr/transformer_lora")
+    }
+    assert rates == {1: 1e-4, 2: 1e-4, 3: 1e-6}, rates
 
 
 def test_train_grpo_stops_at_the_first_nan_and_keeps_the_last_finite_checkpoint(grpo_nan):

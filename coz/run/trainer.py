@@ -100,3 +100,17 @@ def ctrl_c_stays_an_interrupt() -> Iterator[None]:
         if threading.current_thread() is threading.main_thread():  # Lightning ignores Ctrl-C from then on
             signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from None
+
+
+def follow_the_configured_lr(trainer: Any, lr: float) -> None:
+    """From a module's ``on_train_start``: after a resume Lightning has restored each optimiser's
+    learning rate, and its scheduler's base, from the checkpoint. ``optim.lr`` may change on a resume
+    (lower, after a divergence: :mod:`coz.run.divergence`), so it replaces them, keeping the schedule's
+    factor at this step (a warm-up's fraction). A fresh start is unchanged."""
+    for config in trainer.lr_scheduler_configs:
+        scheduler = config.scheduler
+        for i, group in enumerate(scheduler.optimizer.param_groups):
+            base = scheduler.base_lrs[i]
+            factor = group["lr"] / base if base else 1.0
+            scheduler.base_lrs[i] = group["initial_lr"] = float(lr)
+            group["lr"] = float(lr) * factor

@@ -198,6 +198,9 @@ class GRPOModule(L.LightningModule):
     # ------------------------------------------------------------------ the loop
     def on_train_start(self) -> None:
         from coz.run.progress import Progress
+        from coz.run.trainer import follow_the_configured_lr
+
+        follow_the_configured_lr(self.trainer, self.cfg.optim.lr)  # optim.lr may change on a resume
 
         # our own bar, not Lightning's: the pair stream is endless (Lightning would show "Epoch 0/-2"),
         # and a resumed run counts on from its checkpoint towards grpo.steps

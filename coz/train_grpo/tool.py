@@ -272,7 +272,8 @@ TOOL = Tool(
     schema=TrainGRPOTool,
     body=train,
     check=check,
-    may_change=("grpo.steps", "trainer", "resume", "data.num_workers"),  # longer, or spread otherwise
+    # longer, or spread otherwise; optim.lr: a run that diverged resumes with a lower one (coz.run.divergence)
+    may_change=("grpo.steps", "trainer", "resume", "data.num_workers", "optim.lr"),
     resume="checkpoint",
     logger=partial(run_loggers, csv=False),  # W&B; its CSV files are its own (coz.train_grpo.logs)
     lightning=True,

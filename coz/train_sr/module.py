@@ -268,6 +268,9 @@ class SRTrainingModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         from coz.run.progress import Progress
+        from coz.run.trainer import follow_the_configured_lr
+
+        follow_the_configured_lr(self.trainer, self.cfg.optim.lr)  # optim.lr may change on a resume
 
         # our own bar, not Lightning's ("Epoch 0/0 ... v_num"): optimiser steps towards the stages'
         # total, counting on from the checkpoint after a resume, with the latest losses

@@ -144,7 +144,16 @@ TOOL = Tool(
     body=train,
     check=check_config,
     # how long (stages: a longer schedule trains on) and how spread the training is; what is logged
-    may_change=("resume", "trainer.devices", "trainer.num_nodes", "data.num_workers", "log", "stages"),
+    # optim.lr: a run that diverged resumes from its last finite checkpoint with a lower one (coz.run.divergence)
+    may_change=(
+        "resume",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "data.num_workers",
+        "log",
+        "stages",
+        "optim.lr",
+    ),
     resume="checkpoint",
     logger=run_loggers,
     lightning=True,
