@@ -217,7 +217,12 @@ def compose_zoom_config(overrides: Sequence[str]) -> DictConfig:
         from coz.run import schema
         from coz.zoom.schema import ZoomTool
 
-        line = schema.describe(err) or schema.unknown_override(err, ZoomTool) or " ".join(str(err).split())
+        line = (
+            schema.describe(err)
+            or schema.unknown_override(err, ZoomTool)
+            or schema.unknown_option(err)
+            or " ".join(str(err).split())
+        )
         raise CozError(line) from None
     finally:
         if outer is not None:

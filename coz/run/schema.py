@@ -344,6 +344,11 @@ def unknown_override(err: BaseException, schema: type | None) -> str | None:
     if inside:  # a real section: the nearest key there, else what it has (not a look-alike elsewhere)
         return unknown_key_message(key, inside, f"{section}.")
     near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if not near:  # a leaf typed without its section (stepz for zoom.steps)
+        leaves = difflib.get_close_matches(
+            key.rsplit(".", 1)[-1], {k.rsplit(".", 1)[-1] for k in keys}, 1, 0.8
+        )
+        near = [k for k in keys if leaves and k.rsplit(".", 1)[-1] == leaves[0]][:1]
     return f"{key}: no such key" + (f"; did you mean {near[0]}?" if near else "")
 
 
