@@ -197,7 +197,7 @@ def _open(path: Path, max_pixels: float | None) -> Image.Image:
         raise ImageInputError(
             name,
             f"{w}x{h} is {w * h / 1e6:.1f} megapixels, which exceeds the limit of {max_pixels / 1e6:.1f}; "
-            "set max_pixels higher (or None) only for files you trust",
+            "set max_pixels higher (or null: None in Python) only for files you trust",
         )
     if w == 0 or h == 0:
         img.close()

@@ -112,6 +112,14 @@ def test_zoom_ends_its_bar_before_the_summary(compose_zoom, samples, tmp_path):
     assert last_bar < next(
         i for i, line in enumerate(lines) if line.startswith("coz.zoom: 1 image(s) zoomed")
     )
+    pictures = tmp_path / "run" / "images" / "p"
+    assert lines[-1] == f"coz.zoom: e.g. {pictures / 'strip.png'} and {pictures / 'zoom.gif'}"
+    # only the pictures written: none named when neither was asked for
+    both = io.StringIO()
+    overrides = [f"input={tmp_path / 'p.png'}", "backbone=bicubic", "save.strip=false", "save.gif=false"]
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        run(compose_zoom(overrides), tmp_path / "run2")
+    assert "coz.zoom: e.g." not in both.getvalue()
 
 
 def test_full_image_counts_its_tiles_and_estimates_from_the_first(compose_zoom, tmp_path, capsys, caplog):

@@ -14,8 +14,9 @@ LOG_LINES = (
 )
 # (category, message pattern): Python warnings ignored.
 WARNINGS = (
-    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
-)  # Lightning's _pytree on torch
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # Lightning's _pytree on torch
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # transformers, asked by peft's LoRA
+)
 # wandb's notes about its retired "anonymous" setting (an old ~/.config/wandb/settings holds it).
 WANDB_NOTES = (
     "The anonymous setting has no effect and will be removed in a future version.",

@@ -174,9 +174,11 @@ def _report(run_dir: Path, record: dict[str, Any]) -> None:
         for reason in failed.values():
             print(f"  {reason}")
     print(f"coz.zoom: results in {run_dir}")
-    if done:
-        first = record["finished"][0]
-        print(f"coz.zoom: e.g. {run_dir / 'images' / first / 'strip.png'} and zoom.gif beside it")
+    if done:  # the pictures a person looks at first, those this run wrote (save.strip, save.gif)
+        folder = run_dir / "images" / record["finished"][0]
+        shown = [folder / name for name in ("strip.png", "zoom.gif") if (folder / name).is_file()]
+        if shown:
+            print(f"coz.zoom: e.g. {' and '.join(str(p) for p in shown)}")
 
 
 TOOL = Tool(
