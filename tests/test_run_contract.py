@@ -453,6 +453,13 @@ def test_a_path_hydra_cannot_parse_is_named_with_how_to_quote_it(tiny_photos, tm
     )
     assert result.returncode == 0, result.stderr  # quoted for Hydra, it works
     assert (tmp_path / "r" / "images" / "p" / "zoom.json").exists()
+    # a letter outside ASCII: said so (it was blamed on = , ' ~ [ ] { }, none of which it has)
+    result = zoom_here([*TINY, "input=café.png"], tmp_path, monkeypatch, capfd)
+    assert result.returncode == 2
+    assert errors(result) == [
+        "error: cannot read the argument 'input=café.png': a value with a letter outside ASCII (é) must be "
+        """quoted for Hydra, e.g. 'input="café.png"' in a shell (README: Runs, resume and exit codes)"""
+    ]
 
 
 # ---------------------------------------------------------------------------- 8: what a resume may change

@@ -190,8 +190,11 @@ def unparsable_argument(args: list[str]) -> str | None:
                 shell = f"'{key}=\"{value}\"'"
             else:
                 shell = f'"{key}=\\"{value}\\""'
-            return (
-                f"cannot read the argument {arg!r} ({reason}): a value with = , ' ~ [ ] {{ }} must be "
-                f"quoted for Hydra, e.g. {shell} in a shell (README: Runs, resume and exit codes)"
+            wide = next((c for c in value if ord(c) > 127), None)
+            why = (
+                f"a value with a letter outside ASCII ({wide}) must be quoted for Hydra"
+                if wide is not None
+                else f"a value with = , ' ~ [ ] {{ }} must be quoted for Hydra ({reason})"
             )
+            return f"cannot read the argument {arg!r}: {why}, e.g. {shell} in a shell (README: Runs, resume and exit codes)"
     return None
