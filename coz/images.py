@@ -153,6 +153,11 @@ def not_images(path: str | Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- loading
 
 
+def check_header(path: str | Path) -> None:
+    """:class:`ImageInputError` now if ``path`` is not an image Pillow can identify (its header only)."""
+    _open(Path(path).expanduser(), None).close()
+
+
 def _open(path: Path, max_pixels: float | None) -> Image.Image:
     """Open lazily (header only) and refuse oversized images before any decoding.
 

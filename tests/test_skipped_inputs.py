@@ -46,6 +46,25 @@ def test_every_file_not_zoomed_is_listed_with_its_reason_and_exit_1(tmp_path, mo
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures the peak with Linux's /proc")
+def test_one_named_file_that_is_not_an_image_is_one_line_before_anything_loads(tmp_path, monkeypatch, capsys):
+    """input=FILE names one file: not an image is a refusal (exit 2) before the model loads or the run
+    folder is made, not a run of 0 images that exits 1 ("1 input(s) skipped")."""
+    from coz.zoom.tool import main
+
+    (tmp_path / "notes.txt").write_text("shot in May")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, problem in (
+        ("notes.txt", "not an image file (cannot identify format)"),
+        ("empty.png", "empty file (0 bytes)"),
+    ):
+        code = run_cli(
+            main, [*TINY, f"input={tmp_path / name}", f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch
+        )
+        assert code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: {tmp_path / name}: {problem}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "notes.txt"]
+
+
 def test_an_rgba_png_converts_within_a_small_multiple_of_its_decoded_size(tmp_path):
     """A 4000x3000 RGBA PNG, half transparent, a few kB on disk: 48 MB decoded. Its conversion to
     RGB on white must stay within 3x that (decoded + RGB result = 1.75x, plus working bands);

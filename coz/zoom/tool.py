@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from coz.images import find_images, not_images
+from coz.images import check_header, find_images, not_images
 from coz.run.cli import hydra_entry
 from coz.run.handle import Run, execute
 from coz.run.names import output_names
@@ -56,6 +56,8 @@ def check(cfg: DictConfig) -> Plan:
     check_zoom(cfg)
     full = full_options(cfg)
     images = find_images(cfg.input)
+    if not Path(cfg.input).expanduser().is_dir():  # one file named: not an image is one line (exit 2) now,
+        check_header(images[0])  # not a skipped input once the model has loaded and the folder is made
     skipped = not_images(cfg.input)  # listed as skipped inputs (exit 1), never dropped without a word
     return Plan(images, output_names(images), skipped, full)
 
