@@ -232,6 +232,46 @@ def test_missing_model_is_one_clear_error_without_network(compose_zoom, monkeypa
         build_prompt_extractor(cfg, device="cpu")
 
 
+def test_online_without_network_a_missing_model_is_one_try_then_one_line(
+    compose_zoom, monkeypatch, no_network
+):
+    """Not in the cache and HF_HUB_OFFLINE not set, on a machine without network: huggingface_hub
+    retried every file with back-off (2.5 minutes for prompt=vlm) before its error. One request to
+    the hub first, then one line; the same for a diffusion backbone's model and GRPO's models."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from coz.backbones.diffusion.hub import resolve_model
+    from coz.prompts import build_prompt_extractor
+    from coz.train_grpo.models import check_available
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    lookups = []  # a machine without network fails at the name lookup already
+
+    def no_lookup(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+    cfg = compose_zoom(["prompt=vlm", "input=x.png", "prompt.model=coz-tests/not-in-any-cache"]).prompt
+    for refuse, option in (
+        (lambda: build_prompt_extractor(cfg, device="cpu"), "prompt.model"),
+        (lambda: resolve_model("coz-tests/not-in-any-cache", "backbone.model"), "backbone.model"),
+        (lambda: check_available("coz-tests/not-in-any-cache", None, "critic.model"), "critic.model"),
+    ):
+        no_network.clear()
+        lookups.clear()
+        with pytest.raises(CozError) as err:
+            refuse()
+        assert str(err.value).startswith(
+            f"{option}=coz-tests/not-in-any-cache: not in the Hugging Face cache, and "
+            f"{constants.ENDPOINT} cannot be reached"
+        )
+        assert len(lookups) + len(no_network) == 1  # one try, no retries
+
+
 def test_tiny_vlm_through_the_builder_is_cached_and_clean(compose_zoom, images):
     from coz.prompts import build_prompt_extractor
 

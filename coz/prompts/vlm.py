@@ -103,6 +103,16 @@ def load_qwen_vl(model_id: str, revision: str | None, dtype, device: str, max_pi
         )
     source = str(local) if looks_local else model_id
     kwargs = {} if looks_local else {"revision": revision}
+    if not looks_local:
+        from huggingface_hub import try_to_load_from_cache
+
+        from coz.backbones.diffusion.hub import hub_offline, refuse_if_hub_unreachable
+
+        if (
+            not isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str)
+            and not hub_offline()
+        ):
+            refuse_if_hub_unreachable(model_id, "prompt.model")  # a download ahead: fail fast without network
     try:
         processor = AutoProcessor.from_pretrained(
             source, **kwargs, **({"max_pixels": max_pixels} if max_pixels else {})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from coz.backbones.diffusion.hub import hub_offline
+from coz.backbones.diffusion.hub import hub_offline, refuse_if_hub_unreachable
 from coz.errors import CozError
 
 
@@ -25,6 +25,7 @@ def check_available(model: str, revision: str | None, option: str) -> None:
         return
     if hub_offline():
         raise CozError(missing_message(model, revision, option))
+    refuse_if_hub_unreachable(model, option)
 
 
 def missing_message(model: str, revision: str | None, option: str) -> str:

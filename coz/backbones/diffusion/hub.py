@@ -21,6 +21,23 @@ def hub_offline() -> bool:
         return False
 
 
+def refuse_if_hub_unreachable(model: str, option: str) -> None:
+    """Before downloading ``model`` (not in the cache, not offline): one quick request to the hub. With
+    no network, huggingface_hub retries each file with back-off, minutes in all before its error;
+    unreachable here is one line at once. Any answer, even an error status, means it is reachable."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=10)
+    except Exception as err:  # noqa: BLE001 - whatever the HTTP client raises: no answer
+        raise CozError(
+            f"{option}={model}: not in the Hugging Face cache, and {constants.ENDPOINT} cannot be reached "
+            f"({type(err).__name__}); download it where there is network (`hf download {model}`), or set "
+            f"{option}=/path/to/a/local/copy"
+        ) from None
+
+
 def resolve_model(model: str, option: str, index_file: str = "model_index.json") -> tuple[str, bool]:
     """(where to load from, local_files_only) for a hub id or folder; CozError if unavailable.
 
@@ -47,6 +64,7 @@ def resolve_model(model: str, option: str, index_file: str = "model_index.json")
             f"download it first (`hf download {model}`, after accepting its licence on the hub "
             f"if it is gated) or set {option}=/path/to/a/local/copy"
         )
+    refuse_if_hub_unreachable(model, option)
     return model, False
 
 
