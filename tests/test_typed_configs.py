@@ -239,6 +239,12 @@ def test_every_leaf_key_refuses_a_value_of_the_wrong_type_in_one_line():
             ["trainer.devics=2"],
             "error: trainer.devics: no such key; did you mean trainer.devices?",
         ),
+        # Lightning counts every optimiser's step: +trainer.max_steps=3 trained 1 of SD3's steps, exit 0
+        (
+            "train_sr",
+            ["experiment=smoke", "+trainer.max_steps=3"],
+            "error: trainer.max_steps: coz counts the training itself; set the steps with stages=[...]",
+        ),
         # a key of the group's other options: which have it (was "did you mean prompt.adapter?")
         (
             "zoom",

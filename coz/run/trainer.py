@@ -27,6 +27,12 @@ from coz.errors import CozError
 
 # Read here or by the tools (auto values resolved, strategies built); not passed on verbatim.
 INTERPRETED = ("accelerator", "devices", "num_nodes", "strategy", "precision", "progress_bar")
+# Lightning's counts that coz's steps replace: Lightning counts every optimiser's step (train_sr's
+# SD3 generator has three), so +trainer.max_steps=3 ended a run after one step and called it done.
+COUNTED_BY_COZ = {
+    "max_steps": "set the steps with stages=[...] (train_sr) or grpo.steps= (train_grpo)",
+    "max_epochs": "set the steps with stages=[...] (train_sr) or grpo.steps= (train_grpo)",
+}
 
 
 def device_count(accelerator: str, devices: int | str) -> int:
@@ -84,6 +90,8 @@ def trainer_kwargs(trainer_cfg: DictConfig, **coz_args: Any) -> dict[str, Any]:
     unknown = sorted(set(extra) - set(accepted))
     if unknown:
         raise CozError(f"trainer.{unknown[0]}: not an argument of lightning.Trainer")
+    if counted := sorted(set(extra) & set(COUNTED_BY_COZ)):
+        raise CozError(f"trainer.{counted[0]}: coz counts the training itself; {COUNTED_BY_COZ[counted[0]]}")
     return {**coz_args, **extra}
 
 
