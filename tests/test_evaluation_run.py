@@ -443,6 +443,17 @@ def test_a_sweep_is_refused_once_before_it_writes_its_folder(tmp_path, capsys):
     assert stopped.value.code == 2
     assert capsys.readouterr().err == "error: shard.count=abc: must be a whole number >= 1\n"
     callback.on_multirun_start(config=compose_evaluate(["experiment=smoke"]))  # a good sweep goes on
+    # a preset is a sweep: hydra.run.dir= alone was ignored (each rerun a new sweep folder, no resume)
+    with initialize_config_dir(config_dir=tool_config_dir("evaluate"), version_base="1.3"):
+        aimed = compose(
+            config_name="evaluate",
+            overrides=["experiment=smoke", f"hydra.run.dir={tmp_path}/mine"],
+            return_hydra_config=True,
+        )
+    with pytest.raises(SystemExit) as stopped:
+        callback.on_multirun_start(config=aimed)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: hydra.run.dir={tmp_path}/mine: this is a sweep")
 
 
 # A fresh interpreter that writes which heavy packages it had imported when the program ended.

@@ -146,6 +146,14 @@ class CheckBeforeSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         job = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
         try:
+            hydra_args = OmegaConf.select(config, "hydra.overrides.hydra", default=None) or []
+            given = [o for o in hydra_args if o.startswith("hydra.run.dir=")]
+            if given and not any(o.startswith("hydra.sweep.dir=") for o in hydra_args):
+                # a sweep writes under hydra.sweep.dir: the folder given alone would be ignored
+                raise ConfigError(
+                    f"{given[0]}: this is a sweep (a preset or -m), whose jobs go in numbered folders under "
+                    f"hydra.sweep.dir=; give hydra.sweep.dir={given[0].split('=', 1)[1]} (a rerun into it resumes)"
+                )
             typed_config(job)
         except ConfigError as err:  # Hydra turns a callback's exception into a warning: exit here
             print(f"error: {err}", file=sys.stderr)
