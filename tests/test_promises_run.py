@@ -27,7 +27,9 @@ def test_a_sweep_exits_with_its_highest_code_not_its_last(monkeypatch, capsys):
     monkeypatch.setattr(sweep, "finished", outcomes)
     assert report(Jobs("zoom")) == 3
     err = capsys.readouterr().err
-    assert "3 of 4 jobs failed" in err and "b (exit 3): disk full" in err
+    assert "2 of 4 jobs failed" in err and "b (exit 3): disk full" in err and "c (exit 2): bad option" in err
+    # a job that finished with some inputs skipped (exit 1) is not called failed
+    assert "1 of 4 jobs finished but skipped some inputs (listed above):\n  d (exit 1): skipped" in err
 
 
 def test_the_zoom_bar_counts_the_steps_of_an_image_that_failed(compose_zoom, tmp_path, monkeypatch):

@@ -155,9 +155,13 @@ def report(jobs: Jobs) -> int:
     for outcome in sweep.finished or []:
         jobs.add(*outcome)
     if jobs.count > 1 and jobs.failed:
-        print(f"coz.{jobs.tool}: {len(jobs.failed)} of {jobs.count} jobs failed:", file=sys.stderr)
-        for folder, code, message in jobs.failed:
-            print(f"  {folder} (exit {code}): {message}", file=sys.stderr)
+        failed = [job for job in jobs.failed if job[1] != SKIPPED]
+        partial = [job for job in jobs.failed if job[1] == SKIPPED]  # finished, some inputs skipped
+        for listed, what in ((failed, "failed"), (partial, "finished but skipped some inputs (listed above)")):
+            if listed:
+                print(f"coz.{jobs.tool}: {len(listed)} of {jobs.count} jobs {what}:", file=sys.stderr)
+            for folder, code, message in listed:
+                print(f"  {folder} (exit {code}): {message}", file=sys.stderr)
     return jobs.exit_code()
 
 
