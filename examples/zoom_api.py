@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import coz
+from coz.errors import CozError
 
 
 def main(argv: list[str]) -> Path:
@@ -23,9 +24,9 @@ def main(argv: list[str]) -> Path:
 
         image = write_samples(out / "samples", names=("astronaut",))[0]
 
-    out.mkdir(parents=True, exist_ok=True)
     zoomer = coz.Zoomer(*argv[2:])  # the command line's defaults: realesrgan, null prompt, 4 steps
     result = zoomer.zoom(image)  # a path, a PIL image, or a list of them
+    out.mkdir(parents=True, exist_ok=True)  # once there is something to write
     for scale, prompt in zip(result.scales[1:], result.prompts, strict=True):
         print(f"x{scale}: {prompt!r}")
     result.strip().save(out / "strip.png")
@@ -36,4 +37,7 @@ def main(argv: list[str]) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except CozError as err:  # a bad option or image: one line, as the command line says it
+        sys.exit(f"error: {err}")

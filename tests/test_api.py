@@ -166,6 +166,12 @@ def test_the_example_script_runs(samples, tmp_path, monkeypatch, capsys):
     assert "x16: ''" in capsys.readouterr().out
     for name in ("strip.png", "zoom.gif", "x16.png"):
         assert (tmp_path / name).is_file()
+    # a missing photo: one line (was a traceback), and no output folder
+    monkeypatch.setattr(sys, "argv", ["zoom_api.py", str(tmp_path / "nope.png"), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(str(REPO / "examples" / "zoom_api.py"), run_name="__main__")
+    assert stopped.value.code == f"error: {tmp_path / 'nope.png'}: no such file or folder"
+    assert not (tmp_path / "out").exists()
 
 
 def _cheap_strings() -> list[str]:
