@@ -286,15 +286,19 @@ def _answer_text(answer: dict, path: str) -> str:
 
 def test_a_request_naming_a_server_path_is_refused(server, samples):
     url, work_dir = server
+    # outside the uploads folder: refused by the guard in front of Gradio (400, one log line; Gradio's
+    # own refusal logged a traceback per request); inside it but not an upload: the page's message
     outside = (str(REPO / "pyproject.toml"), str(samples[0]), "/etc/hostname", "/no/such/file.png")
-    inside = (str(work_dir / "jobs"), str(work_dir / "uploads" / "nope.png"))  # not an upload either
-    for paths in (outside, inside):
+    outside += (str(work_dir / "jobs"),)
+    inside = (str(work_dir / "uploads" / "nope.png"), str(work_dir / "uploads"))  # not an upload either
+    for paths, refusal in ((outside, "[null, null]"), (inside, "not uploaded here")):
         answers = set()
         for path in paths:
             answer = _raw_job(url, [_file_data(path), None, "nearest", "null", "coz", 1, ""])
             assert _refused(answer), answer
             answers.add(_answer_text(answer, path))
         assert len(answers) == 1, answers  # the same answer whether the path exists or not: no oracle
+        assert refusal in answers.pop()
     for sample in ("../../pyproject.toml", str(REPO / "pyproject.toml")):
         assert _refused(_raw_job(url, [None, sample, "nearest", "null", "coz", 1, ""]))
     # nor a URL: Gradio would fetch it before any check (here offline, so its refusal is the proof)

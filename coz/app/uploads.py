@@ -92,6 +92,9 @@ class UploadGuard:
                 return await _refuse(send, 400, "the request's JSON is nested too deep")
             if _names_a_url(data):
                 return await _refuse(send, 400, "files come from uploads only, not from URLs")
+            if not all(_is_under(path, self.uploads) for path in named_paths(data)):
+                # refused here in one line; Gradio's own refusal logs a traceback per request
+                return await _refuse(send, 400, "files come from uploads only")
             self.pending.claim(named_paths(data))  # before Gradio queues the job (coz.app.pending)
             limited_receive = _replay(body)
         try:
@@ -201,6 +204,10 @@ def _json(body: bytes):
         return None
     except RecursionError:
         raise _TooDeep from None
+
+
+def _is_under(path: str, folder: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(folder.resolve())
 
 
 def _names_a_url(data) -> bool:

@@ -157,7 +157,10 @@ def report(jobs: Jobs) -> int:
     if jobs.count > 1 and jobs.failed:
         failed = [job for job in jobs.failed if job[1] != SKIPPED]
         partial = [job for job in jobs.failed if job[1] == SKIPPED]  # finished, some inputs skipped
-        for listed, what in ((failed, "failed"), (partial, "finished but skipped some inputs (listed above)")):
+        for listed, what in (
+            (failed, "failed"),
+            (partial, "finished but skipped some inputs (listed above)"),
+        ):
             if listed:
                 print(f"coz.{jobs.tool}: {len(listed)} of {jobs.count} jobs {what}:", file=sys.stderr)
             for folder, code, message in listed:
