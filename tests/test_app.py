@@ -472,7 +472,7 @@ def _ends_with_the_server(port: int, job: list) -> None:
 
 def test_coz_app_starts_and_removes_its_folder_on_exit(samples, tmp_path):
     """The console entry on a current Gradio (it died at start with Gradio 6), then SIGTERM while a
-    job computes: exit 0 within 2 s, its folder gone. (Python's own exit, with realesrgan's native
+    job computes: exit 0 within 3 s, its folder gone. (Python's own exit, with realesrgan's native
     threads at work, aborted with exit 134 in 1 of 3 stops by hand; span's job here does not show
     that, so coz.app.tool.end_process was checked by hand: 8 stops, TERM and INT, all exit 0.)"""
     port = _free_port()
@@ -509,9 +509,10 @@ def test_coz_app_starts_and_removes_its_folder_on_exit(samples, tmp_path):
         stopped = time.monotonic()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+    took = time.monotonic() - stopped
     output = server.stdout.read()
-    assert server.returncode == 0 and "terminate called" not in output, output[-2000:]
-    assert time.monotonic() - stopped < 2  # not once the job has finished
+    assert server.returncode == 0 and "terminate called" not in output, (server.returncode, output[-3000:])
+    assert took < 3, (took, output[-3000:])  # not once the job has finished
     assert not list(tmp_path.glob("coz-app-*"))
 
 
