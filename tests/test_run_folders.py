@@ -124,6 +124,28 @@ def test_a_refused_run_leaves_no_outputs_folder_and_keeps_every_earlier_one(tmp_
     assert not any((mine / "runs").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("option", "refusal"),
+    [
+        ("backbone=sd3", "error: backbone=sd3 needs OSEDiff weights"),
+        ("backbone=s3diff", "error: backbone=s3diff needs S3Diff weights"),
+        ("prompt=dape", "error: prompt=dape needs prompt.ram_weights=PATH"),
+    ],
+)
+def test_a_missing_model_file_is_refused_before_the_run_folder_is_made(
+    option, refusal, photos, tmp_path, monkeypatch, capsys
+):
+    """The backbones' and prompts' own first checks (weights named and on disk) run in zoom's check,
+    before the folder is claimed: they ran as the models loaded, and left a claimed folder behind
+    (run.json with finished=None, metrics.csv, zoom.log)."""
+    from coz.zoom.tool import main
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main, [f"input={photos / 'p0.png'}", "zoom.steps=1", option], monkeypatch) == 2
+    assert errors(capsys.readouterr().err)[0].startswith(refusal)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- not writable by others
 
 

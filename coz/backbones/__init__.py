@@ -31,6 +31,24 @@ BACKBONES = (
 TINY_CNN = ("tiny_realesrgan", "tiny_span")
 
 
+def check_backbone_files(cfg: DictConfig) -> None:
+    """What loading a diffusion backbone checks first, without loading anything: its weight files
+    named and on disk, and its base model in a folder, in the cache or on a hub that answers. coz.zoom
+    calls it in its ``check``, so a missing one is refused before the run folder is made."""
+    from coz.run.targets import has_target
+
+    name = str(cfg.get("name", ""))
+    if has_target(cfg) or name.removeprefix("tiny_") not in ("sd3", "sd21", "s3diff"):
+        return
+    from importlib import import_module
+
+    import_module(f"coz.backbones.diffusion.{name.removeprefix('tiny_')}")._weight_files(cfg)
+    if not name.startswith("tiny_"):  # the twins are built from configs, offline
+        from coz.backbones.diffusion.hub import resolve_model
+
+        resolve_model(str(cfg.model), "backbone.model")
+
+
 def build_backbone(
     cfg: DictConfig, device: torch.device | str = "cpu", *, trainable: bool = False
 ) -> Backbone:

@@ -54,6 +54,28 @@ def build_prompt_extractor(
     return _wrap(extractor, cfg, {**resolved, "device_type": str(device).split(":")[0]})
 
 
+def check_prompt_files(cfg: DictConfig | None) -> None:
+    """What loading ``cfg``'s extractor checks first, without loading anything: the three files DAPE
+    needs, the VLM in a folder, in the cache or on a hub that answers. coz.zoom calls it in its
+    ``check``, so a missing one is refused before the run folder is made."""
+    from coz.run.targets import has_target
+
+    name = "null" if cfg is None else str(cfg.get("name", ""))
+    if cfg is None or has_target(cfg) or name not in ("vlm", "vlm_ar1", "dape"):
+        return  # null, a user's extractor, the tiny twins (nothing to find)
+    from coz.fetch.local import resolve_config
+
+    cfg = resolve_config(cfg, "prompt")
+    if name == "dape":
+        from coz.prompts.dape import check_files
+
+        check_files(cfg)
+    else:
+        from coz.prompts.vlm import check_source
+
+        check_source(str(cfg.model), cfg.get("revision"))
+
+
 def max_new_tokens(value, adapter: bool, tiles: bool) -> int:
     """``prompt.max_new_tokens``; ``auto`` follows the authors' release of the setting
     (docs/fidelity.md "Prompts"): 16 per full-image tile, 32 with the GRPO adapter (the

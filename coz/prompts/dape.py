@@ -291,6 +291,12 @@ class DAPEPrompts(PromptExtractor):
 
 def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
     """``prompt=dape``: the files named in the config, checked before anything loads."""
+    check_files(cfg)
+    return load_dape(cfg, device)
+
+
+def check_files(cfg) -> None:
+    """The three files ``prompt=dape`` needs are named and on disk (no model loads)."""
     for key in ("ram_weights", "dape_weights", "tags"):  # the tag list ships with RAM's code, not coz
         if not cfg[key]:
             raise CozError(f"prompt=dape needs prompt.{key}=PATH: {WHERE[key]}")
@@ -301,7 +307,6 @@ def build_dape(cfg, device: str = "cpu") -> DAPEPrompts:
         if not Path(value).expanduser().is_file():
             raise CozError(f"prompt.{key}={value}: no such file (get {WHERE[key]})")
         refuse_placeholder(f"prompt.{key}", Path(value).expanduser())
-    return load_dape(cfg, device)
 
 
 def ram_swin_tagger(num_tags: int) -> RAMTagger:

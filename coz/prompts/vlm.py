@@ -86,6 +86,29 @@ class VLMPrompts(PromptExtractor):
         )
 
 
+def check_source(model_id: str, revision: str | None) -> bool:
+    """Whether ``prompt.model`` names a local folder (True) or a hub id (False): one CozError if it
+    is neither, or a hub id that is not cached while the hub cannot be reached (no model loads)."""
+    local = Path(model_id).expanduser()
+    looks_local = local.exists() or model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1
+    if looks_local and not local.is_dir():
+        raise CozError(
+            f"prompt.model={model_id}: no such folder (give a Hugging Face id such as {DEFAULT_MODEL} "
+            f"or a folder holding a saved Qwen2.5-VL)"
+        )
+    if not looks_local:
+        from huggingface_hub import try_to_load_from_cache
+
+        from coz.backbones.diffusion.hub import hub_offline, refuse_if_hub_unreachable
+
+        cached = isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str)
+        if not cached and hub_offline():
+            raise CozError(not_found(model_id, revision))
+        if not cached:
+            refuse_if_hub_unreachable(model_id, "prompt.model")  # a download ahead: fail fast without network
+    return looks_local
+
+
 def load_qwen_vl(model_id: str, revision: str | None, dtype, device: str, max_pixels: int | None = None):
     """(model, processor) from a Hugging Face id (cache, or the hub when online) or a local folder.
 
@@ -95,35 +118,24 @@ def load_qwen_vl(model_id: str, revision: str | None, dtype, device: str, max_pi
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     local = Path(model_id).expanduser()
-    looks_local = local.exists() or model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1
-    if looks_local and not local.is_dir():
-        raise CozError(
-            f"prompt.model={model_id}: no such folder (give a Hugging Face id such as {DEFAULT_MODEL} "
-            f"or a folder holding a saved Qwen2.5-VL)"
-        )
+    looks_local = check_source(model_id, revision)
     source = str(local) if looks_local else model_id
     kwargs = {} if looks_local else {"revision": revision}
-    if not looks_local:
-        from huggingface_hub import try_to_load_from_cache
-
-        from coz.backbones.diffusion.hub import hub_offline, refuse_if_hub_unreachable
-
-        if (
-            not isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str)
-            and not hub_offline()
-        ):
-            refuse_if_hub_unreachable(model_id, "prompt.model")  # a download ahead: fail fast without network
     try:
         processor = AutoProcessor.from_pretrained(
             source, **kwargs, **({"max_pixels": max_pixels} if max_pixels else {})
         )
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=dtype, **kwargs)
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        raise CozError(
-            f"prompt.model={model_id}{f' (revision {revision})' if revision else ''}: not found "
-            f"{'in the Hugging Face cache (HF_HUB_OFFLINE is set)' if offline else 'locally or on the hub'}. "
-            f"Download it once with `hf download {model_id}` (it goes to the HF cache, $HF_HOME), "
-            f"or set prompt.model=/path/to/a/local/folder"
-        ) from err
+        raise CozError(not_found(model_id, revision)) from err
     return model.to(device).eval(), processor
+
+
+def not_found(model_id: str, revision: str | None) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    return (
+        f"prompt.model={model_id}{f' (revision {revision})' if revision else ''}: not found "
+        f"{'in the Hugging Face cache (HF_HUB_OFFLINE is set)' if offline else 'locally or on the hub'}. "
+        f"Download it once with `hf download {model_id}` (it goes to the HF cache, $HF_HOME), "
+        f"or set prompt.model=/path/to/a/local/folder"
+    )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from coz.images import check_header, find_images, not_images
+from coz.modes import INTERPOLATION_MODES
 from coz.run.cli import hydra_entry
 from coz.run.handle import Run, execute
 from coz.run.names import output_names
@@ -59,6 +60,12 @@ def check(cfg: DictConfig) -> Plan:
     if not Path(cfg.input).expanduser().is_dir():  # one file named: not an image is one line (exit 2) now,
         check_header(images[0])  # not a skipped input once the model has loaded and the folder is made
     skipped = not_images(cfg.input)  # listed as skipped inputs (exit 1), never dropped without a word
+    if cfg.zoom.mode not in INTERPOLATION_MODES:  # a missing model or weight file: before the folder is made
+        from coz.backbones import check_backbone_files
+        from coz.prompts import check_prompt_files
+
+        check_backbone_files(cfg.backbone)
+        check_prompt_files(cfg.prompt)
     return Plan(images, output_names(images), skipped, full)
 
 
