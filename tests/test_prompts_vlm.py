@@ -242,9 +242,8 @@ def test_online_without_network_a_missing_model_is_one_try_then_one_line(
 
     from huggingface_hub import constants
 
-    from coz.backbones.diffusion.hub import resolve_model
+    from coz.backbones.diffusion.hub import check_available, resolve_model
     from coz.prompts import build_prompt_extractor
-    from coz.train_grpo.models import check_available
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -10,7 +10,6 @@ through ONE ``generate`` with left padding, which gives the same tokens as one-b
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from PIL import Image
@@ -96,16 +95,10 @@ def check_source(model_id: str, revision: str | None) -> bool:
             f"prompt.model={model_id}: no such folder (give a Hugging Face id such as {DEFAULT_MODEL} "
             f"or a folder holding a saved Qwen2.5-VL)"
         )
-    if not looks_local:
-        from huggingface_hub import try_to_load_from_cache
+    if not looks_local:  # cached, or a hub that answers (a download ahead: fail fast without network)
+        from coz.backbones.diffusion.hub import check_available
 
-        from coz.backbones.diffusion.hub import hub_offline, refuse_if_hub_unreachable
-
-        cached = isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str)
-        if not cached and hub_offline():
-            raise CozError(not_found(model_id, revision))
-        if not cached:
-            refuse_if_hub_unreachable(model_id, "prompt.model")  # a download ahead: fail fast without network
+        check_available(model_id, revision, "prompt.model")
     return looks_local
 
 
@@ -127,15 +120,7 @@ def load_qwen_vl(model_id: str, revision: str | None, dtype, device: str, max_pi
         )
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=dtype, **kwargs)
     except OSError as err:
-        raise CozError(not_found(model_id, revision)) from err
+        from coz.backbones.diffusion.hub import missing_message
+
+        raise CozError(missing_message(model_id, revision, "prompt.model")) from err
     return model.to(device).eval(), processor
-
-
-def not_found(model_id: str, revision: str | None) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    return (
-        f"prompt.model={model_id}{f' (revision {revision})' if revision else ''}: not found "
-        f"{'in the Hugging Face cache (HF_HUB_OFFLINE is set)' if offline else 'locally or on the hub'}. "
-        f"Download it once with `hf download {model_id}` (it goes to the HF cache, $HF_HOME), "
-        f"or set prompt.model=/path/to/a/local/folder"
-    )

@@ -3,7 +3,8 @@
 
 ``trainer.*`` reaches ``lightning.Trainer``: the keys coz interprets itself (:data:`INTERPRETED`) are
 resolved here; every other key is passed on as it is (``+trainer.max_time=00:02:00:00``,
-``+trainer.limit_val_batches=0.5``) and wins over the tool's own setting of the same argument.
+``+trainer.limit_val_batches=0.5``) and wins over the tool's own setting of the same argument, except
+the counts coz keeps itself (:data:`COUNTED_BY_COZ`: ``max_steps``, ``max_epochs``), which are refused.
 
 - ``devices=auto``: every GPU when there are GPUs (and not ``accelerator=cpu``), else one process.
 - ``strategy=auto``: one process: Lightning's own; several on one node: DDP in spawned workers (one

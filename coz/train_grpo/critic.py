@@ -29,8 +29,8 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
+from coz.backbones.diffusion.hub import check_available, missing_message
 from coz.errors import CozError
-from coz.train_grpo.models import check_available, missing_message
 
 log = logging.getLogger("coz.train_grpo")
 

@@ -147,8 +147,9 @@ def check_config(cfg: DictConfig) -> DictConfig:
 
 def preflight(cfg: DictConfig) -> dict[str, str | None]:
     """Check that the policy and critic models can be loaded; their cached commits for run.json."""
+    from coz.backbones.diffusion.hub import check_available
     from coz.train_grpo.critic import critic_model
-    from coz.train_grpo.models import cached_commit, check_available
+    from coz.train_grpo.models import cached_commit
 
     commits, missing = {}, []
     wanted = []

@@ -38,34 +38,49 @@ def refuse_if_hub_unreachable(model: str, option: str) -> None:
         ) from None
 
 
+def check_available(model: str, revision: str | None, option: str, index_file: str = "config.json") -> bool:
+    """Fail at once, in one line, if ``model`` (a hub id or a folder holding ``index_file``) can
+    neither be loaded from disk nor downloaded; True if it is on disk (a folder, or in the cache)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / index_file).is_file():
+            raise CozError(
+                f"{option}={model}: folder has no {index_file} (give a model folder as save_pretrained "
+                "or `hf download` writes it)"
+            )
+        return True
+    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
+        raise CozError(f"{option}={model}: no such folder, and not a Hugging Face hub id (owner/name)")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, index_file, revision=revision), str):
+        return True
+    if hub_offline():
+        raise CozError(missing_message(model, revision, option))
+    refuse_if_hub_unreachable(model, option)
+    return False
+
+
+def missing_message(model: str, revision: str | None, option: str) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    where = "in the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "locally or on the hub"
+    pinned = f" (revision {revision})" if revision else ""
+    fetch = f"hf download {model}" + (f" --revision {revision}" if revision else "")
+    return (
+        f"{option}={model}{pinned}: not found {where}. Download it once with `{fetch}` (it goes to "
+        f"the HF cache, $HF_HOME; accept its licence on the hub first if it is gated), or set "
+        f"{option}=/path/to/a/local/folder"
+    )
+
+
 def resolve_model(model: str, option: str, index_file: str = "model_index.json") -> tuple[str, bool]:
     """(where to load from, local_files_only) for a hub id or folder; CozError if unavailable.
 
     ``option`` is the config key users set (e.g. ``backbone.model``), named in the message.
     """
+    on_disk = check_available(model, None, option, index_file)
     path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / index_file).is_file():
-            raise CozError(
-                f"{option}={model}: folder has no {index_file}; give a diffusers model folder "
-                f"(as saved by save_pretrained or downloaded with `hf download`)"
-            )
-        return str(path), True
-    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
-        raise CozError(f"{option}={model}: no such folder, and not a Hugging Face hub id (owner/name)")
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(model, index_file)
-    if isinstance(cached, str):
-        return model, True
-    if hub_offline():
-        raise CozError(
-            f"{option}={model}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"download it first (`hf download {model}`, after accepting its licence on the hub "
-            f"if it is gated) or set {option}=/path/to/a/local/copy"
-        )
-    refuse_if_hub_unreachable(model, option)
-    return model, False
+    return (str(path) if path.is_dir() else model), on_disk
 
 
 def require_file(path: str | None, option: str, what: str) -> Path:
